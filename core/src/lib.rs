@@ -1,0 +1,28 @@
+//! # tickwire-core
+//!
+//! The sans-IO heart of Tickwire. Nothing in this crate performs I/O or reads a
+//! clock: every state machine is driven by explicit inputs (bytes received,
+//! `now` passed in) and answers with outputs (bytes to send, messages to
+//! deliver, timers to arm). Transports only move bytes.
+//!
+//! ```text
+//!  gbm::Generator ──Message──▶ publisher::Publisher ──packets──▶ Transport ─ ─ ▶
+//!                                   ▲  retransmit store, snapshot state
+//!                                   └── requests (NACK, snapshot, login)
+//!
+//!  ─ ─ ▶ Transport ──bytes──▶ recovery::Receiver ──Event──▶ cache::Cache
+//!                                  │  gaps, NACKs, snapshots       latency::Latency
+//!                                  └──requests──▶ Transport
+//! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod msg;
+pub mod seq;
+pub mod time;
+pub mod wire;
+
+pub use msg::{Book, Message, Quote, Side, SymbolId, SymbolState, Trade, PRICE_SCALE};
+pub use seq::{SeqNo, SeqRange};
+pub use time::Instant;

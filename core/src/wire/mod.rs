@@ -1,0 +1,115 @@
+//! The Tickwire wire format: zero-copy views over byte buffers, in smoltcp's style.
+//!
+//! Every view is a `Packet<T: AsRef<[u8]>>`-like wrapper with `new_unchecked`,
+//! `new_checked` (which calls `check_len`) and `into_inner`; getters live in one
+//! impl, setters in an `AsMut<[u8]>` impl. **Contract:** once `check_len()` has
+//! returned `Ok`, no accessor panics, whatever the bytes are. Plain `Repr` types
+//! (`PacketRepr`, [`crate::msg::Message`], ...) parse from and emit into views.
+//!
+//! The byte-level specification is `docs/PROTOCOL.md`; the `field` constants
+//! here are its offsets, and the test vectors there are checked by this crate's
+//! tests (`tests/protocol_vectors.rs`).
+//!
+//! Layers:
+//! ```text
+//! packet  = header (40 bytes) + payload (payload_len bytes)
+//! payload = messages (Data, Retransmission)        -- see `message`
+//!         | snapshot part header + symbol records  -- see `snapshot`
+//!         | control body (LoginAck, NackReject)    -- see `control`
+//!         | empty (Heartbeat, EndOfSession, Nack, SnapshotRequest, Login)
+//! ```
+
+mod control;
+mod message;
+mod packet;
+mod snapshot;
+
+pub use control::{LoginAck, LoginAckRepr, LoginMode, NackReject, NackRejectRepr};
+pub use message::{
+    MessageIter, Quote, Trade, emit_message, message_len, parse_message, MessageKind,
+};
+pub use packet::{Packet, PacketKind, PacketRepr, frame_len};
+pub use snapshot::{SnapshotHeader, SnapshotRecord, SnapshotRepr, emit_record, parse_record};
+
+/// A byte range inside a buffer.
+pub type Field = core::ops::Range<usize>;
+
+/// The protocol's magic number, `"TW"` read as a little-endian u16.
+pub const MAGIC: u16 = 0x5754;
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// Bytes in the packet header.
+pub const HEADER_LEN: usize = 40;
+/// Largest payload a receiver accepts. A TCP stream frames packets by the
+/// header's `payload_len`; anything larger is an absurd length field, not a
+/// packet, and the connection is dropped. 64 KiB covers every UDP datagram.
+pub const MAX_PAYLOAD_LEN: usize = 65_536 - HEADER_LEN;
+/// Largest packet a receiver accepts.
+pub const MAX_PACKET_LEN: usize = HEADER_LEN + MAX_PAYLOAD_LEN;
+/// Default packet size limit for datagram transports: an Ethernet MTU of 1500
+/// minus the IPv4 (20) and UDP (8) headers, so no datagram is ever fragmented.
+pub const DEFAULT_MAX_PACKET: usize = 1472;
+
+/// Why bytes could not be decoded. Every variant is counted by receivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer bytes than the structure needs.
+    #[error("truncated: need {need} bytes, have {have}")]
+    Truncated {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes present.
+        have: usize,
+    },
+    /// The magic number is not [`MAGIC`].
+    #[error("bad magic {0:#06x}")]
+    BadMagic(u16),
+    /// A protocol version this crate does not speak.
+    #[error("unsupported version {0}")]
+    BadVersion(u8),
+    /// The CRC32C does not match the bytes.
+    #[error("bad CRC: header says {expected:#010x}, bytes give {actual:#010x}")]
+    BadCrc {
+        /// CRC carried in the header.
+        expected: u32,
+        /// CRC computed over the bytes.
+        actual: u32,
+    },
+    /// A length field is impossible (payload too large, message length below its
+    /// minimum or past the payload's end, count disagreeing with the payload).
+    #[error("malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// Read a little-endian `u16` at `at`. Callers have checked the length.
+#[inline]
+pub(crate) fn get_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+/// Read a little-endian `u32` at `at`. Callers have checked the length.
+#[inline]
+pub(crate) fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Read a little-endian `u64` at `at`. Callers have checked the length.
+#[inline]
+pub(crate) fn get_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[inline]
+pub(crate) fn set_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+#[inline]
+pub(crate) fn set_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+#[inline]
+pub(crate) fn set_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}

@@ -26,3 +26,14 @@ pub mod wire;
 pub use msg::{Book, Message, Quote, Side, SymbolId, SymbolState, Trade, PRICE_SCALE};
 pub use seq::{SeqNo, SeqRange};
 pub use time::Instant;
+
+/// Where a packet reached a subscriber from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Line {
+    /// The primary feed (TCP's only line).
+    A,
+    /// The secondary feed of an A/B pair.
+    B,
+    /// The unicast request channel (answers to NACKs and snapshot requests).
+    Unicast,
+}

@@ -1,1 +1,256 @@
-//! placeholder
+//! # tickwire-transports
+//!
+//! Transports move bytes and nothing else. Framing, sequencing and recovery
+//! live in `tickwire-core`; a transport hands complete packets up and sends
+//! complete packets down.
+//!
+//! ```text
+//!            server                                     client
+//!  core::publisher ─▶ [Publisher] ══ tcp / multicast / xdp ══▶ [Subscriber] ─▶ core::recovery
+//!        ▲                 │  requests (Login, NACK, snapshot request) ◀══        │
+//!        └── PubEvent ◀────┘                                  send_request ◀─────┘
+//! ```
+//!
+//! Faults are wrappers, not flags: [`lossy::Lossy`] drops packets with a seeded
+//! probability in either direction, around any transport.
+//!
+//! ## The polling contract
+//! `poll(timeout, on_event)` does the transport's pending I/O (accept, read,
+//! write queued bytes) and reports what happened through `on_event`, then
+//! returns. `timeout = Some(Duration::ZERO)` never blocks (busy-spin idle
+//! strategy); `Some(d)` blocks at most `d` in epoll/poll; `None` blocks until
+//! something happens. Spurious wake-ups are allowed: a `poll` may report nothing.
+
+#![warn(missing_docs)]
+
+use std::io;
+use std::time::Duration;
+
+pub use tickwire_core::wire::DecodeError;
+
+pub mod idle;
+pub mod lossy;
+pub mod tcp;
+
+/// Identifies one peer of a publisher: a TCP connection, or the UDP address a
+/// request came from (mapped to an id by the transport).
+pub type PeerId = u64;
+
+/// Why a peer was dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The peer closed the connection.
+    Closed,
+    /// Its send queue stayed above the high-water mark for too long.
+    SlowConsumer {
+        /// Bytes queued when it was dropped.
+        queued: usize,
+    },
+    /// It sent bytes that are not Tickwire packets (bad magic, absurd length...).
+    Malformed(DecodeError),
+    /// An I/O error on its socket.
+    Io(String),
+}
+
+/// What a publisher transport reports from [`Publisher::poll`].
+#[derive(Debug)]
+pub enum PubEvent<'a> {
+    /// A subscriber connected (stream transports only). It receives nothing
+    /// from [`Publisher::publish`] until [`Publisher::set_live`] marks it live.
+    Connected(PeerId),
+    /// One complete packet from a peer (a Login, a NACK, a snapshot request).
+    /// Its header has been framed but not CRC-checked: the core does that.
+    Request {
+        /// Who sent it; answer with [`Publisher::send_to`].
+        peer: PeerId,
+        /// The packet's bytes.
+        packet: &'a [u8],
+    },
+    /// A subscriber went away or was dropped.
+    Disconnected {
+        /// Who.
+        peer: PeerId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// Counters a publisher transport keeps. Every mechanism is counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PubStats {
+    /// Packets handed to the network (a fan-out to N TCP clients counts N).
+    pub packets_sent: u64,
+    /// Bytes handed to the network.
+    pub bytes_sent: u64,
+    /// Send system calls made (`write`, `sendmmsg`, XDP kicks).
+    pub syscalls: u64,
+    /// Requests received from peers.
+    pub requests: u64,
+    /// Connections accepted (stream transports).
+    pub connections: u64,
+    /// Peers currently connected (stream transports).
+    pub connected: u64,
+    /// Peers dropped for being slow.
+    pub slow_disconnects: u64,
+    /// Peers dropped for sending garbage, and datagrams that were not packets.
+    pub malformed: u64,
+    /// Packets that could not be sent (queue full, error), and packets a
+    /// datagram socket refused.
+    pub send_errors: u64,
+}
+
+/// The server side of a transport.
+pub trait Publisher {
+    /// Largest packet this transport carries (the framer's size limit).
+    fn max_packet_len(&self) -> usize;
+
+    /// Publish one packet to every live subscriber. `fill` writes the packet
+    /// straight into the transport's buffer (a pooled buffer, a sendmmsg slot,
+    /// a UMEM frame) and returns its length; it is called exactly once with a
+    /// buffer of at least [`Self::max_packet_len`] bytes.
+    fn publish_with(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> io::Result<()>;
+
+    /// Publish an already encoded packet.
+    fn publish(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.publish_with(&mut |buf| {
+            buf[..packet.len()].copy_from_slice(packet);
+            packet.len()
+        })
+    }
+
+    /// Send one packet to one peer (the answer to a request).
+    fn send_to(&mut self, peer: PeerId, packet: &[u8]) -> io::Result<()>;
+
+    /// Mark a stream peer live (it receives [`Self::publish`]ed packets) or not.
+    /// Datagram transports ignore it: their subscribers join the group themselves.
+    fn set_live(&mut self, peer: PeerId, live: bool);
+
+    /// Drop a peer (stream transports: close its connection, reporting
+    /// `Disconnected` with `reason` from the next `poll`). The server calls it when
+    /// a peer's requests fail the core's checks (bad CRC...). Datagram transports
+    /// have no connection to close and ignore it.
+    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason);
+
+    /// Push out anything batched (sendmmsg batches, XDP TX ring).
+    fn flush(&mut self) -> io::Result<()>;
+
+    /// Do pending I/O and report events; see the crate's polling contract.
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(PubEvent<'_>),
+    ) -> io::Result<()>;
+
+    /// Counters.
+    fn stats(&self) -> PubStats;
+}
+
+pub use tickwire_core::Line;
+
+/// What a subscriber transport reports from [`Subscriber::poll`].
+#[derive(Debug)]
+pub enum SubEvent<'a> {
+    /// A stream transport (re)connected: the client should log in.
+    Connected,
+    /// One complete packet. Framed, not CRC-checked: the core does that.
+    Packet {
+        /// Which line it came on.
+        line: Line,
+        /// Its bytes.
+        packet: &'a [u8],
+    },
+    /// A stream transport lost its connection; call [`Subscriber::reconnect`]
+    /// (after a back-off) to try again.
+    Disconnected(DisconnectReason),
+}
+
+/// Counters a subscriber transport keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubStats {
+    /// Packets received.
+    pub packets_received: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Receive system calls made.
+    pub syscalls: u64,
+    /// Requests sent.
+    pub requests_sent: u64,
+    /// Bytes that could not be framed (stream transports: the connection is then dropped).
+    pub malformed: u64,
+    /// Successful (re)connections.
+    pub connects: u64,
+}
+
+/// The client side of a transport.
+pub trait Subscriber {
+    /// Send a request packet (Login, NACK, snapshot request) to the server.
+    fn send_request(&mut self, packet: &[u8]) -> io::Result<()>;
+
+    /// Do pending I/O and report events; see the crate's polling contract.
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(SubEvent<'_>),
+    ) -> io::Result<()>;
+
+    /// Stream transports: start a new connection attempt (its outcome is
+    /// reported by `poll` as `Connected` or `Disconnected`). Datagram
+    /// transports: nothing to do.
+    fn reconnect(&mut self) -> io::Result<()>;
+
+    /// Counters.
+    fn stats(&self) -> SubStats;
+}
+
+impl<P: Publisher + ?Sized> Publisher for Box<P> {
+    fn max_packet_len(&self) -> usize {
+        (**self).max_packet_len()
+    }
+    fn publish_with(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> io::Result<()> {
+        (**self).publish_with(fill)
+    }
+    fn publish(&mut self, packet: &[u8]) -> io::Result<()> {
+        (**self).publish(packet)
+    }
+    fn send_to(&mut self, peer: PeerId, packet: &[u8]) -> io::Result<()> {
+        (**self).send_to(peer, packet)
+    }
+    fn set_live(&mut self, peer: PeerId, live: bool) {
+        (**self).set_live(peer, live)
+    }
+    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
+        (**self).disconnect(peer, reason)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(PubEvent<'_>),
+    ) -> io::Result<()> {
+        (**self).poll(timeout, on_event)
+    }
+    fn stats(&self) -> PubStats {
+        (**self).stats()
+    }
+}
+
+impl<S: Subscriber + ?Sized> Subscriber for Box<S> {
+    fn send_request(&mut self, packet: &[u8]) -> io::Result<()> {
+        (**self).send_request(packet)
+    }
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(SubEvent<'_>),
+    ) -> io::Result<()> {
+        (**self).poll(timeout, on_event)
+    }
+    fn reconnect(&mut self) -> io::Result<()> {
+        (**self).reconnect()
+    }
+    fn stats(&self) -> SubStats {
+        (**self).stats()
+    }
+}

@@ -260,7 +260,13 @@ pub fn parse_message(buf: &[u8]) -> Result<(Message, usize), DecodeError> {
     if buf.len() < len {
         return Err(DecodeError::Truncated { need: len, have: buf.len() });
     }
-    let msg = match MessageKind::from_byte(buf[field::TYPE]) {
+    let kind = MessageKind::from_byte(buf[field::TYPE]);
+    if let Some(fixed) = kind.fixed_len()
+        && fixed != len
+    {
+        return Err(DecodeError::Malformed("message length disagrees with its type"));
+    }
+    let msg = match kind {
         MessageKind::Quote => {
             let q = Quote::new_checked(&buf[..len])?;
             Message::Quote(QuoteRepr {

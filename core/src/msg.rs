@@ -210,4 +210,18 @@ impl Book {
     pub fn is_empty(&self) -> bool {
         self.states.is_empty()
     }
+
+    /// The book as text, one line per symbol that has seen a message:
+    /// `symbol bid_px ask_px bid_qty ask_qty last_px last_qty updates last_seq`.
+    /// Server and client write this format so tests can compare final states.
+    pub fn write_text(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        for s in self.states.iter().filter(|s| s.updates > 0) {
+            writeln!(
+                out,
+                "{} {} {} {} {} {} {} {} {}",
+                s.symbol, s.bid_px, s.ask_px, s.bid_qty, s.ask_qty, s.last_px, s.last_qty, s.updates, s.last_seq
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -1,1 +1,154 @@
-fn main() {}
+//! `server`: simulate an exchange and publish its feed.
+//!
+//! ```text
+//! server --transport tcp --rate 200000 --seed 7 --duration 10s
+//! server --transport multicast --listen 127.0.0.1:9100 --group 239.255.0.1:30001
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tickwire_core::gbm::GbmConfig;
+use tickwire_server::{ServerConfig, run};
+use tickwire_transports::idle::IdleStrategy;
+use tickwire_transports::lossy::LossConfig;
+use tickwire_transports::select::{TransportKind, TransportOptions, parse_duration};
+
+/// Simulate an exchange (GBM prices) and publish a sequenced market-data feed.
+#[derive(Debug, Parser)]
+#[command(name = "server", version)]
+struct Args {
+    /// Transport: tcp, multicast or xdp.
+    #[arg(long, default_value = "tcp")]
+    transport: TransportKind,
+    /// TCP: address to listen on. Multicast/xdp: unicast recovery (NACK/snapshot) address.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Multicast group of feed line A.
+    #[arg(long, default_value = "239.255.0.1:30001")]
+    group: SocketAddrV4,
+    /// Multicast group of feed line B (publishes the same stream twice: A/B feeds).
+    #[arg(long)]
+    group_b: Option<SocketAddrV4>,
+    /// Interface address for multicast (127.0.0.1 = loopback).
+    #[arg(long, default_value = "127.0.0.1")]
+    interface: Ipv4Addr,
+    /// Network interface name (xdp).
+    #[arg(long)]
+    ifname: Option<String>,
+    /// Number of symbols in the universe.
+    #[arg(long, default_value_t = 1000)]
+    symbols: u32,
+    /// Messages per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 200_000)]
+    rate: u64,
+    /// Generator seed: the whole stream is a function of it.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// How long to generate (e.g. 10s, 500ms; 0 = until Ctrl-C).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Stop after this many messages.
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Messages kept for retransmission (NACK / resume window).
+    #[arg(long, default_value_t = 1 << 20)]
+    retransmit_window: u64,
+    /// Session epoch (default: from the wall clock, so it changes on restart).
+    #[arg(long)]
+    epoch: Option<u64>,
+    /// After the session ends, keep serving recovery requests this long.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    linger: Duration,
+    /// Pin the publishing thread to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Progress line interval (0 = none).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    stats_interval: Duration,
+    /// Idle strategy: spin, yield, block or block:MICROS.
+    #[arg(long, default_value = "block")]
+    idle: IdleStrategy,
+    /// Largest packet in bytes.
+    #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET)]
+    max_packet: usize,
+    /// Drop this fraction of outgoing packets (seeded, in-process loss injection).
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Seed of the loss injection.
+    #[arg(long, default_value_t = 1)]
+    drop_seed: u64,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Write the final book (per-symbol state) to this file.
+    #[arg(long)]
+    book_out: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !(0.0..=1.0).contains(&args.drop_rate) {
+        anyhow::bail!("--drop-rate must be between 0 and 1, got {}", args.drop_rate);
+    }
+    if args.max_packet < 128 || args.max_packet > tickwire_core::wire::MAX_PACKET_LEN {
+        anyhow::bail!("--max-packet must be between 128 and {}", tickwire_core::wire::MAX_PACKET_LEN);
+    }
+    let cfg = ServerConfig {
+        transport: TransportOptions {
+            kind: args.transport,
+            addr: args.listen,
+            group_a: args.group,
+            group_b: args.group_b,
+            interface: args.interface,
+            ifname: args.ifname,
+            max_packet_len: args.max_packet,
+            loss: LossConfig { tx_drop: args.drop_rate, rx_drop: 0.0, seed: args.drop_seed },
+        },
+        gbm: GbmConfig { seed: args.seed, symbols: args.symbols, ..GbmConfig::default() },
+        rate: args.rate,
+        duration: (!args.duration.is_zero()).then_some(args.duration),
+        max_messages: args.messages,
+        retransmit_window: args.retransmit_window,
+        epoch: args.epoch,
+        linger: args.linger,
+        stats_interval: (!args.stats_interval.is_zero()).then_some(args.stats_interval),
+        idle: args.idle,
+        cpu: args.cpu,
+        book_out: args.book_out,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+    let summary = run(&cfg, stop)?;
+    eprintln!(
+        "server summary: {} messages in {:.2}s ({:.0} msg/s), {} packets, {} heartbeats, {} clients, \
+         {} slow-client disconnects, {} requests ({} NACKs, {} rejected, {} messages retransmitted, {} snapshots), \
+         {} malformed, {} ignored, CPU {:.3}s ({:.0} ns/msg)",
+        summary.messages,
+        summary.elapsed_s,
+        summary.rate,
+        summary.packets,
+        summary.heartbeats,
+        summary.clients,
+        summary.slow_disconnects,
+        summary.requests,
+        summary.nacks,
+        summary.nack_rejects,
+        summary.retransmitted_messages,
+        summary.snapshots,
+        summary.malformed,
+        summary.ignored_requests,
+        summary.cpu_s,
+        summary.cpu_ns_per_message,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}

@@ -28,8 +28,10 @@ use std::time::Duration;
 
 pub use tickwire_core::wire::DecodeError;
 
+pub mod affinity;
 pub mod idle;
 pub mod lossy;
+pub mod select;
 pub mod tcp;
 
 /// Identifies one peer of a publisher: a TCP connection, or the UDP address a

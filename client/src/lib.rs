@@ -1,0 +1,403 @@
+//! # tickwire-client
+//!
+//! The feed handler: transport → [`tickwire_core::recovery::Receiver`] (gap
+//! detection, NACK, snapshot, resume) → [`tickwire_core::cache`] (seqlock per
+//! symbol) → [`tickwire_core::latency::Latency`] (HdrHistogram). The run loop,
+//! each iteration:
+//!
+//! 1. poll the transport; every packet goes to the receiver, whose events are
+//!    applied at once (cache update, latency record, verification);
+//! 2. fire the receiver's timers (NACK delays, retries, snapshot timeouts, reconnects);
+//! 3. send the requests the receiver wants sent;
+//! 4. redraw the live view every 500 ms.
+
+#![warn(missing_docs)]
+
+pub mod verify;
+pub mod view;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Serialize;
+use tickwire_core::cache::{self, CacheReader, CacheWriter};
+use tickwire_core::gbm::GbmConfig;
+use tickwire_core::latency::{Latency, LatencySummary};
+use tickwire_core::recovery::{Event, Mode, Receiver, ReceiverConfig};
+use tickwire_core::{Instant, SeqNo, SymbolId};
+use tickwire_transports::idle::{IdleStrategy, Idler};
+use tickwire_transports::select::{TransportKind, TransportOptions, build_subscriber};
+use tickwire_transports::{SubEvent, Subscriber};
+
+use crate::verify::Verifier;
+use crate::view::LiveView;
+
+/// Client configuration (the binary maps its flags onto this).
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Transport and addresses.
+    pub transport: TransportOptions,
+    /// Size of the symbol universe (the cache has one slot per symbol).
+    pub universe: u32,
+    /// Subscription filter: only these symbols are applied to the cache (None = all).
+    pub filter: Option<Vec<SymbolId>>,
+    /// Stop after this long (None = until the session ends or Ctrl-C).
+    pub duration: Option<Duration>,
+    /// Exit when the server's end of session is seen and everything before it delivered.
+    pub exit_on_end: bool,
+    /// Verify every delivery against the stream regenerated from this seed.
+    pub verify_seed: Option<u64>,
+    /// Seed of the receiver's jitter RNG.
+    pub seed: u64,
+    /// Live view on stderr every 500 ms.
+    pub live_view: bool,
+    /// How the loop waits when idle.
+    pub idle: IdleStrategy,
+    /// Pin the thread to this CPU.
+    pub cpu: Option<usize>,
+    /// Write the latency histogram (`.hgrm`) here at exit.
+    pub hdr_log: Option<std::path::PathBuf>,
+    /// Write the final cache (book) here at exit.
+    pub book_out: Option<std::path::PathBuf>,
+}
+
+/// Recovery-time percentiles (gap seen → filled), microseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RecoveryTimes {
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Worst.
+    pub max_us: f64,
+}
+
+/// Verification outcome (with `--verify`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifySummary {
+    /// Messages equal to the regenerated stream.
+    pub checked: u64,
+    /// Messages that differed.
+    pub mismatches: u64,
+    /// Sequences silently skipped.
+    pub skipped: u64,
+    /// Snapshot records compared.
+    pub snapshot_records: u64,
+    /// Snapshot records that differed.
+    pub snapshot_mismatches: u64,
+    /// True when nothing was wrong.
+    pub ok: bool,
+}
+
+/// What the client saw, printed at exit (`--json`: on stdout).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Transport used.
+    pub transport: String,
+    /// Messages delivered in order.
+    pub messages_delivered: u64,
+    /// Last sequence delivered.
+    pub last_seq: u64,
+    /// Session epoch last seen.
+    pub epoch: Option<u64>,
+    /// Sequence gaps detected.
+    pub gaps_detected: u64,
+    /// Messages missing in those gaps.
+    pub messages_missed: u64,
+    /// Gaps filled by retransmission.
+    pub gaps_filled_retransmit: u64,
+    /// Gaps covered by a snapshot.
+    pub gaps_filled_snapshot: u64,
+    /// Gaps given up on.
+    pub unrecovered: u64,
+    /// Duplicate messages dropped.
+    pub duplicates: u64,
+    /// Packets with a bad CRC.
+    pub crc_errors: u64,
+    /// Malformed packets.
+    pub malformed: u64,
+    /// NACKs sent.
+    pub nacks_sent: u64,
+    /// NACKs rejected by the server (outside its window).
+    pub nack_rejects: u64,
+    /// Snapshots applied.
+    pub snapshots: u64,
+    /// Reconnections (tcp).
+    pub reconnects: u64,
+    /// Session epoch changes seen (server restarts).
+    pub epoch_changes: u64,
+    /// A/B arbitration: messages first seen on line A.
+    pub line_a_won: u64,
+    /// A/B arbitration: messages first seen on line B.
+    pub line_b_won: u64,
+    /// End-to-end latency (receive − send timestamp) of live messages, ns.
+    pub latency_ns: LatencySummary,
+    /// Gap seen → filled.
+    pub recovery_time: RecoveryTimes,
+    /// Verification against the regenerated stream, when asked.
+    pub verify: Option<VerifySummary>,
+    /// True when the server's end of session was reached.
+    pub end_of_session: bool,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+    /// Messages per second delivered.
+    pub rate: f64,
+}
+
+/// Wall-clock ns since the Unix epoch.
+fn wall_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Everything the event handler touches; separate from the transport so the
+/// transport's poll callback can borrow it.
+struct State {
+    receiver: Receiver,
+    writer: CacheWriter,
+    latency: Latency,
+    verifier: Option<Verifier>,
+    filter: Option<Vec<bool>>,
+    activity: Vec<u64>,
+    end: Option<SeqNo>,
+    reconnect_due: bool,
+}
+
+impl State {
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.receiver.poll_event() {
+            match ev {
+                Event::Message { seq, msg, send_time, recovered } => {
+                    if let Some(v) = &mut self.verifier {
+                        v.message(seq, &msg);
+                    }
+                    let Some(sym) = msg.symbol() else { continue };
+                    if self.filter.as_ref().is_some_and(|f| !f.get(sym as usize).copied().unwrap_or(false)) {
+                        continue;
+                    }
+                    self.writer.apply(seq.0, &msg);
+                    if let Some(a) = self.activity.get_mut(sym as usize) {
+                        *a += 1;
+                    }
+                    if !recovered {
+                        self.latency.record(wall_ns().saturating_sub(send_time));
+                    }
+                }
+                Event::SnapshotStart { seq, .. } => {
+                    if let Some(v) = &mut self.verifier {
+                        v.snapshot_start(seq);
+                    }
+                }
+                Event::SymbolState(s) => {
+                    if let Some(v) = &mut self.verifier {
+                        v.snapshot_record(&s);
+                    }
+                    self.writer.set(&s);
+                }
+                Event::SnapshotEnd { .. } => {
+                    if let Some(v) = &mut self.verifier {
+                        v.snapshot_end();
+                    }
+                }
+                Event::EpochChanged { old, new } => {
+                    eprintln!("client: session epoch changed {old:?} -> {new}: the server restarted");
+                    if let Some(v) = &mut self.verifier
+                        && let Err(e) = v.restart()
+                    {
+                        eprintln!("client: verifier: {e}");
+                    }
+                    self.end = None;
+                }
+                Event::Reconnect => self.reconnect_due = true,
+                Event::EndOfSession { next } => self.end = Some(next),
+                Event::Unrecoverable { range } => {
+                    eprintln!("client: gave up on {range}");
+                }
+            }
+        }
+    }
+}
+
+/// Run the client until the session ends (with `exit_on_end`), the duration
+/// passes or `stop` is set.
+pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+    if let Some(cpu) = cfg.cpu {
+        tickwire_transports::affinity::pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+    }
+    let mut transport = build_subscriber(&cfg.transport).with_context(|| {
+        format!("starting the {} transport towards {}", cfg.transport.kind, cfg.transport.addr)
+    })?;
+    let mode = match cfg.transport.kind {
+        TransportKind::Tcp => Mode::Stream,
+        TransportKind::Multicast | TransportKind::Xdp => Mode::Datagram,
+    };
+    let receiver = Receiver::new(ReceiverConfig { mode, seed: cfg.seed, ..ReceiverConfig::default() });
+    let (writer, reader) = cache::new(cfg.universe);
+    let verifier = match cfg.verify_seed {
+        Some(seed) => Some(Verifier::new(GbmConfig { seed, symbols: cfg.universe, ..GbmConfig::default() })?),
+        None => None,
+    };
+    let filter = cfg.filter.as_ref().map(|syms| {
+        let mut f = vec![false; cfg.universe as usize];
+        for &s in syms {
+            if let Some(x) = f.get_mut(s as usize) {
+                *x = true;
+            }
+        }
+        f
+    });
+    let mut st = State {
+        receiver,
+        writer,
+        latency: Latency::new(),
+        verifier,
+        filter,
+        activity: vec![0; cfg.universe as usize],
+        end: None,
+        reconnect_due: false,
+    };
+
+    let start = std::time::Instant::now();
+    let now = || Instant(start.elapsed().as_nanos() as u64);
+    let mut idler = Idler::new(cfg.idle);
+    let mut view = LiveView::new(cfg.live_view);
+    let mut req = vec![0u8; tickwire_core::wire::MAX_PACKET_LEN];
+
+    loop {
+        let t = now();
+        let timer = st.receiver.poll_timeout().map(|d| d.saturating_duration_since(t));
+        let timeout = idler.timeout(Some(timer.unwrap_or(Duration::from_millis(50)).min(Duration::from_millis(50))));
+        let mut work = 0usize;
+        transport.poll(timeout, &mut |ev| {
+            work += 1;
+            let t = now();
+            match ev {
+                SubEvent::Connected => st.receiver.handle_connected(t),
+                SubEvent::Packet { line, packet } => st.receiver.handle_packet(t, line, packet),
+                SubEvent::Disconnected(reason) => {
+                    eprintln!("client: disconnected: {reason:?}");
+                    st.receiver.handle_disconnected(t);
+                }
+            }
+            st.drain_events();
+        })?;
+        let t = now();
+        if st.receiver.poll_timeout().is_some_and(|d| d <= t) {
+            st.receiver.handle_timeout(t);
+        }
+        st.drain_events();
+        while let Some(n) = st.receiver.poll_transmit(t, wall_ns(), &mut req) {
+            if let Err(e) = transport.send_request(&req[..n]) {
+                eprintln!("client: sending a request failed: {e}");
+            }
+            work += 1;
+        }
+        if st.reconnect_due {
+            st.reconnect_due = false;
+            if let Err(e) = transport.reconnect() {
+                eprintln!("client: reconnect failed: {e}");
+                st.receiver.handle_disconnected(t);
+            }
+        }
+        idler.record(work > 0);
+        view.maybe_draw(t, &st.receiver, &st.latency, &reader, &st.activity);
+
+        let done_session = cfg.exit_on_end && st.end.is_some_and(|e| st.receiver.next_expected() >= e);
+        let out_of_time = cfg.duration.is_some_and(|d| start.elapsed() >= d);
+        if done_session || out_of_time || stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    view.finish();
+
+    if let Some(path) = &cfg.hdr_log {
+        let mut text = String::new();
+        st.latency.write_hgrm(&mut text).expect("formatting into a String");
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &cfg.book_out {
+        write_book(&reader, path)?;
+    }
+    let rs = st.receiver.stats();
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(Summary {
+        transport: cfg.transport.kind.to_string(),
+        messages_delivered: rs.messages_delivered,
+        last_seq: st.receiver.next_expected().0.saturating_sub(1),
+        epoch: st.receiver.epoch(),
+        gaps_detected: rs.gaps_detected,
+        messages_missed: rs.messages_missed,
+        gaps_filled_retransmit: rs.gaps_filled_retransmit,
+        gaps_filled_snapshot: rs.gaps_covered_snapshot,
+        unrecovered: rs.unrecovered,
+        duplicates: rs.duplicates,
+        crc_errors: rs.bad_crc,
+        malformed: rs.malformed + transport.stats().malformed,
+        nacks_sent: rs.nacks_sent,
+        nack_rejects: rs.nack_rejects,
+        snapshots: rs.snapshots_applied,
+        reconnects: rs.reconnects,
+        epoch_changes: rs.epoch_changes,
+        line_a_won: rs.line_a_won,
+        line_b_won: rs.line_b_won,
+        latency_ns: st.latency.summary(),
+        recovery_time: RecoveryTimes {
+            p50_us: st.receiver.stats().recovery_percentile(50.0) as f64 / 1e3,
+            p99_us: st.receiver.stats().recovery_percentile(99.0) as f64 / 1e3,
+            max_us: st.receiver.stats().recovery_percentile(100.0) as f64 / 1e3,
+        },
+        verify: st.verifier.as_ref().map(|v| VerifySummary {
+            checked: v.checked,
+            mismatches: v.mismatches,
+            skipped: v.skipped,
+            snapshot_records: v.snapshot_records,
+            snapshot_mismatches: v.snapshot_mismatches,
+            ok: v.ok(),
+        }),
+        end_of_session: st.end.is_some_and(|e| st.receiver.next_expected() >= e),
+        elapsed_s: elapsed,
+        rate: rs.messages_delivered as f64 / elapsed.max(1e-9),
+    })
+}
+
+fn write_book(reader: &CacheReader, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut text = String::new();
+    reader.to_book().write_text(&mut text).expect("formatting into a String");
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Parse a subscription filter: `0-9,42,100-199`.
+pub fn parse_filter(s: &str) -> Result<Vec<SymbolId>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("bad symbol filter {part:?}: use e.g. 0-9,42");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (SymbolId, SymbolId) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        return Err("empty symbol filter".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert_eq!(parse_filter("0-2,7"), Ok(vec![0, 1, 2, 7]));
+        assert!(parse_filter("3-1").is_err());
+        assert!(parse_filter("x").is_err());
+        assert!(parse_filter("").is_err());
+    }
+}

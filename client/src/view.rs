@@ -1,0 +1,134 @@
+//! The live terminal view: every 500 ms, rate, sequence, gaps and recoveries,
+//! latency percentiles and the most active symbols. On a terminal it redraws in
+//! place; otherwise (a log file, CI) it prints one line per refresh.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use tickwire_core::cache::CacheReader;
+use tickwire_core::latency::Latency;
+use tickwire_core::recovery::Receiver;
+use tickwire_core::{Instant, PRICE_SCALE};
+
+/// Refresh period of the live view.
+pub const REFRESH: Duration = Duration::from_millis(500);
+/// Symbols listed in the "most active" table.
+const TOP_SYMBOLS: usize = 8;
+
+/// Draws the live view on stderr.
+#[derive(Debug)]
+pub struct LiveView {
+    enabled: bool,
+    tty: bool,
+    last: Option<Instant>,
+    last_delivered: u64,
+    out: String,
+}
+
+fn px(units: i64) -> String {
+    format!("{:.2}", units as f64 / PRICE_SCALE as f64)
+}
+
+fn us(ns: u64) -> String {
+    if ns >= 1_000_000 { format!("{:.2}ms", ns as f64 / 1e6) } else { format!("{:.1}µs", ns as f64 / 1e3) }
+}
+
+impl LiveView {
+    /// A view; `enabled = false` draws nothing.
+    pub fn new(enabled: bool) -> LiveView {
+        LiveView { enabled, tty: std::io::stderr().is_terminal(), last: None, last_delivered: 0, out: String::new() }
+    }
+
+    /// Redraw if [`REFRESH`] has passed since the last draw.
+    pub fn maybe_draw(&mut self, now: Instant, rx: &Receiver, lat: &Latency, cache: &CacheReader, activity: &[u64]) {
+        if !self.enabled {
+            return;
+        }
+        let Some(last) = self.last else {
+            self.last = Some(now);
+            return;
+        };
+        let dt = now.saturating_duration_since(last);
+        if dt < REFRESH {
+            return;
+        }
+        self.last = Some(now);
+        let st = rx.stats();
+        let rate = (st.messages_delivered - self.last_delivered) as f64 / dt.as_secs_f64();
+        self.last_delivered = st.messages_delivered;
+        let s = lat.summary();
+        self.out.clear();
+        let o = &mut self.out;
+        if self.tty {
+            o.push_str("\x1b[H\x1b[2J");
+            let _ = writeln!(o, "tickwire client   epoch {:?}   t={:.1}s", rx.epoch(), now.as_nanos() as f64 / 1e9);
+            let _ = writeln!(
+                o,
+                "rate {rate:>12.0} msg/s   delivered {:>12}   next seq {}",
+                st.messages_delivered,
+                rx.next_expected()
+            );
+            let _ = writeln!(
+                o,
+                "gaps {} (missed {})   filled: retransmit {} snapshot {}   unrecovered {}   dup {}   crc {}   malformed {}   nacks {}",
+                st.gaps_detected,
+                st.messages_missed,
+                st.gaps_filled_retransmit,
+                st.gaps_covered_snapshot,
+                st.unrecovered,
+                st.duplicates,
+                st.bad_crc,
+                st.malformed,
+                st.nacks_sent
+            );
+            let _ = writeln!(
+                o,
+                "latency p50 {}   p99 {}   p99.9 {}   max {}   (n={})",
+                us(s.p50),
+                us(s.p99),
+                us(s.p999),
+                us(s.max),
+                s.count
+            );
+            let _ = writeln!(o, "\n{:>8} {:>10} {:>12} {:>12} {:>12}", "symbol", "updates", "bid", "ask", "last");
+            let mut top: Vec<(usize, u64)> = activity.iter().copied().enumerate().filter(|(_, n)| *n > 0).collect();
+            top.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+            for (sym, _) in top.into_iter().take(TOP_SYMBOLS) {
+                if let Some(q) = cache.read(sym as u32) {
+                    let _ = writeln!(
+                        o,
+                        "{:>8} {:>10} {:>12} {:>12} {:>12}",
+                        sym,
+                        q.updates,
+                        px(q.bid_px),
+                        px(q.ask_px),
+                        px(q.last_px)
+                    );
+                }
+            }
+        } else {
+            let _ = writeln!(
+                o,
+                "client: {:>10} msgs {rate:>9.0} msg/s | next {} | gaps {} filled {}+{} unrecovered {} | p50 {} p99 {} p99.9 {}",
+                st.messages_delivered,
+                rx.next_expected(),
+                st.gaps_detected,
+                st.gaps_filled_retransmit,
+                st.gaps_covered_snapshot,
+                st.unrecovered,
+                us(s.p50),
+                us(s.p99),
+                us(s.p999)
+            );
+        }
+        let _ = std::io::stderr().write_all(self.out.as_bytes());
+    }
+
+    /// Leave the terminal tidy.
+    pub fn finish(&mut self) {
+        if self.enabled && self.tty {
+            let _ = std::io::stderr().write_all(b"\n");
+        }
+    }
+}

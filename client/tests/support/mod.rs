@@ -1,0 +1,137 @@
+//! Shared helpers for the end-to-end tests: run the real `server` and `client`
+//! binaries, parse their `--json` summaries, compare their final books.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `client` binary cargo built for this test run.
+pub fn client_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_client"))
+}
+
+/// The `server` binary, built into the same target directory.
+pub fn server_bin() -> PathBuf {
+    let p = client_bin().with_file_name("server");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (scripts/test.sh runs `cargo build --profile fast-test --workspace --bins`)",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback TCP port (bound then released: good enough for tests that
+/// run in one process with distinct ports).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A loopback address on a free port.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A scratch directory unique to this test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tickwire-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Start the server with `args` (stdout piped for `--json`).
+pub fn spawn_server(args: &[String]) -> Child {
+    Command::new(server_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting the server")
+}
+
+/// Start a client with `args`.
+pub fn spawn_client(args: &[String]) -> Child {
+    Command::new(client_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting a client")
+}
+
+/// Wait for a child with a deadline (killing it and failing if it is exceeded),
+/// check it exited 0 and parse the JSON summary it printed.
+pub fn finish(mut child: Child, what: &str, deadline: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                let mut out = String::new();
+                child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+                assert!(status.success(), "{what} exited with {status}; stdout: {out}");
+                let line = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
+                    panic!("{what} printed no JSON summary; stdout: {out}")
+                });
+                return serde_json::from_str(line).unwrap();
+            }
+            None if start.elapsed() > deadline => {
+                let _ = child.kill();
+                panic!("{what} did not finish within {deadline:?}");
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Wait until a TCP server accepts connections at `addr`.
+pub fn wait_listening(addr: SocketAddr) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "server never listened on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Read a u64 field of a summary.
+pub fn u(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("summary has no integer {key}: {v}"))
+}
+
+/// Assert a client summary shows a complete, verified, loss-free stream.
+pub fn assert_clean(v: &Value, what: &str) {
+    assert_eq!(u(v, "unrecovered"), 0, "{what}: unrecovered gaps: {v}");
+    assert_eq!(u(v, "crc_errors"), 0, "{what}: CRC errors: {v}");
+    let verify = &v["verify"];
+    assert_eq!(verify["mismatches"].as_u64(), Some(0), "{what}: messages differ from the seed's stream: {v}");
+    assert_eq!(verify["skipped"].as_u64(), Some(0), "{what}: sequences silently skipped: {v}");
+    assert_eq!(verify["snapshot_mismatches"].as_u64(), Some(0), "{what}: wrong snapshot: {v}");
+}
+
+/// Assert two book files (server's and a client's `--book-out`) are identical.
+pub fn assert_same_book(server: &Path, client: &Path) {
+    let a = std::fs::read_to_string(server).unwrap();
+    let b = std::fs::read_to_string(client).unwrap();
+    assert!(!a.is_empty(), "server book {} is empty", server.display());
+    if a != b {
+        let diff = a.lines().zip(b.lines()).find(|(x, y)| x != y);
+        panic!(
+            "client book {} differs from the server's {} ({} vs {} lines); first difference: {diff:?}",
+            client.display(),
+            server.display(),
+            b.lines().count(),
+            a.lines().count()
+        );
+    }
+}
+
+/// Convert `&str` arguments.
+pub fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}

@@ -30,6 +30,7 @@ pub use tickwire_core::wire::DecodeError;
 
 pub mod idle;
 pub mod lossy;
+pub mod multicast;
 pub mod tcp;
 
 /// Identifies one peer of a publisher: a TCP connection, or the UDP address a

@@ -419,7 +419,11 @@ fn multicast_crosses_a_bridge_to_two_client_namespaces() {
 
     let group = SocketAddrV4::new(Ipv4Addr::new(239, 77, 0, 1), 30001);
     let request = SocketAddrV4::new(topo.srv_addr(), 30000);
-    let cfg = MulticastConfig::new(group, topo.srv_addr(), request);
+    // Across hosts no local copy is needed: loopback off.
+    let cfg = MulticastConfig {
+        loopback: false,
+        ..MulticastConfig::new(group, topo.srv_addr(), request)
+    };
     let pcfg = cfg.clone();
     let mut publisher = in_netns(&topo.srv, move || MulticastPublisher::new(pcfg))
         .unwrap()

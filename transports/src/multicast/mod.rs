@@ -112,7 +112,7 @@ pub struct MulticastConfig {
     /// Multicast TTL (1 = this subnet only).
     pub ttl: u32,
     /// `IP_MULTICAST_LOOP`: deliver our own multicast to local subscribers
-    /// (needed when publisher and subscribers share a host).
+    /// (needed when publisher and subscribers share a host; on by default).
     pub loopback: bool,
     /// The publisher's unicast request port (NACK / snapshot request);
     /// subscribers send requests there. Port 0 lets the publisher pick one
@@ -129,8 +129,26 @@ pub struct MulticastConfig {
     pub batch: usize,
 }
 
+/// Group of line A in [`MulticastConfig::default`] (administratively
+/// scoped, site-local range).
+pub const DEFAULT_GROUP_A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 30001);
+
+/// Request address in [`MulticastConfig::default`]: the port the binaries'
+/// examples use, on loopback.
+pub const DEFAULT_REQUEST_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100);
+
+impl Default for MulticastConfig {
+    /// Loopback: [`DEFAULT_GROUP_A`], interface 127.0.0.1,
+    /// [`DEFAULT_REQUEST_ADDR`], and the defaults of [`MulticastConfig::new`].
+    fn default() -> Self {
+        MulticastConfig::new(DEFAULT_GROUP_A, Ipv4Addr::LOCALHOST, DEFAULT_REQUEST_ADDR)
+    }
+}
+
 impl MulticastConfig {
-    /// A configuration with the defaults: no line B, TTL 1, loopback off,
+    /// A configuration with the defaults: no line B, TTL 1, loopback on (the
+    /// kernel's own default: local subscribers get the feed; it costs one
+    /// extra copy per packet only when a local member exists),
     /// [`DEFAULT_SOCKET_BUFFER`] both ways, [`DEFAULT_MAX_PACKET`],
     /// [`DEFAULT_BATCH`].
     pub fn new(group_a: SocketAddrV4, interface: Ipv4Addr, request_addr: SocketAddrV4) -> Self {
@@ -139,7 +157,7 @@ impl MulticastConfig {
             group_b: None,
             interface,
             ttl: 1,
-            loopback: false,
+            loopback: true,
             request_addr,
             send_buffer: DEFAULT_SOCKET_BUFFER,
             recv_buffer: DEFAULT_SOCKET_BUFFER,
@@ -148,12 +166,9 @@ impl MulticastConfig {
         }
     }
 
-    /// [`Self::new`] on the loopback interface with `IP_MULTICAST_LOOP` on.
+    /// [`Self::new`] on the loopback interface (127.0.0.1).
     pub fn loopback(group_a: SocketAddrV4, request_addr: SocketAddrV4) -> Self {
-        MulticastConfig {
-            loopback: true,
-            ..MulticastConfig::new(group_a, Ipv4Addr::LOCALHOST, request_addr)
-        }
+        MulticastConfig::new(group_a, Ipv4Addr::LOCALHOST, request_addr)
     }
 
     fn validate(&self) -> io::Result<()> {
@@ -766,6 +781,8 @@ mod tests {
         let g = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 30001);
         let r = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
         assert!(MulticastConfig::loopback(g, r).validate().is_ok());
+        assert!(MulticastConfig::default().validate().is_ok());
+        assert!(MulticastConfig::default().loopback);
         let not_mc = MulticastConfig::loopback(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1), r);
         assert!(
             not_mc

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tickwire_core::wire::{DEFAULT_MAX_PACKET, HEADER_LEN, PacketKind};
+use tickwire_transports::conformance::{self, Delivery, Params, Profile};
 use tickwire_transports::multicast::{
     MulticastConfig, MulticastPublisher, MulticastSubscriber, peer_addr, peer_id,
 };
@@ -34,13 +35,47 @@ fn loopback_cfg() -> MulticastConfig {
 
 /// The subscriber-side config for a publisher made from `cfg`.
 fn sub_cfg(cfg: &MulticastConfig, publisher: &MulticastPublisher) -> MulticastConfig {
-    let SocketAddr::V4(req) = publisher.request_addr() else {
-        panic!("v4 request addr")
+    assert_eq!(publisher.config().group_a, cfg.group_a);
+    publisher.config().clone()
+}
+
+/// Multicast as the conformance suite sees it: a datagram transport. On
+/// loopback with the suite's pacing nothing is lost, so it must deliver
+/// every packet (`min_fraction` 1.0), like a reliable transport would.
+const MULTICAST: Profile = Profile {
+    name: "multicast",
+    stream: false,
+    delivery: Delivery::BestEffort { min_fraction: 1.0 },
+};
+
+#[test]
+fn conformance_suite() {
+    conformance::run_all(
+        &MULTICAST,
+        &Params::default(),
+        || MulticastPublisher::new(loopback_cfg()).unwrap(),
+        |p| MulticastSubscriber::new(p.config().clone()).unwrap(),
+    );
+}
+
+#[test]
+fn conformance_suite_ab_feeds() {
+    let ab = Profile {
+        name: "multicast A/B",
+        ..MULTICAST
     };
-    MulticastConfig {
-        request_addr: req,
-        ..cfg.clone()
-    }
+    conformance::run_all(
+        &ab,
+        &Params::default(),
+        || {
+            MulticastPublisher::new(MulticastConfig {
+                group_b: Some(unique_group()),
+                ..loopback_cfg()
+            })
+            .unwrap()
+        },
+        |p| MulticastSubscriber::new(p.config().clone()).unwrap(),
+    );
 }
 
 type Received = Vec<(Line, Vec<u8>)>;

@@ -356,6 +356,8 @@ pub struct MulticastPublisher {
     pollfd: [libc::pollfd; 1],
     buffers: BufferSizes,
     stats: PubStats,
+    /// The configuration, with `request_addr` the address actually bound.
+    config: MulticastConfig,
 }
 
 impl MulticastPublisher {
@@ -402,6 +404,10 @@ impl MulticastPublisher {
         warn_if_small("send", buffers.send_requested, buffers.send_granted);
         warn_if_small("receive", buffers.recv_requested, buffers.recv_granted);
 
+        let config = MulticastConfig {
+            request_addr: request_local,
+            ..cfg.clone()
+        };
         let pollfd = [libc::pollfd {
             fd: request.as_raw_fd(),
             events: libc::POLLIN,
@@ -418,6 +424,7 @@ impl MulticastPublisher {
             pollfd,
             buffers,
             stats: PubStats::default(),
+            config,
         })
     }
 
@@ -429,6 +436,13 @@ impl MulticastPublisher {
     /// Socket buffer sizes requested and granted.
     pub fn buffer_sizes(&self) -> BufferSizes {
         self.buffers
+    }
+
+    /// The configuration this publisher runs with, `request_addr` being the
+    /// address actually bound: a subscriber on the same interface can be
+    /// made from it as it is (`MulticastSubscriber::new(p.config().clone())`).
+    pub fn config(&self) -> &MulticastConfig {
+        &self.config
     }
 
     /// Packets waiting in the batch for the next flush.

@@ -182,6 +182,14 @@ fn three_subscribers_receive_every_packet_byte_identical() {
         );
         assert_eq!(st.malformed, 0);
     }
+    if is_root() {
+        // SO_RCVBUFFORCE / SO_SNDBUFFORCE pass the sysctl caps; Linux reports
+        // twice the request.
+        let want = 2 * cfg.recv_buffer;
+        assert_eq!(publisher.buffer_sizes().recv_granted, want);
+        assert_eq!(publisher.buffer_sizes().send_granted, 2 * cfg.send_buffer);
+        assert_eq!(subs[0].buffer_sizes().recv_granted, want);
+    }
     let ps = publisher.stats();
     assert_eq!(ps.packets_sent, N as u64);
     assert_eq!(ps.send_errors, 0);

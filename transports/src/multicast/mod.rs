@@ -249,9 +249,10 @@ fn set_buffer(fd: RawFd, force: i32, plain: i32, size: usize) -> io::Result<usiz
 }
 
 fn warn_if_small(what: &str, requested: usize, granted: usize) {
-    // Linux reports twice the usable size; granted < requested means the
-    // request was capped (rmem_max / wmem_max) and bursts may overflow.
-    if requested > 0 && granted < requested {
+    // Linux doubles what it was asked for (bookkeeping) and reports that:
+    // anything below twice the request means it was capped at
+    // rmem_max / wmem_max, and bursts may overflow.
+    if requested > 0 && granted < requested.saturating_mul(2) {
         eprintln!(
             "tickwire multicast: {what} buffer: requested {requested} B, kernel granted {granted} B \
              (raise net.core.{}mem_max or run as root)",

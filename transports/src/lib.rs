@@ -29,8 +29,10 @@ use std::time::Duration;
 pub use tickwire_core::wire::DecodeError;
 
 pub mod affinity;
+pub mod conformance;
 pub mod idle;
 pub mod lossy;
+pub mod multicast;
 pub mod select;
 pub mod tcp;
 

@@ -82,6 +82,21 @@ impl FrameBuf {
         }
     }
 
+    /// At the end of the stream: the error for a packet cut short, if part of
+    /// one is buffered (call after draining whole packets).
+    pub(crate) fn truncation(&self) -> Option<DecodeError> {
+        let have = self.end - self.start;
+        if have == 0 {
+            return None;
+        }
+        let need = match frame_len(&self.buf[self.start..self.end]) {
+            Ok(Some(len)) => len,
+            Ok(None) => tickwire_core::wire::HEADER_LEN,
+            Err(e) => return Some(e),
+        };
+        Some(DecodeError::Truncated { need, have })
+    }
+
     /// The next whole packet, if one is buffered. A bad magic, a bad version or
     /// a length above `max_packet` is an error: the stream cannot be resynchronised,
     /// and the caller drops the connection.
@@ -166,6 +181,38 @@ mod tests {
             assert_eq!(got, stream, "chunk {chunk}");
             assert_eq!(fb.buffered(), 0);
         }
+    }
+
+    #[test]
+    fn truncation_at_end_of_stream() {
+        let hb = heartbeat(1);
+        let mut fb = FrameBuf::new(1024, 100);
+        assert_eq!(fb.truncation(), None);
+        fb.fill_from(&mut Chunks {
+            data: &hb[..10],
+            chunk: 100,
+        })
+        .unwrap();
+        assert_eq!(fb.next_packet(), Ok(None));
+        assert_eq!(
+            fb.truncation(),
+            Some(DecodeError::Truncated { need: 40, have: 10 })
+        );
+
+        let mut long = heartbeat(1).to_vec();
+        long[32..36].copy_from_slice(&20u32.to_le_bytes());
+        long.extend_from_slice(&[0; 5]);
+        let mut fb = FrameBuf::new(1024, 100);
+        fb.fill_from(&mut Chunks {
+            data: &long,
+            chunk: 100,
+        })
+        .unwrap();
+        assert_eq!(fb.next_packet(), Ok(None));
+        assert_eq!(
+            fb.truncation(),
+            Some(DecodeError::Truncated { need: 60, have: 45 })
+        );
     }
 
     #[test]

@@ -323,7 +323,11 @@ impl TcpPublisher {
                 match c.rx.fill_from(&mut c.stream) {
                     Ok(Fill::Read(_)) => {}
                     Ok(Fill::Eof) => {
-                        failed = Some(DisconnectReason::Closed);
+                        // A packet cut short by the close is malformed input.
+                        failed = Some(match c.rx.truncation() {
+                            Some(e) => DisconnectReason::Malformed(e),
+                            None => DisconnectReason::Closed,
+                        });
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,

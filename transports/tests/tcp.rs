@@ -777,3 +777,95 @@ fn publish_with_rejects_a_length_beyond_the_buffer() {
     assert!(p.publish(&vec![0u8; max]).is_ok());
     assert_eq!(p.stats().packets_sent, 0, "no clients: nothing queued");
 }
+
+/// Fan-out cost of TCP: one publisher thread, subscribers in another thread,
+/// loopback. A measurement, not a test: it asserts only that every byte arrived.
+///
+/// `cargo test --release -p tickwire-transports --test tcp fanout_throughput -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run with --release --ignored --nocapture"]
+fn fanout_throughput() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const PACKETS: u64 = 200_000;
+    /// Packets the publisher may run ahead of the slowest subscriber.
+    const AHEAD: u64 = 4096;
+    let packet = conformance::data_packet(1, HEADER_LEN + 4 * 48); // 4 quotes, 232 bytes
+    for clients in [1usize, 4, 16] {
+        let mut server = Server::new(TcpPublisherConfig::default());
+        let addr = server.addr();
+        let received: Arc<Vec<AtomicU64>> =
+            Arc::new((0..clients).map(|_| AtomicU64::new(0)).collect());
+        let rx = Arc::clone(&received);
+        let reader = std::thread::spawn(move || {
+            let mut subs: Vec<TcpSubscriber> = (0..clients)
+                .map(|_| TcpSubscriber::connect(addr, TcpSubscriberConfig::default()).unwrap())
+                .collect();
+            let mut counts = vec![0u64; clients];
+            let mut bytes = 0u64;
+            while counts.iter().any(|&c| c < PACKETS) {
+                for (i, s) in subs.iter_mut().enumerate() {
+                    let mut login_now = false;
+                    s.poll(Some(Duration::ZERO), &mut |ev| match ev {
+                        SubEvent::Connected => login_now = true,
+                        SubEvent::Packet { packet, .. } => {
+                            counts[i] += 1;
+                            bytes += packet.len() as u64;
+                        }
+                        SubEvent::Disconnected(r) => panic!("subscriber {i} dropped: {r:?}"),
+                    })
+                    .unwrap();
+                    if login_now {
+                        s.send_request(&login()).unwrap();
+                    }
+                    rx[i].store(counts[i], Ordering::Relaxed);
+                }
+            }
+            let syscalls: u64 = subs.iter().map(|s| s.stats().syscalls).sum();
+            (bytes, syscalls)
+        });
+        let deadline = Instant::now() + DEADLINE;
+        while server.logins.len() < clients {
+            assert!(Instant::now() < deadline);
+            server.poll(POLL);
+        }
+        let start = Instant::now();
+        let base = server.p.stats();
+        let mut published = 0u64;
+        while published < PACKETS {
+            let slowest = received
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .min()
+                .unwrap();
+            if published - slowest < AHEAD {
+                for _ in 0..64.min(PACKETS - published) {
+                    server.p.publish(&packet).unwrap();
+                    published += 1;
+                }
+                server.p.flush().unwrap();
+            }
+            server.poll(Duration::ZERO);
+        }
+        while received.iter().any(|c| c.load(Ordering::Relaxed) < PACKETS) {
+            assert!(Instant::now() < deadline, "fan-out did not finish");
+            server.poll(Duration::from_micros(100));
+        }
+        let elapsed = start.elapsed();
+        let (bytes, sub_syscalls) = reader.join().unwrap();
+        assert_eq!(bytes, PACKETS * clients as u64 * packet.len() as u64);
+        let st = server.p.stats();
+        let secs = elapsed.as_secs_f64();
+        println!(
+            "tcp fan-out: {clients:>2} clients, {PACKETS} packets of {} B: {:>9.0} packets/s published, \
+             {:>9.0} copies/s, {:>7.1} MB/s out; publisher writes per packet {:.3}, subscriber reads per packet {:.3}",
+            packet.len(),
+            PACKETS as f64 / secs,
+            (PACKETS * clients as u64) as f64 / secs,
+            (st.bytes_sent - base.bytes_sent) as f64 / secs / 1e6,
+            (st.syscalls - base.syscalls) as f64 / PACKETS as f64,
+            sub_syscalls as f64 / (PACKETS * clients as u64) as f64,
+        );
+    }
+}

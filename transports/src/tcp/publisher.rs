@@ -513,11 +513,21 @@ impl Publisher for TcpPublisher {
         self.close(peer, reason);
     }
 
+    /// Writes every client's queue until empty or the socket is full (one
+    /// `writev` per call: a wrapped queue goes out in one system call), and
+    /// drops slow consumers. Per-client failures become disconnections; this
+    /// never fails. (`writev` raises SIGPIPE on a reset connection: Rust
+    /// binaries ignore SIGPIPE by default; a host that does not must.)
     fn flush(&mut self) -> io::Result<()> {
         self.write_queues();
         Ok(())
     }
 
+    /// Reports pending disconnections, writes queued bytes, waits in epoll
+    /// (not at all while a socket is known to be ready), accepts, reads and
+    /// frames requests (a fixed budget of `read` calls per client), writes
+    /// again and applies the slow-consumer rules. `syscalls` counts `read`
+    /// and `write` calls, not `epoll_wait` or `accept`.
     fn poll(
         &mut self,
         timeout: Option<Duration>,

@@ -44,7 +44,27 @@
 //! * `SubStats::{packets_received, bytes_received}` count exactly the
 //!   `Packet` events and their bytes; `PubStats::requests` the `Request`
 //!   events; a stream publisher's `packets_sent`/`bytes_sent` count every
-//!   copy (fan-out N counts N), a datagram one's at least one per packet.
+//!   copy (fan-out N counts N), a datagram one's at least one per packet;
+//!   `SubStats::requests_sent` counts the `send_request` calls that returned
+//!   `Ok`; `malformed`, `slow_disconnects` and `send_errors` stay 0; a stream
+//!   transport counts one connection per subscriber.
+//!
+//! ## Best-effort transports
+//! A datagram transport declares what it promises, e.g.
+//! ```
+//! use tickwire_transports::conformance::{Delivery, Profile};
+//! let multicast = Profile {
+//!     name: "multicast",
+//!     stream: false,
+//!     delivery: Delivery::BestEffort { min_fraction: 0.99 },
+//!     exact_stats: true,
+//! };
+//! ```
+//! The suite then resends an unanswered Login, accepts a late duplicate
+//! LoginAck, and after each window of packets waits until the window's last
+//! packet has arrived (a loss before it is known from the gap) or until
+//! [`BEST_EFFORT_IDLE_PUMPS`] pumps in a row saw nothing. What arrives must
+//! still be byte-identical, and in order without duplicates on each line.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -72,7 +92,7 @@ const PAD_TYPE: u8 = b'Z';
 /// flight arrives within microseconds. (Waits happen only when the last
 /// packet of a window is lost: an earlier loss is known as soon as a later
 /// packet arrives.)
-const BEST_EFFORT_IDLE_PUMPS: u32 = 50;
+pub const BEST_EFFORT_IDLE_PUMPS: u32 = 50;
 
 /// Zero-timeout polls without an event after which [`check_zero_timeout`]
 /// stops waiting on a best-effort transport (zero-timeout polls cost a few

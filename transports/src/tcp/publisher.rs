@@ -251,11 +251,20 @@ impl TcpPublisher {
                     self.accept_ready = false;
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The connection went away before we took it: take the next.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
-                    // ECONNABORTED, EMFILE...: nothing to do for this connection;
-                    // the listener stays ready and is retried next poll.
+                    // EMFILE, ENOBUFS...: retrying at once would spin. Wait for
+                    // the listener's next readiness edge (the next connection).
                     eprintln!("tcp publisher {}: accept failed: {e}", self.local_addr);
+                    self.accept_ready = false;
                     return;
                 }
             };

@@ -44,7 +44,27 @@
 //! * `SubStats::{packets_received, bytes_received}` count exactly the
 //!   `Packet` events and their bytes; `PubStats::requests` the `Request`
 //!   events; a stream publisher's `packets_sent`/`bytes_sent` count every
-//!   copy (fan-out N counts N), a datagram one's at least one per packet.
+//!   copy (fan-out N counts N), a datagram one's at least one per packet;
+//!   `SubStats::requests_sent` counts the `send_request` calls that returned
+//!   `Ok`; `malformed`, `slow_disconnects` and `send_errors` stay 0; a stream
+//!   transport counts one connection per subscriber.
+//!
+//! ## Best-effort transports
+//! A datagram transport declares what it promises, e.g.
+//! ```
+//! use tickwire_transports::conformance::{Delivery, Profile};
+//! let multicast = Profile {
+//!     name: "multicast",
+//!     stream: false,
+//!     delivery: Delivery::BestEffort { min_fraction: 0.99 },
+//!     exact_stats: true,
+//! };
+//! ```
+//! The suite then resends an unanswered Login, accepts a late duplicate
+//! LoginAck, and after each window of packets waits until the window's last
+//! packet has arrived (a loss before it is known from the gap) or until
+//! [`BEST_EFFORT_IDLE_PUMPS`] pumps in a row saw nothing. What arrives must
+//! still be byte-identical, and in order without duplicates on each line.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -67,9 +87,17 @@ pub const TEST_EPOCH: u64 = 0x7e57_0000_0000_0001;
 const PAD_TYPE: u8 = b'Z';
 
 /// Pumps without a new event after which a best-effort transport is assumed
-/// to have delivered all it will of a window (on loopback, a lost datagram
-/// never comes). 200 pumps of at least 1 ms each.
-const BEST_EFFORT_IDLE_PUMPS: u32 = 200;
+/// to have delivered all it will of a window. Each idle pump blocks 1 ms per
+/// endpoint, so this is at least 50 ms of silence; on loopback a packet in
+/// flight arrives within microseconds. (Waits happen only when the last
+/// packet of a window is lost: an earlier loss is known as soon as a later
+/// packet arrives.)
+pub const BEST_EFFORT_IDLE_PUMPS: u32 = 50;
+
+/// Zero-timeout polls without an event after which [`check_zero_timeout`]
+/// stops waiting on a best-effort transport (zero-timeout polls cost a few
+/// microseconds, so this is a few tens of milliseconds of silence).
+const BEST_EFFORT_IDLE_ZERO_POLLS: u64 = 20_000;
 
 /// Pumps between resends of an unanswered Login on a best-effort transport.
 const LOGIN_RESEND_PUMPS: u32 = 50;
@@ -104,6 +132,10 @@ pub struct Profile {
     pub stream: bool,
     /// What delivery is guaranteed.
     pub delivery: Delivery,
+    /// The counters must match what the suite saw (see the module docs).
+    /// False only for wrappers that remove packets above the transport's
+    /// counters ([`crate::lossy::Lossy`]); the error counters are checked anyway.
+    pub exact_stats: bool,
 }
 
 impl Profile {
@@ -112,6 +144,7 @@ impl Profile {
         name: "tcp",
         stream: true,
         delivery: Delivery::Reliable,
+        exact_stats: true,
     };
 }
 
@@ -477,7 +510,7 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
                     b.len()
                 ));
             }
-            if !self.profile.stream && self.profile.delivery != Delivery::Reliable {
+            if self.profile.delivery != Delivery::Reliable {
                 for i in 0..self.subs.len() {
                     if !self.side[i].acked && self.side[i].pumps_since_login >= LOGIN_RESEND_PUMPS {
                         self.send_login(i);
@@ -657,6 +690,10 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
     /// `data_copies`/`data_bytes`: published packets times the subscribers
     /// live for each, and their bytes.
     fn check_stats(&self, published: u64, published_bytes: u64, data_copies: u64, data_bytes: u64) {
+        self.check_error_counters();
+        if !self.profile.exact_stats {
+            return;
+        }
         let s = self.p.stats();
         let b = &self.pub_base;
         let sent = s.packets_sent - b.packets_sent;
@@ -669,14 +706,6 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
             let want = data_bytes + self.reply_bytes_sent;
             if bytes != want {
                 self.fail(format!("PubStats.bytes_sent {bytes}, expected {want}"));
-            }
-            let conns = s.connections - b.connections;
-            if conns != self.subs.len() as u64 || s.connected != self.subs.len() as u64 {
-                self.fail(format!(
-                    "PubStats.connections {conns} / connected {}, expected {}",
-                    s.connected,
-                    self.subs.len()
-                ));
             }
         } else {
             let want = published + self.replies_sent;
@@ -702,15 +731,6 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
                 self.requests_seen
             ));
         }
-        for (what, now, base) in [
-            ("malformed", s.malformed, b.malformed),
-            ("slow_disconnects", s.slow_disconnects, b.slow_disconnects),
-            ("send_errors", s.send_errors, b.send_errors),
-        ] {
-            if now != base {
-                self.fail(format!("PubStats.{what} is {} on a clean run", now - base));
-            }
-        }
         for (i, (sub, side)) in self.subs.iter().zip(&self.side).enumerate() {
             let s = sub.stats();
             let b = &side.base;
@@ -731,13 +751,42 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
                     side.requests_sent
                 ));
             }
+            if s.syscalls == b.syscalls && side.packets > 0 {
+                self.fail(format!("subscriber {i}: SubStats.syscalls did not move"));
+            }
+        }
+    }
+
+    /// Counters that must not move on a clean run, and the connection counts.
+    fn check_error_counters(&self) {
+        let s = self.p.stats();
+        let b = &self.pub_base;
+        for (what, now, base) in [
+            ("malformed", s.malformed, b.malformed),
+            ("slow_disconnects", s.slow_disconnects, b.slow_disconnects),
+            ("send_errors", s.send_errors, b.send_errors),
+        ] {
+            if now != base {
+                self.fail(format!("PubStats.{what} is {} on a clean run", now - base));
+            }
+        }
+        if self.profile.stream {
+            let conns = s.connections - b.connections;
+            let n = self.subs.len() as u64;
+            if conns != n || s.connected != n {
+                self.fail(format!(
+                    "PubStats.connections {conns} / connected {}, expected {n}",
+                    s.connected
+                ));
+            }
+        }
+        for (i, (sub, side)) in self.subs.iter().zip(&self.side).enumerate() {
+            let s = sub.stats();
+            let b = &side.base;
             if s.malformed != b.malformed {
                 self.fail(format!(
                     "subscriber {i}: SubStats.malformed moved on a clean run"
                 ));
-            }
-            if s.syscalls == b.syscalls && side.packets > 0 {
-                self.fail(format!("subscriber {i}: SubStats.syscalls did not move"));
             }
             if self.profile.stream && s.connects - b.connects != 1 {
                 self.fail(format!(
@@ -752,6 +801,8 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
 /// Checks the data packets of one subscriber, line by line.
 #[derive(Debug)]
 struct Tracker {
+    /// One past the highest index seen on any line.
+    high: u64,
     /// Per line: index of the next packet expected (reliable) or one past the
     /// last seen (best effort).
     next: HashMap<Line, u64>,
@@ -765,6 +816,7 @@ struct Tracker {
 impl Tracker {
     fn new(total: usize, start: u64) -> Tracker {
         Tracker {
+            high: start,
             next: HashMap::new(),
             seen: vec![false; total],
             distinct: 0,
@@ -818,6 +870,7 @@ impl Tracker {
             ));
         }
         *next = idx + 1;
+        self.high = self.high.max(idx + 1);
         if !self.seen[idx as usize] {
             self.seen[idx as usize] = true;
             self.distinct += 1;
@@ -826,24 +879,29 @@ impl Tracker {
     }
 }
 
-/// Drive the rig until every tracker has `want` distinct packets (reliable),
-/// or nothing arrived for a while (best effort). Returns nothing; checks each
-/// packet as it arrives.
+/// Drive the rig until every live tracker has every packet below `published`
+/// (reliable), or has the last one or nothing arrived for a while (best
+/// effort). Checks each packet as it arrives.
 fn drain_data<P: Publisher, S: Subscriber>(
     rig: &mut Rig<P, S>,
     trackers: &mut [Option<Tracker>],
     stream: &[Vec<u8>],
     published: usize,
-    want: &[usize],
 ) {
     let reliable = rig.profile.delivery == Delivery::Reliable;
     let mut idle = 0u32;
     let mut pumps = 0u64;
+    let end = published as u64;
     loop {
-        let done = trackers
-            .iter()
-            .zip(want)
-            .all(|(t, &w)| t.as_ref().is_none_or(|t| t.distinct >= w));
+        let done = trackers.iter().all(|t| {
+            t.as_ref().is_none_or(|t| {
+                if reliable {
+                    t.distinct as u64 >= end - t.start
+                } else {
+                    t.high >= end
+                }
+            })
+        });
         if done || (!reliable && idle >= BEST_EFFORT_IDLE_PUMPS) {
             return;
         }
@@ -909,9 +967,7 @@ pub fn check_delivery<P: Publisher, S: Subscriber>(
         published_bytes += rig.publish_range(&stream, published..end);
         published = end;
         rig.flush();
-        // Best effort: the idle bound ends the wait if some never arrive.
-        let want = vec![published; n];
-        drain_data(&mut rig, &mut trackers, &stream, published, &want);
+        drain_data(&mut rig, &mut trackers, &stream, published);
     }
     let need = must_arrive(profile.delivery, stream.len());
     for (i, t) in trackers.iter().enumerate() {
@@ -983,7 +1039,13 @@ pub fn check_requests<P: Publisher, S: Subscriber>(
         let mut idle = 0u32;
         let mut pumps = 0u64;
         loop {
-            let done = got_req.iter().all(|&g| g >= sent) && got_reply.iter().all(|&g| g >= sent);
+            // Best effort: once the round's last reply is in, nothing earlier
+            // is still coming.
+            let done = if reliable {
+                got_req.iter().all(|&g| g >= sent) && got_reply.iter().all(|&g| g >= sent)
+            } else {
+                next_reply.iter().all(|&j| j >= sent)
+            };
             if done || (!reliable && idle >= BEST_EFFORT_IDLE_PUMPS) {
                 break;
             }
@@ -1076,7 +1138,7 @@ pub fn check_set_live<P: Publisher, S: Subscriber>(
     bytes[0] += rig.publish_range(&stream, 0..200);
     copies[0] += 200;
     rig.flush();
-    drain_data(&mut rig, &mut trackers, &stream, 200, &[200, 0]);
+    drain_data(&mut rig, &mut trackers, &stream, 200);
     for _ in 0..SETTLE_PUMPS {
         let (_, evs) = rig.step();
         if let Some((i, _)) = evs.first() {
@@ -1093,7 +1155,7 @@ pub fn check_set_live<P: Publisher, S: Subscriber>(
     bytes = [bytes[0] + b, bytes[1] + b];
     copies = [copies[0] + 50, copies[1] + 50];
     rig.flush();
-    drain_data(&mut rig, &mut trackers, &stream, 250, &[250, 50]);
+    drain_data(&mut rig, &mut trackers, &stream, 250);
     // Phase 3: subscriber 0 is no longer live.
     let peer0 = rig.side[0].peer.expect("logged in");
     rig.p.set_live(peer0, false);
@@ -1101,7 +1163,7 @@ pub fn check_set_live<P: Publisher, S: Subscriber>(
     bytes[1] += rig.publish_range(&stream, 250..300);
     copies[1] += 50;
     rig.flush();
-    drain_data(&mut rig, &mut trackers, &stream, 300, &[0, 100]);
+    drain_data(&mut rig, &mut trackers, &stream, 300);
     for _ in 0..SETTLE_PUMPS {
         let (_, evs) = rig.step();
         if let Some((i, SubEv::Packet(_, b))) = evs.first() {
@@ -1130,14 +1192,23 @@ pub fn check_zero_timeout<P: Publisher, S: Subscriber>(
 ) {
     let mut rig = Rig::new(profile, params, "zero timeout", 1, make_pub, make_sub);
     rig.login_all();
-    // Idle: nothing pending, nothing reported.
+    // Idle: nothing pending, nothing reported (but a late duplicate of a
+    // resent Login or its LoginAck, on a best-effort transport).
+    let dup_ok = profile.delivery != Delivery::Reliable;
+    let (my_login, my_ack) = (login(0), login_ack(0));
     for k in 0..IDLE_ZERO_POLLS {
         let t = Instant::now();
         let mut seen = 0;
-        if let Err(e) = rig.p.poll(Some(Duration::ZERO), &mut |_| seen += 1) {
+        if let Err(e) = rig.p.poll(Some(Duration::ZERO), &mut |ev| match ev {
+            crate::PubEvent::Request { packet, .. } if dup_ok && packet == my_login => {}
+            _ => seen += 1,
+        }) {
             rig.fail(format!("publisher poll: {e}"));
         }
-        if let Err(e) = rig.subs[0].poll(Some(Duration::ZERO), &mut |_| seen += 1) {
+        if let Err(e) = rig.subs[0].poll(Some(Duration::ZERO), &mut |ev| match ev {
+            SubEvent::Packet { packet, .. } if dup_ok && packet == my_ack => {}
+            _ => seen += 1,
+        }) {
             rig.fail(format!("subscriber poll: {e}"));
         }
         if t.elapsed() > ZERO_POLL_LIVENESS {
@@ -1168,7 +1239,7 @@ pub fn check_zero_timeout<P: Publisher, S: Subscriber>(
         if polls > MAX_PUMPS_PER_DRAIN {
             rig.fail("zero-timeout polls did not deliver everything");
         }
-        if !reliable && idle > u64::from(BEST_EFFORT_IDLE_PUMPS) * 100 {
+        if !reliable && idle > BEST_EFFORT_IDLE_ZERO_POLLS {
             break;
         }
         if Instant::now() > rig.deadline {

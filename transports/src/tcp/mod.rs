@@ -51,14 +51,17 @@ mod framer;
 mod publisher;
 mod subscriber;
 
-pub use publisher::{TcpPublisher, TcpPublisherConfig};
-pub use subscriber::{TcpSubscriber, TcpSubscriberConfig};
+pub use publisher::{
+    DEFAULT_HIGH_WATER, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUE, DEFAULT_PUB_RECV_BUFFER,
+    DEFAULT_SEND_BUFFER, DEFAULT_SLOW_TIMEOUT, TcpPublisher, TcpPublisherConfig,
+};
+pub use subscriber::{DEFAULT_SUB_RECV_BUFFER, TcpSubscriber, TcpSubscriberConfig};
 
 #[allow(unused_imports)] // for doc links
 use crate::{DisconnectReason, Publisher};
 
 /// Readiness events fetched from epoll per poll. 1024 covers every client of
-/// a full [`publisher::DEFAULT_MAX_CLIENTS`] server in one `epoll_wait`; more
+/// a full [`DEFAULT_MAX_CLIENTS`] server in one `epoll_wait`; more
 /// events simply wait for the next poll.
 const EVENTS_CAPACITY: usize = 1024;
 

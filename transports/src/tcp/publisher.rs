@@ -251,11 +251,20 @@ impl TcpPublisher {
                     self.accept_ready = false;
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The connection went away before we took it: take the next.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
-                    // ECONNABORTED, EMFILE...: nothing to do for this connection;
-                    // the listener stays ready and is retried next poll.
+                    // EMFILE, ENOBUFS...: retrying at once would spin. Wait for
+                    // the listener's next readiness edge (the next connection).
                     eprintln!("tcp publisher {}: accept failed: {e}", self.local_addr);
+                    self.accept_ready = false;
                     return;
                 }
             };
@@ -323,7 +332,11 @@ impl TcpPublisher {
                 match c.rx.fill_from(&mut c.stream) {
                     Ok(Fill::Read(_)) => {}
                     Ok(Fill::Eof) => {
-                        failed = Some(DisconnectReason::Closed);
+                        // A packet cut short by the close is malformed input.
+                        failed = Some(match c.rx.truncation() {
+                            Some(e) => DisconnectReason::Malformed(e),
+                            None => DisconnectReason::Closed,
+                        });
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
@@ -509,11 +522,21 @@ impl Publisher for TcpPublisher {
         self.close(peer, reason);
     }
 
+    /// Writes every client's queue until empty or the socket is full (one
+    /// `writev` per call: a wrapped queue goes out in one system call), and
+    /// drops slow consumers. Per-client failures become disconnections; this
+    /// never fails. (`writev` raises SIGPIPE on a reset connection: Rust
+    /// binaries ignore SIGPIPE by default; a host that does not must.)
     fn flush(&mut self) -> io::Result<()> {
         self.write_queues();
         Ok(())
     }
 
+    /// Reports pending disconnections, writes queued bytes, waits in epoll
+    /// (not at all while a socket is known to be ready), accepts, reads and
+    /// frames requests (a fixed budget of `read` calls per client), writes
+    /// again and applies the slow-consumer rules. `syscalls` counts `read`
+    /// and `write` calls, not `epoll_wait` or `accept`.
     fn poll(
         &mut self,
         timeout: Option<Duration>,

@@ -249,7 +249,11 @@ impl TcpSubscriber {
             match self.rx.fill_from(&mut c.stream) {
                 Ok(Fill::Read(_)) => {}
                 Ok(Fill::Eof) => {
-                    failed = Some(DisconnectReason::Closed);
+                    // A packet cut short by the close is malformed input.
+                    failed = Some(match self.rx.truncation() {
+                        Some(e) => DisconnectReason::Malformed(e),
+                        None => DisconnectReason::Closed,
+                    });
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
@@ -321,12 +325,21 @@ impl Subscriber for TcpSubscriber {
         Ok(())
     }
 
+    /// Reports pending connection events, waits in epoll (not at all while
+    /// data is known to be waiting; not at all with `None` when there is no
+    /// connection to wait on), completes a connect, writes queued requests,
+    /// then reads and frames up to a fixed budget of `read` calls.
     fn poll(
         &mut self,
         timeout: Option<Duration>,
         on_event: &mut dyn FnMut(SubEvent<'_>),
     ) -> io::Result<()> {
         self.report_pending(on_event);
+        if self.conn.is_none() && timeout.is_none() {
+            // Nothing registered: blocking "until something happens" would
+            // block forever. The caller must reconnect.
+            return Ok(());
+        }
         let busy = self
             .conn
             .as_ref()

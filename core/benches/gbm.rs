@@ -20,7 +20,7 @@ fn bench(c: &mut Criterion) {
             symbols,
             ..GbmConfig::default()
         };
-        let mut g = Generator::new(cfg).expect("valid config");
+        let mut g = Generator::new(cfg.clone()).expect("valid config");
         group.bench_function(format!("next_message/{symbols}_symbols"), |b| {
             b.iter(|| {
                 for _ in 0..BATCH {
@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
-        let mut g = Generator::new(cfg).expect("valid config");
+        let mut g = Generator::new(cfg.clone()).expect("valid config");
         let mut out = vec![Message::Unknown { kind: 0 }; BATCH];
         group.bench_function(format!("fill/{symbols}_symbols"), |b| {
             b.iter(|| {

@@ -69,7 +69,7 @@ const STREAM_SEED_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Configuration of a simulated session. Two generators built from equal
 /// configs produce identical streams.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GbmConfig {
     /// Seed of every random draw.
     pub seed: u64,
@@ -357,9 +357,10 @@ impl Generator {
             .collect();
         let activity = AliasTable::new(&weights);
         let trade_threshold = (cfg.trade_ratio * (1u64 << 53) as f64) as u64;
+        let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ STREAM_SEED_SALT);
         Ok(Generator {
             cfg,
-            rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ STREAM_SEED_SALT),
+            rng,
             symbols,
             params,
             activity,
@@ -492,7 +493,7 @@ impl Iterator for Generator {
 /// If `cfg` is invalid (see [`GbmConfig::validate`]): an oracle that silently
 /// produced nothing would let tests pass vacuously.
 pub fn expected_stream(cfg: &GbmConfig, n: u64) -> impl Iterator<Item = (SeqNo, Message)> {
-    let generator = match Generator::new(*cfg) {
+    let generator = match Generator::new(cfg.clone()) {
         Ok(g) => g,
         Err(e) => panic!("expected_stream: invalid GbmConfig: {e}"),
     };
@@ -632,7 +633,7 @@ mod tests {
     #[test]
     fn quotes_and_trades_are_well_formed() {
         let cfg = GbmConfig::default();
-        let mut g = Generator::new(cfg).unwrap();
+        let mut g = Generator::new(cfg.clone()).unwrap();
         let n = cfg.symbols as usize;
         let mut last_quote: Vec<Option<Quote>> = vec![None; n];
         let mut updates = vec![0u64; n];
@@ -699,7 +700,7 @@ mod tests {
             ..GbmConfig::default()
         };
         let dt = 1.0 / 252.0;
-        let mut g = Generator::new(cfg).unwrap();
+        let mut g = Generator::new(cfg.clone()).unwrap();
         let p = *g.symbol_params(0).unwrap();
         assert!((p.drift_term - (mu - sigma * sigma / 2.0) * dt).abs() < 1e-15);
         assert!((p.vol_term - sigma * dt.sqrt()).abs() < 1e-15);
@@ -742,13 +743,13 @@ mod tests {
     #[test]
     fn zipf_skew() {
         let cfg = GbmConfig::default();
-        let g = Generator::new(cfg).unwrap();
+        let g = Generator::new(cfg.clone()).unwrap();
         let n = 300_000u64;
         let mut counts = vec![0u64; cfg.symbols as usize];
         for (_, m) in g.take(n as usize) {
             counts[m.symbol().unwrap() as usize] += 1;
         }
-        let g = Generator::new(cfg).unwrap();
+        let g = Generator::new(cfg.clone()).unwrap();
         for sym in [0u32, 1, 9, 99] {
             let p = g.activity_share(sym).unwrap();
             let expect = p * n as f64;
@@ -773,7 +774,7 @@ mod tests {
             ..GbmConfig::default()
         };
         let mut counts = [0u64; 10];
-        for (_, m) in Generator::new(cfg).unwrap().take(100_000) {
+        for (_, m) in Generator::new(cfg.clone()).unwrap().take(100_000) {
             counts[m.symbol().unwrap() as usize] += 1;
         }
         for c in counts {
@@ -792,7 +793,7 @@ mod tests {
             tick_size: MAX_TICK_SIZE,
             ..GbmConfig::default()
         };
-        for (_, m) in Generator::new(cfg).unwrap().take(10_000) {
+        for (_, m) in Generator::new(cfg.clone()).unwrap().take(10_000) {
             if let Message::Quote(q) = m {
                 assert_eq!(q.bid_px, MAX_TICK_SIZE);
                 assert!(q.ask_px > q.bid_px);
@@ -804,9 +805,9 @@ mod tests {
             trade_ratio: 0.0,
             ..GbmConfig::default()
         };
-        let g = Generator::new(cfg).unwrap();
+        let g = Generator::new(cfg.clone()).unwrap();
         let first: Vec<_> = g.take(5_000).collect();
-        let g = Generator::new(cfg).unwrap();
+        let g = Generator::new(cfg.clone()).unwrap();
         for (_, m) in &first {
             let Message::Quote(q) = m else {
                 panic!("trade with trade_ratio 0")
@@ -844,7 +845,7 @@ mod tests {
             symbols: 17,
             ..GbmConfig::default()
         };
-        let mut a = Generator::new(cfg).unwrap();
+        let mut a = Generator::new(cfg.clone()).unwrap();
         let mut batch = [Message::Unknown { kind: 0 }; 64];
         a.fill(&mut batch);
         assert_eq!(a.produced(), 64);

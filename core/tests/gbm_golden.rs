@@ -171,7 +171,7 @@ fn golden_book() {
 fn same_seed_same_stream_different_seed_different() {
     let cfg = GbmConfig::default();
     let a: Vec<_> = expected_stream(&cfg, 20_000).collect();
-    let mut g = Generator::new(cfg).unwrap();
+    let mut g = Generator::new(cfg.clone()).unwrap();
     let b: Vec<_> = (0..20_000).map(|_| g.next_sequenced()).collect();
     assert_eq!(a, b);
     // A different seed changes the messages themselves, not just their order.
@@ -179,7 +179,7 @@ fn same_seed_same_stream_different_seed_different() {
     let same = a.iter().zip(&c).filter(|(x, y)| x == y).count();
     assert!(same < 20, "{same} of 20000 messages identical across seeds");
     let (ga, gc) = (
-        Generator::new(cfg).unwrap(),
+        Generator::new(cfg.clone()).unwrap(),
         Generator::new(GbmConfig { seed: 8, ..cfg }).unwrap(),
     );
     assert_ne!(ga.symbol_params(0), gc.symbol_params(0));
@@ -197,7 +197,7 @@ fn prefix_and_batch_consistency() {
     let long: Vec<_> = expected_stream(&cfg, 5_000).collect();
     let short: Vec<_> = expected_stream(&cfg, 1_234).collect();
     assert_eq!(&long[..1_234], &short[..]);
-    let mut g = Generator::new(cfg).unwrap();
+    let mut g = Generator::new(cfg.clone()).unwrap();
     let mut batch = vec![Message::Unknown { kind: 0 }; 5_000];
     g.fill(&mut batch[..1_000]);
     g.fill(&mut batch[1_000..]);

@@ -450,6 +450,7 @@ impl Generator {
     }
 
     /// The probability that a message concerns `symbol` (from the Zipf law).
+    /// Costs O(symbols): for tests and reports, not the hot path.
     pub fn activity_share(&self, symbol: SymbolId) -> Option<f64> {
         let n = self.cfg.symbols as usize;
         let i = symbol as usize;

@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod gbm;
 pub mod msg;
 pub mod seq;
 pub mod time;

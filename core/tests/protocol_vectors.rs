@@ -1,0 +1,849 @@
+//! Checks the hex test vectors of `docs/PROTOCOL.md` against this crate.
+//!
+//! The document is the source of truth; this test reads it at test time and,
+//! for every vector, checks that the bytes parse, that the CRC verifies, that
+//! every parsed field equals the documented value, and that emitting the
+//! documented values yields exactly the documented bytes.
+//!
+//! Convention in the document: a heading line `#### Vector: \`name\``, then a
+//! fenced block tagged `fields` (`key = value` lines) and a fenced block tagged
+//! `hex` (bytes as hex pairs; anything after `#` on a line is a comment).
+//!
+//! `print_vectors` (ignored) regenerates the vectors' markdown from the values
+//! below: `cargo test -p tickwire-core --test protocol_vectors -- --ignored --nocapture`.
+
+use tickwire_core::wire::{
+    HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, MessageIter, NackReject, NackRejectRepr, Packet,
+    PacketKind, PacketRepr, SnapshotHeader, SnapshotRepr, emit_message, emit_record, message_len,
+};
+use tickwire_core::{Message, Quote, SeqNo, Side, SymbolState, Trade};
+
+/// A vector: header values, body, and the CRC the header must carry.
+#[derive(Clone, Debug, PartialEq)]
+struct Vector {
+    name: String,
+    header: PacketRepr,
+    crc: u32,
+    body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Body {
+    Empty,
+    Messages(Vec<Message>),
+    Snapshot {
+        part: u16,
+        parts: u16,
+        symbols: u32,
+        records: Vec<SymbolState>,
+    },
+    LoginAck(LoginAckRepr),
+    NackReject(NackRejectRepr),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Empty => 0,
+            Body::Messages(ms) => ms.iter().map(message_len).sum(),
+            Body::Snapshot { records, .. } => SnapshotRepr::buffer_len(records.len()),
+            Body::LoginAck(_) => LoginAck::<&[u8]>::LEN,
+            Body::NackReject(_) => NackReject::<&[u8]>::LEN,
+        }
+    }
+}
+
+/// Emit the packet described by `header` and `body` (CRC computed).
+fn emit(header: &PacketRepr, body: &Body) -> Vec<u8> {
+    let mut buf = vec![0u8; header.buffer_len()];
+    let mut p = Packet::new_unchecked(&mut buf[..]);
+    header.emit(&mut p);
+    let payload = p.payload_mut();
+    match body {
+        Body::Empty => {}
+        Body::Messages(ms) => {
+            let mut off = 0;
+            for m in ms {
+                off += emit_message(m, &mut payload[off..]).expect("message fits");
+            }
+        }
+        Body::Snapshot {
+            part,
+            parts,
+            symbols,
+            records,
+        } => {
+            SnapshotHeader::new_unchecked(&mut payload[..8]).emit(*part, *parts, *symbols);
+            for (i, r) in records.iter().enumerate() {
+                emit_record(r, &mut payload[8 + 56 * i..]);
+            }
+        }
+        Body::LoginAck(r) => LoginAck::new_unchecked(&mut payload[..]).emit(r),
+        Body::NackReject(r) => NackReject::new_unchecked(&mut payload[..]).emit(r),
+    }
+    p.fill_crc();
+    buf
+}
+
+// ---------------------------------------------------------------------------
+// Parsing the document.
+// ---------------------------------------------------------------------------
+
+fn kind_from_name(s: &str) -> PacketKind {
+    match s {
+        "Data" => PacketKind::Data,
+        "Heartbeat" => PacketKind::Heartbeat,
+        "Retransmission" => PacketKind::Retransmission,
+        "Snapshot" => PacketKind::Snapshot,
+        "EndOfSession" => PacketKind::EndOfSession,
+        "LoginAck" => PacketKind::LoginAck,
+        "NackReject" => PacketKind::NackReject,
+        "Nack" => PacketKind::Nack,
+        "SnapshotRequest" => PacketKind::SnapshotRequest,
+        "Login" => PacketKind::Login,
+        other => panic!("unknown packet kind name {other:?}"),
+    }
+}
+
+fn num(s: &str) -> u64 {
+    let s = s.replace('_', "");
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).unwrap_or_else(|e| panic!("bad hex {s:?}: {e}")),
+        None => s
+            .parse()
+            .unwrap_or_else(|e| panic!("bad number {s:?}: {e}")),
+    }
+}
+
+fn inum(s: &str) -> i64 {
+    match s.strip_prefix('-') {
+        Some(rest) => -(num(rest) as i64),
+        None => num(s) as i64,
+    }
+}
+
+/// `a=1 b=2` → lookup function that panics on a missing key.
+fn kv(s: &str) -> impl Fn(&str) -> String + '_ {
+    move |key: &str| {
+        s.split_whitespace()
+            .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("missing {key}= in {s:?}"))
+            .to_string()
+    }
+}
+
+fn parse_side(s: &str) -> Side {
+    match s {
+        "Buy" => Side::Buy,
+        "Sell" => Side::Sell,
+        other => panic!("unknown side {other:?}"),
+    }
+}
+
+fn parse_fields(name: &str, text: &str) -> Vector {
+    let mut header = PacketRepr {
+        kind: PacketKind::Unknown(0),
+        flags: 0,
+        epoch: 0,
+        first_seq: SeqNo(0),
+        count: 0,
+        send_time: 0,
+        payload_len: 0,
+    };
+    let mut crc = None;
+    let mut seen = Vec::new();
+    let mut messages = Vec::new();
+    let mut snapshot: Option<(u16, u16, u32)> = None;
+    let mut records = Vec::new();
+    let mut body = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{name}: bad line {line:?}"));
+        let (k, v) = (k.trim(), v.trim());
+        seen.push(k.to_string());
+        match k {
+            "kind" => header.kind = kind_from_name(v),
+            "flags" => header.flags = num(v) as u16,
+            "epoch" => header.epoch = num(v),
+            "first_seq" => header.first_seq = SeqNo(num(v)),
+            "count" => header.count = num(v) as u16,
+            "send_time" => header.send_time = num(v),
+            "payload_len" => header.payload_len = num(v) as usize,
+            "crc" => crc = Some(num(v) as u32),
+            "message" => {
+                let (ty, rest) = v.split_once(' ').unwrap_or((v, ""));
+                let f = kv(rest);
+                messages.push(match ty {
+                    "Quote" => Message::Quote(Quote {
+                        symbol: num(&f("symbol")) as u32,
+                        bid_px: inum(&f("bid_px")),
+                        ask_px: inum(&f("ask_px")),
+                        bid_qty: num(&f("bid_qty")) as u32,
+                        ask_qty: num(&f("ask_qty")) as u32,
+                        exch_ts: num(&f("exch_ts")),
+                        symbol_seq: num(&f("symbol_seq")),
+                    }),
+                    "Trade" => Message::Trade(Trade {
+                        symbol: num(&f("symbol")) as u32,
+                        side: parse_side(&f("side")),
+                        price: inum(&f("price")),
+                        qty: num(&f("qty")) as u32,
+                        exch_ts: num(&f("exch_ts")),
+                    }),
+                    other => panic!("{name}: unknown message type {other:?}"),
+                });
+            }
+            "snapshot" => {
+                let f = kv(v);
+                snapshot = Some((
+                    num(&f("part")) as u16,
+                    num(&f("parts")) as u16,
+                    num(&f("symbols")) as u32,
+                ));
+            }
+            "record" => {
+                let f = kv(v);
+                records.push(SymbolState {
+                    symbol: num(&f("symbol")) as u32,
+                    bid_px: inum(&f("bid_px")),
+                    ask_px: inum(&f("ask_px")),
+                    bid_qty: num(&f("bid_qty")) as u32,
+                    ask_qty: num(&f("ask_qty")) as u32,
+                    last_px: inum(&f("last_px")),
+                    last_qty: num(&f("last_qty")) as u32,
+                    updates: num(&f("updates")),
+                    last_seq: num(&f("last_seq")),
+                });
+            }
+            "login_ack" => {
+                let f = kv(v);
+                let mode = match f("mode").as_str() {
+                    "Resume" => LoginMode::Resume,
+                    "Snapshot" => LoginMode::Snapshot,
+                    other => panic!("{name}: unknown mode {other:?}"),
+                };
+                body = Some(Body::LoginAck(LoginAckRepr {
+                    oldest: SeqNo(num(&f("oldest"))),
+                    mode,
+                }));
+            }
+            "nack_reject" => {
+                let f = kv(v);
+                body = Some(Body::NackReject(NackRejectRepr {
+                    oldest: SeqNo(num(&f("oldest"))),
+                    next: SeqNo(num(&f("next"))),
+                }));
+            }
+            other => panic!("{name}: unknown field {other:?}"),
+        }
+    }
+    for required in [
+        "kind",
+        "flags",
+        "epoch",
+        "first_seq",
+        "count",
+        "send_time",
+        "payload_len",
+        "crc",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == required),
+            "{name}: field {required} not documented"
+        );
+    }
+    let body = if let Some(b) = body {
+        b
+    } else if let Some((part, parts, symbols)) = snapshot {
+        Body::Snapshot {
+            part,
+            parts,
+            symbols,
+            records,
+        }
+    } else if !messages.is_empty() {
+        Body::Messages(messages)
+    } else {
+        Body::Empty
+    };
+    Vector {
+        name: name.to_string(),
+        header,
+        crc: crc.expect("crc"),
+        body,
+    }
+}
+
+fn parse_hex(name: &str, text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let data = line.split('#').next().unwrap_or("");
+        for tok in data.split_whitespace() {
+            assert_eq!(tok.len(), 2, "{name}: hex token {tok:?} is not one byte");
+            out.push(
+                u8::from_str_radix(tok, 16).unwrap_or_else(|e| panic!("{name}: {tok:?}: {e}")),
+            );
+        }
+    }
+    out
+}
+
+/// Every vector of the document: (documented values, documented bytes).
+fn document_vectors() -> Vec<(Vector, Vec<u8>)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    let mut current: Option<String> = None;
+    let mut fields: Option<String> = None;
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.strip_prefix("#### Vector: ") {
+            assert!(current.is_none(), "vector {current:?} has no hex block");
+            current = Some(rest.trim().trim_matches('`').to_string());
+            fields = None;
+            continue;
+        }
+        let fence = line.trim_start();
+        if fence == "```fields" || fence == "```hex" {
+            let mut block = String::new();
+            for l in lines.by_ref() {
+                if l.trim_start().starts_with("```") {
+                    break;
+                }
+                block.push_str(l);
+                block.push('\n');
+            }
+            let name = current
+                .clone()
+                .unwrap_or_else(|| panic!("a {fence} block outside a vector"));
+            if fence == "```fields" {
+                fields = Some(block);
+            } else {
+                let f = fields
+                    .take()
+                    .unwrap_or_else(|| panic!("{name}: hex before fields"));
+                out.push((parse_fields(&name, &f), parse_hex(&name, &block)));
+                current = None;
+            }
+        }
+    }
+    assert!(current.is_none(), "vector {current:?} is incomplete");
+    out
+}
+
+/// Parse documented bytes into a [`Vector`] with the crate's parsers.
+fn parse_bytes(name: &str, bytes: &[u8]) -> Vector {
+    let p = Packet::new_checked(bytes).unwrap_or_else(|e| panic!("{name}: check_len: {e}"));
+    p.verify_crc()
+        .unwrap_or_else(|e| panic!("{name}: CRC: {e}"));
+    let header = PacketRepr::parse(&p).unwrap_or_else(|e| panic!("{name}: header: {e}"));
+    let payload = p.payload();
+    let body = match header.kind {
+        PacketKind::Data | PacketKind::Retransmission => Body::Messages(
+            MessageIter::new(payload, header.count)
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{name}: messages: {e}")),
+        ),
+        PacketKind::Snapshot => {
+            let s = SnapshotRepr::parse(payload, header.count)
+                .unwrap_or_else(|e| panic!("{name}: snapshot: {e}"));
+            Body::Snapshot {
+                part: s.part,
+                parts: s.parts,
+                symbols: s.symbols,
+                records: s.records().collect(),
+            }
+        }
+        PacketKind::LoginAck => {
+            Body::LoginAck(LoginAckRepr::parse(payload).unwrap_or_else(|e| panic!("{name}: {e}")))
+        }
+        PacketKind::NackReject => Body::NackReject(
+            NackRejectRepr::parse(payload).unwrap_or_else(|e| panic!("{name}: {e}")),
+        ),
+        _ => {
+            assert!(
+                payload.is_empty(),
+                "{name}: a {:?} packet with a payload",
+                header.kind
+            );
+            Body::Empty
+        }
+    };
+    Vector {
+        name: name.to_string(),
+        header,
+        crc: p.crc(),
+        body,
+    }
+}
+
+#[test]
+fn document_vectors_parse_verify_and_reemit() {
+    let vectors = document_vectors();
+    let names: Vec<&str> = vectors.iter().map(|(v, _)| v.name.as_str()).collect();
+    for required in [
+        "heartbeat",
+        "data",
+        "nack",
+        "login_ack",
+        "nack_reject",
+        "snapshot",
+    ] {
+        assert!(
+            names.contains(&required),
+            "docs/PROTOCOL.md lacks vector {required}: {names:?}"
+        );
+    }
+    for (doc, bytes) in &vectors {
+        let name = &doc.name;
+        assert_eq!(
+            bytes.len(),
+            HEADER_LEN + doc.header.payload_len,
+            "{name}: length"
+        );
+        assert_eq!(
+            doc.body.len(),
+            doc.header.payload_len,
+            "{name}: body vs payload_len"
+        );
+        // The bytes parse into exactly the documented values, CRC included.
+        let parsed = parse_bytes(name, bytes);
+        assert_eq!(
+            &parsed, doc,
+            "{name}: parsed values differ from the documented ones"
+        );
+        // Emitting the documented values gives exactly the documented bytes.
+        let emitted = emit(&doc.header, &doc.body);
+        assert_eq!(&emitted, bytes, "{name}: emitted bytes differ");
+        // Any single flipped bit is caught (by the framing checks or the CRC).
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            let ok = Packet::new_checked(&b[..])
+                .and_then(|p| PacketRepr::parse(&p))
+                .is_ok();
+            assert!(!ok, "{name}: flipping byte {i} went unnoticed");
+        }
+    }
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        names.len(),
+        "duplicate vector names: {names:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Generating the document's vectors.
+// ---------------------------------------------------------------------------
+
+/// The session epoch of the examples: the server's start time in ns (2025-11-24).
+const EPOCH: u64 = 1_764_000_000_000_000_000;
+
+fn header(
+    kind: PacketKind,
+    flags: u16,
+    first_seq: u64,
+    count: u16,
+    send_time: u64,
+    body: &Body,
+) -> PacketRepr {
+    PacketRepr {
+        kind,
+        flags,
+        epoch: EPOCH,
+        first_seq: SeqNo(first_seq),
+        count,
+        send_time: EPOCH + send_time,
+        payload_len: body.len(),
+    }
+}
+
+fn quote() -> Message {
+    Message::Quote(Quote {
+        symbol: 7,
+        bid_px: 1_234_500,
+        ask_px: 1_234_600,
+        bid_qty: 300,
+        ask_qty: 500,
+        exch_ts: 5_000_000,
+        symbol_seq: 17,
+    })
+}
+
+fn trade() -> Message {
+    Message::Trade(Trade {
+        symbol: 7,
+        side: Side::Buy,
+        price: 1_234_600,
+        qty: 200,
+        exch_ts: 5_005_000,
+    })
+}
+
+fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
+    use PacketKind::*;
+    let mut v = Vec::new();
+    let mut add = |name: &str, kind, flags, first_seq, count, t, body: Body| {
+        let h = header(kind, flags, first_seq, count, t, &body);
+        v.push((name.to_string(), h, body));
+    };
+    add(
+        "data",
+        Data,
+        0,
+        1000,
+        2,
+        1_000_000_000,
+        Body::Messages(vec![quote(), trade()]),
+    );
+    add(
+        "heartbeat",
+        Heartbeat,
+        0,
+        1002,
+        0,
+        1_250_000_000,
+        Body::Empty,
+    );
+    add(
+        "heartbeat_line_b",
+        Heartbeat,
+        1,
+        1002,
+        0,
+        1_250_000_000,
+        Body::Empty,
+    );
+    add("nack", Nack, 0, 1000, 2, 1_300_000_000, Body::Empty);
+    add(
+        "retransmission",
+        Retransmission,
+        0,
+        1001,
+        1,
+        1_300_050_000,
+        Body::Messages(vec![trade()]),
+    );
+    add(
+        "nack_reject",
+        NackReject,
+        0,
+        5,
+        3,
+        1_300_060_000,
+        Body::NackReject(NackRejectRepr {
+            oldest: SeqNo(900),
+            next: SeqNo(1002),
+        }),
+    );
+    add(
+        "snapshot_request",
+        SnapshotRequest,
+        0,
+        0,
+        0,
+        1_300_100_000,
+        Body::Empty,
+    );
+    add(
+        "snapshot",
+        Snapshot,
+        0,
+        1002,
+        1,
+        1_300_150_000,
+        Body::Snapshot {
+            part: 0,
+            parts: 1,
+            symbols: 1,
+            records: vec![SymbolState {
+                symbol: 7,
+                bid_px: 1_234_500,
+                ask_px: 1_234_600,
+                bid_qty: 300,
+                ask_qty: 500,
+                last_px: 1_234_600,
+                last_qty: 200,
+                updates: 18,
+                last_seq: 1001,
+            }],
+        },
+    );
+    add("login", Login, 0, 990, 0, 2_000_000_000, Body::Empty);
+    add(
+        "login_ack",
+        LoginAck,
+        0,
+        990,
+        0,
+        2_000_050_000,
+        Body::LoginAck(LoginAckRepr {
+            oldest: SeqNo(1),
+            mode: LoginMode::Resume,
+        }),
+    );
+    add(
+        "end_of_session",
+        EndOfSession,
+        0,
+        1002,
+        0,
+        3_000_000_000,
+        Body::Empty,
+    );
+    v
+}
+
+fn le(b: &[u8]) -> u64 {
+    b.iter()
+        .rev()
+        .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+}
+
+/// One annotated hex line per field: `(bytes, label)`.
+fn annotate(bytes: &[u8], layout: &[(usize, &str)], out: &mut Vec<(Vec<u8>, String)>) {
+    let mut off = 0;
+    for &(len, label) in layout {
+        let b = &bytes[off..off + len];
+        out.push((b.to_vec(), format!("{:>3}  {label}", off)));
+        off += len;
+    }
+    assert_eq!(off, bytes.len());
+}
+
+const HEADER_LAYOUT: &[(usize, &str)] = &[
+    (2, "magic"),
+    (1, "version"),
+    (1, "kind"),
+    (2, "count"),
+    (2, "flags"),
+    (8, "epoch"),
+    (8, "first_seq"),
+    (8, "send_time"),
+    (4, "payload_len"),
+    (4, "crc"),
+];
+const QUOTE_LAYOUT: &[(usize, &str)] = &[
+    (1, "type 'Q'"),
+    (1, "flags"),
+    (2, "length"),
+    (4, "symbol"),
+    (8, "bid_px"),
+    (8, "ask_px"),
+    (4, "bid_qty"),
+    (4, "ask_qty"),
+    (8, "exch_ts"),
+    (8, "symbol_seq"),
+];
+const TRADE_LAYOUT: &[(usize, &str)] = &[
+    (1, "type 'T'"),
+    (1, "side"),
+    (2, "length"),
+    (4, "symbol"),
+    (8, "price"),
+    (4, "qty"),
+    (4, "reserved"),
+    (8, "exch_ts"),
+];
+const SNAP_HEADER_LAYOUT: &[(usize, &str)] = &[(2, "part"), (2, "parts"), (4, "symbols")];
+const RECORD_LAYOUT: &[(usize, &str)] = &[
+    (4, "symbol"),
+    (4, "bid_qty"),
+    (4, "ask_qty"),
+    (4, "last_qty"),
+    (8, "bid_px"),
+    (8, "ask_px"),
+    (8, "last_px"),
+    (8, "updates"),
+    (8, "last_seq"),
+];
+const LOGIN_ACK_LAYOUT: &[(usize, &str)] = &[(8, "oldest"), (1, "mode"), (7, "reserved")];
+const NACK_REJECT_LAYOUT: &[(usize, &str)] = &[(8, "oldest"), (8, "next")];
+
+fn fields_text(h: &PacketRepr, crc: u32, body: &Body) -> String {
+    let mut s = String::new();
+    s += &format!("kind        = {:?}\n", h.kind);
+    s += &format!("flags       = {}\n", h.flags);
+    s += &format!("epoch       = {}\n", h.epoch);
+    s += &format!("first_seq   = {}\n", h.first_seq.0);
+    s += &format!("count       = {}\n", h.count);
+    s += &format!("send_time   = {}\n", h.send_time);
+    s += &format!("payload_len = {}\n", h.payload_len);
+    s += &format!("crc         = {crc:#010x}\n");
+    match body {
+        Body::Empty => {}
+        Body::Messages(ms) => {
+            for m in ms {
+                match m {
+                    Message::Quote(q) => {
+                        s += &format!(
+                            "message     = Quote symbol={} bid_px={} ask_px={} bid_qty={} ask_qty={} exch_ts={} symbol_seq={}\n",
+                            q.symbol,
+                            q.bid_px,
+                            q.ask_px,
+                            q.bid_qty,
+                            q.ask_qty,
+                            q.exch_ts,
+                            q.symbol_seq
+                        )
+                    }
+                    Message::Trade(t) => {
+                        s += &format!(
+                            "message     = Trade symbol={} side={:?} price={} qty={} exch_ts={}\n",
+                            t.symbol, t.side, t.price, t.qty, t.exch_ts
+                        )
+                    }
+                    Message::Unknown { .. } => unreachable!("examples hold known messages"),
+                }
+            }
+        }
+        Body::Snapshot {
+            part,
+            parts,
+            symbols,
+            records,
+        } => {
+            s += &format!("snapshot    = part={part} parts={parts} symbols={symbols}\n");
+            for r in records {
+                s += &format!(
+                    "record      = symbol={} bid_px={} ask_px={} bid_qty={} ask_qty={} last_px={} last_qty={} updates={} last_seq={}\n",
+                    r.symbol,
+                    r.bid_px,
+                    r.ask_px,
+                    r.bid_qty,
+                    r.ask_qty,
+                    r.last_px,
+                    r.last_qty,
+                    r.updates,
+                    r.last_seq
+                );
+            }
+        }
+        Body::LoginAck(r) => {
+            s += &format!("login_ack   = oldest={} mode={:?}\n", r.oldest.0, r.mode)
+        }
+        Body::NackReject(r) => {
+            s += &format!("nack_reject = oldest={} next={}\n", r.oldest.0, r.next.0)
+        }
+    }
+    s
+}
+
+fn hex_text(bytes: &[u8], body: &Body) -> String {
+    let mut lines = Vec::new();
+    annotate(&bytes[..HEADER_LEN], HEADER_LAYOUT, &mut lines);
+    let payload = &bytes[HEADER_LEN..];
+    match body {
+        Body::Empty => {}
+        Body::Messages(ms) => {
+            let mut off = 0;
+            for m in ms {
+                let len = message_len(m);
+                let layout = if matches!(m, Message::Quote(_)) {
+                    QUOTE_LAYOUT
+                } else {
+                    TRADE_LAYOUT
+                };
+                let mut o = 0;
+                for &(flen, label) in layout {
+                    let b = payload[off + o..off + o + flen].to_vec();
+                    lines.push((
+                        b,
+                        format!("{:>3}  msg@{off}+{o}  {label}", HEADER_LEN + off + o),
+                    ));
+                    o += flen;
+                }
+                off += len;
+            }
+        }
+        Body::Snapshot { records, .. } => {
+            let mut o = 0;
+            for &(flen, label) in SNAP_HEADER_LAYOUT {
+                let b = payload[o..o + flen].to_vec();
+                lines.push((
+                    b,
+                    format!("{:>3}  part header+{o}  {label}", HEADER_LEN + o),
+                ));
+                o += flen;
+            }
+            for r in 0..records.len() {
+                let base = 8 + 56 * r;
+                let mut o = 0;
+                for &(flen, label) in RECORD_LAYOUT {
+                    let b = payload[base + o..base + o + flen].to_vec();
+                    lines.push((
+                        b,
+                        format!("{:>3}  record[{r}]+{o}  {label}", HEADER_LEN + base + o),
+                    ));
+                    o += flen;
+                }
+            }
+        }
+        Body::LoginAck(_) | Body::NackReject(_) => {
+            let layout = if matches!(body, Body::LoginAck(_)) {
+                LOGIN_ACK_LAYOUT
+            } else {
+                NACK_REJECT_LAYOUT
+            };
+            let mut o = 0;
+            for &(flen, label) in layout {
+                let b = payload[o..o + flen].to_vec();
+                lines.push((b, format!("{:>3}  body+{o}  {label}", HEADER_LEN + o)));
+                o += flen;
+            }
+        }
+    }
+    let mut s = String::new();
+    for (b, label) in lines {
+        let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+        let v = le(&b);
+        let value = if label.ends_with("magic") {
+            format!(" = {v:#06x} (\"TW\")")
+        } else if label.ends_with("crc") {
+            format!(" = {v:#010x}")
+        } else if label.ends_with("  kind") {
+            format!(" = {v} ({:?})", PacketKind::from_byte(v as u8))
+        } else if label.contains("type '") {
+            format!(" = {v:#04x}")
+        } else if label.ends_with("side") {
+            format!(" = {v} ({:?})", Side::from_byte(v as u8))
+        } else if label.ends_with("mode") {
+            format!(" = {v} ({:?})", LoginMode::from_byte(v as u8))
+        } else {
+            format!(" = {v}")
+        };
+        s += &format!("{:<24} # {label}{value}\n", hex.join(" "));
+    }
+    s
+}
+
+#[test]
+#[ignore = "prints the vectors' markdown for docs/PROTOCOL.md"]
+fn print_vectors() {
+    for (name, h, body) in example_vectors() {
+        let bytes = emit(&h, &body);
+        let crc = Packet::new_checked(&bytes[..]).unwrap().crc();
+        println!("#### Vector: `{name}`\n");
+        println!("```fields\n{}```\n", fields_text(&h, crc, &body));
+        println!("```hex\n{}```\n", hex_text(&bytes, &body));
+    }
+}
+
+/// The examples above are what the document holds (so `print_vectors` and the
+/// document cannot drift apart silently).
+#[test]
+fn document_holds_the_examples() {
+    let doc: Vec<(String, Vec<u8>)> = document_vectors()
+        .into_iter()
+        .map(|(v, b)| (v.name, b))
+        .collect();
+    let ours: Vec<(String, Vec<u8>)> = example_vectors()
+        .into_iter()
+        .map(|(n, h, b)| (n, emit(&h, &b)))
+        .collect();
+    assert_eq!(doc, ours);
+}

@@ -1076,3 +1076,80 @@ fn steady_state_push_seal_poll_and_retransmit_allocate_nothing() {
 fn snapshot_request_bytes() -> [u8; HEADER_LEN] {
     request(PacketKind::SnapshotRequest, EPOCH, 0, 0)
 }
+
+// ---------------------------------------------------------------- measurement
+
+/// Throughput of the hot paths, printed, never asserted (speed is for
+/// measurement only). Run with:
+/// `cargo test --release -p tickwire-core --test publisher -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run explicitly in release"]
+#[allow(clippy::disallowed_methods)] // the harness reads the clock, not the core
+fn measure_hot_paths() {
+    use std::time::Instant as Clock;
+    let symbols = 10_000;
+    let msgs: Vec<Message> = (0..4096).map(|i| msg(i, symbols)).collect();
+    let mut p = Publisher::new(config(symbols, 1 << 20));
+    let n = 10_000_000u64;
+    let mut sink = 0usize;
+    let t = Clock::now();
+    for i in 0..n {
+        p.push(Instant(i), i, &msgs[(i & 4095) as usize]);
+        if i % 64 == 63 {
+            p.flush(Instant(i), i);
+        }
+        while let Some(b) = p.poll_packet() {
+            sink += b.len();
+        }
+    }
+    let dt = t.elapsed();
+    println!(
+        "push+seal+poll: {n} msgs in {dt:?}: {:.1} ns/msg, {:.2} M msg/s, {} packets",
+        dt.as_nanos() as f64 / n as f64,
+        n as f64 / dt.as_secs_f64() / 1e6,
+        p.stats().packets
+    );
+
+    let limits = RequestLimits {
+        rate_bytes_per_sec: u64::MAX / 4,
+        burst_bytes: u64::MAX / 4,
+        ..RequestLimits::default()
+    };
+    let mut p2 = Publisher::new(PublisherConfig {
+        limits,
+        ..config(symbols, 1 << 20)
+    });
+    for i in 1..=2_000_000u64 {
+        p2.push(Instant(0), 0, &msgs[(i & 4095) as usize]);
+        while p2.poll_packet().is_some() {}
+    }
+    p2.flush(Instant(0), 0);
+    while p2.poll_packet().is_some() {}
+    let reqs = 20_000u64;
+    let t = Clock::now();
+    for k in 0..reqs {
+        let b = nack(1_000_000 + (k * 7919) % 900_000, 1024);
+        p2.handle_request(Instant(k * 20 * MS), 0, k, &b, &mut |r| sink += r.len());
+    }
+    let dt = t.elapsed();
+    println!(
+        "NACK of 1024 messages: {:.1} µs/request ({:.0} ns/message)",
+        dt.as_secs_f64() * 1e6 / reqs as f64,
+        dt.as_nanos() as f64 / (reqs * 1024) as f64
+    );
+    let snaps = 200u64;
+    let t = Clock::now();
+    for k in 0..snaps {
+        let b = request(PacketKind::SnapshotRequest, EPOCH, 0, 0);
+        p2.handle_request(Instant(k * 1_000 * MS), 0, 1_000_000 + k, &b, &mut |r| {
+            sink += r.len()
+        });
+    }
+    let dt = t.elapsed();
+    println!(
+        "snapshot of {symbols} symbols ({} bytes): {:.1} µs",
+        p2.snapshot_bytes(),
+        dt.as_secs_f64() * 1e6 / snaps as f64
+    );
+    assert!(sink > 0);
+}

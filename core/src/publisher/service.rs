@@ -47,7 +47,6 @@ struct Recent {
 #[derive(Clone, Debug)]
 pub(super) struct PeerState {
     id: u64,
-    last_seen: Instant,
     /// Token bucket in byte·ns; negative after a snapshot larger than the burst.
     tokens: i128,
     refilled_at: Instant,
@@ -60,7 +59,6 @@ impl PeerState {
     fn new(id: u64, now: Instant, limits: &RequestLimits) -> PeerState {
         PeerState {
             id,
-            last_seen: now,
             tokens: i128::from(limits.burst_bytes) * NANOS_PER_SEC,
             refilled_at: now,
             last_snapshot: None,
@@ -100,11 +98,30 @@ impl PeerState {
     }
 }
 
-/// Per-peer state, bounded: when full, the least recently seen peer is evicted.
+/// "No slot" in the LRU links.
+const NIL: usize = usize::MAX;
+
+/// One slot of the peer table: the state and its links in the LRU list.
+#[derive(Clone, Debug)]
+struct Entry {
+    state: PeerState,
+    prev: usize,
+    next: usize,
+}
+
+/// Per-peer state, bounded: when full, the least recently seen peer is
+/// evicted. An intrusive doubly linked LRU list over a slab makes lookup,
+/// touch, eviction and removal O(1), so a flood of requests from ever new
+/// peer ids costs no more per request than one from a known peer.
 #[derive(Debug)]
 pub(super) struct PeerTable {
-    slots: Vec<PeerState>,
+    slots: Vec<Entry>,
+    free: Vec<usize>,
     index: HashMap<u64, usize>,
+    /// Most recently seen.
+    head: usize,
+    /// Least recently seen: the next to evict.
+    tail: usize,
     max: usize,
 }
 
@@ -112,51 +129,85 @@ impl PeerTable {
     pub(super) fn new(max: usize) -> PeerTable {
         PeerTable {
             slots: Vec::with_capacity(max),
+            free: Vec::with_capacity(max),
             index: HashMap::with_capacity(max),
+            head: NIL,
+            tail: NIL,
             max,
         }
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = (self.slots[i].prev, self.slots[i].next);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.slots[prev].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.slots[next].prev = prev;
+        }
+        self.slots[i].prev = NIL;
+        self.slots[i].next = NIL;
+    }
+
+    fn push_front(&mut self, i: usize) {
+        self.slots[i].prev = NIL;
+        self.slots[i].next = self.head;
+        if self.head == NIL {
+            self.tail = i;
+        } else {
+            self.slots[self.head].prev = i;
+        }
+        self.head = i;
     }
 
     /// The slot of `peer`, created (evicting the least recently seen peer if
     /// the table is full) if needed. Returns the slot and whether a peer was evicted.
     fn touch(&mut self, peer: u64, now: Instant, limits: &RequestLimits) -> (usize, bool) {
         if let Some(&i) = self.index.get(&peer) {
-            let s = &mut self.slots[i];
-            if now > s.last_seen {
-                s.last_seen = now;
-            }
+            self.unlink(i);
+            self.push_front(i);
             return (i, false);
         }
-        let fresh = PeerState::new(peer, now, limits);
-        if self.slots.len() < self.max {
-            self.slots.push(fresh);
-            self.index.insert(peer, self.slots.len() - 1);
-            return (self.slots.len() - 1, false);
-        }
-        let victim = self
-            .slots
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, s)| s.last_seen)
-            .map(|(i, _)| i)
-            .expect("max_peers_tracked >= 1");
-        self.index.remove(&self.slots[victim].id);
-        self.slots[victim] = fresh;
-        self.index.insert(peer, victim);
-        (victim, true)
+        let state = PeerState::new(peer, now, limits);
+        let (i, evicted) = if let Some(i) = self.free.pop() {
+            self.slots[i].state = state;
+            (i, false)
+        } else if self.slots.len() < self.max {
+            self.slots.push(Entry {
+                state,
+                prev: NIL,
+                next: NIL,
+            });
+            (self.slots.len() - 1, false)
+        } else {
+            let victim = self.tail;
+            self.unlink(victim);
+            self.index.remove(&self.slots[victim].state.id);
+            self.slots[victim].state = state;
+            (victim, true)
+        };
+        self.index.insert(peer, i);
+        self.push_front(i);
+        (i, evicted)
     }
 
     fn forget(&mut self, peer: u64) {
         if let Some(i) = self.index.remove(&peer) {
-            self.slots.swap_remove(i);
-            if let Some(moved) = self.slots.get(i) {
-                self.index.insert(moved.id, i);
-            }
+            self.unlink(i);
+            self.free.push(i);
         }
     }
 
+    fn get_mut(&mut self, i: usize) -> &mut PeerState {
+        &mut self.slots[i].state
+    }
+
     pub(super) fn len(&self) -> usize {
-        self.slots.len()
+        self.index.len()
     }
 }
 
@@ -282,10 +333,14 @@ impl Publisher {
             count: repr.count,
             at: now,
         };
-        if self.peers.slots[slot].is_duplicate(&recent, limits.linger) {
+        if self
+            .peers
+            .get_mut(slot)
+            .is_duplicate(&recent, limits.linger)
+        {
             return Ignored(IgnoreReason::Duplicate);
         }
-        let available = self.peers.slots[slot].available(now, &limits);
+        let available = self.peers.get_mut(slot).available(now, &limits);
         let budget = usize::try_from(available)
             .unwrap_or(usize::MAX)
             .min(limits.max_bytes_per_request);
@@ -302,7 +357,7 @@ impl Publisher {
                 NackRejectRepr { oldest, next },
             );
             reply(&self.reply_buf[..len]);
-            let p = &mut self.peers.slots[slot];
+            let p = self.peers.get_mut(slot);
             p.charge(len);
             p.remember(recent);
             self.stats.nack_rejects += 1;
@@ -333,7 +388,7 @@ impl Publisher {
         if served_to < SeqNo(asked_end.0.min(next.0)) {
             self.stats.clipped_requests += 1;
         }
-        let p = &mut self.peers.slots[slot];
+        let p = self.peers.get_mut(slot);
         p.charge(sent.bytes);
         p.remember(recent);
         self.count_retransmission(s, served_to, sent);
@@ -364,7 +419,7 @@ impl Publisher {
         };
         let total = self.snapshot_bytes();
         {
-            let p = &mut self.peers.slots[slot];
+            let p = self.peers.get_mut(slot);
             if p.is_duplicate(&recent, limits.linger) {
                 return Ignored(IgnoreReason::Duplicate);
             }
@@ -390,7 +445,7 @@ impl Publisher {
             reply,
         );
         debug_assert_eq!(sent.bytes, total);
-        let p = &mut self.peers.slots[slot];
+        let p = self.peers.get_mut(slot);
         p.charge(sent.bytes);
         p.remember(recent);
         p.last_snapshot = Some(now);
@@ -415,10 +470,14 @@ impl Publisher {
             count: repr.count,
             at: now,
         };
-        if self.peers.slots[slot].is_duplicate(&recent, limits.linger) {
+        if self
+            .peers
+            .get_mut(slot)
+            .is_duplicate(&recent, limits.linger)
+        {
             return RequestOutcome::Ignored(IgnoreReason::Duplicate);
         }
-        self.peers.slots[slot].remember(recent);
+        self.peers.get_mut(slot).remember(recent);
         let requested = SeqNo(repr.first_seq.0.max(SeqNo::FIRST.0));
         let (oldest, next) = (self.store.oldest(), self.store.next());
         let same_session = repr.epoch == self.cfg.epoch && requested >= oldest && requested <= next;
@@ -731,10 +790,58 @@ mod tests {
         assert_eq!(t.touch(30, Instant(4), &l), (1, true));
         assert!(t.index.contains_key(&10) && t.index.contains_key(&30));
         assert!(!t.index.contains_key(&20));
-        t.forget(10);
+        // Now 10 is the least recently seen.
+        assert_eq!(t.touch(40, Instant(5), &l), (0, true));
+        assert!(!t.index.contains_key(&10));
+        t.forget(30);
         assert_eq!(t.len(), 1);
-        assert_eq!(t.index.get(&30), Some(&0), "moved slot re-indexed");
         t.forget(99);
         assert_eq!(t.len(), 1);
+        // The freed slot is reused without evicting anyone.
+        assert_eq!(t.touch(50, Instant(6), &l), (1, false));
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t.touch(60, Instant(7), &l),
+            (0, true),
+            "40 was least recent"
+        );
+        assert_eq!(t.get_mut(0).id, 60);
+    }
+
+    #[test]
+    fn peer_table_lru_order_survives_churn() {
+        // Against a naive model: a Vec ordered from least to most recent.
+        let l = limits();
+        let mut t = PeerTable::new(5);
+        let mut model: Vec<u64> = Vec::new();
+        let mut x = 7u64;
+        for step in 0..10_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let peer = (x >> 33) % 9;
+            if (x >> 20) % 5 == 0 {
+                t.forget(peer);
+                model.retain(|&p| p != peer);
+            } else {
+                let (_, evicted) = t.touch(peer, Instant(step), &l);
+                let known = model.contains(&peer);
+                model.retain(|&p| p != peer);
+                let model_evicts = !known && model.len() == 5;
+                if model_evicts {
+                    model.remove(0);
+                }
+                model.push(peer);
+                assert_eq!(evicted, model_evicts, "step {step}");
+            }
+            assert_eq!(t.len(), model.len());
+            let mut order = Vec::new();
+            let mut i = t.tail;
+            while i != NIL {
+                order.push(t.slots[i].state.id);
+                i = t.slots[i].prev;
+            }
+            assert_eq!(order, model, "step {step}");
+        }
     }
 }

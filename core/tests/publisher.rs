@@ -986,6 +986,149 @@ proptest! {
     }
 }
 
+/// One step of a random run-loop.
+#[derive(Clone, Debug)]
+enum Op {
+    Push(u8),
+    Flush,
+    Timeout(u32),
+    Nack {
+        peer: u8,
+        back: u16,
+        count: u16,
+    },
+    Snapshot {
+        peer: u8,
+    },
+    Login {
+        peer: u8,
+        same_epoch: bool,
+        back: u16,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => any::<u8>().prop_map(Op::Push),
+        1 => Just(Op::Flush),
+        1 => (0u32..300).prop_map(Op::Timeout),
+        2 => (0u8..4, any::<u16>(), 1u16..400).prop_map(|(peer, back, count)| Op::Nack { peer, back, count }),
+        1 => (0u8..4).prop_map(|peer| Op::Snapshot { peer }),
+        1 => (0u8..4, any::<bool>(), any::<u16>()).prop_map(|(peer, same_epoch, back)| Op::Login { peer, same_epoch, back }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Random interleavings of publishing, timers and requests keep the
+    /// contract: the live stream is gap-free and in order, every retransmitted
+    /// message is byte-identical to the original, snapshots equal the book at
+    /// `published_next`, a resume ends exactly at `published_next`, and
+    /// nothing is ever sent that was not asked for.
+    #[test]
+    fn random_run_loops_keep_the_contract(ops in proptest::collection::vec(op(), 1..120)) {
+        let symbols = 30;
+        let limits = RequestLimits { max_nack_messages: 100, ..RequestLimits::default() };
+        let mut p = Publisher::new(PublisherConfig { limits, max_packet_len: 300, ..config(symbols, 200) });
+        let mut orig: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut next_live = 1u64;
+        let mut n = 0u64; // messages pushed
+        let mut now = 0u64;
+        for op in ops {
+            now += MS;
+            let mut replies = Vec::new();
+            let mut asked = None;
+            let out = match op {
+                Op::Push(k) => {
+                    for _ in 0..(k % 16) {
+                        n += 1;
+                        prop_assert_eq!(p.push(Instant(now), now, &msg(n, symbols)), SeqNo(n));
+                    }
+                    None
+                }
+                Op::Flush => { p.flush(Instant(now), now); None }
+                Op::Timeout(ms) => {
+                    now += u64::from(ms) * MS;
+                    if p.poll_timeout().is_some_and(|t| Instant(now) >= t) {
+                        p.handle_timeout(Instant(now), now);
+                    }
+                    None
+                }
+                Op::Nack { peer, back, count } => {
+                    let s = p.published_next().0.saturating_sub(u64::from(back)).max(1);
+                    asked = Some((s, count));
+                    Some(p.handle_request(Instant(now), now, u64::from(peer), &nack(s, count), &mut |r| replies.push(r.to_vec())))
+                }
+                Op::Snapshot { peer } => {
+                    let b = request(PacketKind::SnapshotRequest, EPOCH, 0, 0);
+                    Some(p.handle_request(Instant(now), now, u64::from(peer), &b, &mut |r| replies.push(r.to_vec())))
+                }
+                Op::Login { peer, same_epoch, back } => {
+                    let s = p.published_next().0.saturating_sub(u64::from(back));
+                    let b = login(if same_epoch { EPOCH } else { 3 }, s);
+                    Some(p.handle_request(Instant(now), now, 100 + u64::from(peer), &b, &mut |r| replies.push(r.to_vec())))
+                }
+            };
+            // Drain the live stream after every step (the run-loop contract).
+            for b in drain(&mut p) {
+                prop_assert!(b.len() <= 300);
+                let r = header(&b);
+                prop_assert_eq!(r.epoch, EPOCH);
+                match r.kind {
+                    PacketKind::Data => {
+                        prop_assert_eq!(r.first_seq, SeqNo(next_live));
+                        for (seq, m, raw) in messages_of(&[b.clone()]) {
+                            prop_assert_eq!(m, msg(seq.0, symbols));
+                            orig.insert(seq.0, raw);
+                        }
+                        next_live += u64::from(r.count);
+                    }
+                    PacketKind::Heartbeat => prop_assert_eq!(r.first_seq, SeqNo(next_live)),
+                    k => prop_assert!(false, "unexpected live kind {:?}", k),
+                }
+            }
+            prop_assert_eq!(p.published_next(), SeqNo(next_live));
+            let Some(out) = out else { continue };
+            for b in &replies {
+                prop_assert!(b.len() <= 300);
+            }
+            let retrans: Vec<Vec<u8>> = replies.iter().filter(|b| header(b).kind == PacketKind::Retransmission).cloned().collect();
+            let got = messages_of(&retrans);
+            for (seq, _, raw) in &got {
+                prop_assert_eq!(raw, &orig[&seq.0]);
+            }
+            let snaps: Vec<Vec<u8>> = replies.iter().filter(|b| header(b).kind == PacketKind::Snapshot).cloned().collect();
+            if !snaps.is_empty() {
+                let (at, states) = snapshot_of(&snaps, symbols);
+                prop_assert_eq!(at, p.published_next());
+                prop_assert_eq!(&states[..], p.book().states());
+            }
+            if let Some((s, count)) = asked {
+                let seqs: Vec<u64> = got.iter().map(|m| m.0.0).collect();
+                let expect_max = u64::from(count).min(100);
+                prop_assert!(seqs.len() as u64 <= expect_max);
+                prop_assert!(seqs.iter().enumerate().all(|(i, &q)| q == s + i as u64));
+                if out == RequestOutcome::Served && seqs.is_empty() {
+                    prop_assert_eq!(header(&replies[0]).kind, PacketKind::NackReject);
+                    prop_assert!(s < p.oldest().0);
+                }
+            }
+            if let RequestOutcome::LoginAccepted { mode, resume_from } = out {
+                let (at, _) = login_ack(&replies[0]);
+                prop_assert_eq!(at, resume_from);
+                match mode {
+                    LoginMode::Resume => {
+                        let seqs: Vec<u64> = got.iter().map(|m| m.0.0).collect();
+                        prop_assert_eq!(seqs, (resume_from.0..next_live).collect::<Vec<_>>());
+                    }
+                    _ => prop_assert_eq!(resume_from, p.published_next()),
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- allocation
 
 mod counting_alloc {
@@ -1071,6 +1214,36 @@ fn steady_state_push_seal_poll_and_retransmit_allocate_nothing() {
     assert_eq!(allocations, 0, "steady state allocated {allocations} times");
     assert!(sink > 0);
     assert_eq!(p.published_next(), SeqNo(30_001));
+}
+
+#[test]
+fn peer_churn_beyond_the_table_bound_allocates_nothing() {
+    let limits = RequestLimits {
+        max_peers_tracked: 16,
+        ..RequestLimits::default()
+    };
+    let mut p = Publisher::new(PublisherConfig {
+        limits,
+        ..config(10, 1 << 10)
+    });
+    publish(&mut p, 2_000, 10);
+    let mut sink = 0usize;
+    let mut round = |p: &mut Publisher, from: u64, to: u64| {
+        for peer in from..to {
+            let b = nack(1_000 + peer % 500, 3);
+            p.handle_request(Instant(peer * MS), 0, peer, &b, &mut |r| sink += r.len());
+            if peer % 5 == 0 {
+                p.forget_peer(peer - 1);
+            }
+        }
+    };
+    round(&mut p, 1, 20_000);
+    let before = counting_alloc::count();
+    round(&mut p, 20_000, 120_000);
+    assert_eq!(counting_alloc::count() - before, 0);
+    assert!(p.peers_tracked() <= 16);
+    assert!(p.stats().peers_evicted > 90_000);
+    assert!(sink > 0);
 }
 
 fn snapshot_request_bytes() -> [u8; HEADER_LEN] {

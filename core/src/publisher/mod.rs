@@ -561,6 +561,12 @@ impl Publisher {
         }
     }
 
+    /// Live packets sealed but not yet taken by [`Self::poll_packet`]. It must
+    /// be 0 when a Login is handled (see the run-loop contract).
+    pub fn queued_packets(&self) -> usize {
+        self.live.entries.len() - self.live.read
+    }
+
     /// When [`Self::handle_timeout`] wants to be called; `None` after the session ended.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -130,7 +130,9 @@ impl PeerTable {
         PeerTable {
             slots: Vec::with_capacity(max),
             free: Vec::with_capacity(max),
-            index: HashMap::with_capacity(max),
+            // Twice the entries: hashbrown then always rehashes in place when
+            // eviction tombstones use up its growth room, so churn never allocates.
+            index: HashMap::with_capacity(max.saturating_mul(2)),
             head: NIL,
             tail: NIL,
             max,

@@ -1078,7 +1078,7 @@ proptest! {
                 match r.kind {
                     PacketKind::Data => {
                         prop_assert_eq!(r.first_seq, SeqNo(next_live));
-                        for (seq, m, raw) in messages_of(&[b.clone()]) {
+                        for (seq, m, raw) in messages_of(std::slice::from_ref(&b)) {
                             prop_assert_eq!(m, msg(seq.0, symbols));
                             orig.insert(seq.0, raw);
                         }

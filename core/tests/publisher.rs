@@ -831,6 +831,27 @@ fn login_falls_back_to_a_snapshot_when_it_cannot_resume() {
     assert_eq!(p.stats().login_resumes, 2);
 }
 
+#[test]
+fn logins_can_be_refused_on_datagram_transports() {
+    let mut p = Publisher::new(PublisherConfig {
+        serve_logins: false,
+        ..config(8, 100)
+    });
+    publish(&mut p, 10, 8);
+    let (out, replies) = call(&mut p, 0, 1, &login(EPOCH, 1));
+    assert_eq!(
+        out,
+        RequestOutcome::Ignored(IgnoreReason::NotARequest(PacketKind::Login))
+    );
+    assert!(replies.is_empty());
+    assert_eq!((p.stats().not_a_request, p.stats().logins), (1, 0));
+    assert_eq!(
+        call(&mut p, 0, 1, &nack(1, 1)).0,
+        RequestOutcome::Served,
+        "NACKs still served"
+    );
+}
+
 // ---------------------------------------------------------------- heartbeats
 
 #[test]

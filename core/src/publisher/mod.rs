@@ -183,6 +183,11 @@ pub struct PublisherConfig {
     pub heartbeat_interval: Duration,
     /// Request service limits.
     pub limits: RequestLimits,
+    /// Answer Logins (default true). Set false on datagram transports: a
+    /// Login's catch-up is bounded only by the retransmit window (TCP's flow
+    /// control paces it), so over UDP a spoofed 40-byte Login would make the
+    /// server an amplifier. Refused Logins are `Ignored(NotARequest(Login))`.
+    pub serve_logins: bool,
 }
 
 impl PublisherConfig {
@@ -195,6 +200,7 @@ impl PublisherConfig {
             retransmit_window: DEFAULT_RETRANSMIT_WINDOW,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             limits: RequestLimits::default(),
+            serve_logins: true,
         }
     }
 

@@ -276,10 +276,12 @@ impl Publisher {
             Ok(r) => r,
             Err(e) => return Ignored(IgnoreReason::Malformed(e)),
         };
-        if !matches!(
-            repr.kind,
-            PacketKind::Nack | PacketKind::SnapshotRequest | PacketKind::Login
-        ) {
+        let served_kind = match repr.kind {
+            PacketKind::Nack | PacketKind::SnapshotRequest => true,
+            PacketKind::Login => self.cfg.serve_logins,
+            _ => false,
+        };
+        if !served_kind {
             return Ignored(IgnoreReason::NotARequest(repr.kind));
         }
         if repr.payload_len != 0 {

@@ -46,10 +46,7 @@ fn msg(n: u64, symbols: u32) -> Message {
 }
 
 fn config(symbols: u32, window: u64) -> PublisherConfig {
-    PublisherConfig {
-        retransmit_window: window,
-        ..PublisherConfig::new(EPOCH, symbols)
-    }
+    PublisherConfig { retransmit_window: window, ..PublisherConfig::new(EPOCH, symbols) }
 }
 
 fn drain(p: &mut Publisher) -> Vec<Vec<u8>> {
@@ -75,11 +72,7 @@ fn messages_of(packets: &[Vec<u8>]) -> Vec<(SeqNo, Message, Vec<u8>)> {
     let mut out = Vec::new();
     for b in packets {
         let r = header(b);
-        assert!(
-            r.kind.carries_messages(),
-            "{:?} carries no messages",
-            r.kind
-        );
+        assert!(r.kind.carries_messages(), "{:?} carries no messages", r.kind);
         let payload = Packet::new_checked(&b[..]).unwrap().payload().to_vec();
         MessageIter::validate(&payload, r.count).expect("payload matches count");
         let mut rest = &payload[..];
@@ -94,10 +87,7 @@ fn messages_of(packets: &[Vec<u8>]) -> Vec<(SeqNo, Message, Vec<u8>)> {
 
 /// Raw bytes of every published message, by sequence.
 fn originals(live: &[Vec<u8>]) -> BTreeMap<u64, Vec<u8>> {
-    messages_of(live)
-        .into_iter()
-        .map(|(s, _, raw)| (s.0, raw))
-        .collect()
+    messages_of(live).into_iter().map(|(s, _, raw)| (s.0, raw)).collect()
 }
 
 fn request(kind: PacketKind, epoch: u64, first_seq: u64, count: u16) -> [u8; HEADER_LEN] {
@@ -121,9 +111,8 @@ fn nack(first_seq: u64, count: u16) -> [u8; HEADER_LEN] {
 
 fn call(p: &mut Publisher, now: u64, peer: u64, bytes: &[u8]) -> (RequestOutcome, Vec<Vec<u8>>) {
     let mut replies = Vec::new();
-    let out = p.handle_request(Instant(now), 7_000 + now, peer, bytes, &mut |r| {
-        replies.push(r.to_vec())
-    });
+    let out =
+        p.handle_request(Instant(now), 7_000 + now, peer, bytes, &mut |r| replies.push(r.to_vec()));
     (out, replies)
 }
 
@@ -135,11 +124,7 @@ fn snapshot_of(parts: &[Vec<u8>], expected_symbols: u32) -> (SeqNo, Vec<SymbolSt
         let r = header(b);
         assert_eq!(r.kind, PacketKind::Snapshot);
         assert_eq!(r.epoch, EPOCH);
-        assert_eq!(
-            *at.get_or_insert(r.first_seq),
-            r.first_seq,
-            "all parts consistent at one seq"
-        );
+        assert_eq!(*at.get_or_insert(r.first_seq), r.first_seq, "all parts consistent at one seq");
         let payload = Packet::new_checked(&b[..]).unwrap().payload().to_vec();
         let s = SnapshotRepr::parse(&payload, r.count).unwrap();
         assert_eq!(s.part as usize, i);
@@ -164,10 +149,7 @@ fn oracle_book(symbols: u32, upto: u64) -> Book {
 #[test]
 fn framing_round_trips_every_message_within_the_size_limit() {
     for max in [104usize, 200, 1472, 9000] {
-        let mut p = Publisher::new(PublisherConfig {
-            max_packet_len: max,
-            ..config(50, 1 << 14)
-        });
+        let mut p = Publisher::new(PublisherConfig { max_packet_len: max, ..config(50, 1 << 14) });
         let n = 5_000;
         let mut live = Vec::new();
         for i in 1..=n {
@@ -178,11 +160,7 @@ fn framing_round_trips_every_message_within_the_size_limit() {
         live.extend(drain(&mut p));
         let mut expected_first = 1;
         for (k, b) in live.iter().enumerate() {
-            assert!(
-                b.len() <= max,
-                "packet of {} bytes over the {max} limit",
-                b.len()
-            );
+            assert!(b.len() <= max, "packet of {} bytes over the {max} limit", b.len());
             let r = header(b);
             assert_eq!(
                 (r.kind, r.epoch, r.first_seq),
@@ -193,11 +171,7 @@ fn framing_round_trips_every_message_within_the_size_limit() {
             // Never flushed early: every packet but the last is as full as it can be.
             if k + 1 < live.len() {
                 let next_len = if expected_first % 3 == 0 { 32 } else { 48 };
-                assert!(
-                    b.len() + next_len > max,
-                    "packet {k} ({} B) had room for more",
-                    b.len()
-                );
+                assert!(b.len() + next_len > max, "packet {k} ({} B) had room for more", b.len());
             }
         }
         let got = messages_of(&live);
@@ -209,10 +183,7 @@ fn framing_round_trips_every_message_within_the_size_limit() {
         assert_eq!(p.published_next(), SeqNo(n + 1));
         assert_eq!(p.stats().messages, n);
         assert_eq!(p.stats().packets, live.len() as u64);
-        assert_eq!(
-            p.stats().bytes,
-            live.iter().map(|b| b.len() as u64).sum::<u64>()
-        );
+        assert_eq!(p.stats().bytes, live.iter().map(|b| b.len() as u64).sum::<u64>());
     }
 }
 
@@ -252,9 +223,7 @@ fn nack_returns_exactly_the_asked_messages_byte_identical() {
     let mut p = Publisher::new(config(20, 4096));
     let live = publish(&mut p, 2_000, 20);
     let orig = originals(&live);
-    for (k, &(s, n)) in [(1u64, 1u16), (1, 37), (500, 300), (1999, 2), (1234, 1)]
-        .iter()
-        .enumerate()
+    for (k, &(s, n)) in [(1u64, 1u16), (1, 37), (500, 300), (1999, 2), (1234, 1)].iter().enumerate()
     {
         let peer = k as u64; // fresh bucket each
         let (out, replies) = call(&mut p, 1_000 * MS, peer, &nack(s, n));
@@ -269,10 +238,7 @@ fn nack_returns_exactly_the_asked_messages_byte_identical() {
         let seqs: Vec<u64> = got.iter().map(|(s, _, _)| s.0).collect();
         assert_eq!(seqs, (s..s + u64::from(n)).collect::<Vec<_>>());
         for (seq, m, raw) in &got {
-            assert_eq!(
-                raw, &orig[&seq.0],
-                "seq {seq} differs from the original bytes"
-            );
+            assert_eq!(raw, &orig[&seq.0], "seq {seq} differs from the original bytes");
             assert_eq!(*m, msg(seq.0, 20));
         }
     }
@@ -296,20 +262,11 @@ fn nack_window_edges() {
     assert_eq!(out, RequestOutcome::Served);
     assert_eq!(replies.len(), 1, "just outside: one NackReject");
     let r = header(&replies[0]);
-    assert_eq!(
-        (r.kind, r.first_seq, r.count),
-        (PacketKind::NackReject, SeqNo(150), 1)
-    );
-    let body = Packet::new_checked(&replies[0][..])
-        .unwrap()
-        .payload()
-        .to_vec();
+    assert_eq!((r.kind, r.first_seq, r.count), (PacketKind::NackReject, SeqNo(150), 1));
+    let body = Packet::new_checked(&replies[0][..]).unwrap().payload().to_vec();
     assert_eq!(
         NackRejectRepr::parse(&body).unwrap(),
-        NackRejectRepr {
-            oldest: SeqNo(151),
-            next: SeqNo(251)
-        }
+        NackRejectRepr { oldest: SeqNo(151), next: SeqNo(251) }
     );
 
     // Straddling the old edge is still a reject: the client must re-plan.
@@ -331,10 +288,7 @@ fn nack_window_edges() {
     assert_eq!(seqs, vec![249, 250]);
 
     let s = p.stats();
-    assert_eq!(
-        (s.nack_rejects, s.out_of_range, s.clipped_requests),
-        (2, 1, 0)
-    );
+    assert_eq!((s.nack_rejects, s.out_of_range, s.clipped_requests), (2, 1, 0));
 }
 
 #[test]
@@ -347,18 +301,12 @@ fn nack_sanity_checks() {
         RequestOutcome::Ignored(IgnoreReason::Malformed(DecodeError::Malformed(_)))
     ));
     let (out, _) = call(&mut p, 0, 1, &nack(3, 0));
-    assert!(matches!(
-        out,
-        RequestOutcome::Ignored(IgnoreReason::Malformed(_))
-    ));
+    assert!(matches!(out, RequestOutcome::Ignored(IgnoreReason::Malformed(_))));
     let (out, r) = call(&mut p, 0, 1, &request(PacketKind::Nack, EPOCH + 1, 3, 1));
     assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::WrongEpoch));
     assert!(r.is_empty());
     let (out, _) = call(&mut p, 0, 1, &request(PacketKind::Data, EPOCH, 3, 0));
-    assert_eq!(
-        out,
-        RequestOutcome::Ignored(IgnoreReason::NotARequest(PacketKind::Data))
-    );
+    assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::NotARequest(PacketKind::Data)));
     // A request with a payload (valid CRC) is malformed.
     let mut with_payload = [0u8; HEADER_LEN + 4];
     let mut pk = Packet::new_unchecked(&mut with_payload[..]);
@@ -374,10 +322,7 @@ fn nack_sanity_checks() {
     .emit(&mut pk);
     pk.fill_crc();
     let (out, _) = call(&mut p, 0, 1, &with_payload);
-    assert!(matches!(
-        out,
-        RequestOutcome::Ignored(IgnoreReason::Malformed(_))
-    ));
+    assert!(matches!(out, RequestOutcome::Ignored(IgnoreReason::Malformed(_))));
     // A flipped bit fails the CRC.
     let mut bad = nack(3, 1);
     bad[20] ^= 0x40;
@@ -387,23 +332,14 @@ fn nack_sanity_checks() {
         RequestOutcome::Ignored(IgnoreReason::Malformed(DecodeError::BadCrc { .. }))
     ));
     let s = p.stats();
-    assert_eq!(
-        (s.malformed, s.wrong_epoch, s.not_a_request, s.requests),
-        (4, 1, 1, 6)
-    );
+    assert_eq!((s.malformed, s.wrong_epoch, s.not_a_request, s.requests), (4, 1, 1, 6));
     assert_eq!(s.reply_packets, 0);
 }
 
 #[test]
 fn huge_nack_is_clipped_to_the_message_cap() {
-    let limits = RequestLimits {
-        max_nack_messages: 50,
-        ..RequestLimits::default()
-    };
-    let mut p = Publisher::new(PublisherConfig {
-        limits,
-        ..config(5, 1 << 16)
-    });
+    let limits = RequestLimits { max_nack_messages: 50, ..RequestLimits::default() };
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(5, 1 << 16) });
     publish(&mut p, 10_000, 5);
     let (out, replies) = call(&mut p, 0, 1, &nack(100, u16::MAX));
     assert_eq!(out, RequestOutcome::Served);
@@ -414,14 +350,8 @@ fn huge_nack_is_clipped_to_the_message_cap() {
 
 #[test]
 fn huge_nack_is_clipped_to_the_byte_cap() {
-    let limits = RequestLimits {
-        max_bytes_per_request: 3_000,
-        ..RequestLimits::default()
-    };
-    let mut p = Publisher::new(PublisherConfig {
-        limits,
-        ..config(5, 1 << 16)
-    });
+    let limits = RequestLimits { max_bytes_per_request: 3_000, ..RequestLimits::default() };
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(5, 1 << 16) });
     let orig = originals(&publish(&mut p, 10_000, 5));
     let (out, replies) = call(&mut p, 0, 1, &nack(1, 1000));
     assert_eq!(out, RequestOutcome::Served);
@@ -448,10 +378,7 @@ fn flood_from_one_peer_stays_within_its_bucket_and_others_are_served() {
         max_bytes_per_request: 8_000,
         ..RequestLimits::default()
     };
-    let mut p = Publisher::new(PublisherConfig {
-        limits,
-        ..config(5, 1 << 16)
-    });
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(5, 1 << 16) });
     publish(&mut p, 50_000, 5);
     let mut rng = 0x1234_5678_9abc_def0u64;
     let mut next = || {
@@ -484,14 +411,8 @@ fn flood_from_one_peer_stays_within_its_bucket_and_others_are_served() {
     }
     let elapsed_s = (requests * step) as f64 / 1e9;
     let bound = 20_000.0 + 100_000.0 * elapsed_s;
-    assert!(
-        reply_bytes as f64 <= bound,
-        "{reply_bytes} reply bytes over the bucket bound {bound}"
-    );
-    assert!(
-        reply_bytes as f64 >= 0.8 * 100_000.0 * elapsed_s,
-        "the bucket is used: {reply_bytes}"
-    );
+    assert!(reply_bytes as f64 <= bound, "{reply_bytes} reply bytes over the bucket bound {bound}");
+    assert!(reply_bytes as f64 >= 0.8 * 100_000.0 * elapsed_s, "the bucket is used: {reply_bytes}");
     let s = p.stats().clone();
     assert_eq!(s.malformed, garbage);
     assert!(s.rate_limited > 0 && s.duplicates > 0, "{s:?}");
@@ -501,13 +422,7 @@ fn flood_from_one_peer_stays_within_its_bucket_and_others_are_served() {
     let now = 1_000 * MS + requests * step;
     let (out, replies) = call(&mut p, now, 7, &nack(42, 3));
     assert_eq!(out, RequestOutcome::Served);
-    assert_eq!(
-        messages_of(&replies)
-            .iter()
-            .map(|m| m.0.0)
-            .collect::<Vec<_>>(),
-        vec![42, 43, 44]
-    );
+    assert_eq!(messages_of(&replies).iter().map(|m| m.0.0).collect::<Vec<_>>(), vec![42, 43, 44]);
 }
 
 #[test]
@@ -520,41 +435,22 @@ fn linger_serves_an_identical_request_once() {
     assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::Duplicate));
     assert!(r.is_empty());
     // Other range, other peer: not duplicates.
-    assert_eq!(
-        call(&mut p, t0 + 9 * MS, 1, &nack(10, 6)).0,
-        RequestOutcome::Served
-    );
-    assert_eq!(
-        call(&mut p, t0 + 9 * MS, 2, &nack(10, 5)).0,
-        RequestOutcome::Served
-    );
+    assert_eq!(call(&mut p, t0 + 9 * MS, 1, &nack(10, 6)).0, RequestOutcome::Served);
+    assert_eq!(call(&mut p, t0 + 9 * MS, 2, &nack(10, 5)).0, RequestOutcome::Served);
     // After the linger window the same request is served again.
-    assert_eq!(
-        call(&mut p, t0 + 10 * MS, 1, &nack(10, 5)).0,
-        RequestOutcome::Served
-    );
+    assert_eq!(call(&mut p, t0 + 10 * MS, 1, &nack(10, 5)).0, RequestOutcome::Served);
     assert_eq!(p.stats().duplicates, 1);
 }
 
 #[test]
 fn forget_and_evict_reset_peer_state() {
-    let limits = RequestLimits {
-        max_peers_tracked: 2,
-        ..RequestLimits::default()
-    };
-    let mut p = Publisher::new(PublisherConfig {
-        limits,
-        ..config(5, 1024)
-    });
+    let limits = RequestLimits { max_peers_tracked: 2, ..RequestLimits::default() };
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(5, 1024) });
     publish(&mut p, 100, 5);
     assert_eq!(call(&mut p, 0, 1, &nack(10, 5)).0, RequestOutcome::Served);
     p.forget_peer(1);
     assert_eq!(p.peers_tracked(), 0);
-    assert_eq!(
-        call(&mut p, 0, 1, &nack(10, 5)).0,
-        RequestOutcome::Served,
-        "linger forgotten"
-    );
+    assert_eq!(call(&mut p, 0, 1, &nack(10, 5)).0, RequestOutcome::Served, "linger forgotten");
     call(&mut p, MS, 2, &nack(1, 1));
     call(&mut p, 2 * MS, 3, &nack(1, 1)); // evicts peer 1 (least recently seen)
     assert_eq!(p.peers_tracked(), 2);
@@ -569,12 +465,7 @@ fn snapshot_parts_reassemble_to_the_book_at_published_next() {
     let mut p = Publisher::new(config(symbols, 1024));
     publish(&mut p, 1_000, symbols);
     p.push(Instant(0), 0, &msg(1_001, symbols)); // open, unsealed: not in the snapshot
-    let (out, parts) = call(
-        &mut p,
-        0,
-        9,
-        &request(PacketKind::SnapshotRequest, EPOCH, 0, 0),
-    );
+    let (out, parts) = call(&mut p, 0, 9, &request(PacketKind::SnapshotRequest, EPOCH, 0, 0));
     assert_eq!(out, RequestOutcome::Served);
     assert_eq!(parts.len(), 3);
     assert!(parts.iter().all(|b| b.len() <= 1472));
@@ -585,10 +476,7 @@ fn snapshot_parts_reassemble_to_the_book_at_published_next() {
     assert_eq!(states, oracle_book(symbols, 1_001).states());
     assert_eq!(p.stats().snapshots_served, 1);
     assert_eq!(p.stats().snapshot_packets, 3);
-    assert_eq!(
-        parts.iter().map(Vec::len).sum::<usize>(),
-        p.snapshot_bytes()
-    );
+    assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), p.snapshot_bytes());
 }
 
 #[test]
@@ -607,31 +495,15 @@ fn snapshot_requests_are_limited_per_peer() {
     let snap = request(PacketKind::SnapshotRequest, EPOCH, 0, 0);
     let t0 = 10_000 * MS;
     assert_eq!(call(&mut p, t0, 1, &snap).0, RequestOutcome::Served);
-    assert_eq!(
-        call(&mut p, t0 + MS, 1, &snap).0,
-        RequestOutcome::Ignored(IgnoreReason::Duplicate)
-    );
+    assert_eq!(call(&mut p, t0 + MS, 1, &snap).0, RequestOutcome::Ignored(IgnoreReason::Duplicate));
     assert_eq!(
         call(&mut p, t0 + 499 * MS, 1, &snap).0,
         RequestOutcome::Ignored(IgnoreReason::RateLimited)
     );
+    assert_eq!(call(&mut p, t0 + 499 * MS, 2, &snap).0, RequestOutcome::Served, "other peer");
+    assert_eq!(call(&mut p, t0 + 500 * MS, 1, &snap).0, RequestOutcome::Served);
     assert_eq!(
-        call(&mut p, t0 + 499 * MS, 2, &snap).0,
-        RequestOutcome::Served,
-        "other peer"
-    );
-    assert_eq!(
-        call(&mut p, t0 + 500 * MS, 1, &snap).0,
-        RequestOutcome::Served
-    );
-    assert_eq!(
-        call(
-            &mut p,
-            t0,
-            3,
-            &request(PacketKind::SnapshotRequest, EPOCH + 1, 0, 0)
-        )
-        .0,
+        call(&mut p, t0, 3, &request(PacketKind::SnapshotRequest, EPOCH + 1, 0, 0)).0,
         RequestOutcome::Ignored(IgnoreReason::WrongEpoch)
     );
 }
@@ -645,10 +517,7 @@ fn a_snapshot_larger_than_the_burst_is_sent_whole_then_repaid() {
         snapshot_min_interval: Duration::ZERO,
         ..RequestLimits::default()
     };
-    let mut p = Publisher::new(PublisherConfig {
-        limits,
-        ..config(symbols, 1024)
-    });
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(symbols, 1024) });
     publish(&mut p, 2_000, symbols);
     let total = p.snapshot_bytes();
     assert_eq!(total, 20 * 48 + 500 * 56);
@@ -664,11 +533,7 @@ fn a_snapshot_larger_than_the_burst_is_sent_whole_then_repaid() {
     assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::RateLimited));
     assert!(r.is_empty());
     let (out, r) = call(&mut p, just_before + 20 * MS, 1, &snap);
-    assert_eq!(
-        out,
-        RequestOutcome::Ignored(IgnoreReason::RateLimited),
-        "not half a snapshot"
-    );
+    assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::RateLimited), "not half a snapshot");
     assert!(r.is_empty());
     let refilled = ((debt_s + 4_096.0 / 10_000.0) * 1e9) as u64 + MS;
     let (out, parts) = call(&mut p, refilled, 1, &snap);
@@ -696,24 +561,15 @@ fn login_in_window_resumes_and_the_live_stream_continues_seamlessly() {
         max_bytes_per_request: 1472,
         ..RequestLimits::default()
     };
-    let mut p = Publisher::new(PublisherConfig {
-        limits,
-        ..config(8, 1000)
-    });
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(8, 1000) });
     let orig = originals(&publish(&mut p, 700, 8));
     let (out, replies) = call(&mut p, 0, 1, &login(EPOCH, 40));
     assert_eq!(
         out,
-        RequestOutcome::LoginAccepted {
-            mode: LoginMode::Resume,
-            resume_from: SeqNo(40)
-        }
+        RequestOutcome::LoginAccepted { mode: LoginMode::Resume, resume_from: SeqNo(40) }
     );
     let (at, ack) = login_ack(&replies[0]);
-    assert_eq!(
-        (at, ack.oldest, ack.mode),
-        (SeqNo(40), SeqNo(1), LoginMode::Resume)
-    );
+    assert_eq!((at, ack.oldest, ack.mode), (SeqNo(40), SeqNo(1), LoginMode::Resume));
     // Not subject to the NACK caps: all of [40, 701).
     let got = messages_of(&replies[1..]);
     assert_eq!(got.len(), 661);
@@ -737,10 +593,7 @@ fn login_at_published_next_is_an_ack_alone() {
     let (out, replies) = call(&mut p, 0, 1, &login(EPOCH, 51));
     assert_eq!(
         out,
-        RequestOutcome::LoginAccepted {
-            mode: LoginMode::Resume,
-            resume_from: SeqNo(51)
-        }
+        RequestOutcome::LoginAccepted { mode: LoginMode::Resume, resume_from: SeqNo(51) }
     );
     assert_eq!(replies.len(), 1);
 }
@@ -753,10 +606,7 @@ fn fresh_login_resumes_from_one_while_nothing_was_lost() {
         let (out, replies) = call(&mut p, 0, 10 + first, &login(0, first));
         assert_eq!(
             out,
-            RequestOutcome::LoginAccepted {
-                mode: LoginMode::Resume,
-                resume_from: SeqNo(1)
-            }
+            RequestOutcome::LoginAccepted { mode: LoginMode::Resume, resume_from: SeqNo(1) }
         );
         assert_eq!(messages_of(&replies[1..]).len(), 100);
     }
@@ -765,10 +615,7 @@ fn fresh_login_resumes_from_one_while_nothing_was_lost() {
     let (out, _) = call(&mut p, 0, 20, &login(0, 0));
     assert_eq!(
         out,
-        RequestOutcome::LoginAccepted {
-            mode: LoginMode::Snapshot,
-            resume_from: SeqNo(102)
-        }
+        RequestOutcome::LoginAccepted { mode: LoginMode::Snapshot, resume_from: SeqNo(102) }
     );
 }
 
@@ -794,10 +641,7 @@ fn login_falls_back_to_a_snapshot_when_it_cannot_resume() {
         let (out, replies) = call(&mut p, 0, peer as u64, bytes);
         assert_eq!(
             out,
-            RequestOutcome::LoginAccepted {
-                mode: LoginMode::Snapshot,
-                resume_from: SeqNo(201)
-            },
+            RequestOutcome::LoginAccepted { mode: LoginMode::Snapshot, resume_from: SeqNo(201) },
             "{what}"
         );
         let (at, ack) = login_ack(&replies[0]);
@@ -814,18 +658,12 @@ fn login_falls_back_to_a_snapshot_when_it_cannot_resume() {
     let (out, _) = call(&mut p, 0, 10, &login(EPOCH, 151));
     assert_eq!(
         out,
-        RequestOutcome::LoginAccepted {
-            mode: LoginMode::Resume,
-            resume_from: SeqNo(151)
-        }
+        RequestOutcome::LoginAccepted { mode: LoginMode::Resume, resume_from: SeqNo(151) }
     );
     let (out, _) = call(&mut p, 0, 11, &login(EPOCH, 201));
     assert_eq!(
         out,
-        RequestOutcome::LoginAccepted {
-            mode: LoginMode::Resume,
-            resume_from: SeqNo(201)
-        }
+        RequestOutcome::LoginAccepted { mode: LoginMode::Resume, resume_from: SeqNo(201) }
     );
     assert_eq!(p.stats().login_snapshots, 4);
     assert_eq!(p.stats().login_resumes, 2);
@@ -833,23 +671,13 @@ fn login_falls_back_to_a_snapshot_when_it_cannot_resume() {
 
 #[test]
 fn logins_can_be_refused_on_datagram_transports() {
-    let mut p = Publisher::new(PublisherConfig {
-        serve_logins: false,
-        ..config(8, 100)
-    });
+    let mut p = Publisher::new(PublisherConfig { serve_logins: false, ..config(8, 100) });
     publish(&mut p, 10, 8);
     let (out, replies) = call(&mut p, 0, 1, &login(EPOCH, 1));
-    assert_eq!(
-        out,
-        RequestOutcome::Ignored(IgnoreReason::NotARequest(PacketKind::Login))
-    );
+    assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::NotARequest(PacketKind::Login)));
     assert!(replies.is_empty());
     assert_eq!((p.stats().not_a_request, p.stats().logins), (1, 0));
-    assert_eq!(
-        call(&mut p, 0, 1, &nack(1, 1)).0,
-        RequestOutcome::Served,
-        "NACKs still served"
-    );
+    assert_eq!(call(&mut p, 0, 1, &nack(1, 1)).0, RequestOutcome::Served, "NACKs still served");
 }
 
 // ---------------------------------------------------------------- heartbeats
@@ -858,11 +686,7 @@ fn logins_can_be_refused_on_datagram_transports() {
 fn heartbeats_follow_the_simulated_clock() {
     let mut p = Publisher::new(config(4, 64));
     let t0 = 5_000 * MS;
-    assert_eq!(
-        p.poll_timeout(),
-        Some(Instant::ZERO),
-        "announce the session at once"
-    );
+    assert_eq!(p.poll_timeout(), Some(Instant::ZERO), "announce the session at once");
     p.handle_timeout(Instant(t0), 1);
     let hb = drain(&mut p);
     assert_eq!(hb.len(), 1);
@@ -885,11 +709,7 @@ fn heartbeats_follow_the_simulated_clock() {
     assert_eq!(p.poll_timeout(), Some(Instant(t0 + 250 * MS)));
     p.handle_timeout(Instant(t0 + 250 * MS), 5);
     let r = header(&drain(&mut p)[0]);
-    assert_eq!(
-        (r.kind, r.first_seq),
-        (PacketKind::Heartbeat, SeqNo(2)),
-        "carries published_next"
-    );
+    assert_eq!((r.kind, r.first_seq), (PacketKind::Heartbeat, SeqNo(2)), "carries published_next");
 
     // An open packet nobody flushed is sealed at the deadline instead of a heartbeat.
     p.push(Instant(t0 + 300 * MS), 6, &msg(2, 4));
@@ -897,17 +717,11 @@ fn heartbeats_follow_the_simulated_clock() {
     let live = drain(&mut p);
     assert_eq!(live.len(), 1);
     let r = header(&live[0]);
-    assert_eq!(
-        (r.kind, r.first_seq, r.count),
-        (PacketKind::Data, SeqNo(2), 1)
-    );
+    assert_eq!((r.kind, r.first_seq, r.count), (PacketKind::Data, SeqNo(2), 1));
 
     p.end_session(Instant(t0 + 360 * MS), 8);
     let r = header(&drain(&mut p)[0]);
-    assert_eq!(
-        (r.kind, r.first_seq, r.count),
-        (PacketKind::EndOfSession, SeqNo(3), 0)
-    );
+    assert_eq!((r.kind, r.first_seq, r.count), (PacketKind::EndOfSession, SeqNo(3), 0));
     assert_eq!(p.poll_timeout(), None);
     p.handle_timeout(Instant(t0 + 10_000 * MS), 9);
     assert!(drain(&mut p).is_empty());
@@ -930,14 +744,8 @@ fn end_session_seals_the_open_packet_first() {
 // ---------------------------------------------------------------- hostile input
 
 fn hostile_publisher() -> Publisher {
-    let limits = RequestLimits {
-        max_nack_messages: 300,
-        ..RequestLimits::default()
-    };
-    let mut p = Publisher::new(PublisherConfig {
-        limits,
-        ..config(30, 256)
-    });
+    let limits = RequestLimits { max_nack_messages: 300, ..RequestLimits::default() };
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(30, 256) });
     publish(&mut p, 1_000, 30);
     p
 }
@@ -1013,19 +821,9 @@ enum Op {
     Push(u8),
     Flush,
     Timeout(u32),
-    Nack {
-        peer: u8,
-        back: u16,
-        count: u16,
-    },
-    Snapshot {
-        peer: u8,
-    },
-    Login {
-        peer: u8,
-        same_epoch: bool,
-        back: u16,
-    },
+    Nack { peer: u8, back: u16, count: u16 },
+    Snapshot { peer: u8 },
+    Login { peer: u8, same_epoch: bool, back: u16 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1212,9 +1010,7 @@ fn steady_state_push_seal_poll_and_retransmit_allocate_nothing() {
         let s = snapshot_request_bytes();
         p.handle_request(Instant(now), now, from % 7, &n, &mut |r| sink += r.len());
         p.handle_request(Instant(now), now, from % 7, &s, &mut |r| sink += r.len());
-        p.handle_request(Instant(now), now, from % 7, b"garbage", &mut |r| {
-            sink += r.len()
-        });
+        p.handle_request(Instant(now), now, from % 7, b"garbage", &mut |r| sink += r.len());
     };
     // Warm up: every peer slot exists, the ring has wrapped.
     for k in 0..10u64 {
@@ -1222,11 +1018,7 @@ fn steady_state_push_seal_poll_and_retransmit_allocate_nothing() {
     }
     let probe = counting_alloc::count();
     drop(std::hint::black_box(vec![0u8; 16]));
-    assert_eq!(
-        counting_alloc::count(),
-        probe + 1,
-        "the counter sees allocations"
-    );
+    assert_eq!(counting_alloc::count(), probe + 1, "the counter sees allocations");
     let before = counting_alloc::count();
     for k in 10..30u64 {
         cycle(&mut p, 1 + k * 1_000, 1 + (k + 1) * 1_000, k * 1_000 * MS);
@@ -1239,14 +1031,8 @@ fn steady_state_push_seal_poll_and_retransmit_allocate_nothing() {
 
 #[test]
 fn peer_churn_beyond_the_table_bound_allocates_nothing() {
-    let limits = RequestLimits {
-        max_peers_tracked: 16,
-        ..RequestLimits::default()
-    };
-    let mut p = Publisher::new(PublisherConfig {
-        limits,
-        ..config(10, 1 << 10)
-    });
+    let limits = RequestLimits { max_peers_tracked: 16, ..RequestLimits::default() };
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(10, 1 << 10) });
     publish(&mut p, 2_000, 10);
     let mut sink = 0usize;
     let mut round = |p: &mut Publisher, from: u64, to: u64| {
@@ -1329,10 +1115,7 @@ fn measure_hot_paths() {
         burst_bytes: u64::MAX / 4,
         ..RequestLimits::default()
     };
-    let mut p2 = Publisher::new(PublisherConfig {
-        limits,
-        ..config(symbols, 1 << 20)
-    });
+    let mut p2 = Publisher::new(PublisherConfig { limits, ..config(symbols, 1 << 20) });
     for i in 1..=2_000_000u64 {
         p2.push(Instant(0), 0, &msgs[(i & 4095) as usize]);
         while p2.poll_packet().is_some() {}
@@ -1366,9 +1149,7 @@ fn measure_hot_paths() {
     let t = Span::start();
     for k in 0..snaps {
         let b = request(PacketKind::SnapshotRequest, EPOCH, 0, 0);
-        p2.handle_request(Instant(k * 1_000 * MS), 0, 1_000_000 + k, &b, &mut |r| {
-            sink += r.len()
-        });
+        p2.handle_request(Instant(k * 1_000 * MS), 0, 1_000_000 + k, &b, &mut |r| sink += r.len());
     }
     let (wall, cpu) = t.per(snaps);
     println!(

@@ -220,10 +220,7 @@ impl PublisherConfig {
         }
         let parts = snapshot_parts(self.symbols as usize, self.max_packet_len);
         if parts > usize::from(u16::MAX) {
-            return Err(ConfigError::TooManySymbols {
-                symbols: self.symbols,
-                parts,
-            });
+            return Err(ConfigError::TooManySymbols { symbols: self.symbols, parts });
         }
         let l = &self.limits;
         if l.max_nack_messages == 0 || l.rate_bytes_per_sec == 0 || l.max_peers_tracked == 0 {
@@ -521,11 +518,7 @@ impl Publisher {
             self.seal(now, wall_ns);
         }
         let written = wire::emit_message(msg, &mut self.open[self.open_len..]);
-        debug_assert_eq!(
-            written,
-            Some(len),
-            "a message fits in an empty packet (MIN_PACKET_LEN)"
-        );
+        debug_assert_eq!(written, Some(len), "a message fits in an empty packet (MIN_PACKET_LEN)");
         self.open_len += len;
         self.pending.push(*msg);
         let seq = self.next_seq;
@@ -579,10 +572,7 @@ impl Publisher {
         if self.ended {
             return None;
         }
-        Some(
-            self.last_sent
-                .map_or(Instant::ZERO, |t| t + self.cfg.heartbeat_interval),
-        )
+        Some(self.last_sent.map_or(Instant::ZERO, |t| t + self.cfg.heartbeat_interval))
     }
 
     /// Seal what is open and queue an EndOfSession packet (`first_seq` =
@@ -702,13 +692,7 @@ mod tests {
     }
 
     fn trade(symbol: u32, n: u64) -> Message {
-        Message::Trade(Trade {
-            symbol,
-            side: Side::Sell,
-            price: n as i64,
-            qty: 3,
-            exch_ts: n,
-        })
+        Message::Trade(Trade { symbol, side: Side::Sell, price: n as i64, qty: 3, exch_ts: n })
     }
 
     #[test]
@@ -737,10 +721,7 @@ mod tests {
     #[test]
     fn unknown_and_after_end_are_refused() {
         let mut p = Publisher::new(PublisherConfig::new(1, 4));
-        assert_eq!(
-            p.push(Instant(0), 0, &Message::Unknown { kind: 9 }),
-            SeqNo(1)
-        );
+        assert_eq!(p.push(Instant(0), 0, &Message::Unknown { kind: 9 }), SeqNo(1));
         assert_eq!(p.next_seq(), SeqNo(1));
         p.push(Instant(0), 0, &trade(0, 1));
         p.end_session(Instant(0), 0);
@@ -754,44 +735,19 @@ mod tests {
     fn config_checks() {
         let ok = PublisherConfig::new(1, 10);
         assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(PublisherConfig { epoch: 0, ..ok }.validate(), Err(ConfigError::ZeroEpoch));
         assert_eq!(
-            PublisherConfig { epoch: 0, ..ok }.validate(),
-            Err(ConfigError::ZeroEpoch)
-        );
-        assert_eq!(
-            PublisherConfig {
-                max_packet_len: MIN_PACKET_LEN - 1,
-                ..ok
-            }
-            .validate(),
+            PublisherConfig { max_packet_len: MIN_PACKET_LEN - 1, ..ok }.validate(),
             Err(ConfigError::PacketLen(MIN_PACKET_LEN - 1))
         );
-        assert!(
-            PublisherConfig {
-                max_packet_len: MIN_PACKET_LEN,
-                ..ok
-            }
-            .validate()
-            .is_ok()
-        );
+        assert!(PublisherConfig { max_packet_len: MIN_PACKET_LEN, ..ok }.validate().is_ok());
         assert_eq!(
-            PublisherConfig {
-                retransmit_window: 0,
-                ..ok
-            }
-            .validate(),
+            PublisherConfig { retransmit_window: 0, ..ok }.validate(),
             Err(ConfigError::Window(0))
         );
         // One record per part at the minimum size: 65536 symbols need 65536 parts.
-        let tiny = PublisherConfig {
-            max_packet_len: MIN_PACKET_LEN,
-            symbols: 65_536,
-            ..ok
-        };
-        assert!(matches!(
-            tiny.validate(),
-            Err(ConfigError::TooManySymbols { parts: 65_536, .. })
-        ));
+        let tiny = PublisherConfig { max_packet_len: MIN_PACKET_LEN, symbols: 65_536, ..ok };
+        assert!(matches!(tiny.validate(), Err(ConfigError::TooManySymbols { parts: 65_536, .. })));
         let mut l = ok;
         l.limits.burst_bytes = 100;
         assert_eq!(l.validate(), Err(ConfigError::BudgetBelowPacket(1472)));

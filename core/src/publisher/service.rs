@@ -179,11 +179,7 @@ impl PeerTable {
             self.slots[i].state = state;
             (i, false)
         } else if self.slots.len() < self.max {
-            self.slots.push(Entry {
-                state,
-                prev: NIL,
-                next: NIL,
-            });
+            self.slots.push(Entry { state, prev: NIL, next: NIL });
             (self.slots.len() - 1, false)
         } else {
             let victim = self.tail;
@@ -337,17 +333,12 @@ impl Publisher {
             count: repr.count,
             at: now,
         };
-        if self
-            .peers
-            .get_mut(slot)
-            .is_duplicate(&recent, limits.linger)
-        {
+        if self.peers.get_mut(slot).is_duplicate(&recent, limits.linger) {
             return Ignored(IgnoreReason::Duplicate);
         }
         let available = self.peers.get_mut(slot).available(now, &limits);
-        let budget = usize::try_from(available)
-            .unwrap_or(usize::MAX)
-            .min(limits.max_bytes_per_request);
+        let budget =
+            usize::try_from(available).unwrap_or(usize::MAX).min(limits.max_bytes_per_request);
         let oldest = self.store.oldest();
         if s < oldest {
             if budget < NACK_REJECT_LEN {
@@ -370,12 +361,7 @@ impl Publisher {
             return RequestOutcome::Served;
         }
         let asked_end = s.add(n);
-        let end = SeqNo(
-            asked_end
-                .0
-                .min(next.0)
-                .min(s.0.saturating_add(limits.max_nack_messages)),
-        );
+        let end = SeqNo(asked_end.0.min(next.0).min(s.0.saturating_add(limits.max_nack_messages)));
         let (served_to, sent) = emit_retransmission(
             &self.store,
             &mut self.reply_buf,
@@ -427,9 +413,7 @@ impl Publisher {
             if p.is_duplicate(&recent, limits.linger) {
                 return Ignored(IgnoreReason::Duplicate);
             }
-            if p.last_snapshot
-                .is_some_and(|t| now < t + limits.snapshot_min_interval)
-            {
+            if p.last_snapshot.is_some_and(|t| now < t + limits.snapshot_min_interval) {
                 return Ignored(IgnoreReason::RateLimited);
             }
             // All parts or none: a snapshot needs a bucket holding all of it, or
@@ -474,11 +458,7 @@ impl Publisher {
             count: repr.count,
             at: now,
         };
-        if self
-            .peers
-            .get_mut(slot)
-            .is_duplicate(&recent, limits.linger)
-        {
+        if self.peers.get_mut(slot).is_duplicate(&recent, limits.linger) {
             return RequestOutcome::Ignored(IgnoreReason::Duplicate);
         }
         self.peers.get_mut(slot).remember(recent);
@@ -530,10 +510,7 @@ impl Publisher {
             self.count_snapshot(sent);
             self.stats.login_snapshots += 1;
         }
-        RequestOutcome::LoginAccepted {
-            mode,
-            resume_from: from,
-        }
+        RequestOutcome::LoginAccepted { mode, resume_from: from }
     }
 
     fn count_retransmission(&mut self, from: SeqNo, to: SeqNo, sent: Sent) {
@@ -564,16 +541,8 @@ fn seal_reply(
 ) -> usize {
     let len = HEADER_LEN + payload_len;
     let mut p = Packet::new_unchecked(&mut buf[..len]);
-    PacketRepr {
-        kind,
-        flags: 0,
-        epoch,
-        first_seq,
-        count,
-        send_time: wall_ns,
-        payload_len,
-    }
-    .emit(&mut p);
+    PacketRepr { kind, flags: 0, epoch, first_seq, count, send_time: wall_ns, payload_len }
+        .emit(&mut p);
     p.fill_crc();
     len
 }
@@ -699,15 +668,7 @@ fn emit_login_ack(
     body: LoginAckRepr,
 ) -> usize {
     LoginAck::new_unchecked(&mut buf[HEADER_LEN..LOGIN_ACK_LEN]).emit(&body);
-    seal_reply(
-        buf,
-        PacketKind::LoginAck,
-        epoch,
-        first_seq,
-        0,
-        wall_ns,
-        LOGIN_ACK_LEN - HEADER_LEN,
-    )
+    seal_reply(buf, PacketKind::LoginAck, epoch, first_seq, 0, wall_ns, LOGIN_ACK_LEN - HEADER_LEN)
 }
 
 #[cfg(test)]
@@ -716,11 +677,7 @@ mod tests {
     use std::time::Duration;
 
     fn limits() -> RequestLimits {
-        RequestLimits {
-            rate_bytes_per_sec: 1000,
-            burst_bytes: 2000,
-            ..RequestLimits::default()
-        }
+        RequestLimits { rate_bytes_per_sec: 1000, burst_bytes: 2000, ..RequestLimits::default() }
     }
 
     #[test]
@@ -735,50 +692,21 @@ mod tests {
             p.available(Instant(t), &l);
         }
         assert_eq!(p.available(Instant(1_000_000), &l), 501);
-        assert_eq!(
-            p.available(Instant(10_000_000_000), &l),
-            2000,
-            "capped at the burst"
-        );
+        assert_eq!(p.available(Instant(10_000_000_000), &l), 2000, "capped at the burst");
         p.charge(5000);
         assert_eq!(p.available(Instant(10_000_000_000), &l), 0, "in debt");
-        assert_eq!(
-            p.available(Instant(13_000_000_000), &l),
-            0,
-            "debt of 3000 repaid"
-        );
+        assert_eq!(p.available(Instant(13_000_000_000), &l), 0, "debt of 3000 repaid");
         assert_eq!(p.available(Instant(13_500_000_000), &l), 500);
     }
 
     #[test]
     fn linger_matches_only_identical_requests_inside_the_window() {
-        let l = RequestLimits {
-            linger: Duration::from_millis(10),
-            ..limits()
-        };
+        let l = RequestLimits { linger: Duration::from_millis(10), ..limits() };
         let mut p = PeerState::new(1, Instant(0), &l);
-        let r = Recent {
-            kind: 16,
-            epoch: 1,
-            first_seq: 5,
-            count: 3,
-            at: Instant(0),
-        };
+        let r = Recent { kind: 16, epoch: 1, first_seq: 5, count: 3, at: Instant(0) };
         p.remember(r);
-        assert!(p.is_duplicate(
-            &Recent {
-                at: Instant(9_999_999),
-                ..r
-            },
-            l.linger
-        ));
-        assert!(!p.is_duplicate(
-            &Recent {
-                at: Instant(10_000_000),
-                ..r
-            },
-            l.linger
-        ));
+        assert!(p.is_duplicate(&Recent { at: Instant(9_999_999), ..r }, l.linger));
+        assert!(!p.is_duplicate(&Recent { at: Instant(10_000_000), ..r }, l.linger));
         assert!(!p.is_duplicate(&Recent { count: 4, ..r }, l.linger));
         assert!(!p.is_duplicate(&Recent { kind: 17, ..r }, l.linger));
     }
@@ -804,11 +732,7 @@ mod tests {
         // The freed slot is reused without evicting anyone.
         assert_eq!(t.touch(50, Instant(6), &l), (1, false));
         assert_eq!(t.len(), 2);
-        assert_eq!(
-            t.touch(60, Instant(7), &l),
-            (0, true),
-            "40 was least recent"
-        );
+        assert_eq!(t.touch(60, Instant(7), &l), (0, true), "40 was least recent");
         assert_eq!(t.get_mut(0).id, 60);
     }
 
@@ -820,9 +744,7 @@ mod tests {
         let mut model: Vec<u64> = Vec::new();
         let mut x = 7u64;
         for step in 0..10_000u64 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let peer = (x >> 33) % 9;
             if (x >> 20) % 5 == 0 {
                 t.forget(peer);

@@ -92,11 +92,7 @@ impl RetransmitStore {
     /// If `bytes` is longer than [`SLOT_LEN`]: the publisher only stores
     /// messages it encoded itself, so that would be a bug in this crate.
     pub fn append(&mut self, bytes: &[u8]) -> SeqNo {
-        assert!(
-            bytes.len() <= SLOT_LEN,
-            "message of {} bytes exceeds a slot",
-            bytes.len()
-        );
+        assert!(bytes.len() <= SLOT_LEN, "message of {} bytes exceeds a slot", bytes.len());
         let seq = self.next;
         let slot = self.slot(seq);
         let at = slot * SLOT_LEN;

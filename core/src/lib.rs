@@ -20,6 +20,7 @@
 
 pub mod gbm;
 pub mod msg;
+pub mod publisher;
 pub mod seq;
 pub mod time;
 pub mod wire;

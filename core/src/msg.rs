@@ -169,7 +169,9 @@ pub struct Book {
 impl Book {
     /// A book of `symbols` empty states.
     pub fn new(symbols: u32) -> Book {
-        Book { states: (0..symbols).map(SymbolState::empty).collect() }
+        Book {
+            states: (0..symbols).map(SymbolState::empty).collect(),
+        }
     }
 
     /// Apply `msg` at `seq`; messages for symbols outside the universe are ignored

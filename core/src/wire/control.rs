@@ -104,7 +104,10 @@ impl LoginAckRepr {
     /// Parse a LoginAck body.
     pub fn parse(body: &[u8]) -> Result<LoginAckRepr, DecodeError> {
         let v = LoginAck::new_checked(body)?;
-        Ok(LoginAckRepr { oldest: v.oldest(), mode: v.mode() })
+        Ok(LoginAckRepr {
+            oldest: v.oldest(),
+            mode: v.mode(),
+        })
     }
 }
 
@@ -166,7 +169,10 @@ impl NackRejectRepr {
     /// Parse a NackReject body.
     pub fn parse(body: &[u8]) -> Result<NackRejectRepr, DecodeError> {
         let v = NackReject::new_checked(body)?;
-        Ok(NackRejectRepr { oldest: v.oldest(), next: v.next() })
+        Ok(NackRejectRepr {
+            oldest: v.oldest(),
+            next: v.next(),
+        })
     }
 }
 
@@ -177,12 +183,18 @@ mod tests {
     #[test]
     fn round_trips() {
         let mut b = [0xffu8; 16];
-        let r = LoginAckRepr { oldest: SeqNo(5), mode: LoginMode::Snapshot };
+        let r = LoginAckRepr {
+            oldest: SeqNo(5),
+            mode: LoginMode::Snapshot,
+        };
         LoginAck::new_unchecked(&mut b[..]).emit(&r);
         assert_eq!(LoginAckRepr::parse(&b).unwrap(), r);
         assert_eq!(&b[9..], &[0u8; 7]);
         assert!(LoginAckRepr::parse(&b[..15]).is_err());
-        let r = NackRejectRepr { oldest: SeqNo(10), next: SeqNo(20) };
+        let r = NackRejectRepr {
+            oldest: SeqNo(10),
+            next: SeqNo(20),
+        };
         NackReject::new_unchecked(&mut b[..]).emit(&r);
         assert_eq!(NackRejectRepr::parse(&b).unwrap(), r);
     }

@@ -93,7 +93,10 @@ impl<T: AsRef<[u8]>> Quote<T> {
     pub fn check_len(&self) -> Result<(), DecodeError> {
         let b = self.buffer.as_ref();
         if b.len() < Self::LEN {
-            return Err(DecodeError::Truncated { need: Self::LEN, have: b.len() });
+            return Err(DecodeError::Truncated {
+                need: Self::LEN,
+                have: b.len(),
+            });
         }
         if get_u16(b, field::LEN.start) as usize != Self::LEN {
             return Err(DecodeError::Malformed("quote length field is not 48"));
@@ -175,7 +178,10 @@ impl<T: AsRef<[u8]>> Trade<T> {
     pub fn check_len(&self) -> Result<(), DecodeError> {
         let b = self.buffer.as_ref();
         if b.len() < Self::LEN {
-            return Err(DecodeError::Truncated { need: Self::LEN, have: b.len() });
+            return Err(DecodeError::Truncated {
+                need: Self::LEN,
+                have: b.len(),
+            });
         }
         if get_u16(b, field::LEN.start) as usize != Self::LEN {
             return Err(DecodeError::Malformed("trade length field is not 32"));
@@ -251,20 +257,30 @@ pub fn emit_message(msg: &Message, buf: &mut [u8]) -> Option<usize> {
 /// An unknown type is returned as [`Message::Unknown`] and skipped by its length.
 pub fn parse_message(buf: &[u8]) -> Result<(Message, usize), DecodeError> {
     if buf.len() < PREFIX_LEN {
-        return Err(DecodeError::Truncated { need: PREFIX_LEN, have: buf.len() });
+        return Err(DecodeError::Truncated {
+            need: PREFIX_LEN,
+            have: buf.len(),
+        });
     }
     let len = get_u16(buf, field::LEN.start) as usize;
     if len < PREFIX_LEN {
-        return Err(DecodeError::Malformed("message length below its 4-byte prefix"));
+        return Err(DecodeError::Malformed(
+            "message length below its 4-byte prefix",
+        ));
     }
     if buf.len() < len {
-        return Err(DecodeError::Truncated { need: len, have: buf.len() });
+        return Err(DecodeError::Truncated {
+            need: len,
+            have: buf.len(),
+        });
     }
     let kind = MessageKind::from_byte(buf[field::TYPE]);
     if let Some(fixed) = kind.fixed_len()
         && fixed != len
     {
-        return Err(DecodeError::Malformed("message length disagrees with its type"));
+        return Err(DecodeError::Malformed(
+            "message length disagrees with its type",
+        ));
     }
     let msg = match kind {
         MessageKind::Quote => {
@@ -308,7 +324,11 @@ pub struct MessageIter<'a> {
 impl<'a> MessageIter<'a> {
     /// Iterate `count` messages in `payload`.
     pub fn new(payload: &'a [u8], count: u16) -> Self {
-        MessageIter { rest: payload, remaining: count, failed: false }
+        MessageIter {
+            rest: payload,
+            remaining: count,
+            failed: false,
+        }
     }
 
     /// Check the whole payload parses into exactly `count` messages.
@@ -381,7 +401,13 @@ mod tests {
     }
 
     fn trade() -> Message {
-        Message::Trade(TradeRepr { symbol: 3, side: Side::Sell, price: -10, qty: 42, exch_ts: 1 })
+        Message::Trade(TradeRepr {
+            symbol: 3,
+            side: Side::Sell,
+            price: -10,
+            qty: 42,
+            exch_ts: 1,
+        })
     }
 
     #[test]

@@ -115,7 +115,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn check_len(&self) -> Result<(), DecodeError> {
         let b = self.buffer.as_ref();
         if b.len() < HEADER_LEN {
-            return Err(DecodeError::Truncated { need: HEADER_LEN, have: b.len() });
+            return Err(DecodeError::Truncated {
+                need: HEADER_LEN,
+                have: b.len(),
+            });
         }
         let magic = get_u16(b, field::MAGIC.start);
         if magic != MAGIC {
@@ -129,7 +132,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(DecodeError::Malformed("payload length above the maximum"));
         }
         if b.len() < HEADER_LEN + payload {
-            return Err(DecodeError::Truncated { need: HEADER_LEN + payload, have: b.len() });
+            return Err(DecodeError::Truncated {
+                need: HEADER_LEN + payload,
+                have: b.len(),
+            });
         }
         Ok(())
     }
@@ -203,7 +209,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn verify_crc(&self) -> Result<(), DecodeError> {
         let actual = self.compute_crc();
         let expected = self.crc();
-        if actual == expected { Ok(()) } else { Err(DecodeError::BadCrc { expected, actual }) }
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(DecodeError::BadCrc { expected, actual })
+        }
     }
 }
 
@@ -410,10 +420,16 @@ mod tests {
         ));
         let mut b = HEARTBEAT_BYTES;
         b[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(Packet::new_checked(&b[..]), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Packet::new_checked(&b[..]),
+            Err(DecodeError::Malformed(_))
+        ));
         assert!(frame_len(&b).is_err());
         b[32..36].copy_from_slice(&8u32.to_le_bytes());
-        assert!(matches!(Packet::new_checked(&b[..]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            Packet::new_checked(&b[..]),
+            Err(DecodeError::Truncated { .. })
+        ));
         assert_eq!(frame_len(&b), Ok(Some(48)));
         assert_eq!(frame_len(&b[..10]), Ok(None));
         assert!(frame_len(&[0xff, 0xff]).is_err());
@@ -425,6 +441,9 @@ mod tests {
         heartbeat_repr().emit_bare(&mut buf);
         buf[20] ^= 1;
         let p = Packet::new_checked(&buf[..]).unwrap();
-        assert!(matches!(PacketRepr::parse(&p), Err(DecodeError::BadCrc { .. })));
+        assert!(matches!(
+            PacketRepr::parse(&p),
+            Err(DecodeError::BadCrc { .. })
+        ));
     }
 }

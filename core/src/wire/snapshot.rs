@@ -49,7 +49,10 @@ impl<T: AsRef<[u8]>> SnapshotHeader<T> {
     pub fn check_len(&self) -> Result<(), DecodeError> {
         let have = self.buffer.as_ref().len();
         if have < Self::LEN {
-            return Err(DecodeError::Truncated { need: Self::LEN, have });
+            return Err(DecodeError::Truncated {
+                need: Self::LEN,
+                have,
+            });
         }
         Ok(())
     }
@@ -101,7 +104,10 @@ impl<T: AsRef<[u8]>> SnapshotRecord<T> {
     pub fn check_len(&self) -> Result<(), DecodeError> {
         let have = self.buffer.as_ref().len();
         if have < Self::LEN {
-            return Err(DecodeError::Truncated { need: Self::LEN, have });
+            return Err(DecodeError::Truncated {
+                need: Self::LEN,
+                have,
+            });
         }
         Ok(())
     }
@@ -167,7 +173,9 @@ impl<'a> SnapshotRepr<'a> {
         let h = SnapshotHeader::new_checked(payload)?;
         let need = SnapshotHeader::<&[u8]>::LEN + count as usize * SnapshotRecord::<&[u8]>::LEN;
         if payload.len() != need {
-            return Err(DecodeError::Malformed("snapshot payload disagrees with its count"));
+            return Err(DecodeError::Malformed(
+                "snapshot payload disagrees with its count",
+            ));
         }
         if h.parts() == 0 || h.part() >= h.parts() {
             return Err(DecodeError::Malformed("snapshot part index out of range"));

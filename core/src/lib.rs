@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod msg;
+pub mod publisher;
 pub mod recovery;
 pub mod seq;
 pub mod time;

@@ -87,24 +87,29 @@ pub const DEFAULT_NACK_DELAY: Duration = Duration::from_micros(200);
 /// multicast NAKs with up to 10 ms back-off), so a short spread suffices.
 pub const DEFAULT_NACK_JITTER: Duration = Duration::from_micros(300);
 /// First retry timeout of an unanswered NACK. A loopback/LAN round trip plus
-/// the server's work is well under a millisecond; 2 ms leaves room for a busy
-/// 2-core machine without freezing the feed for long when a NACK or its answer
-/// is lost. (A server that ignores repeated NACKs for a linger period should
-/// keep that linger below this value.)
-pub const DEFAULT_NACK_RETRY_INITIAL: Duration = Duration::from_millis(2);
+/// the server's work is well under a millisecond, so 4 ms is generous on a
+/// busy 2-core machine. The publisher ignores an identical request repeated
+/// within its 10 ms linger (`publisher::DEFAULT_LINGER`); a retry of a range
+/// whose answer was lost is therefore served from the second retry on (4 + 8 ms),
+/// while a retry after a lost *request*, or of a range that shrank, is served at once.
+pub const DEFAULT_NACK_RETRY_INITIAL: Duration = Duration::from_millis(4);
 /// Longest retry timeout: the back-off doubles from the initial value up to this.
 pub const DEFAULT_NACK_RETRY_MAX: Duration = Duration::from_millis(50);
-/// NACK rounds without progress before a hole is handed to a snapshot. Six
-/// rounds (2+4+8+16+32+50 ms ≈ 110 ms) survive even 30 % loss on both the
-/// request and the answer path with probability ≈ 1 − 0.51⁷ ≈ 99 %.
-/// A round that brings any of the hole's messages resets the count.
-pub const DEFAULT_MAX_NACK_RETRIES: u32 = 6;
+/// NACK rounds without progress before a hole is handed to a snapshot. Eight
+/// rounds (4+8+16+32+50+50+50+50 ms ≈ 260 ms) survive 30 % loss on both the
+/// request and the answer path (a round succeeds with p ≈ 0.49) with
+/// probability 1 − 0.51⁹ ≈ 99.8 %; a round that brings any of the hole's
+/// messages resets the count, so a long hole served in clipped prefixes never
+/// runs out.
+pub const DEFAULT_MAX_NACK_RETRIES: u32 = 8;
 /// NACK ranges in flight at once. Aeron caps active retransmits at 16; more
 /// would let one receiver's burst of requests crowd out the server's live path.
 pub const DEFAULT_MAX_OUTSTANDING_NACKS: usize = 16;
-/// Longest range one NACK asks for, in messages. The answer to 4096 quotes is
-/// about 200 KB, ~140 datagrams: a burst a default socket receive buffer absorbs.
-pub const DEFAULT_MAX_NACK_LEN: u64 = 4096;
+/// Longest range one NACK asks for, in messages: the publisher serves at most
+/// 1024 messages per NACK (`publisher::DEFAULT_MAX_NACK_MESSAGES`, ~49 KB of
+/// answers) and clips the rest, so a longer hole is asked for as several
+/// 1024-message ranges at once rather than one range re-asked round after round.
+pub const DEFAULT_MAX_NACK_LEN: u64 = 1024;
 /// The wire's limit on one NACK: its count field is a `u16`.
 pub const MAX_NACK_COUNT: u64 = u16::MAX as u64;
 /// Two holes this close (messages already held between them) are requested as
@@ -119,12 +124,15 @@ pub const DEFAULT_MAX_BUFFERED: usize = 1 << 16;
 /// ~1.3 GB): beyond this a configuration error, not a wish, is assumed.
 pub const MAX_BUFFERED_LIMIT: usize = 1 << 24;
 /// How long to wait for a complete snapshot before asking again. A snapshot of
-/// 10 000 symbols is ~560 KB, a few ms on a LAN; 100 ms is generous and keeps a
-/// lost snapshot from stalling the feed for long.
-pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(100);
-/// Snapshot requests after the first before giving up (`Unrecoverable`). Ten
-/// retries (~1 s) ride out heavy loss; giving up means the server is gone.
-pub const DEFAULT_MAX_SNAPSHOT_RETRIES: u32 = 10;
+/// 10 000 symbols is ~560 KB, a few ms on a LAN. The publisher serves one peer
+/// at most one snapshot per 500 ms (`publisher::DEFAULT_SNAPSHOT_MIN_INTERVAL`):
+/// 250 ms re-asks quickly when the *request* was lost (it was never served),
+/// and the second re-ask lands just when a lost *answer* can be served again.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Snapshot requests after the first before giving up (`Unrecoverable`):
+/// twelve (3 s, about six served answers at the publisher's interval) ride out
+/// heavy loss; giving up means the server is gone or unreachable.
+pub const DEFAULT_MAX_SNAPSHOT_RETRIES: u32 = 12;
 /// First reconnect delay (stream). Short: a dropped connection to a live server
 /// should come back fast.
 pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(10);

@@ -1199,3 +1199,141 @@ fn server_restart_is_followed_to_the_new_session() {
     }
     report("restart", &all, started.elapsed());
 }
+
+// ------------------------------------------------------------ allocation
+
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Counts allocations made by the current thread (tests run in parallel).
+    pub struct Counting;
+
+    // SAFETY: forwards every call to `System` unchanged; the counter is a
+    // const-initialised thread-local `Cell`, which needs no allocation.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Allocations made by this thread so far.
+    pub fn count() -> u64 {
+        ALLOCATIONS.with(Cell::get)
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
+
+/// The steady state allocates nothing: in-order delivery, A/B duplicates,
+/// holes filled by the other line, holes NACKed and filled by retransmission
+/// (several at once), heartbeats, polls of every kind.
+#[test]
+fn receiver_steady_state_does_not_allocate() {
+    // The whole session is published up front: the window must hold all of it.
+    let sc = Scenario {
+        window: 32_768,
+        ..Scenario::datagram(1)
+    };
+    let mut server = publisher(&sc, 77);
+    let key = 5;
+    // Everything the network will carry is built before measuring.
+    let mut live: Vec<Vec<u8>> = Vec::new();
+    for seq in 1..=20_000u64 {
+        let _ = server.push(Instant(seq), seq, &gen_msg(key, seq));
+        if seq % 5 == 0 {
+            server.flush(Instant(seq), seq);
+        }
+        while let Some(p) = server.poll_packet() {
+            live.push(p.to_vec());
+        }
+    }
+    let mut rx = Receiver::new(ReceiverConfig {
+        seed: 3,
+        ..ReceiverConfig::default()
+    });
+    let mut oracle = Oracle::new(key);
+    let mut req = [0u8; 64];
+    let mut replies: Vec<Vec<u8>> = (0..64).map(|_| Vec::with_capacity(2048)).collect();
+    let mut used;
+    let mut now = 0u64;
+    let mut measured_from = None;
+    let ctx_sc = sc.clone();
+    for (i, p) in live.iter().enumerate() {
+        if i == 200 {
+            measured_from = Some(alloc_count::count());
+        }
+        now += 20 * US;
+        let t = Instant(now);
+        // Line A loses every 7th packet; B every 11th, and runs a packet late.
+        if i % 7 != 3 {
+            rx.handle_packet(t, Line::A, p);
+        }
+        if i >= 1 && (i - 1) % 11 != 5 {
+            rx.handle_packet(t, Line::B, &live[i - 1]);
+        }
+        if rx.poll_timeout().is_some_and(|d| d <= t) {
+            rx.handle_timeout(t);
+        }
+        while let Some(ev) = rx.poll_event() {
+            if !matches!(ev, Event::EpochChanged { old: None, new: 77 }) {
+                oracle.on_event(
+                    &ev,
+                    Ctx {
+                        sc: &ctx_sc,
+                        client: 0,
+                        now,
+                    },
+                );
+            }
+        }
+        used = 0;
+        while let Some(n) = rx.poll_transmit(t, now, &mut req) {
+            let _ = server.handle_request(t, now, 1, &req[..n], &mut |r| {
+                replies[used].clear();
+                replies[used].extend_from_slice(r);
+                used += 1;
+            });
+        }
+        for r in &replies[..used] {
+            rx.handle_packet(t, Line::Unicast, r);
+        }
+        while let Some(ev) = rx.poll_event() {
+            if !matches!(ev, Event::EpochChanged { old: None, new: 77 }) {
+                oracle.on_event(
+                    &ev,
+                    Ctx {
+                        sc: &ctx_sc,
+                        client: 0,
+                        now,
+                    },
+                );
+            }
+        }
+    }
+    let allocations = alloc_count::count() - measured_from.expect("measured");
+    let st = rx.stats();
+    assert!(
+        st.gaps_filled_retransmit > 40 && st.gaps_filled_reorder > 400 && st.duplicates > 10_000,
+        "{st:?}"
+    );
+    assert_eq!(st.snapshots_applied, 0);
+    assert_eq!(allocations, 0, "the receiver allocated in the steady state");
+    assert!(oracle.delivered > 19_000);
+}

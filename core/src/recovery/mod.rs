@@ -154,6 +154,10 @@ pub const MAX_SEQ: u64 = 1 << 62;
 /// for the control events (epoch, snapshot start/end, unrecoverable) around a
 /// full buffer's worth of messages released at once.
 pub const EVENT_QUEUE_SLACK: usize = 1024;
+/// Shortest retry, snapshot and reconnect timeout accepted from a
+/// configuration: a zero timeout would fire again at the same instant and use
+/// up its retries without any time passing.
+pub const MIN_TIMER: Duration = Duration::from_micros(1);
 /// Epochs remembered as finished: packets of a retired session still in flight
 /// after a restart must not flip the receiver back to it.
 const RETIRED_EPOCHS: usize = 4;
@@ -373,6 +377,13 @@ impl Receiver {
         cfg.max_buffered = cfg.max_buffered.clamp(1, MAX_BUFFERED_LIMIT);
         cfg.max_outstanding_nacks = cfg.max_outstanding_nacks.max(1);
         cfg.max_nack_len = cfg.max_nack_len.clamp(1, MAX_NACK_COUNT);
+        cfg.reconnect_max = cfg.reconnect_max.max(cfg.reconnect_min);
+        // A zero timer would re-fire at the same instant: retries would run out
+        // without time passing.
+        cfg.nack_retry_initial = cfg.nack_retry_initial.max(MIN_TIMER);
+        cfg.nack_retry_max = cfg.nack_retry_max.max(cfg.nack_retry_initial);
+        cfg.snapshot_timeout = cfg.snapshot_timeout.max(MIN_TIMER);
+        cfg.reconnect_min = cfg.reconnect_min.max(MIN_TIMER);
         cfg.reconnect_max = cfg.reconnect_max.max(cfg.reconnect_min);
         let tx_cap = cfg.max_outstanding_nacks + 2;
         Receiver {
@@ -684,13 +695,16 @@ impl Receiver {
         true
     }
 
-    /// Packets other than live ones must belong to the running session.
+    /// Packets other than live ones (and, on a stream, every packet after the
+    /// LoginAck) must belong to the running session.
     fn session_packet(&mut self, epoch: u64) -> bool {
-        let ok = self.started
-            && self.epoch == Some(epoch)
-            && (self.cfg.mode == Mode::Datagram || self.logged_in);
-        if !ok {
+        if self.epoch != Some(epoch) {
             self.stats.wrong_epoch += 1;
+            return false;
+        }
+        let ok = self.started && (self.cfg.mode == Mode::Datagram || self.logged_in);
+        if !ok {
+            self.stats.unexpected += 1;
         }
         ok
     }

@@ -21,6 +21,7 @@
 pub mod gbm;
 pub mod msg;
 pub mod publisher;
+pub mod recovery;
 pub mod seq;
 pub mod time;
 pub mod wire;

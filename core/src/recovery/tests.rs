@@ -1,0 +1,1085 @@
+//! Unit tests of the receiver with hand-built packets.
+
+use std::time::Duration;
+
+use super::*;
+use crate::msg::Quote;
+use crate::wire::{LoginAck, NackReject, SnapshotHeader, emit_message, emit_record};
+
+const E: u64 = 0xE1;
+const E2: u64 = 0xE2;
+
+// ------------------------------------------------------------- test encoder
+
+/// The message at `seq` in every test stream: its fields derive from `seq`.
+fn quote(seq: u64) -> Message {
+    Message::Quote(Quote {
+        symbol: (seq % 4) as u32,
+        bid_px: seq as i64 * 10,
+        ask_px: seq as i64 * 10 + 5,
+        bid_qty: seq as u32,
+        ask_qty: 7,
+        exch_ts: seq * 1000,
+        symbol_seq: seq,
+    })
+}
+
+fn packet(kind: PacketKind, epoch: u64, first: u64, count: u16, payload: &[u8]) -> Vec<u8> {
+    let repr = PacketRepr {
+        kind,
+        flags: 0,
+        epoch,
+        first_seq: SeqNo(first),
+        count,
+        send_time: 1_000 + first,
+        payload_len: payload.len(),
+    };
+    let mut buf = vec![0u8; repr.buffer_len()];
+    let mut p = Packet::new_unchecked(&mut buf[..]);
+    repr.emit(&mut p);
+    p.payload_mut().copy_from_slice(payload);
+    p.fill_crc();
+    buf
+}
+
+fn messages(kind: PacketKind, epoch: u64, first: u64, n: u16) -> Vec<u8> {
+    let mut payload = vec![0u8; 48 * n as usize];
+    let mut at = 0;
+    for s in first..first + u64::from(n) {
+        at += emit_message(&quote(s), &mut payload[at..]).unwrap();
+    }
+    payload.truncate(at);
+    packet(kind, epoch, first, n, &payload)
+}
+
+fn data(epoch: u64, first: u64, n: u16) -> Vec<u8> {
+    messages(PacketKind::Data, epoch, first, n)
+}
+
+fn retrans(epoch: u64, first: u64, n: u16) -> Vec<u8> {
+    messages(PacketKind::Retransmission, epoch, first, n)
+}
+
+fn heartbeat(epoch: u64, next: u64) -> Vec<u8> {
+    packet(PacketKind::Heartbeat, epoch, next, 0, &[])
+}
+
+fn end_of_session(epoch: u64, next: u64) -> Vec<u8> {
+    packet(PacketKind::EndOfSession, epoch, next, 0, &[])
+}
+
+fn state(symbol: u32, s: u64) -> SymbolState {
+    SymbolState {
+        symbol,
+        bid_px: s as i64,
+        ask_px: s as i64 + 1,
+        updates: s,
+        last_seq: s - 1,
+        ..SymbolState::empty(symbol)
+    }
+}
+
+fn snap_part(
+    epoch: u64,
+    s: u64,
+    part: u16,
+    parts: u16,
+    symbols: u32,
+    states: &[SymbolState],
+) -> Vec<u8> {
+    let mut payload = vec![0u8; SnapshotRepr::buffer_len(states.len())];
+    SnapshotHeader::new_unchecked(&mut payload[..]).emit(part, parts, symbols);
+    for (i, st) in states.iter().enumerate() {
+        emit_record(st, &mut payload[8 + 56 * i..]);
+    }
+    packet(
+        PacketKind::Snapshot,
+        epoch,
+        s,
+        states.len() as u16,
+        &payload,
+    )
+}
+
+fn login_ack(epoch: u64, first: u64, mode: LoginMode) -> Vec<u8> {
+    let mut body = [0u8; 16];
+    LoginAck::new_unchecked(&mut body[..]).emit(&LoginAckRepr {
+        oldest: SeqNo(1),
+        mode,
+    });
+    packet(PacketKind::LoginAck, epoch, first, 0, &body)
+}
+
+fn nack_reject(epoch: u64, first: u64, count: u16) -> Vec<u8> {
+    let mut body = [0u8; 16];
+    NackReject::new_unchecked(&mut body[..]).emit(&NackRejectRepr {
+        oldest: SeqNo(1000),
+        next: SeqNo(2000),
+    });
+    packet(PacketKind::NackReject, epoch, first, count, &body)
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn cfg() -> ReceiverConfig {
+    ReceiverConfig {
+        nack_jitter: Duration::ZERO,
+        ..ReceiverConfig::default()
+    }
+}
+
+fn t(us: u64) -> Instant {
+    Instant(us * 1000)
+}
+
+fn events(rx: &mut Receiver) -> Vec<Event> {
+    rx.check_invariants();
+    std::iter::from_fn(|| rx.poll_event()).collect()
+}
+
+/// Sequences of the Message events, checking each carries the right message.
+fn seqs(evs: &[Event]) -> Vec<u64> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Event::Message { seq, msg, .. } => {
+                assert_eq!(*msg, quote(seq.0), "wrong message at {seq}");
+                Some(seq.0)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn range(a: u64, b: u64) -> Vec<u64> {
+    (a..b).collect()
+}
+
+/// The requests the receiver wants to send now: (kind, epoch, first, count).
+fn requests(rx: &mut Receiver, now: Instant) -> Vec<(PacketKind, u64, u64, u16)> {
+    let mut buf = [0u8; 64];
+    let mut out = Vec::new();
+    while let Some(n) = rx.poll_transmit(now, 77, &mut buf) {
+        let p = Packet::new_checked(&buf[..n]).unwrap();
+        let r = PacketRepr::parse(&p).unwrap();
+        assert_eq!(r.send_time, 77);
+        out.push((r.kind, r.epoch, r.first_seq.0, r.count));
+    }
+    out
+}
+
+fn nack(first: u64, count: u16) -> (PacketKind, u64, u64, u16) {
+    (PacketKind::Nack, E, first, count)
+}
+
+fn snap_req(epoch: u64) -> (PacketKind, u64, u64, u16) {
+    (PacketKind::SnapshotRequest, epoch, 0, 0)
+}
+
+// -------------------------------------------------------------------- tests
+
+#[test]
+fn delivers_in_order_from_the_session_start() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::A, &data(E, 4, 2));
+    let evs = events(&mut rx);
+    assert_eq!(evs[0], Event::EpochChanged { old: None, new: E });
+    assert_eq!(seqs(&evs), range(1, 6));
+    assert!(evs.iter().all(|e| !matches!(
+        e,
+        Event::Message {
+            recovered: true,
+            ..
+        }
+    )));
+    assert!(matches!(
+        evs[1],
+        Event::Message {
+            send_time: 1001,
+            ..
+        }
+    ));
+    assert_eq!(rx.next_expected(), SeqNo(6));
+    assert_eq!(rx.epoch(), Some(E));
+    assert_eq!(rx.stats().messages_delivered, 5);
+    assert_eq!(rx.stats().epoch_changes, 0);
+    assert_eq!(requests(&mut rx, t(1)), vec![]);
+    assert_eq!(rx.poll_timeout(), None);
+}
+
+#[test]
+fn ab_arbitration_takes_the_first_copy_and_counts_the_winner() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::B, &data(E, 1, 3));
+    rx.handle_packet(t(2), Line::B, &data(E, 4, 3));
+    rx.handle_packet(t(3), Line::A, &data(E, 4, 3));
+    // B has 7..9 first, A then re-sends 7..8 and adds 10 in one packet
+    rx.handle_packet(t(4), Line::B, &data(E, 7, 2));
+    rx.handle_packet(t(5), Line::A, &data(E, 7, 4));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 11));
+    let st = rx.stats();
+    assert_eq!((st.line_a_won, st.line_b_won, st.duplicates), (5, 5, 8));
+    assert_eq!(st.gaps_detected, 0);
+}
+
+#[test]
+fn gap_is_buffered_then_nacked_after_the_delay_and_filled() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(10), Line::A, &data(E, 7, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 4));
+    assert_eq!(rx.stats().gaps_detected, 1);
+    assert_eq!(rx.stats().messages_missed, 3);
+    // Nothing before the NACK delay.
+    assert_eq!(requests(&mut rx, t(100)), vec![]);
+    assert_eq!(rx.poll_timeout(), Some(t(10) + DEFAULT_NACK_DELAY));
+    rx.handle_timeout(t(210));
+    assert_eq!(requests(&mut rx, t(210)), vec![nack(4, 3)]);
+    assert_eq!(rx.poll_timeout(), Some(t(210) + DEFAULT_NACK_RETRY_INITIAL));
+    rx.handle_packet(t(300), Line::Unicast, &retrans(E, 4, 3));
+    let evs = events(&mut rx);
+    assert_eq!(seqs(&evs), range(4, 10));
+    assert!(evs.iter().all(|e| matches!(
+        e,
+        Event::Message {
+            recovered: true,
+            ..
+        }
+    )));
+    let st = rx.stats();
+    assert_eq!(
+        (
+            st.gaps_filled_retransmit,
+            st.nacks_sent,
+            st.nack_messages_requested
+        ),
+        (1, 1, 3)
+    );
+    assert_eq!(st.messages_retransmitted, 3);
+    assert_eq!(st.recoveries(), 1);
+    assert_eq!(st.recovery_percentile(50.0) / 1000, 290); // seen at 10 µs, filled at 300 µs
+    assert_eq!(rx.poll_timeout(), None);
+    assert_eq!(rx.open_gaps(), 0);
+}
+
+#[test]
+fn a_fill_from_the_other_line_cancels_the_nack() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(10), Line::A, &data(E, 7, 3));
+    rx.handle_packet(t(50), Line::B, &data(E, 4, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 10));
+    rx.handle_timeout(t(1000));
+    assert_eq!(requests(&mut rx, t(1000)), vec![]);
+    let st = rx.stats();
+    assert_eq!(
+        (
+            st.gaps_filled_reorder,
+            st.gaps_filled_retransmit,
+            st.nacks_sent
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(st.line_b_won, 3);
+}
+
+#[test]
+fn a_nack_filled_while_queued_is_not_sent() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    rx.handle_packet(t(0), Line::A, &data(E, 5, 1));
+    rx.handle_timeout(t(300)); // queued
+    rx.handle_packet(t(301), Line::B, &data(E, 2, 3));
+    assert_eq!(requests(&mut rx, t(302)), vec![]);
+    assert_eq!(seqs(&events(&mut rx)), range(1, 6));
+}
+
+#[test]
+fn several_gaps_are_nacked_at_once_coalesced_and_split() {
+    let mut rx = Receiver::new(ReceiverConfig {
+        max_nack_len: 10,
+        ..cfg()
+    });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    rx.handle_packet(t(0), Line::A, &data(E, 3, 1)); // hole 2
+    rx.handle_packet(t(0), Line::A, &data(E, 5, 25)); // hole 4; 5..29 held
+    rx.handle_packet(t(0), Line::A, &data(E, 60, 1)); // hole 30..59
+    assert_eq!(rx.stats().gaps_detected, 3);
+    rx.handle_timeout(t(200));
+    // 2 and 4 are 1 apart: one range; 30..59 is 25 past it: its own, split at 10.
+    assert_eq!(
+        requests(&mut rx, t(200)),
+        vec![nack(2, 3), nack(30, 10), nack(40, 10), nack(50, 10)]
+    );
+    rx.handle_packet(t(300), Line::Unicast, &retrans(E, 2, 3));
+    rx.handle_packet(t(300), Line::Unicast, &retrans(E, 30, 10));
+    rx.handle_packet(t(300), Line::Unicast, &retrans(E, 50, 10)); // 40..49 lost
+    assert_eq!(seqs(&events(&mut rx)), range(1, 40));
+    // The retry asks only for what is still missing.
+    rx.handle_timeout(t(200) + DEFAULT_NACK_RETRY_INITIAL);
+    assert_eq!(requests(&mut rx, t(2200)), vec![nack(40, 10)]);
+    rx.handle_packet(t(2300), Line::Unicast, &retrans(E, 40, 10));
+    assert_eq!(seqs(&events(&mut rx)), range(40, 61));
+    assert_eq!(rx.stats().duplicates, 1); // 3 came again inside the coalesced range
+}
+
+#[test]
+fn outstanding_nacks_are_capped() {
+    let mut rx = Receiver::new(ReceiverConfig {
+        max_outstanding_nacks: 2,
+        ..cfg()
+    });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    for s in [20, 40, 60, 80] {
+        // holes 2..19, 30..39, 50..59, 70..79, too far apart to coalesce
+        rx.handle_packet(t(0), Line::A, &data(E, s, 10));
+    }
+    rx.handle_timeout(t(200));
+    assert_eq!(requests(&mut rx, t(200)), vec![nack(2, 18), nack(30, 10)]);
+    // Timer: the cap is full, so the next wake-up is the first NACK's deadline.
+    assert_eq!(rx.poll_timeout(), Some(t(200) + DEFAULT_NACK_RETRY_INITIAL));
+    // Filling the first range frees a slot: the next hole goes out at once.
+    rx.handle_packet(t(300), Line::Unicast, &retrans(E, 2, 18));
+    assert_eq!(rx.poll_timeout(), Some(t(200)));
+    assert_eq!(requests(&mut rx, t(300)), vec![nack(50, 10)]);
+    assert_eq!(seqs(&events(&mut rx)), range(1, 30));
+}
+
+#[test]
+fn unanswered_nacks_back_off_then_go_to_a_snapshot() {
+    let retry = Duration::from_millis(1);
+    let mut rx = Receiver::new(ReceiverConfig {
+        nack_retry_initial: retry,
+        nack_retry_max: Duration::from_millis(3),
+        max_nack_retries: 3,
+        ..cfg()
+    });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    rx.handle_packet(t(0), Line::A, &data(E, 5, 1));
+    let mut now = t(200);
+    rx.handle_timeout(now);
+    assert_eq!(requests(&mut rx, now), vec![nack(2, 3)]);
+    // Retries at +1, +2, +3 (capped), then the snapshot.
+    for wait_ms in [1, 2, 3] {
+        assert_eq!(
+            rx.poll_timeout(),
+            Some(now + Duration::from_millis(wait_ms))
+        );
+        now = now + Duration::from_millis(wait_ms);
+        rx.handle_timeout(now);
+        assert_eq!(
+            requests(&mut rx, now),
+            vec![nack(2, 3)],
+            "retry after {wait_ms} ms"
+        );
+    }
+    now = rx.poll_timeout().unwrap();
+    rx.handle_timeout(now);
+    assert_eq!(requests(&mut rx, now), vec![snap_req(E)]);
+    let st = rx.stats();
+    assert_eq!(
+        (
+            st.nacks_sent,
+            st.nack_retries_exhausted,
+            st.snapshot_requests
+        ),
+        (4, 1, 1)
+    );
+    assert_eq!(rx.poll_timeout(), Some(now + DEFAULT_SNAPSHOT_TIMEOUT));
+}
+
+#[test]
+fn progress_resets_the_nack_retries() {
+    let mut rx = Receiver::new(ReceiverConfig {
+        max_nack_retries: 1,
+        ..cfg()
+    });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    rx.handle_packet(t(0), Line::A, &data(E, 10, 1));
+    let mut now = t(200);
+    rx.handle_timeout(now);
+    assert_eq!(requests(&mut rx, now), vec![nack(2, 8)]);
+    // Each round the server answers only a prefix (clipped): never a snapshot.
+    for (got, rest) in [(2u64, 4u64), (4, 6), (6, 8)] {
+        rx.handle_packet(now, Line::Unicast, &retrans(E, got, 2));
+        now = rx.poll_timeout().unwrap();
+        rx.handle_timeout(now);
+        assert_eq!(requests(&mut rx, now), vec![nack(rest, (10 - rest) as u16)]);
+    }
+    rx.handle_packet(now, Line::Unicast, &retrans(E, 8, 2));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 11));
+    assert_eq!(rx.stats().snapshot_requests, 0);
+}
+
+#[test]
+fn a_heartbeat_reveals_tail_loss() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(5), Line::A, &heartbeat(E, 6));
+    rx.handle_packet(t(6), Line::B, &heartbeat(E, 5)); // older: nothing new
+    rx.handle_timeout(t(205));
+    assert_eq!(requests(&mut rx, t(205)), vec![nack(4, 2)]);
+    rx.handle_packet(t(300), Line::Unicast, &retrans(E, 4, 2));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 6));
+    assert_eq!(rx.stats().heartbeats, 2);
+}
+
+#[test]
+fn end_of_session_waits_for_the_tail() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::A, &end_of_session(E, 5));
+    let evs = events(&mut rx);
+    assert!(!evs.iter().any(|e| matches!(e, Event::EndOfSession { .. })));
+    rx.handle_timeout(t(300));
+    assert_eq!(requests(&mut rx, t(300)), vec![nack(4, 1)]);
+    rx.handle_packet(t(400), Line::Unicast, &retrans(E, 4, 1));
+    rx.handle_packet(t(401), Line::B, &end_of_session(E, 5));
+    let evs = events(&mut rx);
+    assert_eq!(seqs(&evs), vec![4]);
+    assert_eq!(evs.last(), Some(&Event::EndOfSession { next: SeqNo(5) }));
+    assert_eq!(
+        evs.iter()
+            .filter(|e| matches!(e, Event::EndOfSession { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn nack_reject_leads_to_a_snapshot_merged_with_the_buffer() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 2));
+    rx.handle_packet(t(0), Line::A, &data(E, 6, 10)); // hole 3..5, 6..15 held
+    rx.handle_timeout(t(200));
+    assert_eq!(requests(&mut rx, t(200)), vec![nack(3, 3)]);
+    rx.handle_packet(t(300), Line::Unicast, &nack_reject(E, 3, 3));
+    assert_eq!(requests(&mut rx, t(300)), vec![snap_req(E)]);
+    // Live data keeps coming while the snapshot is awaited.
+    rx.handle_packet(t(310), Line::A, &data(E, 16, 4));
+    // A part of an older snapshot (S = 9) is superseded by S = 12.
+    rx.handle_packet(
+        t(320),
+        Line::Unicast,
+        &snap_part(E, 9, 0, 2, 4, &[state(0, 9), state(1, 9)]),
+    );
+    rx.handle_packet(
+        t(330),
+        Line::Unicast,
+        &snap_part(E, 12, 1, 2, 4, &[state(2, 12), state(3, 12)]),
+    );
+    rx.handle_packet(
+        t(331),
+        Line::Unicast,
+        &snap_part(E, 9, 1, 2, 4, &[state(2, 9), state(3, 9)]),
+    );
+    assert_eq!(seqs(&events(&mut rx)), vec![1, 2]);
+    rx.handle_packet(
+        t(340),
+        Line::Unicast,
+        &snap_part(E, 12, 0, 2, 4, &[state(0, 12), state(1, 12)]),
+    );
+    let evs = events(&mut rx);
+    assert_eq!(
+        evs[0],
+        Event::SnapshotStart {
+            seq: SeqNo(12),
+            symbols: 4
+        }
+    );
+    let states: Vec<SymbolState> = evs
+        .iter()
+        .filter_map(|e| {
+            if let Event::SymbolState(s) = e {
+                Some(*s)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(states, (0..4).map(|s| state(s, 12)).collect::<Vec<_>>());
+    assert_eq!(evs[5], Event::SnapshotEnd { seq: SeqNo(12) });
+    assert_eq!(seqs(&evs[6..]), range(12, 20));
+    let st = rx.stats();
+    assert_eq!(
+        (
+            st.nack_rejects,
+            st.snapshots_applied,
+            st.gaps_covered_snapshot
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(st.messages_covered_snapshot, 3);
+    // The first S = 9 part was stored, then superseded; the second was older.
+    assert_eq!((st.snapshot_parts, st.snapshot_parts_ignored), (3, 1));
+    assert_eq!(rx.next_expected(), SeqNo(20));
+    assert_eq!(rx.poll_timeout(), None);
+}
+
+#[test]
+fn a_snapshot_with_a_lost_part_is_requested_again_then_given_up() {
+    let mut rx = Receiver::new(ReceiverConfig {
+        max_snapshot_retries: 2,
+        ..cfg()
+    });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 2));
+    rx.handle_packet(t(0), Line::A, &data(E, 6, 2));
+    rx.handle_timeout(t(200));
+    let _ = requests(&mut rx, t(200));
+    rx.handle_packet(t(300), Line::Unicast, &nack_reject(E, 3, 3));
+    let mut now = t(300);
+    assert_eq!(requests(&mut rx, now), vec![snap_req(E)]);
+    rx.handle_packet(
+        t(400),
+        Line::Unicast,
+        &snap_part(E, 8, 0, 2, 4, &[state(0, 8), state(1, 8)]),
+    );
+    for _ in 0..2 {
+        now = now + DEFAULT_SNAPSHOT_TIMEOUT;
+        assert_eq!(rx.poll_timeout(), Some(now));
+        rx.handle_timeout(now);
+        assert_eq!(requests(&mut rx, now), vec![snap_req(E)]);
+    }
+    now = now + DEFAULT_SNAPSHOT_TIMEOUT;
+    rx.handle_timeout(now);
+    let evs = events(&mut rx);
+    assert_eq!(
+        evs.iter()
+            .filter(|e| !matches!(e, Event::Message { .. }))
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![
+            Event::EpochChanged { old: None, new: E },
+            Event::Unrecoverable {
+                range: SeqRange::new(SeqNo(3), SeqNo(6))
+            }
+        ]
+    );
+    assert_eq!(seqs(&evs), vec![1, 2, 6, 7]);
+    let st = rx.stats();
+    assert_eq!(
+        (
+            st.unrecovered,
+            st.messages_unrecovered,
+            st.snapshot_requests
+        ),
+        (1, 3, 3)
+    );
+    // The feed goes on.
+    rx.handle_packet(now, Line::A, &data(E, 8, 1));
+    assert_eq!(seqs(&events(&mut rx)), vec![8]);
+}
+
+#[test]
+fn late_joiner_starts_from_a_snapshot_and_merges_into_live_data() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 100, 3));
+    assert!(!rx.is_synced());
+    assert_eq!(requests(&mut rx, t(0)), vec![snap_req(E)]);
+    rx.handle_packet(t(10), Line::A, &data(E, 103, 3));
+    rx.handle_packet(t(10), Line::A, &data(E, 107, 3)); // 106 lost
+    // The snapshot was taken at 104 (before 104 was published): 104.. follow it.
+    let states: Vec<_> = (0..4).map(|s| state(s, 104)).collect();
+    rx.handle_packet(t(20), Line::Unicast, &snap_part(E, 104, 0, 1, 4, &states));
+    let evs = events(&mut rx);
+    assert_eq!(evs[0], Event::EpochChanged { old: None, new: E });
+    assert_eq!(
+        evs[1],
+        Event::SnapshotStart {
+            seq: SeqNo(104),
+            symbols: 4
+        }
+    );
+    assert_eq!(evs[6], Event::SnapshotEnd { seq: SeqNo(104) });
+    assert_eq!(seqs(&evs), vec![104, 105]);
+    // 106 is still recovered by NACK.
+    rx.handle_timeout(t(300));
+    assert_eq!(requests(&mut rx, t(300)), vec![nack(106, 1)]);
+    rx.handle_packet(t(400), Line::Unicast, &retrans(E, 106, 1));
+    assert_eq!(seqs(&events(&mut rx)), range(106, 110));
+}
+
+#[test]
+fn late_joiner_from_first_seen() {
+    let mut rx = Receiver::new(ReceiverConfig {
+        late_join: LateJoin::FromFirstSeen,
+        ..cfg()
+    });
+    rx.handle_packet(t(0), Line::A, &data(E, 100, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(100, 103));
+    assert_eq!(requests(&mut rx, t(0)), vec![]);
+}
+
+#[test]
+fn the_session_start_arriving_late_cancels_the_late_join_snapshot() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 3, 2)); // 1..2 reordered behind
+    rx.handle_packet(t(1), Line::B, &data(E, 1, 2));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 5));
+    assert_eq!(requests(&mut rx, t(1)), vec![]);
+    assert!(rx.is_synced());
+}
+
+#[test]
+fn epoch_change_resets_the_sequence() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 5));
+    rx.handle_packet(t(0), Line::A, &data(E, 8, 1)); // a hole the restart abandons
+    rx.handle_packet(t(1), Line::A, &data(E2, 1, 2));
+    let evs = events(&mut rx);
+    let i = evs
+        .iter()
+        .position(|e| {
+            *e == Event::EpochChanged {
+                old: Some(E),
+                new: E2,
+            }
+        })
+        .unwrap();
+    assert_eq!(seqs(&evs[..i]), range(1, 6));
+    assert_eq!(seqs(&evs[i..]), range(1, 3));
+    // A straggler of the old session does not flip it back.
+    rx.handle_packet(t(2), Line::B, &data(E, 6, 2));
+    rx.handle_packet(t(2), Line::Unicast, &retrans(E, 6, 2));
+    assert_eq!(events(&mut rx), vec![]);
+    let st = rx.stats();
+    assert_eq!(
+        (st.epoch_changes, st.wrong_epoch, st.gaps_abandoned_epoch),
+        (1, 2, 1)
+    );
+    assert_eq!(rx.epoch(), Some(E2));
+    assert_eq!(rx.next_expected(), SeqNo(3));
+}
+
+#[test]
+fn epoch_change_mid_session_fetches_a_snapshot_of_the_new_one() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 5));
+    rx.handle_packet(t(1), Line::A, &data(E2, 40, 2));
+    assert_eq!(requests(&mut rx, t(1)), vec![snap_req(E2)]);
+    rx.handle_packet(
+        t(2),
+        Line::Unicast,
+        &snap_part(E2, 41, 0, 1, 1, &[state(0, 41)]),
+    );
+    let evs = events(&mut rx);
+    assert!(evs.contains(&Event::EpochChanged {
+        old: Some(E),
+        new: E2
+    }));
+    assert!(evs.contains(&Event::SnapshotEnd { seq: SeqNo(41) }));
+    assert_eq!(seqs(&evs), [range(1, 6), vec![41]].concat());
+}
+
+#[test]
+fn buffer_overflow_leads_to_a_snapshot() {
+    let mut rx = Receiver::new(ReceiverConfig {
+        max_buffered: 8,
+        ..cfg()
+    });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    for s in 3..12 {
+        rx.handle_packet(t(0), Line::A, &data(E, s, 1)); // 2 lost; 11 does not fit [2, 10)
+    }
+    assert_eq!(rx.stats().buffer_overflows, 1);
+    assert_eq!(requests(&mut rx, t(0)), vec![snap_req(E)]);
+    for s in 12..20 {
+        rx.handle_packet(t(1), Line::A, &data(E, s, 1)); // the window slides while waiting
+    }
+    rx.handle_packet(
+        t(2),
+        Line::Unicast,
+        &snap_part(E, 14, 0, 1, 1, &[state(0, 14)]),
+    );
+    let evs = events(&mut rx);
+    assert!(evs.contains(&Event::SnapshotEnd { seq: SeqNo(14) }));
+    assert_eq!(seqs(&evs), [vec![1], range(14, 20)].concat());
+    assert_eq!(rx.stats().buffer_overflows, 1);
+}
+
+#[test]
+fn a_snapshot_older_than_the_slid_window_leaves_a_hole_to_nack() {
+    let mut rx = Receiver::new(ReceiverConfig {
+        max_buffered: 4,
+        ..cfg()
+    });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    rx.handle_packet(t(0), Line::A, &data(E, 3, 10)); // 2 lost, window slides to [9, 13)
+    // S = 6 moves the window back to [6, 10): 9 stays held, 10..12 no longer fit.
+    assert_eq!(requests(&mut rx, t(0)), vec![snap_req(E)]);
+    rx.handle_packet(
+        t(1),
+        Line::Unicast,
+        &snap_part(E, 6, 0, 1, 1, &[state(0, 6)]),
+    );
+    let evs = events(&mut rx);
+    assert!(evs.contains(&Event::SnapshotEnd { seq: SeqNo(6) }));
+    assert_eq!(seqs(&evs), vec![1]);
+    rx.handle_timeout(t(300));
+    assert_eq!(requests(&mut rx, t(300)), vec![nack(6, 7)]); // 6..8 and 10..12, coalesced
+    rx.handle_packet(t(400), Line::Unicast, &retrans(E, 6, 7));
+    assert_eq!(seqs(&events(&mut rx)), range(6, 13));
+}
+
+#[test]
+fn nack_ranges_respect_the_u16_count() {
+    let mut rx = Receiver::new(ReceiverConfig {
+        max_nack_len: 1 << 20,
+        ..cfg()
+    });
+    assert_eq!(rx.config().max_nack_len, MAX_NACK_COUNT);
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    rx.handle_packet(t(0), Line::A, &heartbeat(E, 70_002));
+    rx.handle_timeout(t(300));
+    assert_eq!(
+        requests(&mut rx, t(300)),
+        vec![nack(2, 65_535), nack(65_537, 4_465)]
+    );
+}
+
+#[test]
+fn malformed_and_corrupt_packets_are_counted_and_dropped() {
+    let mut rx = Receiver::new(cfg());
+    let mut p = data(E, 1, 2);
+    p[50] ^= 0xff;
+    rx.handle_packet(t(0), Line::A, &p);
+    rx.handle_packet(t(0), Line::A, &p[..30]);
+    rx.handle_packet(t(0), Line::A, &[0u8; 100]);
+    // Valid CRC, but the count disagrees with the payload.
+    let good = data(E, 1, 2);
+    let mut bad = packet(PacketKind::Data, E, 1, 3, &good[HEADER_LEN..]);
+    rx.handle_packet(t(0), Line::A, &bad);
+    bad = packet(PacketKind::Data, E, 0, 2, &good[HEADER_LEN..]); // sequence 0
+    rx.handle_packet(t(0), Line::A, &bad);
+    bad = packet(PacketKind::Data, E, MAX_SEQ, 2, &good[HEADER_LEN..]);
+    rx.handle_packet(t(0), Line::A, &bad);
+    rx.handle_packet(t(0), Line::A, &packet(PacketKind::Nack, E, 1, 1, &[]));
+    rx.handle_packet(t(0), Line::A, &login_ack(E, 1, LoginMode::Resume)); // datagram: unexpected
+    let st = rx.stats();
+    assert_eq!(
+        (st.bad_crc, st.malformed, st.unexpected, st.packets),
+        (1, 5, 2, 8)
+    );
+    assert_eq!(events(&mut rx), vec![]);
+    assert_eq!(rx.epoch(), None);
+}
+
+// ------------------------------------------------------------------- stream
+
+fn stream() -> Receiver {
+    Receiver::new(ReceiverConfig {
+        mode: Mode::Stream,
+        ..cfg()
+    })
+}
+
+fn login(epoch: u64, first: u64) -> (PacketKind, u64, u64, u16) {
+    (PacketKind::Login, epoch, first, 0)
+}
+
+#[test]
+fn stream_login_resume_reconnect_and_snapshot() {
+    let mut rx = stream();
+    rx.handle_connected(t(0));
+    assert_eq!(requests(&mut rx, t(0)), vec![login(0, 1)]);
+    rx.handle_packet(t(1), Line::A, &data(E, 1, 1)); // before the ack: ignored
+    rx.handle_packet(t(2), Line::A, &login_ack(E, 1, LoginMode::Resume));
+    rx.handle_packet(t(3), Line::A, &retrans(E, 1, 3));
+    rx.handle_packet(t(4), Line::A, &data(E, 4, 2));
+    let evs = events(&mut rx);
+    assert_eq!(evs[0], Event::EpochChanged { old: None, new: E });
+    assert_eq!(seqs(&evs), range(1, 6));
+
+    // Disconnect: back-off from 10 ms, doubling, with up to 25 % jitter.
+    let mut now = t(1000);
+    rx.handle_disconnected(now);
+    let due = rx.poll_timeout().unwrap();
+    assert!(due >= now + DEFAULT_RECONNECT_MIN && due <= now + DEFAULT_RECONNECT_MIN * 5 / 4);
+    rx.handle_timeout(due);
+    assert_eq!(events(&mut rx), vec![Event::Reconnect]);
+    now = due;
+    rx.handle_disconnected(now); // the reconnect failed
+    let due = rx.poll_timeout().unwrap();
+    assert!(due >= now + DEFAULT_RECONNECT_MIN * 2 && due <= now + DEFAULT_RECONNECT_MIN * 5 / 2);
+    rx.handle_timeout(due);
+    assert_eq!(events(&mut rx), vec![Event::Reconnect]);
+    rx.handle_connected(due);
+    assert_eq!(requests(&mut rx, due), vec![login(E, 6)]);
+    // Too far behind: the server sends a snapshot at 50, then live data.
+    rx.handle_packet(due, Line::A, &login_ack(E, 50, LoginMode::Snapshot));
+    rx.handle_packet(
+        due,
+        Line::A,
+        &snap_part(E, 50, 0, 1, 2, &[state(0, 50), state(1, 50)]),
+    );
+    rx.handle_packet(due, Line::A, &data(E, 50, 2));
+    let evs = events(&mut rx);
+    assert_eq!(
+        evs[0],
+        Event::SnapshotStart {
+            seq: SeqNo(50),
+            symbols: 2
+        }
+    );
+    assert_eq!(evs[3], Event::SnapshotEnd { seq: SeqNo(50) });
+    assert_eq!(seqs(&evs), vec![50, 51]);
+    let st = rx.stats();
+    assert_eq!(
+        (
+            st.logins,
+            st.reconnects,
+            st.snapshots_applied,
+            st.snapshot_requests
+        ),
+        (2, 2, 1, 0)
+    );
+    // A successful login reset the back-off.
+    rx.handle_disconnected(t(10_000_000));
+    assert!(rx.poll_timeout().unwrap() <= t(10_000_000) + DEFAULT_RECONNECT_MIN * 5 / 4);
+}
+
+#[test]
+fn stream_server_restart_is_an_epoch_change() {
+    let mut rx = stream();
+    rx.handle_connected(t(0));
+    let _ = requests(&mut rx, t(0));
+    rx.handle_packet(t(1), Line::A, &login_ack(E, 1, LoginMode::Resume));
+    rx.handle_packet(t(1), Line::A, &data(E, 1, 3));
+    rx.handle_disconnected(t(2));
+    rx.handle_connected(t(20_000));
+    assert_eq!(requests(&mut rx, t(20_000)), vec![login(E, 4)]);
+    rx.handle_packet(t(20_001), Line::A, &login_ack(E2, 1, LoginMode::Resume));
+    rx.handle_packet(t(20_001), Line::A, &data(E2, 1, 2));
+    let evs = events(&mut rx);
+    let i = evs
+        .iter()
+        .position(|e| {
+            *e == Event::EpochChanged {
+                old: Some(E),
+                new: E2,
+            }
+        })
+        .unwrap();
+    assert_eq!(seqs(&evs[i..]), range(1, 3));
+}
+
+#[test]
+fn stream_gap_is_nacked_in_band() {
+    let mut rx = stream();
+    rx.handle_connected(t(0));
+    let _ = requests(&mut rx, t(0));
+    rx.handle_packet(t(1), Line::A, &login_ack(E, 1, LoginMode::Resume));
+    rx.handle_packet(t(1), Line::A, &data(E, 1, 2));
+    rx.handle_packet(t(1), Line::A, &data(E, 5, 2));
+    rx.handle_timeout(t(300));
+    assert_eq!(requests(&mut rx, t(300)), vec![nack(3, 2)]);
+}
+
+// ------------------------------------------------------------- properties
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn random_bytes_never_panic(packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..20)) {
+            let mut rx = Receiver::new(ReceiverConfig { max_buffered: 64, ..cfg() });
+            for p in &packets {
+                rx.handle_packet(t(0), Line::A, p);
+                // Also a packet with a valid header and CRC around random payload.
+                for kind in [1u8, 2, 3, 4, 5, 6, 7] {
+                    let q = packet(PacketKind::from_byte(kind), E, u64::from(p.first().copied().unwrap_or(1)), p.len() as u16 / 8, p);
+                    rx.handle_packet(t(1), Line::Unicast, &q);
+                }
+            }
+            rx.handle_timeout(t(1_000_000));
+            let _ = requests(&mut rx, t(1_000_000));
+            let _ = events(&mut rx);
+        }
+    }
+
+    /// One input of the random-sequence property.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Data {
+            line: u8,
+            first: u64,
+            n: u16,
+            new_epoch: bool,
+        },
+        Retrans {
+            first: u64,
+            n: u16,
+        },
+        Heartbeat {
+            next: u64,
+        },
+        Eos {
+            next: u64,
+        },
+        Snapshot {
+            s: u64,
+            part: u16,
+            parts: u16,
+        },
+        Reject {
+            first: u64,
+            n: u16,
+        },
+        Ack {
+            first: u64,
+            snapshot: bool,
+        },
+        Connected,
+        Disconnected,
+        Time {
+            us: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0u8..2, 1u64..120, 1u16..6, proptest::bool::weighted(0.03))
+                .prop_map(|(line, first, n, new_epoch)| Op::Data { line, first, n, new_epoch }),
+            2 => (1u64..120, 1u16..10).prop_map(|(first, n)| Op::Retrans { first, n }),
+            1 => (1u64..130).prop_map(|next| Op::Heartbeat { next }),
+            1 => (1u64..130).prop_map(|next| Op::Eos { next }),
+            2 => (1u64..130, 0u16..2, 1u16..3).prop_map(|(s, part, parts)| Op::Snapshot { s, part: part.min(parts - 1), parts }),
+            1 => (1u64..120, 1u16..10).prop_map(|(first, n)| Op::Reject { first, n }),
+            1 => (1u64..120, any::<bool>()).prop_map(|(first, snapshot)| Op::Ack { first, snapshot }),
+            1 => Just(Op::Connected),
+            1 => Just(Op::Disconnected),
+            3 => (0u64..20_000).prop_map(|us| Op::Time { us }),
+        ]
+    }
+
+    /// Checks the delivered stream: messages in sequence, each the right one,
+    /// jumps only after a snapshot, an epoch change or an Unrecoverable.
+    #[derive(Default)]
+    struct Oracle {
+        next: Option<u64>,
+        in_snapshot: bool,
+    }
+
+    impl Oracle {
+        fn check(&mut self, ev: &Event) {
+            match ev {
+                Event::Message { seq, msg, .. } => {
+                    assert!(!self.in_snapshot);
+                    assert_eq!(*msg, quote(seq.0));
+                    if let Some(n) = self.next {
+                        assert_eq!(seq.0, n, "out of sequence");
+                    }
+                    self.next = Some(seq.0 + 1);
+                }
+                Event::SnapshotStart { .. } => self.in_snapshot = true,
+                Event::SymbolState(_) => assert!(self.in_snapshot),
+                Event::SnapshotEnd { seq } => {
+                    assert!(self.in_snapshot);
+                    self.in_snapshot = false;
+                    if let Some(n) = self.next {
+                        assert!(seq.0 > n, "a snapshot must move forward");
+                    }
+                    self.next = Some(seq.0);
+                }
+                Event::EpochChanged { .. } => self.next = None,
+                Event::Unrecoverable { range } => {
+                    if let Some(n) = self.next {
+                        assert!(range.start.0 >= n.min(range.start.0));
+                    }
+                    self.next = None;
+                }
+                Event::Reconnect | Event::EndOfSession { .. } => {}
+            }
+        }
+    }
+
+    fn run(ops: &[Op], mode: Mode, max_buffered: usize) {
+        let mut rx = Receiver::new(ReceiverConfig {
+            mode,
+            max_buffered,
+            max_snapshot_retries: 1,
+            ..cfg()
+        });
+        let mut oracle = Oracle::default();
+        let mut now = t(0);
+        let mut epoch = E;
+        for op in ops {
+            match *op {
+                Op::Data {
+                    line,
+                    first,
+                    n,
+                    new_epoch,
+                } => {
+                    if new_epoch {
+                        epoch += 1;
+                    }
+                    let line = if line == 0 { Line::A } else { Line::B };
+                    rx.handle_packet(now, line, &data(epoch, first, n));
+                }
+                Op::Retrans { first, n } => {
+                    rx.handle_packet(now, Line::Unicast, &retrans(epoch, first, n))
+                }
+                Op::Heartbeat { next } => rx.handle_packet(now, Line::A, &heartbeat(epoch, next)),
+                Op::Eos { next } => rx.handle_packet(now, Line::A, &end_of_session(epoch, next)),
+                Op::Snapshot { s, part, parts } => rx.handle_packet(
+                    now,
+                    Line::Unicast,
+                    &snap_part(epoch, s, part, parts, 2, &[state(part as u32 % 2, s)]),
+                ),
+                Op::Reject { first, n } => {
+                    rx.handle_packet(now, Line::Unicast, &nack_reject(epoch, first, n))
+                }
+                Op::Ack { first, snapshot } => {
+                    let mode = if snapshot {
+                        LoginMode::Snapshot
+                    } else {
+                        LoginMode::Resume
+                    };
+                    rx.handle_packet(now, Line::A, &login_ack(epoch, first, mode))
+                }
+                Op::Connected => rx.handle_connected(now),
+                Op::Disconnected => rx.handle_disconnected(now),
+                Op::Time { us } => {
+                    now = now + Duration::from_micros(us);
+                    rx.handle_timeout(now);
+                }
+            }
+            rx.check_invariants();
+            while let Some(ev) = rx.poll_event() {
+                oracle.check(&ev);
+            }
+            let _ = requests(&mut rx, now);
+            if let Some(to) = rx.poll_timeout()
+                && to <= now
+            {
+                // Whatever is due must make progress when handled.
+                rx.handle_timeout(now);
+                let _ = requests(&mut rx, now);
+                assert!(
+                    rx.poll_timeout().is_none_or(|t2| t2 > now || t2 != to),
+                    "timer livelock at {to:?}"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_valid_packets_keep_the_invariants_datagram(ops in proptest::collection::vec(op(), 1..80), big in any::<bool>()) {
+            run(&ops, Mode::Datagram, if big { 1024 } else { 8 });
+        }
+
+        #[test]
+        fn random_valid_packets_keep_the_invariants_stream(ops in proptest::collection::vec(op(), 1..80)) {
+            run(&ops, Mode::Stream, 16);
+        }
+    }
+}

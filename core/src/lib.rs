@@ -18,12 +18,15 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
+pub mod latency;
 pub mod msg;
+pub mod pool;
 pub mod seq;
 pub mod time;
 pub mod wire;
 
-pub use msg::{Book, Message, Quote, Side, SymbolId, SymbolState, Trade, PRICE_SCALE};
+pub use msg::{Book, Message, PRICE_SCALE, Quote, Side, SymbolId, SymbolState, Trade};
 pub use seq::{SeqNo, SeqRange};
 pub use time::Instant;
 

@@ -8,7 +8,7 @@
 //!   stats thread ─────────────────▶ CacheReader::updates ─────────┘
 //! ```
 //!
-//! Each [`Slot`] is one 64-byte cache line: a version counter and seven payload
+//! Each slot is one 64-byte cache line: a version counter and seven payload
 //! words holding a [`SymbolState`] (the symbol id is the slot index). Every
 //! field is an atomic accessed `Relaxed` between explicit fences, so there is
 //! no data race (unlike the `seqlock` crate, which reads non-atomically) and

@@ -18,8 +18,11 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod gbm;
+pub mod latency;
 pub mod msg;
+pub mod pool;
 pub mod publisher;
 pub mod recovery;
 pub mod seq;

@@ -31,6 +31,8 @@ pub use tickwire_core::wire::DecodeError;
 pub mod idle;
 pub mod lossy;
 pub mod tcp;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 /// Identifies one peer of a publisher: a TCP connection, or the UDP address a
 /// request came from (mapped to an id by the transport).

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 pub use tickwire_core::wire::DecodeError;
 
+pub mod conformance;
 pub mod idle;
 pub mod lossy;
 pub mod tcp;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tickwire_core::msg::{Message, Quote, Side, Trade};
 use tickwire_core::seq::SeqNo;
 use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr, emit_message};
+use tickwire_transports::conformance::{self, Delivery, Params, Profile};
 use tickwire_transports::xdp::{
     RxSteering, XdpConfig, XdpPublisher, XdpSubStats, XdpSubscriber, ZeroCopy, peer_addr,
 };
@@ -863,5 +864,306 @@ fn libxdp_default_program_with_static_neighbours() {
     assert_eq!(
         x.unicast_frames, 1,
         "the answer came through the AF_XDP socket"
+    );
+}
+
+/// A publisher namespace and `leaves` subscriber namespaces, each joined by a
+/// veth pair to a bridge in a namespace of its own (multicast snooping off, so
+/// the group's frames reach every port). Deleted on drop.
+struct Bridged {
+    bridge_ns: String,
+    pub_ns: String,
+    pub_if: String,
+    pub_ip: Ipv4Addr,
+    leaves: Vec<(String, String, Ipv4Addr)>,
+}
+
+impl Bridged {
+    fn new(leaves: usize) -> Bridged {
+        let pid = std::process::id();
+        let n = TOPO_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let subnet = (n % 250) as u8;
+        let ns = |tag: &str| format!("twx-{pid}-{n}-{tag}");
+        let ifn = |tag: &str| format!("tx{pid}n{n}{tag}");
+        let b = Bridged {
+            bridge_ns: ns("br"),
+            pub_ns: ns("p"),
+            pub_if: ifn("p"),
+            pub_ip: Ipv4Addr::new(10, 78, subnet, 1),
+            leaves: (0..leaves)
+                .map(|i| {
+                    (
+                        ns(&format!("s{i}")),
+                        ifn(&format!("s{i}")),
+                        Ipv4Addr::new(10, 78, subnet, 10 + i as u8),
+                    )
+                })
+                .collect(),
+        };
+        run(&format!("ip netns add {}", b.bridge_ns));
+        run(&format!(
+            "ip -n {} link add br0 type bridge mcast_snooping 0",
+            b.bridge_ns
+        ));
+        run(&format!("ip -n {} link set br0 up", b.bridge_ns));
+        let ends = std::iter::once((b.pub_ns.clone(), b.pub_if.clone(), b.pub_ip))
+            .chain(b.leaves.iter().cloned());
+        for (k, (ns, ifn, ip)) in ends.enumerate() {
+            let port = format!("br{n}x{k}");
+            run(&format!("ip netns add {ns}"));
+            run(&format!(
+                "ip link add {port} netns {} type veth peer name {ifn} netns {ns}",
+                b.bridge_ns
+            ));
+            run(&format!(
+                "ip -n {} link set {port} master br0 up",
+                b.bridge_ns
+            ));
+            run(&format!("ip -n {ns} addr add {ip}/24 dev {ifn}"));
+            run(&format!("ip -n {ns} link set lo up"));
+            run(&format!("ip -n {ns} link set {ifn} up"));
+            run(&format!(
+                "ip netns exec {ns} ethtool -K {ifn} tx off >/dev/null"
+            ));
+        }
+        b
+    }
+
+    fn request_addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.pub_ip, REQUEST_PORT)
+    }
+}
+
+impl Drop for Bridged {
+    fn drop(&mut self) {
+        let all = [&self.pub_ns, &self.bridge_ns]
+            .into_iter()
+            .chain(self.leaves.iter().map(|l| &l.0));
+        for ns in all {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Make a value inside namespace `ns` (sockets belong to the namespace they
+/// are created in, whichever thread uses them afterwards).
+fn make_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    Topology::spawn_in(ns, f)
+        .join()
+        .expect("thread in namespace")
+}
+
+/// The AF_XDP transport as the conformance suite sees it: a datagram
+/// transport, paced by the suite so that nothing may be lost.
+const XDP_PROFILE: Profile = Profile {
+    name: "xdp",
+    stream: false,
+    delivery: Delivery::BestEffort { min_fraction: 1.0 },
+    exact_stats: true,
+};
+
+/// The transport-agnostic conformance suite: an XDP publisher multicasting to
+/// up to three XDP subscribers (each in its own namespace behind a bridge),
+/// requests and replies over the kernel sockets, zero-timeout polling.
+#[test]
+fn conformance_suite() {
+    skip_unless_capable!("conformance_suite");
+    let _g = serial();
+    let params = Params::default();
+    let net = Bridged::new(params.subscribers);
+    let feed = SocketAddrV4::new(Ipv4Addr::new(239, 78, 0, 1), FEED_PORT);
+    let request = net.request_addr();
+    let (pub_ns, pub_if) = (net.pub_ns.clone(), net.pub_if.clone());
+    let leaves = net.leaves.clone();
+    let mut next_leaf = 0usize;
+    conformance::run_all(
+        &XDP_PROFILE,
+        &params,
+        || {
+            let cfg = XdpConfig::publisher(&pub_if, feed, request);
+            make_in(&pub_ns, move || XdpPublisher::new(&cfg).expect("publisher"))
+        },
+        |_| {
+            // Consecutive subscribers of one check take consecutive leaves
+            // (at most `subscribers` per check), so none shares a queue.
+            let (ns, ifn, _) = leaves[next_leaf % leaves.len()].clone();
+            next_leaf += 1;
+            let cfg = XdpConfig::subscriber(&ifn, feed, request);
+            make_in(&ns, move || XdpSubscriber::new(&cfg).expect("subscriber"))
+        },
+    );
+}
+
+/// One multicast feed, read at the same time by an XDP subscriber and a
+/// kernel UDP subscriber (two namespaces behind a bridge): both get every
+/// packet, byte-identical and in order.
+#[test]
+fn xdp_and_kernel_subscribers_share_a_multicast_feed() {
+    skip_unless_capable!("xdp_and_kernel_subscribers_share_a_multicast_feed");
+    let _g = serial();
+    const N: u64 = 5_000;
+    let net = Bridged::new(2);
+    let group = Ipv4Addr::new(239, 78, 0, 2);
+    let feed = SocketAddrV4::new(group, FEED_PORT);
+    let xdp_cfg = XdpConfig::subscriber(&net.leaves[0].1, feed, net.request_addr());
+    let mut xdp_sub = make_in(&net.leaves[0].0, move || {
+        XdpSubscriber::new(&xdp_cfg).expect("xdp subscriber")
+    });
+    let kernel_ip = net.leaves[1].2;
+    let kernel_sub = make_in(&net.leaves[1].0, move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_recv_buffer_size(1 << 20).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FEED_PORT).into())
+            .unwrap();
+        s.join_multicast_v4(&group, &kernel_ip).unwrap();
+        let s: UdpSocket = s.into();
+        s.set_nonblocking(true).unwrap();
+        s
+    });
+    let pub_cfg = XdpConfig::publisher(&net.pub_if, feed, net.request_addr());
+    let mut publisher = make_in(&net.pub_ns, move || {
+        XdpPublisher::new(&pub_cfg).expect("publisher")
+    });
+
+    let (mut via_xdp, mut via_kernel) = (Received::default(), Received::default());
+    let mut buf = vec![0u8; 2048];
+    let mut sent = 0u64;
+    let mut last = (0, Instant::now());
+    while via_xdp.packets < N || via_kernel.packets < N {
+        let done = via_xdp.packets.min(via_kernel.packets);
+        if done != last.0 {
+            last = (done, Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < STALL_LIMIT,
+            "stuck: xdp {} kernel {} of {sent} sent; {:?}",
+            via_xdp.packets,
+            via_kernel.packets,
+            xdp_sub.xdp_stats()
+        );
+        while sent < N && sent - done < WINDOW {
+            publisher.publish(&test_packet(sent)).unwrap();
+            sent += 1;
+        }
+        publisher.flush().unwrap();
+        xdp_sub
+            .poll(Some(Duration::from_millis(1)), &mut |ev| {
+                if let SubEvent::Packet {
+                    line: Line::A,
+                    packet,
+                } = ev
+                {
+                    via_xdp.check(packet);
+                }
+            })
+            .unwrap();
+        loop {
+            match kernel_sub.recv(&mut buf) {
+                Ok(n) => via_kernel.check(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("kernel recv: {e}"),
+            }
+        }
+    }
+    assert_eq!((via_xdp.packets, via_xdp.mismatches), (N, 0));
+    assert_eq!((via_kernel.packets, via_kernel.mismatches), (N, 0));
+}
+
+/// Without CAP_NET_RAW (dropped in this thread only), setting up says which
+/// privileges are needed instead of failing obscurely.
+#[test]
+fn without_privileges_the_error_says_what_is_needed() {
+    skip_unless_capable!("without_privileges_the_error_says_what_is_needed");
+    let _g = serial();
+    let t = Topology::new();
+    let cfg = sub_config(&t, SocketAddrV4::new(t.ip_b, FEED_PORT));
+    let e = Topology::spawn_in(&t.ns_b, move || {
+        #[repr(C)]
+        struct CapHeader {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct CapData {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+        let mut hdr = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        // SAFETY: valid header and two data structs, as capset(2) v3 expects;
+        // pid 0 drops the capabilities of this thread only.
+        let r =
+            unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+        assert_eq!(r, 0, "capset: {}", io::Error::last_os_error());
+        XdpSubscriber::new(&cfg).unwrap_err()
+    })
+    .join()
+    .expect("thread");
+    assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("CAP_NET_RAW"), "{e}");
+    assert!(e.to_string().contains("run as root"), "{e}");
+}
+
+/// Busy polling (SO_PREFER_BUSY_POLL, SO_BUSY_POLL, SO_BUSY_POLL_BUDGET) is
+/// accepted on both sockets and the feed still arrives whole.
+#[test]
+fn busy_polling_delivers_the_feed() {
+    skip_unless_capable!("busy_polling_delivers_the_feed");
+    let _g = serial();
+    const N: u64 = 2_000;
+    let t = Topology::new();
+    let feed = SocketAddrV4::new(t.ip_b, FEED_PORT);
+    let mut sc = sub_config(&t, feed);
+    sc.busy_poll = true;
+    let mut pc = pub_config(&t, feed, Some(t.mac_b));
+    pc.busy_poll = true;
+    let mut sub = make_in(&t.ns_b, move || {
+        XdpSubscriber::new(&sc).expect("subscriber")
+    });
+    let mut publisher = make_in(&t.ns_a, move || XdpPublisher::new(&pc).expect("publisher"));
+    let mut rx = Received::default();
+    let mut sent = 0;
+    let mut last = (0, Instant::now());
+    while rx.packets < N {
+        if rx.packets != last.0 {
+            last = (rx.packets, Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < STALL_LIMIT,
+            "stuck at {}: {:?}",
+            rx.packets,
+            sub.xdp_stats()
+        );
+        while sent < N && sent - rx.packets < WINDOW {
+            publisher.publish(&test_packet(sent)).unwrap();
+            sent += 1;
+        }
+        publisher.flush().unwrap();
+        sub.poll(Some(Duration::ZERO), &mut |ev| {
+            if let SubEvent::Packet {
+                line: Line::A,
+                packet,
+            } = ev
+            {
+                rx.check(packet);
+            }
+        })
+        .unwrap();
+    }
+    assert_eq!(rx.mismatches, 0);
+    assert!(
+        sub.xdp_stats().rx_kicks > 0,
+        "busy polling kicks the socket on every poll"
     );
 }

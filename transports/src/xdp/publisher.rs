@@ -423,6 +423,7 @@ impl Publisher for XdpPublisher {
             return Ok(());
         }
         let mut fds = [sys::pollfd(self.requests.as_raw_fd(), libc::POLLIN)];
+        self.stats.syscalls += 1;
         if sys::poll(&mut fds, timeout)? > 0 {
             self.read_requests(on_event)?;
         }

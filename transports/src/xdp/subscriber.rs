@@ -423,6 +423,7 @@ impl Subscriber for XdpSubscriber {
             sys::pollfd(self.xsk.fd, libc::POLLIN),
             sys::pollfd(self.requests.as_raw_fd(), libc::POLLIN),
         ];
+        self.stats.syscalls += 1;
         if sys::poll(&mut fds, timeout)? > 0 {
             self.drain(on_event)?;
         }

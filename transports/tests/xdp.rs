@@ -1259,3 +1259,59 @@ fn throughput() {
     );
     assert_eq!(bad, 0);
 }
+
+/// A `fill` that writes too much is refused with InvalidInput, and one that
+/// panics loses no frame: with a 64-frame UMEM, 2,000 packets still go
+/// through afterwards (a leaked frame would trip the transport's frame
+/// accounting, and a full leak would stall the feed).
+#[test]
+fn bad_fill_loses_no_frame() {
+    skip_unless_capable!("bad_fill_loses_no_frame");
+    let _g = serial();
+    const N: u64 = 2_000;
+    let t = Topology::new();
+    let feed = SocketAddrV4::new(t.ip_b, FEED_PORT);
+    let mut pc = pub_config(&t, feed, Some(t.mac_b));
+    pc.frame_count = 64;
+    pc.ring_size = 64;
+    let mut sub = make_in(&t.ns_b, {
+        let sc = sub_config(&t, feed);
+        move || XdpSubscriber::new(&sc).expect("subscriber")
+    });
+    let mut publisher = make_in(&t.ns_a, move || XdpPublisher::new(&pc).expect("publisher"));
+    let max = publisher.max_packet_len();
+    let e = publisher.publish_with(&mut |_| max + 1).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    for _ in 0..100 {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = publisher.publish_with(&mut |_| panic!("fill failed"));
+        }));
+        assert!(r.is_err());
+    }
+    let mut rx = Received::default();
+    let mut sent = 0;
+    let mut last = (0, Instant::now());
+    while rx.packets < N {
+        if rx.packets != last.0 {
+            last = (rx.packets, Instant::now());
+        }
+        assert!(last.1.elapsed() < STALL_LIMIT, "stuck at {}", rx.packets);
+        while sent < N && sent - rx.packets < 32 {
+            publisher.publish(&test_packet(sent)).unwrap();
+            sent += 1;
+        }
+        publisher.flush().unwrap();
+        sub.poll(Some(Duration::from_millis(1)), &mut |ev| {
+            if let SubEvent::Packet {
+                line: Line::A,
+                packet,
+            } = ev
+            {
+                rx.check(packet);
+            }
+        })
+        .unwrap();
+    }
+    assert_eq!(rx.mismatches, 0);
+    assert_eq!(publisher.stats().send_errors, 1, "the oversized fill");
+}

@@ -339,10 +339,14 @@ impl Publisher for XdpPublisher {
 
     fn publish_with(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> io::Result<()> {
         let mut desc = self.take_frame()?;
+        // The frame stays on the free list until it is complete, so a `fill`
+        // that panics leaves every frame accounted for.
+        self.free.push(desc);
         let max = self.max_packet;
         let len = {
-            // SAFETY: `desc` came from the free list, so no ring and no other
-            // reference holds its frame; it belongs to this UMEM.
+            // SAFETY: `desc` came from this UMEM's free list (the copy pushed
+            // back is a record, not a reference): no ring holds its frame and
+            // nothing else reads or writes it until it is put on the TX ring.
             let mut data = unsafe { self.xsk.umem.data_mut(&mut desc) };
             let mut cursor = data.cursor();
             let room = cursor.buf_len();
@@ -356,7 +360,6 @@ impl Publisher for XdpPublisher {
             }
         };
         let Some(len) = len else {
-            self.free.push(desc);
             self.stats.send_errors += 1;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -368,6 +371,7 @@ impl Publisher for XdpPublisher {
             let mut data = unsafe { self.xsk.umem.data_mut(&mut desc) };
             data.cursor().set_pos(len);
         }
+        self.free.pop();
         self.pending.push(desc);
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += (len - HEADERS_LEN) as u64;

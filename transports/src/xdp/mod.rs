@@ -45,6 +45,41 @@
 //! ## Privileges
 //! Root (CAP_NET_RAW + CAP_NET_ADMIN + CAP_BPF). Every failure to set up says
 //! what is missing: privileges, AF_XDP in the kernel, the interface, a free queue.
+//!
+//! ## Limits
+//! One [`RxSteering::FeedPort`] subscriber per interface: the kernel takes
+//! one XDP program per interface, and each subscriber attaches its own (a
+//! second one on another queue of the same NIC fails with "another XDP
+//! program is attached"). Frames to the feed port for another group are
+//! steered to the socket too and counted as `not_ours`.
+//!
+//! ## Run loop
+//! ```no_run
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use std::time::Duration;
+//! use tickwire_transports::xdp::{XdpConfig, XdpPublisher, XdpSubscriber};
+//! use tickwire_transports::{Publisher, SubEvent, Subscriber};
+//!
+//! let feed = SocketAddrV4::new(Ipv4Addr::new(239, 1, 1, 1), 17001);
+//! let requests = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 17002);
+//! // Server side (in the namespace that owns `veth0`):
+//! let mut publisher = XdpPublisher::new(&XdpConfig::publisher("veth0", feed, requests))?;
+//! let packet = [0u8; 40]; // an encoded Tickwire packet
+//! publisher.publish(&packet)?; // batched: goes out with the batch or on flush/poll
+//! publisher.flush()?;
+//! publisher.poll(Some(Duration::from_millis(1)), &mut |request| {
+//!     // PubEvent::Request { peer, packet }: answer with publisher.send_to(peer, ..)
+//!     let _ = request;
+//! })?;
+//! // Client side (in the namespace that owns `veth1`):
+//! let mut subscriber = XdpSubscriber::new(&XdpConfig::subscriber("veth1", feed, requests))?;
+//! subscriber.poll(Some(Duration::from_millis(1)), &mut |event| {
+//!     if let SubEvent::Packet { line, packet } = event {
+//!         let _ = (line, packet); // Line::A: the feed; Line::Unicast: recovery replies
+//!     }
+//! })?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 #![allow(unsafe_code)]
 

@@ -1234,8 +1234,18 @@ fn throughput() {
     let mut publisher = make_in(&t.ns_a, move || XdpPublisher::new(&pc).expect("publisher"));
     let start = Instant::now();
     let mut sent = 0u64;
+    let mut last = (0, Instant::now());
     while sent < N {
         let done = progress.load(Ordering::Acquire);
+        if done != last.0 {
+            last = (done, Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < STALL_LIMIT,
+            "stuck at {done} of {sent}: {:?} {:?}",
+            publisher.stats(),
+            publisher.xdp_stats()
+        );
         if sent - done < BIG_WINDOW {
             // Only the sequence changes: the measurement is of the transport.
             template[16..24].copy_from_slice(&(sent + 1).to_le_bytes());

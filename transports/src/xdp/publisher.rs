@@ -41,6 +41,9 @@ pub struct XdpPubStats {
     pub kicks: u64,
     /// Submissions that found the TX ring full (frames kept pending, retried).
     pub tx_ring_full: u64,
+    /// Kicks the kernel answered with "busy" (EBUSY/ENOBUFS): the ring is
+    /// kicked again on the next submission, flush or poll.
+    pub kicks_busy: u64,
     /// `publish_with` calls that found every frame in flight and waited.
     pub frame_waits: u64,
     /// Kernel statistics of the socket (`XDP_STATISTICS`): invalid TX descriptors.
@@ -70,6 +73,7 @@ pub struct XdpPublisher {
     /// Frames on the TX ring or awaiting completion.
     in_kernel: usize,
     frame_count: usize,
+    tx_ring_size: usize,
     endpoints: UdpEndpoints,
     max_packet: usize,
     batch: usize,
@@ -158,6 +162,7 @@ impl XdpPublisher {
             completed: vec![FrameDesc::default(); cfg.ring_size as usize],
             in_kernel: 0,
             frame_count,
+            tx_ring_size: cfg.ring_size as usize,
             endpoints,
             max_packet,
             batch: cfg.batch,
@@ -224,7 +229,9 @@ impl XdpPublisher {
     /// order) and kick the kernel.
     fn submit(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
-            return Ok(());
+            // A kick that met a busy device left descriptors on the ring: in
+            // copy mode nothing else will send them.
+            return self.kick_if_ring_not_empty();
         }
         let mut room = self.xsk.tx.nb_free(self.pending.len() as u32) as usize;
         if room == 0 {
@@ -251,6 +258,15 @@ impl XdpPublisher {
         self.kick()
     }
 
+    /// Kick if the kernel has not consumed everything on the TX ring.
+    fn kick_if_ring_not_empty(&mut self) -> io::Result<()> {
+        if (self.xsk.tx.nb_free_exact() as usize) < self.tx_ring_size {
+            self.kick()
+        } else {
+            Ok(())
+        }
+    }
+
     /// Kick transmission if the kernel asks for it (need_wakeup), repeating
     /// while it reports a spent per-call budget with descriptors left.
     fn kick(&mut self) -> io::Result<()> {
@@ -262,7 +278,11 @@ impl XdpPublisher {
             self.xstats.kicks += 1;
             match sys::kick_tx(self.xsk.fd)? {
                 Kick::More => continue,
-                Kick::Done | Kick::Busy => break,
+                Kick::Done => break,
+                Kick::Busy => {
+                    self.xstats.kicks_busy += 1;
+                    break;
+                }
             }
         }
         Ok(())

@@ -1,3 +1,4 @@
+<<<<<<< HEAD
 #!/usr/bin/env bash
 # Install what Tickwire needs on a fresh Debian/Ubuntu machine: the C toolchain
 # and libraries xsk-rs builds libbpf/libxdp from (libelf-dev zlib1g-dev
@@ -25,3 +26,63 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 echo "install-deps: done"
+=======
+#!/bin/sh
+# Install what the `xdp` feature of tickwire-transports needs to build and run.
+#
+#   build:  xsk-rs compiles libbpf and libxdp from source (libbpf-sys, libxdp-sys):
+#           libelf-dev zlib1g-dev pkg-config m4, clang + llvm for libxdp's BPF
+#           objects, and libpcap-dev (libxdp's configure refuses to run without it,
+#           although Tickwire does not use pcap).
+#   run:    iproute2 (ip netns / veth), ethtool (checksum offload off on veths),
+#           nftables and iptables (loss injection: xdp-setup/netem.sh).
+#
+# Idempotent: packages already installed are reported and skipped.
+# Usage: sudo xdp-setup/install-deps.sh
+set -eu
+
+PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: must run as root (apt-get install)" >&2
+    exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-deps.sh: apt-get not found; install these with your package manager:" >&2
+    echo "  $PACKAGES" >&2
+    exit 1
+fi
+
+missing=""
+for p in $PACKAGES; do
+    if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        echo "already installed: $p"
+    else
+        missing="$missing $p"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    echo "nothing to do: all $(echo $PACKAGES | wc -w) packages are installed"
+else
+    echo "installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    # shellcheck disable=SC2086 # word splitting of the package list is intended
+    apt-get install -y -q --no-install-recommends $missing
+    echo "installed:$missing"
+fi
+
+# Report what the kernel offers (informational: nothing is changed).
+if [ -r /proc/config.gz ] && command -v zgrep >/dev/null 2>&1; then
+    zgrep -E '^CONFIG_XDP_SOCKETS=' /proc/config.gz || echo "warning: CONFIG_XDP_SOCKETS not set in this kernel"
+elif [ -r "/boot/config-$(uname -r)" ]; then
+    grep -E '^CONFIG_XDP_SOCKETS=' "/boot/config-$(uname -r)" || echo "warning: CONFIG_XDP_SOCKETS not set in this kernel"
+else
+    echo "kernel config not readable: the transport probes socket(AF_XDP) at start-up and says if it is missing"
+fi
+if ! mount | grep -q ' type bpf '; then
+    echo "note: bpffs is not mounted; only libxdp's default program (RxSteering::LibxdpDefault) cares:"
+    echo "      it then warns and loads without its dispatcher. To mount: mount -t bpf bpf /sys/fs/bpf"
+fi
+>>>>>>> xdp

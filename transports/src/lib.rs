@@ -35,6 +35,8 @@ pub mod lossy;
 pub mod multicast;
 pub mod select;
 pub mod tcp;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 /// Identifies one peer of a publisher: a TCP connection, or the UDP address a
 /// request came from (mapped to an id by the transport).

@@ -32,7 +32,7 @@ use tickwire_core::publisher::{Publisher as Core, PublisherConfig, RequestOutcom
 use tickwire_core::{Instant, Message};
 use tickwire_transports::affinity::{cpu_time, pin_to_cpu};
 use tickwire_transports::idle::{IdleStrategy, Idler};
-use tickwire_transports::select::{TransportOptions, build_publisher};
+use tickwire_transports::select::{TransportKind, TransportOptions, build_publisher};
 use tickwire_transports::{DisconnectReason, PeerId, PubEvent, Publisher};
 
 /// Largest number of messages generated per loop iteration, so requests and
@@ -76,14 +76,14 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             transport: TransportOptions {
-                kind: tickwire_transports::select::TransportKind::Tcp,
+                kind: TransportKind::Tcp,
                 addr: "127.0.0.1:9000".parse().expect("valid address"),
                 group_a: "239.255.0.1:30001".parse().expect("valid group"),
                 group_b: None,
                 interface: std::net::Ipv4Addr::LOCALHOST,
                 ifname: None,
                 max_packet_len: tickwire_core::wire::DEFAULT_MAX_PACKET,
-                loss: Default::default(),
+                loss: tickwire_transports::lossy::LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 0 },
             },
             gbm: GbmConfig::default(),
             rate: 200_000,
@@ -205,13 +205,16 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         format!("starting the {} transport on {}", cfg.transport.kind, cfg.transport.addr)
     })?;
     let epoch = cfg.epoch.unwrap_or_else(|| wall_ns().max(1));
-    let mut core = Core::new(PublisherConfig {
-        epoch,
-        symbols: cfg.gbm.symbols,
+    let core_cfg = PublisherConfig {
         max_packet_len: transport.max_packet_len(),
         retransmit_window: cfg.retransmit_window,
-        ..PublisherConfig::default()
-    });
+        // Logins are a TCP affair; over UDP a spoofed 40-byte Login could ask
+        // for the whole window, so datagram transports refuse them.
+        serve_logins: cfg.transport.kind == TransportKind::Tcp,
+        ..PublisherConfig::new(epoch, cfg.gbm.symbols)
+    };
+    core_cfg.validate().context("invalid publisher settings")?;
+    let mut core = Core::new(core_cfg);
     eprintln!(
         "server: {} transport on {}, epoch {epoch}, {} symbols, seed {}, rate {}",
         cfg.transport.kind,

@@ -119,11 +119,12 @@ pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
 /// Default bound on per-peer state: 4096 peers × ~150 bytes ≈ 600 KB, more
 /// than the clients one server is sized for; the least recently seen is evicted.
 pub const DEFAULT_MAX_PEERS_TRACKED: usize = 4096;
-/// Default minimum time between two snapshots to one peer: 500 ms. A client
-/// needs one snapshot per recovery episode, and fetching, applying and replaying
-/// one takes far less; a peer asking more often is looping, and each snapshot
-/// costs `symbols × 56` bytes.
-pub const DEFAULT_SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// Default minimum time between two snapshots to one peer: 100 ms. A client
+/// needs one snapshot per recovery episode; a peer asking more often is
+/// looping, and each snapshot costs `symbols × 56` bytes. It must stay below the
+/// receiver's snapshot timeout (250 ms), or the retry after a lost part would be
+/// refused and every lost part would cost two timeouts.
+pub const DEFAULT_SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Limits on the request service (NACKs and snapshot requests; Logins travel
 /// over flow-controlled TCP and are bounded by the retransmit window only).

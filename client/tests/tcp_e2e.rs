@@ -18,14 +18,13 @@ use support::*;
 #[test]
 fn two_clients_200k_for_10s_deliver_the_seeded_stream() {
     let dir = scratch("two-clients");
-    let addr = free_addr().to_string();
-    let server_book = dir.join("server.book");
-    let server = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", &addr, "--rate", "200000", "--seed", "7",
+        let server_book = dir.join("server.book");
+    let (server, addr) = spawn_server(&args(&[
+        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "200000", "--seed", "7",
         "--duration", "10s", "--linger", "1s", "--stats-interval", "0", "--json",
         "--book-out", server_book.to_str().unwrap(),
     ]));
-    wait_listening(addr.parse().unwrap());
+    let addr = addr.to_string();
     let clients: Vec<_> = (0..2)
         .map(|i| {
             let book = dir.join(format!("client{i}.book"));
@@ -112,14 +111,12 @@ impl Cutter {
 #[test]
 fn cut_connection_resumes_from_sequence() {
     let dir = scratch("resume");
-    let addr = free_addr();
-    let server_book = dir.join("server.book");
-    let server = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", &addr.to_string(), "--rate", "100000", "--seed", "11",
+        let server_book = dir.join("server.book");
+    let (server, addr) = spawn_server(&args(&[
+        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "100000", "--seed", "11",
         "--messages", "400000", "--duration", "0", "--linger", "2s", "--stats-interval", "0", "--json",
         "--book-out", server_book.to_str().unwrap(),
     ]));
-    wait_listening(addr);
     let proxy = Cutter::start(addr);
     let book = dir.join("client.book");
     let client = spawn_client(&args(&[
@@ -145,15 +142,14 @@ fn cut_connection_resumes_from_sequence() {
 #[test]
 fn killed_client_restarts_and_converges() {
     let dir = scratch("client-kill");
-    let addr = free_addr().to_string();
-    let server_book = dir.join("server.book");
+        let server_book = dir.join("server.book");
     // A small window so the restarted client is too far behind to replay: snapshot.
-    let server = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", &addr, "--rate", "100000", "--seed", "12",
+    let (server, addr) = spawn_server(&args(&[
+        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "100000", "--seed", "12",
         "--messages", "400000", "--duration", "0", "--retransmit-window", "50000", "--linger", "2s",
         "--stats-interval", "0", "--json", "--book-out", server_book.to_str().unwrap(),
     ]));
-    wait_listening(addr.parse().unwrap());
+    let addr = addr.to_string();
     let mut first = spawn_client(&args(&["--transport", "tcp", "--connect", &addr, "--quiet", "--json"]));
     std::thread::sleep(Duration::from_millis(1500));
     first.kill().unwrap(); // SIGKILL
@@ -179,18 +175,17 @@ fn killed_client_restarts_and_converges() {
 #[test]
 fn killed_server_restarts_with_new_epoch_and_client_converges() {
     let dir = scratch("server-kill");
-    let addr = free_addr().to_string();
-    let common = |book: &str, epoch: &str| {
+    let common = |listen: &str, book: &str, epoch: &str| {
         args(&[
-            "--transport", "tcp", "--listen", &addr, "--rate", "100000", "--seed", "13", "--epoch", epoch,
+            "--transport", "tcp", "--listen", listen, "--rate", "100000", "--seed", "13", "--epoch", epoch,
             "--duration", "0", "--linger", "2s", "--stats-interval", "0", "--json", "--book-out", book,
         ])
     };
     let first_book = dir.join("first.book");
-    let mut a = common(first_book.to_str().unwrap(), "1001");
+    let mut a = common("127.0.0.1:0", first_book.to_str().unwrap(), "1001");
     a.extend(args(&["--messages", "10000000"]));
-    let mut first = spawn_server(&a);
-    wait_listening(addr.parse().unwrap());
+    let (mut first, addr) = spawn_server(&a);
+    let addr = addr.to_string();
     let book = dir.join("client.book");
     let client = spawn_client(&args(&[
         "--transport", "tcp", "--connect", &addr, "--verify", "13", "--quiet", "--json",
@@ -201,9 +196,10 @@ fn killed_server_restarts_with_new_epoch_and_client_converges() {
     let _ = first.wait();
     std::thread::sleep(Duration::from_millis(300));
     let second_book = dir.join("second.book");
-    let mut b = common(second_book.to_str().unwrap(), "1002");
+    // The restarted server listens on the same port, as a restarted exchange would.
+    let mut b = common(&addr, second_book.to_str().unwrap(), "1002");
     b.extend(args(&["--messages", "300000"]));
-    let second = spawn_server(&b);
+    let (second, _) = spawn_server(&b);
     let s = finish(second, "restarted server", Duration::from_secs(60));
     let c = finish(client, "client", Duration::from_secs(60));
     assert_clean(&c, "client");
@@ -219,14 +215,12 @@ fn killed_server_restarts_with_new_epoch_and_client_converges() {
 #[test]
 fn slow_client_is_dropped_and_others_lose_nothing() {
     let dir = scratch("slow");
-    let addr = free_addr();
-    let server_book = dir.join("server.book");
-    let server = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", &addr.to_string(), "--rate", "300000", "--seed", "14",
+        let server_book = dir.join("server.book");
+    let (server, addr) = spawn_server(&args(&[
+        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "300000", "--seed", "14",
         "--messages", "2400000", "--duration", "0", "--linger", "1s", "--stats-interval", "0", "--json",
         "--book-out", server_book.to_str().unwrap(),
     ]));
-    wait_listening(addr);
     // The slow one: a raw socket that logs in and then never reads.
     let mut slow = TcpStream::connect(addr).unwrap();
     let mut login = [0u8; 40];
@@ -261,14 +255,12 @@ fn slow_client_is_dropped_and_others_lose_nothing() {
 #[test]
 fn malformed_input_is_counted_and_others_are_served() {
     let dir = scratch("malformed");
-    let addr = free_addr();
-    let server_book = dir.join("server.book");
-    let server = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", &addr.to_string(), "--rate", "100000", "--seed", "15",
+        let server_book = dir.join("server.book");
+    let (server, addr) = spawn_server(&args(&[
+        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "100000", "--seed", "15",
         "--messages", "300000", "--duration", "0", "--linger", "1s", "--stats-interval", "0", "--json",
         "--book-out", server_book.to_str().unwrap(),
     ]));
-    wait_listening(addr);
     let book = dir.join("client.book");
     let client = spawn_client(&args(&[
         "--transport", "tcp", "--connect", &addr.to_string(), "--verify", "15", "--quiet", "--json",

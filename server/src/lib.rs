@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub cpu: Option<usize>,
     /// Write the final book (the state every client must converge to) here.
     pub book_out: Option<std::path::PathBuf>,
+    /// Once listening, write the bound address here (for `--listen 127.0.0.1:0`).
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +98,7 @@ impl Default for ServerConfig {
             idle: IdleStrategy::default(),
             cpu: None,
             book_out: None,
+            ready_file: None,
         }
     }
 }
@@ -204,6 +207,13 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     let mut transport = build_publisher(&cfg.transport).with_context(|| {
         format!("starting the {} transport on {}", cfg.transport.kind, cfg.transport.addr)
     })?;
+    let bound = transport.local_addr().unwrap_or(cfg.transport.addr);
+    if let Some(path) = &cfg.ready_file {
+        // Write then rename, so a reader never sees a half-written address.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bound.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
     let epoch = cfg.epoch.unwrap_or_else(|| wall_ns().max(1));
     let core_cfg = PublisherConfig {
         max_packet_len: transport.max_packet_len(),
@@ -218,7 +228,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     eprintln!(
         "server: {} transport on {}, epoch {epoch}, {} symbols, seed {}, rate {}",
         cfg.transport.kind,
-        cfg.transport.addr,
+        bound,
         cfg.gbm.symbols,
         cfg.gbm.seed,
         if cfg.rate == 0 { "max".to_string() } else { format!("{}/s", cfg.rate) }

@@ -89,6 +89,9 @@ struct Args {
     /// Write the final book (per-symbol state) to this file.
     #[arg(long)]
     book_out: Option<PathBuf>,
+    /// Once listening, write the bound address to this file (for --listen 127.0.0.1:0).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,6 +124,7 @@ fn main() -> anyhow::Result<()> {
         idle: args.idle,
         cpu: args.cpu,
         book_out: args.book_out,
+        ready_file: args.ready_file,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

@@ -149,6 +149,13 @@ pub trait Publisher {
 
     /// Counters.
     fn stats(&self) -> PubStats;
+
+    /// The address clients reach this publisher at: the TCP listener, or the
+    /// unicast request (recovery) socket of a datagram transport. Useful when
+    /// binding port 0.
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 pub use tickwire_core::Line;
@@ -239,6 +246,9 @@ impl<P: Publisher + ?Sized> Publisher for Box<P> {
     }
     fn stats(&self) -> PubStats {
         (**self).stats()
+    }
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        (**self).local_addr()
     }
 }
 

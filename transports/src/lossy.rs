@@ -147,6 +147,10 @@ fn rx_drop(rx: &mut Dropper, stats: &mut LossStats) -> bool {
 }
 
 impl<P: Publisher> Publisher for Lossy<P> {
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+
     fn max_packet_len(&self) -> usize {
         self.inner.max_packet_len()
     }

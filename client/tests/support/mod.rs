@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,17 +27,6 @@ pub fn server_bin() -> PathBuf {
     p
 }
 
-/// A free loopback TCP port (bound then released: good enough for tests that
-/// run in one process with distinct ports).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A loopback address on a free port.
-pub fn free_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
 /// A scratch directory unique to this test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tickwire-{}-{name}", std::process::id()));
@@ -46,14 +35,37 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// Start the server with `args` (stdout piped for `--json`).
-pub fn spawn_server(args: &[String]) -> Child {
-    Command::new(server_bin())
+/// Start the server with `args` (stdout piped for `--json`); it writes its
+/// bound address to a ready file, which this waits for and returns. Pass
+/// `--listen 127.0.0.1:0` to let the kernel pick a free port (no races).
+pub fn spawn_server(args: &[String]) -> (Child, SocketAddr) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ready = std::env::temp_dir().join(format!(
+        "tickwire-ready-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&ready);
+    let mut child = Command::new(server_bin())
         .args(args)
+        .arg("--ready-file")
+        .arg(&ready)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("starting the server")
+        .expect("starting the server");
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let _ = std::fs::remove_file(&ready);
+            return (child, text.trim().parse().expect("ready file holds an address"));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited before listening: {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the server never became ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Start a client with `args`.
@@ -87,15 +99,6 @@ pub fn finish(mut child: Child, what: &str, deadline: Duration) -> Value {
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
-    }
-}
-
-/// Wait until a TCP server accepts connections at `addr`.
-pub fn wait_listening(addr: SocketAddr) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "server never listened on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -490,6 +490,10 @@ impl MulticastPublisher {
 }
 
 impl Publisher for MulticastPublisher {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.request_addr())
+    }
+
     fn max_packet_len(&self) -> usize {
         self.tx.slot_len()
     }

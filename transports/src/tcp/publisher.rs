@@ -454,6 +454,10 @@ impl TcpPublisher {
 }
 
 impl Publisher for TcpPublisher {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(TcpPublisher::local_addr(self))
+    }
+
     fn max_packet_len(&self) -> usize {
         self.cfg.max_packet_len
     }

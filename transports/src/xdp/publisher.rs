@@ -353,6 +353,10 @@ impl XdpPublisher {
 }
 
 impl Publisher for XdpPublisher {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.request_addr().ok()
+    }
+
     fn max_packet_len(&self) -> usize {
         self.max_packet
     }

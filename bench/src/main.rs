@@ -91,14 +91,36 @@ fn wait_json(mut child: Child, what: &str, deadline: Duration) -> anyhow::Result
     }
 }
 
-fn one_run(args: &Args, bins: &std::path::Path, kind: TransportKind, n: usize, port: u16) -> anyhow::Result<Run> {
+fn one_run(
+    args: &Args,
+    bins: &std::path::Path,
+    kind: TransportKind,
+    n: usize,
+    port: u16,
+) -> anyhow::Result<Run> {
     let addr = format!("127.0.0.1:{port}");
     let group = format!("239.255.{}.{}:{}", (port >> 8) & 0xff, port & 0xff, port + 1);
     let server = Command::new(bins.join("server"))
         .args([
-            "--transport", &kind.to_string(), "--listen", &addr, "--group", &group,
-            "--rate", &args.rate.to_string(), "--messages", &args.messages.to_string(),
-            "--duration", "0", "--linger", "1s", "--stats-interval", "0", "--json", "--seed", "7",
+            "--transport",
+            &kind.to_string(),
+            "--listen",
+            &addr,
+            "--group",
+            &group,
+            "--rate",
+            &args.rate.to_string(),
+            "--messages",
+            &args.messages.to_string(),
+            "--duration",
+            "0",
+            "--linger",
+            "1s",
+            "--stats-interval",
+            "0",
+            "--json",
+            "--seed",
+            "7",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -120,9 +142,20 @@ fn one_run(args: &Args, bins: &std::path::Path, kind: TransportKind, n: usize, p
         .map(|i| {
             Command::new(bins.join("client"))
                 .args([
-                    "--transport", &kind.to_string(), "--connect", &addr, "--group", &group,
-                    "--quiet", "--json", "--seed", &i.to_string(),
-                    "--drop-rate", &args.drop_rate.to_string(), "--drop-seed", &(100 + i).to_string(),
+                    "--transport",
+                    &kind.to_string(),
+                    "--connect",
+                    &addr,
+                    "--group",
+                    &group,
+                    "--quiet",
+                    "--json",
+                    "--seed",
+                    &i.to_string(),
+                    "--drop-rate",
+                    &args.drop_rate.to_string(),
+                    "--drop-seed",
+                    &(100 + i).to_string(),
                 ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -134,7 +167,8 @@ fn one_run(args: &Args, bins: &std::path::Path, kind: TransportKind, n: usize, p
     let s = wait_json(server, "server", deadline)?;
     let mut run = Run {
         server_cpu_ns_per_msg: s["cpu_ns_per_message"].as_f64().unwrap_or(f64::NAN),
-        server_syscalls_per_msg: s["syscalls"].as_f64().unwrap_or(0.0) / s["messages"].as_f64().unwrap_or(1.0),
+        server_syscalls_per_msg: s["syscalls"].as_f64().unwrap_or(0.0)
+            / s["messages"].as_f64().unwrap_or(1.0),
         delivered_all: true,
         ..Run::default()
     };
@@ -163,7 +197,10 @@ fn main() -> anyhow::Result<()> {
     };
     for b in ["server", "client"] {
         if !bins.join(b).exists() {
-            bail!("{} not found: build with `cargo build --release --bins` or pass --bin-dir", bins.join(b).display());
+            bail!(
+                "{} not found: build with `cargo build --release --bins` or pass --bin-dir",
+                bins.join(b).display()
+            );
         }
     }
     println!(
@@ -171,7 +208,9 @@ fn main() -> anyhow::Result<()> {
         args.rate, args.messages, args.runs, args.drop_rate
     );
     println!();
-    println!("| transport | clients | server CPU ns/msg | server send syscalls/msg | client msg/s | p50 µs | p99 µs | p99.9 µs | complete |");
+    println!(
+        "| transport | clients | server CPU ns/msg | server send syscalls/msg | client msg/s | p50 µs | p99 µs | p99.9 µs | complete |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut port = args.base_port;
     for &kind in &args.transports {

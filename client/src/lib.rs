@@ -215,7 +215,11 @@ impl State {
                         v.message(seq, &msg);
                     }
                     let Some(sym) = msg.symbol() else { continue };
-                    if self.filter.as_ref().is_some_and(|f| !f.get(sym as usize).copied().unwrap_or(false)) {
+                    if self
+                        .filter
+                        .as_ref()
+                        .is_some_and(|f| !f.get(sym as usize).copied().unwrap_or(false))
+                    {
                         continue;
                     }
                     self.writer.apply(seq.0, &msg);
@@ -266,7 +270,8 @@ impl State {
 /// passes or `stop` is set.
 pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     if let Some(cpu) = cfg.cpu {
-        tickwire_transports::affinity::pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+        tickwire_transports::affinity::pin_to_cpu(cpu)
+            .with_context(|| format!("pinning to CPU {cpu}"))?;
     }
     let mut transport = build_subscriber(&cfg.transport).with_context(|| {
         format!("starting the {} transport towards {}", cfg.transport.kind, cfg.transport.addr)
@@ -275,10 +280,13 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         TransportKind::Tcp => Mode::Stream,
         TransportKind::Multicast | TransportKind::Xdp => Mode::Datagram,
     };
-    let receiver = Receiver::new(ReceiverConfig { mode, seed: cfg.seed, ..ReceiverConfig::default() });
+    let receiver =
+        Receiver::new(ReceiverConfig { mode, seed: cfg.seed, ..ReceiverConfig::default() });
     let (writer, reader) = cache::new(cfg.universe);
     let verifier = match cfg.verify_seed {
-        Some(seed) => Some(Verifier::new(GbmConfig { seed, symbols: cfg.universe, ..GbmConfig::default() })?),
+        Some(seed) => {
+            Some(Verifier::new(GbmConfig { seed, symbols: cfg.universe, ..GbmConfig::default() })?)
+        }
         None => None,
     };
     let filter = cfg.filter.as_ref().map(|syms| {
@@ -310,7 +318,9 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     loop {
         let t = now();
         let timer = st.receiver.poll_timeout().map(|d| d.saturating_duration_since(t));
-        let timeout = idler.timeout(Some(timer.unwrap_or(Duration::from_millis(50)).min(Duration::from_millis(50))));
+        let timeout = idler.timeout(Some(
+            timer.unwrap_or(Duration::from_millis(50)).min(Duration::from_millis(50)),
+        ));
         let mut work = 0usize;
         transport.poll(timeout, &mut |ev| {
             work += 1;
@@ -346,7 +356,8 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         idler.record(work > 0);
         view.maybe_draw(t, &st.receiver, &st.latency, &reader, &st.activity);
 
-        let done_session = cfg.exit_on_end && st.end.is_some_and(|e| st.receiver.next_expected() >= e);
+        let done_session =
+            cfg.exit_on_end && st.end.is_some_and(|e| st.receiver.next_expected() >= e);
         let out_of_time = cfg.duration.is_some_and(|d| start.elapsed() >= d);
         if done_session || out_of_time || stop.load(Ordering::Relaxed) {
             break;
@@ -417,7 +428,8 @@ pub fn parse_filter(s: &str) -> Result<Vec<SymbolId>, String> {
         let bad = || format!("bad symbol filter {part:?}: use e.g. 0-9,42");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (SymbolId, SymbolId) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b): (SymbolId, SymbolId) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                 if a > b {
                     return Err(bad());
                 }

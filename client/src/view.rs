@@ -31,17 +31,34 @@ fn px(units: i64) -> String {
 }
 
 fn us(ns: u64) -> String {
-    if ns >= 1_000_000 { format!("{:.2}ms", ns as f64 / 1e6) } else { format!("{:.1}µs", ns as f64 / 1e3) }
+    if ns >= 1_000_000 {
+        format!("{:.2}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1}µs", ns as f64 / 1e3)
+    }
 }
 
 impl LiveView {
     /// A view; `enabled = false` draws nothing.
     pub fn new(enabled: bool) -> LiveView {
-        LiveView { enabled, tty: std::io::stderr().is_terminal(), last: None, last_delivered: 0, out: String::new() }
+        LiveView {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+            last_delivered: 0,
+            out: String::new(),
+        }
     }
 
     /// Redraw if [`REFRESH`] has passed since the last draw.
-    pub fn maybe_draw(&mut self, now: Instant, rx: &Receiver, lat: &Latency, cache: &CacheReader, activity: &[u64]) {
+    pub fn maybe_draw(
+        &mut self,
+        now: Instant,
+        rx: &Receiver,
+        lat: &Latency,
+        cache: &CacheReader,
+        activity: &[u64],
+    ) {
         if !self.enabled {
             return;
         }
@@ -62,7 +79,12 @@ impl LiveView {
         let o = &mut self.out;
         if self.tty {
             o.push_str("\x1b[H\x1b[2J");
-            let _ = writeln!(o, "tickwire client   epoch {:?}   t={:.1}s", rx.epoch(), now.as_nanos() as f64 / 1e9);
+            let _ = writeln!(
+                o,
+                "tickwire client   epoch {:?}   t={:.1}s",
+                rx.epoch(),
+                now.as_nanos() as f64 / 1e9
+            );
             let _ = writeln!(
                 o,
                 "rate {rate:>12.0} msg/s   delivered {:>12}   next seq {}",
@@ -91,9 +113,14 @@ impl LiveView {
                 us(s.max),
                 s.count
             );
-            let _ = writeln!(o, "\n{:>8} {:>10} {:>12} {:>12} {:>12}", "symbol", "updates", "bid", "ask", "last");
-            let mut top: Vec<(usize, u64)> = activity.iter().copied().enumerate().filter(|(_, n)| *n > 0).collect();
-            top.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+            let _ = writeln!(
+                o,
+                "\n{:>8} {:>10} {:>12} {:>12} {:>12}",
+                "symbol", "updates", "bid", "ask", "last"
+            );
+            let mut top: Vec<(usize, u64)> =
+                activity.iter().copied().enumerate().filter(|(_, n)| *n > 0).collect();
+            top.sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
             for (sym, _) in top.into_iter().take(TOP_SYMBOLS) {
                 if let Some(q) = cache.read(sym as u32) {
                     let _ = writeln!(

@@ -18,19 +18,41 @@ use support::*;
 #[test]
 fn two_clients_200k_for_10s_deliver_the_seeded_stream() {
     let dir = scratch("two-clients");
-        let server_book = dir.join("server.book");
+    let server_book = dir.join("server.book");
     let (server, addr) = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "200000", "--seed", "7",
-        "--duration", "10s", "--linger", "1s", "--stats-interval", "0", "--json",
-        "--book-out", server_book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate",
+        "200000",
+        "--seed",
+        "7",
+        "--duration",
+        "10s",
+        "--linger",
+        "1s",
+        "--stats-interval",
+        "0",
+        "--json",
+        "--book-out",
+        server_book.to_str().unwrap(),
     ]));
     let addr = addr.to_string();
     let clients: Vec<_> = (0..2)
         .map(|i| {
             let book = dir.join(format!("client{i}.book"));
             let child = spawn_client(&args(&[
-                "--transport", "tcp", "--connect", &addr, "--verify", "7", "--quiet", "--json",
-                "--book-out", book.to_str().unwrap(),
+                "--transport",
+                "tcp",
+                "--connect",
+                &addr,
+                "--verify",
+                "7",
+                "--quiet",
+                "--json",
+                "--book-out",
+                book.to_str().unwrap(),
             ]));
             (child, book)
         })
@@ -40,7 +62,11 @@ fn two_clients_200k_for_10s_deliver_the_seeded_stream() {
     for (i, (child, book)) in clients.into_iter().enumerate() {
         let c = finish(child, "client", Duration::from_secs(60));
         assert_clean(&c, "client");
-        assert_eq!(u(&c, "messages_delivered"), u(&s, "messages"), "client {i} missed messages: {c}");
+        assert_eq!(
+            u(&c, "messages_delivered"),
+            u(&s, "messages"),
+            "client {i} missed messages: {c}"
+        );
         assert!(u(&c, "messages_delivered") >= 1_900_000, "client {i}: {c}");
         assert_eq!(c["verify"]["checked"].as_u64(), Some(u(&s, "messages")), "client {i}: {c}");
         assert_eq!(c["end_of_session"].as_bool(), Some(true), "client {i}: {c}");
@@ -90,7 +116,12 @@ impl Cutter {
                                         return;
                                     }
                                 }
-                                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
                                 Err(_) => return,
                             }
                         }
@@ -111,17 +142,41 @@ impl Cutter {
 #[test]
 fn cut_connection_resumes_from_sequence() {
     let dir = scratch("resume");
-        let server_book = dir.join("server.book");
+    let server_book = dir.join("server.book");
     let (server, addr) = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "100000", "--seed", "11",
-        "--messages", "400000", "--duration", "0", "--linger", "2s", "--stats-interval", "0", "--json",
-        "--book-out", server_book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate",
+        "100000",
+        "--seed",
+        "11",
+        "--messages",
+        "400000",
+        "--duration",
+        "0",
+        "--linger",
+        "2s",
+        "--stats-interval",
+        "0",
+        "--json",
+        "--book-out",
+        server_book.to_str().unwrap(),
     ]));
     let proxy = Cutter::start(addr);
     let book = dir.join("client.book");
     let client = spawn_client(&args(&[
-        "--transport", "tcp", "--connect", &proxy.addr.to_string(), "--verify", "11", "--quiet", "--json",
-        "--book-out", book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--connect",
+        &proxy.addr.to_string(),
+        "--verify",
+        "11",
+        "--quiet",
+        "--json",
+        "--book-out",
+        book.to_str().unwrap(),
     ]));
     for _ in 0..2 {
         std::thread::sleep(Duration::from_millis(1200));
@@ -142,22 +197,49 @@ fn cut_connection_resumes_from_sequence() {
 #[test]
 fn killed_client_restarts_and_converges() {
     let dir = scratch("client-kill");
-        let server_book = dir.join("server.book");
+    let server_book = dir.join("server.book");
     // A small window so the restarted client is too far behind to replay: snapshot.
     let (server, addr) = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "100000", "--seed", "12",
-        "--messages", "400000", "--duration", "0", "--retransmit-window", "50000", "--linger", "2s",
-        "--stats-interval", "0", "--json", "--book-out", server_book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate",
+        "100000",
+        "--seed",
+        "12",
+        "--messages",
+        "400000",
+        "--duration",
+        "0",
+        "--retransmit-window",
+        "50000",
+        "--linger",
+        "2s",
+        "--stats-interval",
+        "0",
+        "--json",
+        "--book-out",
+        server_book.to_str().unwrap(),
     ]));
     let addr = addr.to_string();
-    let mut first = spawn_client(&args(&["--transport", "tcp", "--connect", &addr, "--quiet", "--json"]));
+    let mut first =
+        spawn_client(&args(&["--transport", "tcp", "--connect", &addr, "--quiet", "--json"]));
     std::thread::sleep(Duration::from_millis(1500));
     first.kill().unwrap(); // SIGKILL
     let _ = first.wait();
     let book = dir.join("client.book");
     let second = spawn_client(&args(&[
-        "--transport", "tcp", "--connect", &addr, "--verify", "12", "--quiet", "--json",
-        "--book-out", book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--connect",
+        &addr,
+        "--verify",
+        "12",
+        "--quiet",
+        "--json",
+        "--book-out",
+        book.to_str().unwrap(),
     ]));
     let s = finish(server, "server", Duration::from_secs(60));
     let c = finish(second, "restarted client", Duration::from_secs(60));
@@ -177,8 +259,25 @@ fn killed_server_restarts_with_new_epoch_and_client_converges() {
     let dir = scratch("server-kill");
     let common = |listen: &str, book: &str, epoch: &str| {
         args(&[
-            "--transport", "tcp", "--listen", listen, "--rate", "100000", "--seed", "13", "--epoch", epoch,
-            "--duration", "0", "--linger", "2s", "--stats-interval", "0", "--json", "--book-out", book,
+            "--transport",
+            "tcp",
+            "--listen",
+            listen,
+            "--rate",
+            "100000",
+            "--seed",
+            "13",
+            "--epoch",
+            epoch,
+            "--duration",
+            "0",
+            "--linger",
+            "2s",
+            "--stats-interval",
+            "0",
+            "--json",
+            "--book-out",
+            book,
         ])
     };
     let first_book = dir.join("first.book");
@@ -188,8 +287,16 @@ fn killed_server_restarts_with_new_epoch_and_client_converges() {
     let addr = addr.to_string();
     let book = dir.join("client.book");
     let client = spawn_client(&args(&[
-        "--transport", "tcp", "--connect", &addr, "--verify", "13", "--quiet", "--json",
-        "--book-out", book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--connect",
+        &addr,
+        "--verify",
+        "13",
+        "--quiet",
+        "--json",
+        "--book-out",
+        book.to_str().unwrap(),
     ]));
     std::thread::sleep(Duration::from_millis(1500));
     first.kill().unwrap();
@@ -215,11 +322,27 @@ fn killed_server_restarts_with_new_epoch_and_client_converges() {
 #[test]
 fn slow_client_is_dropped_and_others_lose_nothing() {
     let dir = scratch("slow");
-        let server_book = dir.join("server.book");
+    let server_book = dir.join("server.book");
     let (server, addr) = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "300000", "--seed", "14",
-        "--messages", "2400000", "--duration", "0", "--linger", "1s", "--stats-interval", "0", "--json",
-        "--book-out", server_book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate",
+        "300000",
+        "--seed",
+        "14",
+        "--messages",
+        "2400000",
+        "--duration",
+        "0",
+        "--linger",
+        "1s",
+        "--stats-interval",
+        "0",
+        "--json",
+        "--book-out",
+        server_book.to_str().unwrap(),
     ]));
     // The slow one: a raw socket that logs in and then never reads.
     let mut slow = TcpStream::connect(addr).unwrap();
@@ -237,8 +360,16 @@ fn slow_client_is_dropped_and_others_lose_nothing() {
     slow.write_all(&login).unwrap();
     let book = dir.join("client.book");
     let client = spawn_client(&args(&[
-        "--transport", "tcp", "--connect", &addr.to_string(), "--verify", "14", "--quiet", "--json",
-        "--book-out", book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--connect",
+        &addr.to_string(),
+        "--verify",
+        "14",
+        "--quiet",
+        "--json",
+        "--book-out",
+        book.to_str().unwrap(),
     ]));
     let s = finish(server, "server", Duration::from_secs(90));
     let c = finish(client, "client", Duration::from_secs(60));
@@ -255,16 +386,40 @@ fn slow_client_is_dropped_and_others_lose_nothing() {
 #[test]
 fn malformed_input_is_counted_and_others_are_served() {
     let dir = scratch("malformed");
-        let server_book = dir.join("server.book");
+    let server_book = dir.join("server.book");
     let (server, addr) = spawn_server(&args(&[
-        "--transport", "tcp", "--listen", "127.0.0.1:0", "--rate", "100000", "--seed", "15",
-        "--messages", "300000", "--duration", "0", "--linger", "1s", "--stats-interval", "0", "--json",
-        "--book-out", server_book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate",
+        "100000",
+        "--seed",
+        "15",
+        "--messages",
+        "300000",
+        "--duration",
+        "0",
+        "--linger",
+        "1s",
+        "--stats-interval",
+        "0",
+        "--json",
+        "--book-out",
+        server_book.to_str().unwrap(),
     ]));
     let book = dir.join("client.book");
     let client = spawn_client(&args(&[
-        "--transport", "tcp", "--connect", &addr.to_string(), "--verify", "15", "--quiet", "--json",
-        "--book-out", book.to_str().unwrap(),
+        "--transport",
+        "tcp",
+        "--connect",
+        &addr.to_string(),
+        "--verify",
+        "15",
+        "--quiet",
+        "--json",
+        "--book-out",
+        book.to_str().unwrap(),
     ]));
     let mut valid = [0u8; 40];
     tickwire_core::wire::PacketRepr {

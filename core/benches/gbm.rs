@@ -16,10 +16,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("gbm");
     group.throughput(Throughput::Elements(BATCH as u64));
     for symbols in [1000u32, 100_000] {
-        let cfg = GbmConfig {
-            symbols,
-            ..GbmConfig::default()
-        };
+        let cfg = GbmConfig { symbols, ..GbmConfig::default() };
         let mut g = Generator::new(cfg.clone()).expect("valid config");
         group.bench_function(format!("next_message/{symbols}_symbols"), |b| {
             b.iter(|| {

@@ -80,10 +80,7 @@ const _: () = assert!(std::mem::size_of::<Slot>() == 64 && std::mem::align_of::<
 
 impl Slot {
     fn new() -> Slot {
-        Slot {
-            version: AtomicU64::new(0),
-            words: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
+        Slot { version: AtomicU64::new(0), words: std::array::from_fn(|_| AtomicU64::new(0)) }
     }
 
     /// Encode `state` (all but the symbol id) into payload words.
@@ -181,12 +178,7 @@ pub enum TryReadError {
 /// the reader, or ask the writer for more).
 pub fn new(symbols: u32) -> (CacheWriter, CacheReader) {
     let slots: Arc<[Slot]> = (0..symbols).map(|_| Slot::new()).collect();
-    (
-        CacheWriter {
-            slots: Arc::clone(&slots),
-        },
-        CacheReader { slots },
-    )
+    (CacheWriter { slots: Arc::clone(&slots) }, CacheReader { slots })
 }
 
 /// The single writer of a cache. Not `Clone`: there is exactly one per cache,
@@ -231,9 +223,7 @@ impl CacheWriter {
 
     /// A new reader of this cache.
     pub fn reader(&self) -> CacheReader {
-        CacheReader {
-            slots: Arc::clone(&self.slots),
-        }
+        CacheReader { slots: Arc::clone(&self.slots) }
     }
 
     /// Number of symbols.
@@ -249,9 +239,7 @@ impl CacheWriter {
 
 impl fmt::Debug for CacheWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheWriter")
-            .field("symbols", &self.slots.len())
-            .finish()
+        f.debug_struct("CacheWriter").field("symbols", &self.slots.len()).finish()
     }
 }
 
@@ -276,22 +264,15 @@ impl CacheReader {
     /// or [`TryReadError::Busy`] if the writer was updating it meanwhile.
     #[inline]
     pub fn try_read(&self, symbol: SymbolId) -> Result<SymbolState, TryReadError> {
-        let slot = self
-            .slots
-            .get(symbol as usize)
-            .ok_or(TryReadError::OutOfRange)?;
-        slot.try_read()
-            .map(|w| Slot::decode(symbol, &w))
-            .ok_or(TryReadError::Busy)
+        let slot = self.slots.get(symbol as usize).ok_or(TryReadError::OutOfRange)?;
+        slot.try_read().map(|w| Slot::decode(symbol, &w)).ok_or(TryReadError::Busy)
     }
 
     /// The number of messages applied to `symbol` (one atomic load: a single
     /// word is never torn). `None` if out of range.
     #[inline]
     pub fn updates(&self, symbol: SymbolId) -> Option<u64> {
-        self.slots
-            .get(symbol as usize)
-            .map(|s| s.words[W_UPDATES].load(Ordering::Acquire))
+        self.slots.get(symbol as usize).map(|s| s.words[W_UPDATES].load(Ordering::Acquire))
     }
 
     /// Number of symbols.
@@ -318,9 +299,7 @@ impl CacheReader {
 
 impl fmt::Debug for CacheReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheReader")
-            .field("symbols", &self.slots.len())
-            .finish()
+        f.debug_struct("CacheReader").field("symbols", &self.slots.len()).finish()
     }
 }
 
@@ -375,11 +354,7 @@ mod tests {
             last_seq: 1 << 63,
         };
         assert_eq!(Slot::decode(7, &Slot::encode(&s)), s);
-        let t = SymbolState {
-            bid_qty: 0,
-            ask_qty: u32::MAX,
-            ..s
-        };
+        let t = SymbolState { bid_qty: 0, ask_qty: u32::MAX, ..s };
         assert_eq!(Slot::decode(7, &Slot::encode(&t)), t);
     }
 
@@ -427,11 +402,7 @@ mod tests {
                     assert_eq!(w.set(&st), book.set(st), "seed {seed} seq {seq}");
                 } else {
                     let msg = random_message(&mut rng, SYMBOLS);
-                    assert_eq!(
-                        w.apply(seq, &msg),
-                        book.apply(seq, &msg),
-                        "seed {seed} seq {seq}"
-                    );
+                    assert_eq!(w.apply(seq, &msg), book.apply(seq, &msg), "seed {seed} seq {seq}");
                 }
                 if seq % 97 == 0 {
                     assert_eq!(r.to_book(), book, "seed {seed} seq {seq}");
@@ -449,10 +420,7 @@ mod tests {
     #[test]
     fn try_read_reports_a_write_in_progress() {
         let (mut w, r) = new(1);
-        assert!(w.set(&SymbolState {
-            updates: 5,
-            ..SymbolState::empty(0)
-        }));
+        assert!(w.set(&SymbolState { updates: 5, ..SymbolState::empty(0) }));
         // Simulate the writer halfway through a write: the version is odd.
         let v = r.slots[0].version.load(Ordering::Relaxed);
         r.slots[0].version.store(v + 1, Ordering::Relaxed);

@@ -242,11 +242,7 @@ impl AliasTable {
         let mut small: Vec<u32> = Vec::with_capacity(n);
         let mut large: Vec<u32> = Vec::with_capacity(n);
         for (i, &p) in prob.iter().enumerate() {
-            if p < 1.0 {
-                small.push(i as u32)
-            } else {
-                large.push(i as u32)
-            }
+            if p < 1.0 { small.push(i as u32) } else { large.push(i as u32) }
         }
         while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
             small.pop();
@@ -262,16 +258,8 @@ impl AliasTable {
             prob[i as usize] = 1.0;
         }
         let scale = (1u64 << 32) as f64;
-        let accept = prob
-            .iter()
-            .map(|&p| {
-                if p >= 1.0 {
-                    1u64 << 32
-                } else {
-                    (p * scale) as u64
-                }
-            })
-            .collect();
+        let accept =
+            prob.iter().map(|&p| if p >= 1.0 { 1u64 << 32 } else { (p * scale) as u64 }).collect();
         AliasTable { accept, alias }
     }
 
@@ -281,11 +269,7 @@ impl AliasTable {
     fn sample(&self, word: u64) -> usize {
         let n = self.accept.len() as u64;
         let col = (((word >> 32) * n) >> 32) as usize;
-        if (word & 0xFFFF_FFFF) < self.accept[col] {
-            col
-        } else {
-            self.alias[col] as usize
-        }
+        if (word & 0xFFFF_FFFF) < self.accept[col] { col } else { self.alias[col] as usize }
     }
 }
 
@@ -352,21 +336,11 @@ impl Generator {
             params.push(p);
             symbols.push(s);
         }
-        let weights: Vec<f64> = (0..n)
-            .map(|i| ((i + 1) as f64).powf(-cfg.zipf_exponent))
-            .collect();
+        let weights: Vec<f64> = (0..n).map(|i| ((i + 1) as f64).powf(-cfg.zipf_exponent)).collect();
         let activity = AliasTable::new(&weights);
         let trade_threshold = (cfg.trade_ratio * (1u64 << 53) as f64) as u64;
         let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ STREAM_SEED_SALT);
-        Ok(Generator {
-            cfg,
-            rng,
-            symbols,
-            params,
-            activity,
-            trade_threshold,
-            produced: 0,
-        })
+        Ok(Generator { cfg, rng, symbols, params, activity, trade_threshold, produced: 0 })
     }
 
     /// Generate the next message; its sequence is [`Self::produced`] after the
@@ -383,11 +357,7 @@ impl Generator {
         if is_trade {
             let word = self.rng.next_u64();
             let buy = word & 1 == 1;
-            let (price, shown) = if buy {
-                (s.ask_px, s.ask_qty)
-            } else {
-                (s.bid_px, s.bid_qty)
-            };
+            let (price, shown) = if buy { (s.ask_px, s.ask_qty) } else { (s.bid_px, s.bid_qty) };
             let qty = one_to((word >> 32) as u32, shown / LOT_SIZE) * LOT_SIZE;
             Message::Trade(Trade {
                 symbol: sym as SymbolId,
@@ -533,55 +503,22 @@ mod tests {
             Some(GbmError::BadSymbols(MAX_SYMBOLS + 1))
         );
         assert_eq!(bad(|c| c.tick_size = 0), Some(GbmError::BadTickSize(0)));
-        assert_eq!(
-            bad(|c| c.tick_size = -100),
-            Some(GbmError::BadTickSize(-100))
-        );
+        assert_eq!(bad(|c| c.tick_size = -100), Some(GbmError::BadTickSize(-100)));
         assert_eq!(
             bad(|c| c.tick_size = MAX_TICK_SIZE + 1),
             Some(GbmError::BadTickSize(MAX_TICK_SIZE + 1))
         );
-        assert_eq!(
-            bad(|c| c.trade_ratio = 1.5),
-            Some(GbmError::BadTradeRatio(1.5))
-        );
-        assert_eq!(
-            bad(|c| c.trade_ratio = -0.1),
-            Some(GbmError::BadTradeRatio(-0.1))
-        );
-        assert_eq!(
-            bad(|c| c.trade_ratio = f64::NAN),
-            Some(GbmError::NotFinite("trade_ratio"))
-        );
-        assert_eq!(
-            bad(|c| c.drift = f64::INFINITY),
-            Some(GbmError::NotFinite("drift"))
-        );
-        assert_eq!(
-            bad(|c| c.max_vol = f64::NEG_INFINITY),
-            Some(GbmError::NotFinite("max_vol"))
-        );
-        assert_eq!(
-            bad(|c| c.zipf_exponent = -1.0),
-            Some(GbmError::BadZipfExponent(-1.0))
-        );
+        assert_eq!(bad(|c| c.trade_ratio = 1.5), Some(GbmError::BadTradeRatio(1.5)));
+        assert_eq!(bad(|c| c.trade_ratio = -0.1), Some(GbmError::BadTradeRatio(-0.1)));
+        assert_eq!(bad(|c| c.trade_ratio = f64::NAN), Some(GbmError::NotFinite("trade_ratio")));
+        assert_eq!(bad(|c| c.drift = f64::INFINITY), Some(GbmError::NotFinite("drift")));
+        assert_eq!(bad(|c| c.max_vol = f64::NEG_INFINITY), Some(GbmError::NotFinite("max_vol")));
+        assert_eq!(bad(|c| c.zipf_exponent = -1.0), Some(GbmError::BadZipfExponent(-1.0)));
         assert_eq!(bad(|c| c.step_secs = -1.0), Some(GbmError::BadStep(-1.0)));
-        assert_eq!(
-            bad(|c| c.min_price = 0.0),
-            Some(GbmError::BadPriceRange(0.0, 500.0))
-        );
-        assert_eq!(
-            bad(|c| c.min_price = 600.0),
-            Some(GbmError::BadPriceRange(600.0, 500.0))
-        );
-        assert_eq!(
-            bad(|c| c.min_vol = -0.1),
-            Some(GbmError::BadVolRange(-0.1, 0.6))
-        );
-        assert_eq!(
-            bad(|c| c.min_vol = 0.9),
-            Some(GbmError::BadVolRange(0.9, 0.6))
-        );
+        assert_eq!(bad(|c| c.min_price = 0.0), Some(GbmError::BadPriceRange(0.0, 500.0)));
+        assert_eq!(bad(|c| c.min_price = 600.0), Some(GbmError::BadPriceRange(600.0, 500.0)));
+        assert_eq!(bad(|c| c.min_vol = -0.1), Some(GbmError::BadVolRange(-0.1, 0.6)));
+        assert_eq!(bad(|c| c.min_vol = 0.9), Some(GbmError::BadVolRange(0.9, 0.6)));
         // Edges that are valid.
         assert!(bad(|c| c.symbols = 1).is_none());
         assert!(bad(|c| c.trade_ratio = 0.0).is_none());
@@ -595,13 +532,7 @@ mod tests {
     /// normalised weights: the sampler draws the Zipf law, not an approximation.
     #[test]
     fn alias_table_is_exact() {
-        for (n, s) in [
-            (1usize, 1.0),
-            (7, 1.0),
-            (1000, 1.0),
-            (1000, 0.0),
-            (333, 1.7),
-        ] {
+        for (n, s) in [(1usize, 1.0), (7, 1.0), (1000, 1.0), (1000, 0.0), (333, 1.7)] {
             let w: Vec<f64> = (0..n).map(|i| ((i + 1) as f64).powf(-s)).collect();
             let total: f64 = w.iter().sum();
             let t = AliasTable::new(&w);
@@ -678,10 +609,7 @@ mod tests {
             }
         }
         // 20 % trades: 40 000 expected, binomial sd ~179.
-        assert!(
-            (trades as f64 - 40_000.0).abs() < 1_000.0,
-            "trades {trades}"
-        );
+        assert!((trades as f64 - 40_000.0).abs() < 1_000.0, "trades {trades}");
         assert_eq!(quotes + trades, 200_000);
     }
 
@@ -724,19 +652,10 @@ mod tests {
         let (m_th, v_th) = ((mu - sigma * sigma / 2.0) * dt, sigma * sigma * dt);
         let se_mean = (v_th / nf).sqrt();
         let se_var = v_th * (2.0 / (nf - 1.0)).sqrt();
-        assert!(
-            (mean - m_th).abs() < 5.0 * se_mean,
-            "mean {mean} vs {m_th} (se {se_mean})"
-        );
-        assert!(
-            (var - v_th).abs() < 5.0 * se_var,
-            "var {var} vs {v_th} (se {se_var})"
-        );
+        assert!((mean - m_th).abs() < 5.0 * se_mean, "mean {mean} vs {m_th} (se {se_mean})");
+        assert!((var - v_th).abs() < 5.0 * se_var, "var {var} vs {v_th} (se {se_var})");
         assert!(skew.abs() < 5.0 * (6.0 / nf).sqrt(), "skew {skew}");
-        assert!(
-            kurt.abs() < 5.0 * (24.0 / nf).sqrt(),
-            "excess kurtosis {kurt}"
-        );
+        assert!(kurt.abs() < 5.0 * (24.0 / nf).sqrt(), "excess kurtosis {kurt}");
     }
 
     /// Symbol activity follows the configured law: symbol 0's share matches the
@@ -756,10 +675,7 @@ mod tests {
             let expect = p * n as f64;
             let sd = (n as f64 * p * (1.0 - p)).sqrt();
             let got = counts[sym as usize] as f64;
-            assert!(
-                (got - expect).abs() < 5.0 * sd,
-                "symbol {sym}: {got} vs {expect}"
-            );
+            assert!((got - expect).abs() < 5.0 * sd, "symbol {sym}: {got} vs {expect}");
         }
         let mut sorted = counts.clone();
         sorted.sort_unstable();
@@ -769,20 +685,13 @@ mod tests {
         assert!(top > 50 * median.max(1), "top {top} median {median}");
 
         // Exponent 0: uniform activity.
-        let cfg = GbmConfig {
-            zipf_exponent: 0.0,
-            symbols: 10,
-            ..GbmConfig::default()
-        };
+        let cfg = GbmConfig { zipf_exponent: 0.0, symbols: 10, ..GbmConfig::default() };
         let mut counts = [0u64; 10];
         for (_, m) in Generator::new(cfg.clone()).unwrap().take(100_000) {
             counts[m.symbol().unwrap() as usize] += 1;
         }
         for c in counts {
-            assert!(
-                (c as f64 - 10_000.0).abs() < 5.0 * 94.9,
-                "uniform counts {counts:?}"
-            );
+            assert!((c as f64 - 10_000.0).abs() < 5.0 * 94.9, "uniform counts {counts:?}");
         }
     }
 
@@ -790,29 +699,20 @@ mod tests {
     /// clamps to one tick) and a flat, zero-vol mid.
     #[test]
     fn quantisation_edges() {
-        let cfg = GbmConfig {
-            tick_size: MAX_TICK_SIZE,
-            ..GbmConfig::default()
-        };
+        let cfg = GbmConfig { tick_size: MAX_TICK_SIZE, ..GbmConfig::default() };
         for (_, m) in Generator::new(cfg.clone()).unwrap().take(10_000) {
             if let Message::Quote(q) = m {
                 assert_eq!(q.bid_px, MAX_TICK_SIZE);
                 assert!(q.ask_px > q.bid_px);
             }
         }
-        let cfg = GbmConfig {
-            min_vol: 0.0,
-            max_vol: 0.0,
-            trade_ratio: 0.0,
-            ..GbmConfig::default()
-        };
+        let cfg =
+            GbmConfig { min_vol: 0.0, max_vol: 0.0, trade_ratio: 0.0, ..GbmConfig::default() };
         let g = Generator::new(cfg.clone()).unwrap();
         let first: Vec<_> = g.take(5_000).collect();
         let g = Generator::new(cfg.clone()).unwrap();
         for (_, m) in &first {
-            let Message::Quote(q) = m else {
-                panic!("trade with trade_ratio 0")
-            };
+            let Message::Quote(q) = m else { panic!("trade with trade_ratio 0") };
             let p = g.symbol_params(q.symbol).unwrap();
             let mid_ticks = (p.initial_mid / cfg.tick_size as f64).round() as i64;
             assert_eq!(q.bid_px, (mid_ticks - p.spread_ticks / 2) * cfg.tick_size);
@@ -832,20 +732,13 @@ mod tests {
         assert_eq!((s.bid_px, s.ask_px), (100, 300));
         s.mid = f64::INFINITY;
         s.requote(100);
-        assert!(
-            s.ask_px <= MAX_QUOTE_PX && s.ask_px > MAX_QUOTE_PX - 300,
-            "{s:?}"
-        );
+        assert!(s.ask_px <= MAX_QUOTE_PX && s.ask_px > MAX_QUOTE_PX - 300, "{s:?}");
         assert_eq!(s.ask_px - s.bid_px, 200);
     }
 
     #[test]
     fn fill_and_iterator_agree_with_next_message() {
-        let cfg = GbmConfig {
-            seed: 99,
-            symbols: 17,
-            ..GbmConfig::default()
-        };
+        let cfg = GbmConfig { seed: 99, symbols: 17, ..GbmConfig::default() };
         let mut a = Generator::new(cfg.clone()).unwrap();
         let mut batch = [Message::Unknown { kind: 0 }; 64];
         a.fill(&mut batch);
@@ -862,10 +755,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "invalid GbmConfig")]
     fn oracle_refuses_invalid_config() {
-        let cfg = GbmConfig {
-            symbols: 0,
-            ..GbmConfig::default()
-        };
+        let cfg = GbmConfig { symbols: 0, ..GbmConfig::default() };
         let _ = expected_stream(&cfg, 1).count();
     }
 }

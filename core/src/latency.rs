@@ -111,11 +111,7 @@ impl Latency {
     pub fn new() -> Latency {
         let hist = Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS)
             .expect("constant histogram bounds are valid (checked by a unit test)");
-        Latency {
-            hist,
-            clamped: 0,
-            skewed: 0,
-        }
+        Latency { hist, clamped: 0, skewed: 0 }
     }
 
     /// Record one sample of `ns` nanoseconds; values above [`HIGHEST_NS`] are
@@ -161,11 +157,7 @@ impl Latency {
     /// The value at percentile `p` (0.0 ..= 100.0; 99.9 means p99.9), in ns:
     /// the highest value equivalent to the sample at that rank. 0 when empty.
     pub fn percentile(&self, p: f64) -> u64 {
-        if self.hist.is_empty() {
-            0
-        } else {
-            self.hist.value_at_percentile(p)
-        }
+        if self.hist.is_empty() { 0 } else { self.hist.value_at_percentile(p) }
     }
 
     /// Count, min, percentiles, max and mean.
@@ -233,31 +225,16 @@ impl Latency {
             let value = v.value_iterated_to() as f64 / HGRM_UNIT_RATIO;
             let q = v.quantile_iterated_to();
             if q < 1.0 {
-                writeln!(
-                    out,
-                    "{value:12.digits$} {q:2.12} {total:10} {:14.2}",
-                    1.0 / (1.0 - q)
-                )?;
+                writeln!(out, "{value:12.digits$} {q:2.12} {total:10} {:14.2}", 1.0 / (1.0 - q))?;
             } else {
                 writeln!(out, "{value:12.digits$} {q:2.12} {total:10}")?;
             }
         }
         let mean = self.hist.mean() / HGRM_UNIT_RATIO;
         let stdev = self.hist.stdev() / HGRM_UNIT_RATIO;
-        let max = if self.hist.is_empty() {
-            0.0
-        } else {
-            self.hist.max() as f64 / HGRM_UNIT_RATIO
-        };
-        writeln!(
-            out,
-            "#[Mean    = {mean:12.digits$}, StdDeviation   = {stdev:12.digits$}]"
-        )?;
-        writeln!(
-            out,
-            "#[Max     = {max:12.digits$}, Total count    = {:12}]",
-            self.hist.len()
-        )?;
+        let max = if self.hist.is_empty() { 0.0 } else { self.hist.max() as f64 / HGRM_UNIT_RATIO };
+        writeln!(out, "#[Mean    = {mean:12.digits$}, StdDeviation   = {stdev:12.digits$}]")?;
+        writeln!(out, "#[Max     = {max:12.digits$}, Total count    = {:12}]", self.hist.len())?;
         writeln!(
             out,
             "#[Buckets = {:12}, SubBuckets     = {:12}]",
@@ -276,9 +253,7 @@ fn sub_bucket_count() -> u64 {
 
 impl fmt::Debug for Latency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Latency")
-            .field("summary", &self.summary())
-            .finish()
+        f.debug_struct("Latency").field("summary", &self.summary()).finish()
     }
 }
 
@@ -297,10 +272,7 @@ mod tests {
     /// Parse `.hgrm` text: rows, then the footer's (max µs, total count).
     fn parse_hgrm(text: &str) -> (Vec<Row>, f64, u64) {
         let mut lines = text.lines();
-        assert_eq!(
-            lines.next(),
-            Some("       Value     Percentile TotalCount 1/(1-Percentile)")
-        );
+        assert_eq!(lines.next(), Some("       Value     Percentile TotalCount 1/(1-Percentile)"));
         assert_eq!(lines.next(), Some(""));
         let mut rows = Vec::new();
         let mut footer_max = f64::NAN;
@@ -327,10 +299,7 @@ mod tests {
                         "{line:?}"
                     );
                 } else {
-                    assert_eq!(
-                        row.quantile, 1.0,
-                        "only the last row omits 1/(1-p): {line:?}"
-                    );
+                    assert_eq!(row.quantile, 1.0, "only the last row omits 1/(1-p): {line:?}");
                 }
                 rows.push(row);
             }
@@ -370,10 +339,7 @@ mod tests {
             (s.max, 100_000),
             (s.mean, 50_000),
         ] {
-            assert!(
-                within(got, exact, 0.001),
-                "got {got}, expected {exact}: {s:?}"
-            );
+            assert!(within(got, exact, 0.001), "got {got}, expected {exact}: {s:?}");
         }
         assert_eq!(l.percentile(100.0), s.max);
     }
@@ -469,16 +435,9 @@ mod tests {
         assert_eq!(rows[0].quantile, 0.0);
         assert!((max_us - 5_000.0).abs() <= 5.0, "max {max_us}");
         // Rows at exact ticks agree with percentile() and with the distribution.
-        for (q, expect_ns) in [
-            (0.5, 100_000u64),
-            (0.9, 180_000),
-            (0.95, 190_000),
-            (0.975, 195_000),
-        ] {
-            let row = rows
-                .iter()
-                .find(|r| (r.quantile - q).abs() < 1e-9)
-                .expect("tick present");
+        for (q, expect_ns) in [(0.5, 100_000u64), (0.9, 180_000), (0.95, 190_000), (0.975, 195_000)]
+        {
+            let row = rows.iter().find(|r| (r.quantile - q).abs() < 1e-9).expect("tick present");
             let ns = (row.value_us * 1000.0).round() as u64;
             assert_eq!(ns, l.percentile(q * 100.0), "q {q}");
             assert!(within(ns, expect_ns, 0.002), "q {q}: {ns} vs {expect_ns}");

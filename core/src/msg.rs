@@ -219,7 +219,15 @@ impl Book {
             writeln!(
                 out,
                 "{} {} {} {} {} {} {} {} {}",
-                s.symbol, s.bid_px, s.ask_px, s.bid_qty, s.ask_qty, s.last_px, s.last_qty, s.updates, s.last_seq
+                s.symbol,
+                s.bid_px,
+                s.ask_px,
+                s.bid_qty,
+                s.ask_qty,
+                s.last_px,
+                s.last_qty,
+                s.updates,
+                s.last_seq
             )?;
         }
         Ok(())

@@ -103,11 +103,7 @@ impl Pool {
             self.drain_returns();
         }
         match self.local.pop() {
-            Some(buf) => Some(PoolBuf {
-                buf,
-                len: 0,
-                home: Arc::clone(&self.shared),
-            }),
+            Some(buf) => Some(PoolBuf { buf, len: 0, home: Arc::clone(&self.shared) }),
             None => {
                 self.misses += 1;
                 None
@@ -263,10 +259,7 @@ mod tests {
     #[test]
     fn get_fill_and_return() {
         let mut pool = Pool::new(64, 2);
-        assert_eq!(
-            (pool.available(), pool.capacity(), pool.buf_len()),
-            (2, 2, 64)
-        );
+        assert_eq!((pool.available(), pool.capacity(), pool.buf_len()), (2, 2, 64));
         let mut b = pool.get().unwrap();
         assert_eq!((b.len(), b.capacity()), (0, 64));
         b.as_mut_full()[..3].copy_from_slice(b"abc");
@@ -279,15 +272,7 @@ mod tests {
         assert_eq!(pool.available(), 1);
         drop(b);
         assert_eq!(pool.available(), 2);
-        assert_eq!(
-            pool.stats(),
-            PoolStats {
-                gets: 1,
-                misses: 0,
-                returned: 0,
-                dropped: 0
-            }
-        );
+        assert_eq!(pool.stats(), PoolStats { gets: 1, misses: 0, returned: 0, dropped: 0 });
     }
 
     #[test]
@@ -302,15 +287,7 @@ mod tests {
         assert_eq!(pool.available(), 1);
         let again = pool.get().expect("a returned buffer is reused");
         assert!(pool.get().is_none());
-        assert_eq!(
-            pool.stats(),
-            PoolStats {
-                gets: 7,
-                misses: 3,
-                returned: 1,
-                dropped: 0
-            }
-        );
+        assert_eq!(pool.stats(), PoolStats { gets: 7, misses: 3, returned: 1, dropped: 0 });
         drop(again);
         drop(held);
         assert_eq!(pool.available(), 3);
@@ -366,10 +343,7 @@ mod tests {
         let s = pool.stats();
         assert_eq!(s.gets - s.misses, 1_000);
         assert_eq!(s.dropped, 0);
-        assert!(
-            s.returned >= 1_000 - 8,
-            "all but the first 8 gets reused returned buffers"
-        );
+        assert!(s.returned >= 1_000 - 8, "all but the first 8 gets reused returned buffers");
     }
 
     #[test]
@@ -377,10 +351,7 @@ mod tests {
         let mut pool = Pool::new(4, 1);
         let b = pool.get().unwrap();
         // Break the invariant on purpose: fill the queue with a stranger.
-        pool.shared
-            .returns
-            .push(vec![0u8; 4].into_boxed_slice())
-            .unwrap();
+        pool.shared.returns.push(vec![0u8; 4].into_boxed_slice()).unwrap();
         drop(b);
         assert_eq!(pool.stats().dropped, 1);
         assert_eq!(pool.available(), 1);

@@ -101,10 +101,7 @@ fn reader(r: CacheReader, done: Arc<AtomicBool>, seen: Arc<AtomicU64>) -> (u64, 
             );
             last[s as usize] = n;
             let cheap = r.updates(s).expect("in range");
-            assert!(
-                cheap >= n,
-                "symbol {s}: updates() {cheap} < read().updates {n}"
-            );
+            assert!(cheap >= n, "symbol {s}: updates() {cheap} < read().updates {n}");
             last[s as usize] = cheap;
             reads += 1;
             if n != 0 && n != per_symbol {
@@ -158,17 +155,11 @@ fn concurrent_reads_are_never_torn_and_updates_are_monotonic() {
         // Every checkpoint but the last (the final state) forces one pass over
         // all symbols in an intermediate state.
         let forced = (MESSAGES / CHECKPOINT_EVERY - 1) * u64::from(SYMBOLS);
-        assert!(
-            intermediate >= forced,
-            "checkpoints force {forced} intermediate reads"
-        );
+        assert!(intermediate >= forced, "checkpoints force {forced} intermediate reads");
     }
     let book = r.to_book();
     for s in 0..SYMBOLS {
-        assert_eq!(
-            book.states()[s as usize],
-            expected(s, MESSAGES / u64::from(SYMBOLS))
-        );
+        assert_eq!(book.states()[s as usize], expected(s, MESSAGES / u64::from(SYMBOLS)));
     }
 }
 

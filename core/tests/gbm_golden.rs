@@ -66,10 +66,7 @@ fn print_golden() {
         println!("{seq}: {m:?}");
     }
     println!("hash 100_000: {:#018x}", stream_hash(&cfg, 100_000));
-    println!(
-        "hash seed 8: {:#018x}",
-        stream_hash(&GbmConfig { seed: 8, ..cfg }, 100_000)
-    );
+    println!("hash seed 8: {:#018x}", stream_hash(&GbmConfig { seed: 8, ..cfg }, 100_000));
     let b = expected_book(&cfg, 100_000);
     println!("book[0]: {:?}", b.states()[0]);
     println!("book[999]: {:?}", b.states()[999]);
@@ -99,10 +96,7 @@ fn q(
 #[test]
 fn golden_first_messages() {
     let cfg = GbmConfig::default();
-    assert_eq!(
-        (cfg.seed, cfg.symbols, cfg.tick_size, cfg.dt_ns),
-        (7, 1000, 100, 5_000)
-    );
+    assert_eq!((cfg.seed, cfg.symbols, cfg.tick_size, cfg.dt_ns), (7, 1000, 100, 5_000));
     let want = [
         q(2, 4_665_200, 4_665_300, 3300, 4900, 1, 1),
         q(3, 1_764_900, 1_765_100, 1900, 4000, 2, 1),
@@ -120,11 +114,8 @@ fn golden_first_messages() {
         }),
     ];
     let got: Vec<(SeqNo, Message)> = expected_stream(&cfg, want.len() as u64).collect();
-    let want: Vec<(SeqNo, Message)> = want
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (SeqNo(i as u64 + 1), *m))
-        .collect();
+    let want: Vec<(SeqNo, Message)> =
+        want.iter().enumerate().map(|(i, m)| (SeqNo(i as u64 + 1), *m)).collect();
     assert_eq!(got, want);
 }
 
@@ -133,10 +124,7 @@ fn golden_first_messages() {
 fn golden_hash_of_first_100k() {
     let cfg = GbmConfig::default();
     assert_eq!(stream_hash(&cfg, 100_000), 0xc418_f24c_f669_66fb);
-    assert_eq!(
-        stream_hash(&GbmConfig { seed: 8, ..cfg }, 100_000),
-        0x4ad6_1b98_ee55_1b94
-    );
+    assert_eq!(stream_hash(&GbmConfig { seed: 8, ..cfg }, 100_000), 0x4ad6_1b98_ee55_1b94);
 }
 
 /// The oracle book after 100 000 messages, for the busiest and the quietest symbol.
@@ -160,9 +148,7 @@ fn golden_book() {
     );
     let s = b.states()[999];
     assert_eq!(
-        (
-            s.bid_px, s.ask_px, s.bid_qty, s.ask_qty, s.last_px, s.last_qty, s.updates, s.last_seq
-        ),
+        (s.bid_px, s.ask_px, s.bid_qty, s.ask_qty, s.last_px, s.last_qty, s.updates, s.last_seq),
         (202_700, 202_800, 1900, 1800, 202_800, 800, 11, 98_019)
     );
 }
@@ -189,11 +175,7 @@ fn same_seed_same_stream_different_seed_different() {
 /// messages, and the batch API agrees with the one-at-a-time API.
 #[test]
 fn prefix_and_batch_consistency() {
-    let cfg = GbmConfig {
-        seed: 1234,
-        symbols: 50,
-        ..GbmConfig::default()
-    };
+    let cfg = GbmConfig { seed: 1234, symbols: 50, ..GbmConfig::default() };
     let long: Vec<_> = expected_stream(&cfg, 5_000).collect();
     let short: Vec<_> = expected_stream(&cfg, 1_234).collect();
     assert_eq!(&long[..1_234], &short[..]);
@@ -209,10 +191,7 @@ fn prefix_and_batch_consistency() {
 /// its per-symbol counters agree with the quotes' `symbol_seq`.
 #[test]
 fn book_oracle_matches_stream() {
-    let cfg = GbmConfig {
-        symbols: 64,
-        ..GbmConfig::default()
-    };
+    let cfg = GbmConfig { symbols: 64, ..GbmConfig::default() };
     let n = 30_000;
     let mut book = Book::new(cfg.symbols);
     let mut last_symbol_seq = vec![0u64; 64];

@@ -157,10 +157,7 @@ fn apply_path_never_torn() {
                         );
                     }
                 }
-                assert!(
-                    r.updates(0).unwrap() >= s.updates,
-                    "updates() went back after a read"
-                );
+                assert!(r.updates(0).unwrap() >= s.updates, "updates() went back after a read");
             }
         });
         for n in 1..=2u64 {

@@ -97,11 +97,8 @@ fn steady_state_get_fill_drop_allocates_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
 
     let returner = {
-        let (handoff, measuring, stop) = (
-            Arc::clone(&handoff),
-            Arc::clone(&measuring),
-            Arc::clone(&stop),
-        );
+        let (handoff, measuring, stop) =
+            (Arc::clone(&handoff), Arc::clone(&measuring), Arc::clone(&stop));
         thread::spawn(move || {
             let mut checksum = 0u64;
             let mut dropped = 0u64;
@@ -157,13 +154,7 @@ fn steady_state_get_fill_drop_allocates_nothing() {
     COUNTING.with(|c| c.set(true));
     drop(std::hint::black_box(vec![0u8; 16]));
     COUNTING.with(|c| c.set(false));
-    assert_eq!(
-        (
-            ALLOCS.swap(0, Ordering::Relaxed),
-            FREES.swap(0, Ordering::Relaxed)
-        ),
-        (1, 1)
-    );
+    assert_eq!((ALLOCS.swap(0, Ordering::Relaxed), FREES.swap(0, Ordering::Relaxed)), (1, 1));
 
     measuring.store(true, Ordering::Release);
     COUNTING.with(|c| c.set(true));
@@ -171,10 +162,7 @@ fn steady_state_get_fill_drop_allocates_nothing() {
         cycle(i, &mut pool);
     }
     COUNTING.with(|c| c.set(false));
-    let (allocs, frees) = (
-        ALLOCS.load(Ordering::Relaxed),
-        FREES.load(Ordering::Relaxed),
-    );
+    let (allocs, frees) = (ALLOCS.load(Ordering::Relaxed), FREES.load(Ordering::Relaxed));
     stop.store(true, Ordering::Release);
     let (their_checksum, dropped) = returner.join().unwrap();
 

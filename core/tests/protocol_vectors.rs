@@ -31,12 +31,7 @@ struct Vector {
 enum Body {
     Empty,
     Messages(Vec<Message>),
-    Snapshot {
-        part: u16,
-        parts: u16,
-        symbols: u32,
-        records: Vec<SymbolState>,
-    },
+    Snapshot { part: u16, parts: u16, symbols: u32, records: Vec<SymbolState> },
     LoginAck(LoginAckRepr),
     NackReject(NackRejectRepr),
 }
@@ -67,12 +62,7 @@ fn emit(header: &PacketRepr, body: &Body) -> Vec<u8> {
                 off += emit_message(m, &mut payload[off..]).expect("message fits");
             }
         }
-        Body::Snapshot {
-            part,
-            parts,
-            symbols,
-            records,
-        } => {
+        Body::Snapshot { part, parts, symbols, records } => {
             SnapshotHeader::new_unchecked(&mut payload[..8]).emit(*part, *parts, *symbols);
             for (i, r) in records.iter().enumerate() {
                 emit_record(r, &mut payload[8 + 56 * i..]);
@@ -109,9 +99,7 @@ fn num(s: &str) -> u64 {
     let s = s.replace('_', "");
     match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16).unwrap_or_else(|e| panic!("bad hex {s:?}: {e}")),
-        None => s
-            .parse()
-            .unwrap_or_else(|e| panic!("bad number {s:?}: {e}")),
+        None => s.parse().unwrap_or_else(|e| panic!("bad number {s:?}: {e}")),
     }
 }
 
@@ -157,9 +145,7 @@ fn parse_fields(name: &str, text: &str) -> Vector {
     let mut records = Vec::new();
     let mut body = None;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (k, v) = line
-            .split_once('=')
-            .unwrap_or_else(|| panic!("{name}: bad line {line:?}"));
+        let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("{name}: bad line {line:?}"));
         let (k, v) = (k.trim(), v.trim());
         seen.push(k.to_string());
         match k {
@@ -223,10 +209,8 @@ fn parse_fields(name: &str, text: &str) -> Vector {
                     "Snapshot" => LoginMode::Snapshot,
                     other => panic!("{name}: unknown mode {other:?}"),
                 };
-                body = Some(Body::LoginAck(LoginAckRepr {
-                    oldest: SeqNo(num(&f("oldest"))),
-                    mode,
-                }));
+                body =
+                    Some(Body::LoginAck(LoginAckRepr { oldest: SeqNo(num(&f("oldest"))), mode }));
             }
             "nack_reject" => {
                 let f = kv(v);
@@ -238,41 +222,21 @@ fn parse_fields(name: &str, text: &str) -> Vector {
             other => panic!("{name}: unknown field {other:?}"),
         }
     }
-    for required in [
-        "kind",
-        "flags",
-        "epoch",
-        "first_seq",
-        "count",
-        "send_time",
-        "payload_len",
-        "crc",
-    ] {
-        assert!(
-            seen.iter().any(|s| s == required),
-            "{name}: field {required} not documented"
-        );
+    for required in
+        ["kind", "flags", "epoch", "first_seq", "count", "send_time", "payload_len", "crc"]
+    {
+        assert!(seen.iter().any(|s| s == required), "{name}: field {required} not documented");
     }
     let body = if let Some(b) = body {
         b
     } else if let Some((part, parts, symbols)) = snapshot {
-        Body::Snapshot {
-            part,
-            parts,
-            symbols,
-            records,
-        }
+        Body::Snapshot { part, parts, symbols, records }
     } else if !messages.is_empty() {
         Body::Messages(messages)
     } else {
         Body::Empty
     };
-    Vector {
-        name: name.to_string(),
-        header,
-        crc: crc.expect("crc"),
-        body,
-    }
+    Vector { name: name.to_string(), header, crc: crc.expect("crc"), body }
 }
 
 fn parse_hex(name: &str, text: &str) -> Vec<u8> {
@@ -314,15 +278,12 @@ fn document_vectors() -> Vec<(Vector, Vec<u8>)> {
                 block.push_str(l);
                 block.push('\n');
             }
-            let name = current
-                .clone()
-                .unwrap_or_else(|| panic!("a {fence} block outside a vector"));
+            let name =
+                current.clone().unwrap_or_else(|| panic!("a {fence} block outside a vector"));
             if fence == "```fields" {
                 fields = Some(block);
             } else {
-                let f = fields
-                    .take()
-                    .unwrap_or_else(|| panic!("{name}: hex before fields"));
+                let f = fields.take().unwrap_or_else(|| panic!("{name}: hex before fields"));
                 out.push((parse_fields(&name, &f), parse_hex(&name, &block)));
                 current = None;
             }
@@ -335,8 +296,7 @@ fn document_vectors() -> Vec<(Vector, Vec<u8>)> {
 /// Parse documented bytes into a [`Vector`] with the crate's parsers.
 fn parse_bytes(name: &str, bytes: &[u8]) -> Vector {
     let p = Packet::new_checked(bytes).unwrap_or_else(|e| panic!("{name}: check_len: {e}"));
-    p.verify_crc()
-        .unwrap_or_else(|e| panic!("{name}: CRC: {e}"));
+    p.verify_crc().unwrap_or_else(|e| panic!("{name}: CRC: {e}"));
     let header = PacketRepr::parse(&p).unwrap_or_else(|e| panic!("{name}: header: {e}"));
     let payload = p.payload();
     let body = match header.kind {
@@ -362,57 +322,27 @@ fn parse_bytes(name: &str, bytes: &[u8]) -> Vector {
             NackRejectRepr::parse(payload).unwrap_or_else(|e| panic!("{name}: {e}")),
         ),
         _ => {
-            assert!(
-                payload.is_empty(),
-                "{name}: a {:?} packet with a payload",
-                header.kind
-            );
+            assert!(payload.is_empty(), "{name}: a {:?} packet with a payload", header.kind);
             Body::Empty
         }
     };
-    Vector {
-        name: name.to_string(),
-        header,
-        crc: p.crc(),
-        body,
-    }
+    Vector { name: name.to_string(), header, crc: p.crc(), body }
 }
 
 #[test]
 fn document_vectors_parse_verify_and_reemit() {
     let vectors = document_vectors();
     let names: Vec<&str> = vectors.iter().map(|(v, _)| v.name.as_str()).collect();
-    for required in [
-        "heartbeat",
-        "data",
-        "nack",
-        "login_ack",
-        "nack_reject",
-        "snapshot",
-    ] {
-        assert!(
-            names.contains(&required),
-            "docs/PROTOCOL.md lacks vector {required}: {names:?}"
-        );
+    for required in ["heartbeat", "data", "nack", "login_ack", "nack_reject", "snapshot"] {
+        assert!(names.contains(&required), "docs/PROTOCOL.md lacks vector {required}: {names:?}");
     }
     for (doc, bytes) in &vectors {
         let name = &doc.name;
-        assert_eq!(
-            bytes.len(),
-            HEADER_LEN + doc.header.payload_len,
-            "{name}: length"
-        );
-        assert_eq!(
-            doc.body.len(),
-            doc.header.payload_len,
-            "{name}: body vs payload_len"
-        );
+        assert_eq!(bytes.len(), HEADER_LEN + doc.header.payload_len, "{name}: length");
+        assert_eq!(doc.body.len(), doc.header.payload_len, "{name}: body vs payload_len");
         // The bytes parse into exactly the documented values, CRC included.
         let parsed = parse_bytes(name, bytes);
-        assert_eq!(
-            &parsed, doc,
-            "{name}: parsed values differ from the documented ones"
-        );
+        assert_eq!(&parsed, doc, "{name}: parsed values differ from the documented ones");
         // Emitting the documented values gives exactly the documented bytes.
         let emitted = emit(&doc.header, &doc.body);
         assert_eq!(&emitted, bytes, "{name}: emitted bytes differ");
@@ -420,20 +350,14 @@ fn document_vectors_parse_verify_and_reemit() {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            let ok = Packet::new_checked(&b[..])
-                .and_then(|p| PacketRepr::parse(&p))
-                .is_ok();
+            let ok = Packet::new_checked(&b[..]).and_then(|p| PacketRepr::parse(&p)).is_ok();
             assert!(!ok, "{name}: flipping byte {i} went unnoticed");
         }
     }
     let mut sorted = names.clone();
     sorted.sort_unstable();
     sorted.dedup();
-    assert_eq!(
-        sorted.len(),
-        names.len(),
-        "duplicate vector names: {names:?}"
-    );
+    assert_eq!(sorted.len(), names.len(), "duplicate vector names: {names:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -491,43 +415,11 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
         let h = header(kind, flags, first_seq, count, t, &body);
         v.push((name.to_string(), h, body));
     };
-    add(
-        "data",
-        Data,
-        0,
-        1000,
-        2,
-        1_000_000_000,
-        Body::Messages(vec![quote(), trade()]),
-    );
-    add(
-        "heartbeat",
-        Heartbeat,
-        0,
-        1002,
-        0,
-        1_250_000_000,
-        Body::Empty,
-    );
-    add(
-        "heartbeat_line_b",
-        Heartbeat,
-        1,
-        1002,
-        0,
-        1_250_000_000,
-        Body::Empty,
-    );
+    add("data", Data, 0, 1000, 2, 1_000_000_000, Body::Messages(vec![quote(), trade()]));
+    add("heartbeat", Heartbeat, 0, 1002, 0, 1_250_000_000, Body::Empty);
+    add("heartbeat_line_b", Heartbeat, 1, 1002, 0, 1_250_000_000, Body::Empty);
     add("nack", Nack, 0, 1000, 2, 1_300_000_000, Body::Empty);
-    add(
-        "retransmission",
-        Retransmission,
-        0,
-        1001,
-        1,
-        1_300_050_000,
-        Body::Messages(vec![trade()]),
-    );
+    add("retransmission", Retransmission, 0, 1001, 1, 1_300_050_000, Body::Messages(vec![trade()]));
     add(
         "nack_reject",
         NackReject,
@@ -535,20 +427,9 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
         5,
         3,
         1_300_060_000,
-        Body::NackReject(NackRejectRepr {
-            oldest: SeqNo(900),
-            next: SeqNo(1002),
-        }),
+        Body::NackReject(NackRejectRepr { oldest: SeqNo(900), next: SeqNo(1002) }),
     );
-    add(
-        "snapshot_request",
-        SnapshotRequest,
-        0,
-        0,
-        0,
-        1_300_100_000,
-        Body::Empty,
-    );
+    add("snapshot_request", SnapshotRequest, 0, 0, 0, 1_300_100_000, Body::Empty);
     add(
         "snapshot",
         Snapshot,
@@ -581,27 +462,14 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
         990,
         0,
         2_000_050_000,
-        Body::LoginAck(LoginAckRepr {
-            oldest: SeqNo(1),
-            mode: LoginMode::Resume,
-        }),
+        Body::LoginAck(LoginAckRepr { oldest: SeqNo(1), mode: LoginMode::Resume }),
     );
-    add(
-        "end_of_session",
-        EndOfSession,
-        0,
-        1002,
-        0,
-        3_000_000_000,
-        Body::Empty,
-    );
+    add("end_of_session", EndOfSession, 0, 1002, 0, 3_000_000_000, Body::Empty);
     v
 }
 
 fn le(b: &[u8]) -> u64 {
-    b.iter()
-        .rev()
-        .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+    b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
 }
 
 /// One annotated hex line per field: `(bytes, label)`.
@@ -701,12 +569,7 @@ fn fields_text(h: &PacketRepr, crc: u32, body: &Body) -> String {
                 }
             }
         }
-        Body::Snapshot {
-            part,
-            parts,
-            symbols,
-            records,
-        } => {
+        Body::Snapshot { part, parts, symbols, records } => {
             s += &format!("snapshot    = part={part} parts={parts} symbols={symbols}\n");
             for r in records {
                 s += &format!(
@@ -743,18 +606,12 @@ fn hex_text(bytes: &[u8], body: &Body) -> String {
             let mut off = 0;
             for m in ms {
                 let len = message_len(m);
-                let layout = if matches!(m, Message::Quote(_)) {
-                    QUOTE_LAYOUT
-                } else {
-                    TRADE_LAYOUT
-                };
+                let layout =
+                    if matches!(m, Message::Quote(_)) { QUOTE_LAYOUT } else { TRADE_LAYOUT };
                 let mut o = 0;
                 for &(flen, label) in layout {
                     let b = payload[off + o..off + o + flen].to_vec();
-                    lines.push((
-                        b,
-                        format!("{:>3}  msg@{off}+{o}  {label}", HEADER_LEN + off + o),
-                    ));
+                    lines.push((b, format!("{:>3}  msg@{off}+{o}  {label}", HEADER_LEN + off + o)));
                     o += flen;
                 }
                 off += len;
@@ -764,10 +621,7 @@ fn hex_text(bytes: &[u8], body: &Body) -> String {
             let mut o = 0;
             for &(flen, label) in SNAP_HEADER_LAYOUT {
                 let b = payload[o..o + flen].to_vec();
-                lines.push((
-                    b,
-                    format!("{:>3}  part header+{o}  {label}", HEADER_LEN + o),
-                ));
+                lines.push((b, format!("{:>3}  part header+{o}  {label}", HEADER_LEN + o)));
                 o += flen;
             }
             for r in 0..records.len() {
@@ -837,13 +691,9 @@ fn print_vectors() {
 /// document cannot drift apart silently).
 #[test]
 fn document_holds_the_examples() {
-    let doc: Vec<(String, Vec<u8>)> = document_vectors()
-        .into_iter()
-        .map(|(v, b)| (v.name, b))
-        .collect();
-    let ours: Vec<(String, Vec<u8>)> = example_vectors()
-        .into_iter()
-        .map(|(n, h, b)| (n, emit(&h, &b)))
-        .collect();
+    let doc: Vec<(String, Vec<u8>)> =
+        document_vectors().into_iter().map(|(v, b)| (v.name, b)).collect();
+    let ours: Vec<(String, Vec<u8>)> =
+        example_vectors().into_iter().map(|(n, h, b)| (n, emit(&h, &b))).collect();
     assert_eq!(doc, ours);
 }

@@ -82,10 +82,7 @@ impl Loss {
     fn new(rate: f64, bursty: bool, burst: f64) -> Loss {
         if bursty && rate > 0.0 {
             let r = 1.0 / burst;
-            Loss::Burst {
-                p: rate * r / (1.0 - rate),
-                r,
-            }
+            Loss::Burst { p: rate * r / (1.0 - rate), r }
         } else {
             Loss::Random(rate)
         }
@@ -106,15 +103,7 @@ struct Link {
 
 impl Link {
     fn new(loss: Loss, delay: u64, jitter: u64) -> Link {
-        Link {
-            loss,
-            bad: false,
-            last: 0,
-            dup: 0.0,
-            corrupt: 0.0,
-            delay,
-            jitter,
-        }
+        Link { loss, bad: false, last: 0, dup: 0.0, corrupt: 0.0, delay, jitter }
     }
 
     fn perfect(delay: u64) -> Link {
@@ -132,11 +121,7 @@ impl Link {
         match self.loss {
             Loss::Random(p) => chance(rng, p),
             Loss::Burst { p, r } => {
-                self.bad = if self.bad {
-                    !chance(rng, r)
-                } else {
-                    chance(rng, p)
-                };
+                self.bad = if self.bad { !chance(rng, r) } else { chance(rng, p) };
                 self.bad
             }
         }
@@ -151,11 +136,7 @@ impl Link {
         let mut out = Vec::with_capacity(2);
         let copies = if chance(rng, self.dup) { 2 } else { 1 };
         for _ in 0..copies {
-            let j = if self.jitter == 0 {
-                0
-            } else {
-                rng.next_u64() % self.jitter
-            };
+            let j = if self.jitter == 0 { 0 } else { rng.next_u64() % self.jitter };
             out.push((now + self.delay + j, chance(rng, self.corrupt)));
         }
         out
@@ -171,12 +152,7 @@ fn chance(rng: &mut Xoshiro256PlusPlus, p: f64) -> bool {
 #[derive(Debug)]
 enum Ev {
     /// A packet reaches client `c` (on a stream: of connection `conn`).
-    ToClient {
-        c: usize,
-        line: Line,
-        bytes: Vec<u8>,
-        conn: u64,
-    },
+    ToClient { c: usize, line: Line, bytes: Vec<u8>, conn: u64 },
     /// A request from client `c` reaches the server.
     ToServer { c: usize, bytes: Vec<u8>, conn: u64 },
     /// The server's generator and timers.
@@ -225,11 +201,7 @@ struct Queue {
 impl Queue {
     fn push(&mut self, at: u64, ev: Ev) {
         self.order += 1;
-        self.heap.push(Scheduled {
-            at,
-            order: self.order,
-            ev,
-        });
+        self.heap.push(Scheduled { at, order: self.order, ev });
     }
 }
 
@@ -316,11 +288,7 @@ impl Oracle {
                 self.snap = Some((seq.0, symbols, Vec::new()));
             }
             Event::SymbolState(s) => {
-                self.snap
-                    .as_mut()
-                    .expect("state outside a snapshot")
-                    .2
-                    .push(s);
+                self.snap.as_mut().expect("state outside a snapshot").2.push(s);
             }
             Event::SnapshotEnd { seq } => {
                 let Some((s, symbols, states)) = self.snap.take() else {
@@ -341,10 +309,7 @@ impl Oracle {
                     );
                     self.mine.set(*st);
                 }
-                assert_eq!(
-                    self.mine, self.truth,
-                    "{ctx}: state after the snapshot at {s}"
-                );
+                assert_eq!(self.mine, self.truth, "{ctx}: state after the snapshot at {s}");
                 self.next = Some(s);
                 self.snapshots += 1;
             }
@@ -365,18 +330,11 @@ impl Oracle {
     }
 
     fn finish(&mut self, server: &Book, total: u64, ctx: Ctx<'_>) {
-        assert_eq!(
-            self.next,
-            Some(total + 1),
-            "{ctx}: did not deliver the whole session"
-        );
+        assert_eq!(self.next, Some(total + 1), "{ctx}: did not deliver the whole session");
         assert_eq!(self.eos, Some(total + 1), "{ctx}: no end of session");
         self.advance_truth(total + 1, ctx);
         assert_eq!(self.mine, self.truth, "{ctx}: final state");
-        assert_eq!(
-            &self.mine, server,
-            "{ctx}: final state differs from the server's book"
-        );
+        assert_eq!(&self.mine, server, "{ctx}: final state differs from the server's book");
     }
 }
 
@@ -579,12 +537,7 @@ impl World {
                 l
             };
             let (a, b, req, ans) = if sc.mode == Mode::Stream {
-                (
-                    Link::perfect(50 * US),
-                    None,
-                    Link::perfect(50 * US),
-                    Link::perfect(50 * US),
-                )
+                (Link::perfect(50 * US), None, Link::perfect(50 * US), Link::perfect(50 * US))
             } else {
                 (
                     mk(sc.loss_a, 50 * US, sc.jitter),
@@ -649,12 +602,7 @@ impl World {
     }
 
     fn ctx(&self, c: usize) -> String {
-        format!(
-            "seed {} client {c} at {} µs ({:?})",
-            self.sc.seed,
-            self.now / US,
-            self.sc
-        )
+        format!("seed {} client {c} at {} µs ({:?})", self.sc.seed, self.now / US, self.sc)
     }
 
     /// Send a live packet to every listening client.
@@ -740,11 +688,7 @@ impl World {
             let p = self.eos_packet.clone();
             self.fan_out(&p);
         }
-        let next = if self.server.is_ended() {
-            self.now + 5 * MS
-        } else {
-            self.now + TICK
-        };
+        let next = if self.server.is_ended() { self.now + 5 * MS } else { self.now + TICK };
         self.q.push(next, Ev::ServerTick);
     }
 
@@ -755,14 +699,8 @@ impl World {
         self.drain_server();
         let out = self
             .server
-            .handle_request(now, self.now, peer, bytes, &mut |r| {
-                replies.push(r.to_vec())
-            });
-        let line = if self.sc.mode == Mode::Stream {
-            Line::A
-        } else {
-            Line::Unicast
-        };
+            .handle_request(now, self.now, peer, bytes, &mut |r| replies.push(r.to_vec()));
+        let line = if self.sc.mode == Mode::Stream { Line::A } else { Line::Unicast };
         let cl = &mut self.clients[c];
         if let RequestOutcome::LoginAccepted { .. } = out {
             cl.live = true;
@@ -789,12 +727,7 @@ impl World {
         let now = Instant(self.now);
         while let Some(ev) = self.clients[c].rx.poll_event() {
             if let Event::EpochChanged { new, .. } = ev {
-                let key = self
-                    .keys
-                    .iter()
-                    .find(|(e, _)| *e == new)
-                    .expect("a known epoch")
-                    .1;
+                let key = self.keys.iter().find(|(e, _)| *e == new).expect("a known epoch").1;
                 self.clients[c].oracle.on_restart(key);
                 continue;
             }
@@ -802,11 +735,7 @@ impl World {
                 let at = self.now + 100 * US;
                 self.q.push(at, Ev::Connect { c });
             }
-            let ctx = Ctx {
-                sc: &self.sc,
-                client: c,
-                now: self.now,
-            };
+            let ctx = Ctx { sc: &self.sc, client: c, now: self.now };
             self.clients[c].oracle.on_event(&ev, ctx);
         }
         let mut buf = [0u8; 64];
@@ -850,11 +779,7 @@ impl World {
         while let Some(Scheduled { at, ev, .. }) = self.q.heap.pop() {
             assert!(at >= self.now);
             steps += 1;
-            assert!(
-                steps < MAX_STEPS,
-                "{}: runaway simulation (a timer livelock?)",
-                self.ctx(0)
-            );
+            assert!(steps < MAX_STEPS, "{}: runaway simulation (a timer livelock?)", self.ctx(0));
             self.now = at;
             if self.now > SIM_LIMIT {
                 let c = 0;
@@ -868,12 +793,7 @@ impl World {
             let now = Instant(self.now);
             match ev {
                 Ev::ServerTick => self.server_tick(),
-                Ev::ToClient {
-                    c,
-                    line,
-                    bytes,
-                    conn,
-                } => {
+                Ev::ToClient { c, line, bytes, conn } => {
                     let cl = &mut self.clients[c];
                     if cl.joined
                         && (self.sc.mode == Mode::Datagram || (cl.connected && conn == cl.conn))
@@ -949,11 +869,7 @@ impl World {
         };
         let book = self.server.book().clone();
         for c in 0..self.clients.len() {
-            let ctx = Ctx {
-                sc: &self.sc,
-                client: c,
-                now: self.now,
-            };
+            let ctx = Ctx { sc: &self.sc, client: c, now: self.now };
             let cl = &mut self.clients[c];
             cl.oracle.finish(&book, self.sc.messages, ctx);
             assert_eq!(cl.oracle.unrecoverable, 0, "{ctx}: gave up");
@@ -999,12 +915,9 @@ impl World {
             }
             t.add(st);
             if !self.restarted {
-                t.both_lost += cl
-                    .lost_a
-                    .iter()
-                    .zip(cl.lost_b.iter())
-                    .filter(|(a, b)| **a && **b)
-                    .count() as u64;
+                t.both_lost +=
+                    cl.lost_a.iter().zip(cl.lost_b.iter()).filter(|(a, b)| **a && **b).count()
+                        as u64;
             }
         }
         t
@@ -1044,10 +957,7 @@ fn wall_clock() -> std::time::Instant {
 }
 
 fn seeds(default: u64) -> u64 {
-    std::env::var("SIMNET_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    std::env::var("SIMNET_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 fn report(name: &str, t: &Totals, wall: std::time::Duration) {
@@ -1100,23 +1010,14 @@ fn datagram_many_seeds_deliver_exactly_the_stream() {
     }
     by_loss.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (loss, t) in &by_loss {
-        report(
-            &format!("datagram loss {:>4.0}%", loss * 100.0),
-            t,
-            started.elapsed(),
-        );
+        report(&format!("datagram loss {:>4.0}%", loss * 100.0), t, started.elapsed());
     }
     report("datagram all", &all, started.elapsed());
     assert_eq!(all.unrecovered, 0);
     // NACK budget over all runs: most holes are filled by line B or by
     // reordering before their NACK is due, and one NACK often covers several
     // holes; measured ≈ 0.3 NACK packets per hole over 10 000 seeds.
-    assert!(
-        all.nacks <= all.gaps,
-        "{} NACKs for {} holes",
-        all.nacks,
-        all.gaps
-    );
+    assert!(all.nacks <= all.gaps, "{} NACKs for {} holes", all.nacks, all.gaps);
     // Loss was exercised, and NACK recovery did most of the work.
     assert!(all.gaps > 0 && all.filled_retransmit > 0 && all.snapshots > 0);
 }
@@ -1148,19 +1049,12 @@ fn ab_lines_nack_only_what_both_lost() {
             };
             all.merge(&World::new(sc).run());
         }
-        report(
-            &format!("A/B {:.0}%/{:.0}%", pa * 100.0, pb * 100.0),
-            &all,
-            started.elapsed(),
-        );
+        report(&format!("A/B {:.0}%/{:.0}%", pa * 100.0, pb * 100.0), &all, started.elapsed());
         let expect = pa * pb * all.messages as f64;
         // Loss is per packet (several messages each): the measured product
         // tracks the expectation closely over this many messages.
         let both = all.both_lost as f64;
-        assert!(
-            both > expect * 0.7 && both < expect * 1.3,
-            "both lost {both}, expected {expect}"
-        );
+        assert!(both > expect * 0.7 && both < expect * 1.3, "both lost {both}, expected {expect}");
         // Every NACKed message is one neither line delivered (within the
         // coalescing slack); what only one line lost was never asked for.
         assert!(
@@ -1168,11 +1062,7 @@ fn ab_lines_nack_only_what_both_lost() {
             "asked for {} messages, {both} lost on both lines",
             all.nack_msgs
         );
-        assert!(
-            all.nack_msgs as f64 >= both * 0.9,
-            "asked for {} < {both}",
-            all.nack_msgs
-        );
+        assert!(all.nack_msgs as f64 >= both * 0.9, "asked for {} < {both}", all.nack_msgs);
     }
 }
 
@@ -1256,10 +1146,7 @@ static ALLOC: alloc_count::Counting = alloc_count::Counting;
 #[test]
 fn receiver_steady_state_does_not_allocate() {
     // The whole session is published up front: the window must hold all of it.
-    let sc = Scenario {
-        window: 32_768,
-        ..Scenario::datagram(1)
-    };
+    let sc = Scenario { window: 32_768, ..Scenario::datagram(1) };
     let mut server = publisher(&sc, 77);
     let key = 5;
     // Everything the network will carry is built before measuring.
@@ -1273,10 +1160,7 @@ fn receiver_steady_state_does_not_allocate() {
             live.push(p.to_vec());
         }
     }
-    let mut rx = Receiver::new(ReceiverConfig {
-        seed: 3,
-        ..ReceiverConfig::default()
-    });
+    let mut rx = Receiver::new(ReceiverConfig { seed: 3, ..ReceiverConfig::default() });
     let mut oracle = Oracle::new(key);
     let mut req = [0u8; 64];
     let mut replies: Vec<Vec<u8>> = (0..64).map(|_| Vec::with_capacity(2048)).collect();
@@ -1302,14 +1186,7 @@ fn receiver_steady_state_does_not_allocate() {
         }
         while let Some(ev) = rx.poll_event() {
             if !matches!(ev, Event::EpochChanged { old: None, new: 77 }) {
-                oracle.on_event(
-                    &ev,
-                    Ctx {
-                        sc: &ctx_sc,
-                        client: 0,
-                        now,
-                    },
-                );
+                oracle.on_event(&ev, Ctx { sc: &ctx_sc, client: 0, now });
             }
         }
         used = 0;
@@ -1325,14 +1202,7 @@ fn receiver_steady_state_does_not_allocate() {
         }
         while let Some(ev) = rx.poll_event() {
             if !matches!(ev, Event::EpochChanged { old: None, new: 77 }) {
-                oracle.on_event(
-                    &ev,
-                    Ctx {
-                        sc: &ctx_sc,
-                        client: 0,
-                        now,
-                    },
-                );
+                oracle.on_event(&ev, Ctx { sc: &ctx_sc, client: 0, now });
             }
         }
     }

@@ -14,9 +14,7 @@ fn side() -> impl Strategy<Value = Side> {
     prop_oneof![
         Just(Side::Buy),
         Just(Side::Sell),
-        any::<u8>()
-            .prop_filter("not a known side", |b| *b != 1 && *b != 2)
-            .prop_map(Side::Unknown),
+        any::<u8>().prop_filter("not a known side", |b| *b != 1 && *b != 2).prop_map(Side::Unknown),
     ]
 }
 
@@ -30,41 +28,24 @@ fn quote() -> impl Strategy<Value = Quote> {
         any::<u64>(),
         any::<u64>(),
     )
-        .prop_map(
-            |(symbol, bid_px, ask_px, bid_qty, ask_qty, exch_ts, symbol_seq)| Quote {
-                symbol,
-                bid_px,
-                ask_px,
-                bid_qty,
-                ask_qty,
-                exch_ts,
-                symbol_seq,
-            },
-        )
-}
-
-fn trade() -> impl Strategy<Value = Trade> {
-    (
-        any::<u32>(),
-        side(),
-        any::<i64>(),
-        any::<u32>(),
-        any::<u64>(),
-    )
-        .prop_map(|(symbol, side, price, qty, exch_ts)| Trade {
+        .prop_map(|(symbol, bid_px, ask_px, bid_qty, ask_qty, exch_ts, symbol_seq)| Quote {
             symbol,
-            side,
-            price,
-            qty,
+            bid_px,
+            ask_px,
+            bid_qty,
+            ask_qty,
             exch_ts,
+            symbol_seq,
         })
 }
 
+fn trade() -> impl Strategy<Value = Trade> {
+    (any::<u32>(), side(), any::<i64>(), any::<u32>(), any::<u64>())
+        .prop_map(|(symbol, side, price, qty, exch_ts)| Trade { symbol, side, price, qty, exch_ts })
+}
+
 fn message() -> impl Strategy<Value = Message> {
-    prop_oneof![
-        quote().prop_map(Message::Quote),
-        trade().prop_map(Message::Trade)
-    ]
+    prop_oneof![quote().prop_map(Message::Quote), trade().prop_map(Message::Trade)]
 }
 
 fn symbol_state() -> impl Strategy<Value = SymbolState> {
@@ -113,8 +94,8 @@ fn packet_repr() -> impl Strategy<Value = PacketRepr> {
         any::<u64>(),
         0usize..2048,
     )
-        .prop_map(
-            |(kind, flags, epoch, first_seq, count, send_time, payload_len)| PacketRepr {
+        .prop_map(|(kind, flags, epoch, first_seq, count, send_time, payload_len)| {
+            PacketRepr {
                 kind,
                 flags,
                 epoch,
@@ -122,19 +103,14 @@ fn packet_repr() -> impl Strategy<Value = PacketRepr> {
                 count,
                 send_time,
                 payload_len,
-            },
-        )
+            }
+        })
 }
 
 /// Emit a Data packet holding `msgs`.
 fn data_packet(header: &PacketRepr, msgs: &[Message]) -> Vec<u8> {
     let payload_len: usize = msgs.iter().map(message_len).sum();
-    let h = PacketRepr {
-        kind: PacketKind::Data,
-        count: msgs.len() as u16,
-        payload_len,
-        ..*header
-    };
+    let h = PacketRepr { kind: PacketKind::Data, count: msgs.len() as u16, payload_len, ..*header };
     let mut buf = vec![0u8; h.buffer_len()];
     let mut p = Packet::new_unchecked(&mut buf[..]);
     h.emit(&mut p);
@@ -164,14 +140,7 @@ fn parse_everything(bytes: &[u8], count: u16) {
     }
     if let Ok(p) = Packet::new_checked(bytes) {
         // After check_len, every accessor is safe.
-        let _ = (
-            p.magic(),
-            p.version(),
-            p.kind(),
-            p.count(),
-            p.flags(),
-            p.epoch(),
-        );
+        let _ = (p.magic(), p.version(), p.kind(), p.count(), p.flags(), p.epoch());
         let _ = (p.first_seq(), p.send_time(), p.crc(), p.as_bytes().len());
         assert_eq!(p.payload().len(), p.payload_len());
         assert_eq!(frame_len(bytes), Ok(Some(p.total_len())));

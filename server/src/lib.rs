@@ -85,7 +85,11 @@ impl Default for ServerConfig {
                 interface: std::net::Ipv4Addr::LOCALHOST,
                 ifname: None,
                 max_packet_len: tickwire_core::wire::DEFAULT_MAX_PACKET,
-                loss: tickwire_transports::lossy::LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 0 },
+                loss: tickwire_transports::lossy::LossConfig {
+                    tx_drop: 0.0,
+                    rx_drop: 0.0,
+                    seed: 0,
+                },
             },
             gbm: GbmConfig::default(),
             rate: 200_000,
@@ -211,7 +215,8 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     if let Some(path) = &cfg.ready_file {
         // Write then rename, so a reader never sees a half-written address.
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bound.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, bound.to_string())
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
     let epoch = cfg.epoch.unwrap_or_else(|| wall_ns().max(1));
@@ -277,7 +282,9 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
             if generator.produced() >= limit || out_of_time || stop.load(Ordering::Relaxed) {
                 generating = false;
                 if stop.swap(false, Ordering::Relaxed) {
-                    eprintln!("server: interrupted; press Ctrl-C again to skip the recovery linger");
+                    eprintln!(
+                        "server: interrupted; press Ctrl-C again to skip the recovery linger"
+                    );
                 }
                 gen_elapsed = Duration::from_nanos(now.as_nanos());
                 core.end_session(now, wall_ns());
@@ -336,7 +343,9 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
                 });
                 match outcome {
                     RequestOutcome::LoginAccepted { .. } => transport.set_live(peer, true),
-                    RequestOutcome::Ignored(tickwire_core::publisher::IgnoreReason::Malformed(e)) => {
+                    RequestOutcome::Ignored(tickwire_core::publisher::IgnoreReason::Malformed(
+                        e,
+                    )) => {
                         transport.disconnect(peer, DisconnectReason::Malformed(e));
                     }
                     _ => {}
@@ -352,7 +361,10 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         let now = clock.now();
         core.handle_timeout(now, wall_ns());
         drain_packets(&mut core, transport.as_mut(), &mut eos_packet)?;
-        if !generating && now.saturating_duration_since(last_eos) >= EOS_REPEAT && !eos_packet.is_empty() {
+        if !generating
+            && now.saturating_duration_since(last_eos) >= EOS_REPEAT
+            && !eos_packet.is_empty()
+        {
             transport.publish(&eos_packet)?;
             last_eos = now;
         }
@@ -430,7 +442,11 @@ fn stop_twice(stop: &AtomicBool, seen: &mut bool) -> bool {
 
 /// Hand every packet the core has ready to the transport. Remembers the last
 /// end-of-session packet so it can be repeated while lingering.
-fn drain_packets(core: &mut Core, transport: &mut dyn Publisher, eos: &mut Vec<u8>) -> io::Result<()> {
+fn drain_packets(
+    core: &mut Core,
+    transport: &mut dyn Publisher,
+    eos: &mut Vec<u8>,
+) -> io::Result<()> {
     while let Some(packet) = core.poll_packet() {
         if let Ok(p) = tickwire_core::wire::Packet::new_checked(packet)
             && p.kind() == tickwire_core::wire::PacketKind::EndOfSession

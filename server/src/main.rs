@@ -100,7 +100,10 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("--drop-rate must be between 0 and 1, got {}", args.drop_rate);
     }
     if args.max_packet < 128 || args.max_packet > tickwire_core::wire::MAX_PACKET_LEN {
-        anyhow::bail!("--max-packet must be between 128 and {}", tickwire_core::wire::MAX_PACKET_LEN);
+        anyhow::bail!(
+            "--max-packet must be between 128 and {}",
+            tickwire_core::wire::MAX_PACKET_LEN
+        );
     }
     let cfg = ServerConfig {
         transport: TransportOptions {
@@ -128,7 +131,8 @@ fn main() -> anyhow::Result<()> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
     let summary = run(&cfg, stop)?;
     eprintln!(
         "server summary: {} messages in {:.2}s ({:.0} msg/s), {} packets, {} heartbeats, {} clients, \

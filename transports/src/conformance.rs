@@ -140,12 +140,8 @@ pub struct Profile {
 
 impl Profile {
     /// A reliable stream transport (TCP).
-    pub const STREAM: Profile = Profile {
-        name: "tcp",
-        stream: true,
-        delivery: Delivery::Reliable,
-        exact_stats: true,
-    };
+    pub const STREAM: Profile =
+        Profile { name: "tcp", stream: true, delivery: Delivery::Reliable, exact_stats: true };
 }
 
 /// Delivery guarantee of a transport.
@@ -201,10 +197,7 @@ pub fn run_all<P: Publisher, S: Subscriber>(
     mut make_pub: impl FnMut() -> P,
     mut make_sub: impl FnMut(&P) -> S,
 ) {
-    let one = Params {
-        subscribers: 1,
-        ..params.clone()
-    };
+    let one = Params { subscribers: 1, ..params.clone() };
     check_delivery(profile, &one, &mut make_pub, &mut make_sub);
     check_delivery(profile, params, &mut make_pub, &mut make_sub);
     check_requests(profile, params, &mut make_pub, &mut make_sub);
@@ -295,13 +288,7 @@ pub fn data_packet(index: u64, len: usize) -> Vec<u8> {
 /// (both ends included; `max_len >= HEADER_LEN + 4`), deterministic for `seed`.
 pub fn test_stream(seed: u64, n: usize, max_len: usize) -> Vec<Vec<u8>> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let fixed = [
-        HEADER_LEN,
-        max_len,
-        HEADER_LEN + 4,
-        max_len - 1,
-        HEADER_LEN + 48,
-    ];
+    let fixed = [HEADER_LEN, max_len, HEADER_LEN + 4, max_len - 1, HEADER_LEN + 48];
     (0..n)
         .map(|i| {
             let mut len = if i < fixed.len() {
@@ -355,10 +342,8 @@ fn login_ack(sub: usize) -> Vec<u8> {
     };
     let mut p = Packet::new_unchecked(&mut buf[..]);
     repr.emit(&mut p);
-    LoginAck::new_unchecked(p.payload_mut()).emit(&LoginAckRepr {
-        oldest: SeqNo::FIRST,
-        mode: LoginMode::Resume,
-    });
+    LoginAck::new_unchecked(p.payload_mut())
+        .emit(&LoginAckRepr { oldest: SeqNo::FIRST, mode: LoginMode::Resume });
     p.fill_crc();
     buf
 }
@@ -464,11 +449,7 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
         let subs: Vec<S> = (0..n).map(|_| make_sub(&p)).collect();
         let side = subs
             .iter()
-            .map(|s| SubSide {
-                live_on_login: true,
-                base: s.stats(),
-                ..SubSide::default()
-            })
+            .map(|s| SubSide { live_on_login: true, base: s.stats(), ..SubSide::default() })
             .collect();
         let pub_base = p.stats();
         Rig {
@@ -598,9 +579,7 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
             self.fail(format!("publisher poll: {e}"));
         }
         if let Some((peer, reason)) = disconnected {
-            self.fail(format!(
-                "publisher reported peer {peer} disconnected: {reason:?}"
-            ));
+            self.fail(format!("publisher reported peer {peer} disconnected: {reason:?}"));
         }
         self.busy = !pub_events.is_empty();
         let mut requests = Vec::new();
@@ -611,23 +590,17 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
             if is_login {
                 let i = Packet::new_unchecked(&packet[..]).first_seq().0 as usize;
                 if i >= self.subs.len() || packet != login(i) {
-                    self.fail(format!(
-                        "peer {peer} sent a Login that is not one the suite sent"
-                    ));
+                    self.fail(format!("peer {peer} sent a Login that is not one the suite sent"));
                 }
                 if let Some(old) = self.side[i].peer
                     && old != peer
                 {
-                    self.fail(format!(
-                        "subscriber {i} logged in as peer {old}, then as {peer}"
-                    ));
+                    self.fail(format!("subscriber {i} logged in as peer {old}, then as {peer}"));
                 }
                 if let Some(&j) = self.peers.get(&peer)
                     && j != i
                 {
-                    self.fail(format!(
-                        "peer {peer} logged in as subscriber {j}, then as {i}"
-                    ));
+                    self.fail(format!("peer {peer} logged in as subscriber {j}, then as {i}"));
                 }
                 self.side[i].peer = Some(peer);
                 self.peers.insert(peer, i);
@@ -710,15 +683,11 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
         } else {
             let want = published + self.replies_sent;
             if sent < want {
-                self.fail(format!(
-                    "PubStats.packets_sent {sent}, expected at least {want}"
-                ));
+                self.fail(format!("PubStats.packets_sent {sent}, expected at least {want}"));
             }
             let want = published_bytes + self.reply_bytes_sent;
             if bytes < want {
-                self.fail(format!(
-                    "PubStats.bytes_sent {bytes}, expected at least {want}"
-                ));
+                self.fail(format!("PubStats.bytes_sent {bytes}, expected at least {want}"));
             }
         }
         if s.syscalls == b.syscalls && published > 0 {
@@ -734,10 +703,8 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
         for (i, (sub, side)) in self.subs.iter().zip(&self.side).enumerate() {
             let s = sub.stats();
             let b = &side.base;
-            let got = (
-                s.packets_received - b.packets_received,
-                s.bytes_received - b.bytes_received,
-            );
+            let got =
+                (s.packets_received - b.packets_received, s.bytes_received - b.bytes_received);
             if got != (side.packets, side.bytes) {
                 self.fail(format!(
                     "subscriber {i}: SubStats packets/bytes_received {got:?}, but Packet events {:?}",
@@ -784,9 +751,7 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
             let s = sub.stats();
             let b = &side.base;
             if s.malformed != b.malformed {
-                self.fail(format!(
-                    "subscriber {i}: SubStats.malformed moved on a clean run"
-                ));
+                self.fail(format!("subscriber {i}: SubStats.malformed moved on a clean run"));
             }
             if self.profile.stream && s.connects - b.connects != 1 {
                 self.fail(format!(
@@ -815,13 +780,7 @@ struct Tracker {
 
 impl Tracker {
     fn new(total: usize, start: u64) -> Tracker {
-        Tracker {
-            high: start,
-            next: HashMap::new(),
-            seen: vec![false; total],
-            distinct: 0,
-            start,
-        }
+        Tracker { high: start, next: HashMap::new(), seen: vec![false; total], distinct: 0, start }
     }
 
     /// Check one received packet against the stream.
@@ -834,34 +793,23 @@ impl Tracker {
         reliable: bool,
     ) -> Result<(), String> {
         let v = Packet::new_checked(bytes).map_err(|e| format!("undecodable packet: {e}"))?;
-        v.verify_crc()
-            .map_err(|e| format!("packet fails its CRC: {e}"))?;
+        v.verify_crc().map_err(|e| format!("packet fails its CRC: {e}"))?;
         if v.kind() != PacketKind::Data || v.epoch() != TEST_EPOCH || v.first_seq().0 == 0 {
-            return Err(format!(
-                "unexpected {:?} packet of {} bytes",
-                v.kind(),
-                bytes.len()
-            ));
+            return Err(format!("unexpected {:?} packet of {} bytes", v.kind(), bytes.len()));
         }
         let idx = v.first_seq().0 - 1;
         if idx >= published as u64 {
-            return Err(format!(
-                "packet {idx} arrived but only {published} were published"
-            ));
+            return Err(format!("packet {idx} arrived but only {published} were published"));
         }
         if bytes != stream[idx as usize].as_slice() {
             return Err(format!("packet {idx} differs from what was published"));
         }
         if idx < self.start {
-            return Err(format!(
-                "packet {idx} arrived, published before this peer was live"
-            ));
+            return Err(format!("packet {idx} arrived, published before this peer was live"));
         }
         let next = self.next.entry(line).or_insert(self.start);
         if reliable && idx != *next {
-            return Err(format!(
-                "on line {line:?} expected packet {next}, got {idx}"
-            ));
+            return Err(format!("on line {line:?} expected packet {next}, got {idx}"));
         }
         if idx < *next {
             return Err(format!(
@@ -895,11 +843,7 @@ fn drain_data<P: Publisher, S: Subscriber>(
     loop {
         let done = trackers.iter().all(|t| {
             t.as_ref().is_none_or(|t| {
-                if reliable {
-                    t.distinct as u64 >= end - t.start
-                } else {
-                    t.high >= end
-                }
+                if reliable { t.distinct as u64 >= end - t.start } else { t.high >= end }
             })
         });
         if done || (!reliable && idle >= BEST_EFFORT_IDLE_PUMPS) {
@@ -907,15 +851,11 @@ fn drain_data<P: Publisher, S: Subscriber>(
         }
         pumps += 1;
         if pumps > MAX_PUMPS_PER_DRAIN {
-            rig.fail(format!(
-                "data still missing after {MAX_PUMPS_PER_DRAIN} pumps"
-            ));
+            rig.fail(format!("data still missing after {MAX_PUMPS_PER_DRAIN} pumps"));
         }
         let (reqs, evs) = rig.step();
         if let Some((peer, _)) = reqs.first() {
-            rig.fail(format!(
-                "unexpected request from peer {peer} while publishing"
-            ));
+            rig.fail(format!("unexpected request from peer {peer} while publishing"));
         }
         if evs.is_empty() {
             idle += 1;
@@ -957,9 +897,8 @@ pub fn check_delivery<P: Publisher, S: Subscriber>(
     rig.login_all();
     let max = rig.p.max_packet_len();
     let stream = test_stream(params.seed, params.packets, max);
-    let mut trackers: Vec<Option<Tracker>> = (0..n)
-        .map(|_| Some(Tracker::new(stream.len(), 0)))
-        .collect();
+    let mut trackers: Vec<Option<Tracker>> =
+        (0..n).map(|_| Some(Tracker::new(stream.len(), 0))).collect();
     let mut published = 0;
     let mut published_bytes = 0u64;
     while published < stream.len() {
@@ -973,10 +912,7 @@ pub fn check_delivery<P: Publisher, S: Subscriber>(
     for (i, t) in trackers.iter().enumerate() {
         let got = t.as_ref().map_or(0, |t| t.distinct);
         if got < need {
-            rig.fail(format!(
-                "subscriber {i} got {got} of {} packets (need {need})",
-                stream.len()
-            ));
+            rig.fail(format!("subscriber {i} got {got} of {} packets (need {need})", stream.len()));
         }
     }
     // Let anything stray (a duplicate, a late packet) show up before counting.
@@ -1087,9 +1023,7 @@ pub fn check_requests<P: Publisher, S: Subscriber>(
                     rig.fail(format!("subscriber {i}: undecodable reply"))
                 };
                 if s != i {
-                    rig.fail(format!(
-                        "subscriber {i} received a reply meant for subscriber {s}"
-                    ));
+                    rig.fail(format!("subscriber {i} received a reply meant for subscriber {s}"));
                 }
                 if j >= sent || bytes != reply(i, j, max) {
                     rig.fail(format!("subscriber {i}: reply differs from the one sent"));
@@ -1142,9 +1076,7 @@ pub fn check_set_live<P: Publisher, S: Subscriber>(
     for _ in 0..SETTLE_PUMPS {
         let (_, evs) = rig.step();
         if let Some((i, _)) = evs.first() {
-            rig.fail(format!(
-                "subscriber {i} got a packet after phase 1 was drained"
-            ));
+            rig.fail(format!("subscriber {i} got a packet after phase 1 was drained"));
         }
     }
     // Phase 2: subscriber 1 goes live and gets packets from 200 on.
@@ -1167,19 +1099,11 @@ pub fn check_set_live<P: Publisher, S: Subscriber>(
     for _ in 0..SETTLE_PUMPS {
         let (_, evs) = rig.step();
         if let Some((i, SubEv::Packet(_, b))) = evs.first() {
-            rig.fail(format!(
-                "subscriber {i} got a {}-byte packet after all was drained",
-                b.len()
-            ));
+            rig.fail(format!("subscriber {i} got a {}-byte packet after all was drained", b.len()));
         }
     }
     let published_bytes: u64 = stream.iter().map(|p| p.len() as u64).sum();
-    rig.check_stats(
-        total as u64,
-        published_bytes,
-        copies[0] + copies[1],
-        bytes[0] + bytes[1],
-    );
+    rig.check_stats(total as u64, published_bytes, copies[0] + copies[1], bytes[0] + bytes[1]);
 }
 
 /// (d): a zero-timeout poll returns promptly on both sides, idle or not, and
@@ -1212,10 +1136,7 @@ pub fn check_zero_timeout<P: Publisher, S: Subscriber>(
             rig.fail(format!("subscriber poll: {e}"));
         }
         if t.elapsed() > ZERO_POLL_LIVENESS {
-            rig.fail(format!(
-                "zero-timeout poll {k} blocked for {:?}",
-                t.elapsed()
-            ));
+            rig.fail(format!("zero-timeout poll {k} blocked for {:?}", t.elapsed()));
         }
         if seen != 0 {
             rig.fail(format!("idle zero-timeout poll {k} reported {seen} events"));
@@ -1263,16 +1184,9 @@ pub fn check_zero_timeout<P: Publisher, S: Subscriber>(
             rig.fail(format!("subscriber poll: {e}"));
         }
         if start.elapsed() > ZERO_POLL_LIVENESS {
-            rig.fail(format!(
-                "a zero-timeout poll blocked for {:?}",
-                start.elapsed()
-            ));
+            rig.fail(format!("a zero-timeout poll blocked for {:?}", start.elapsed()));
         }
-        idle = if reqs.is_empty() && pkts.is_empty() {
-            idle + 1
-        } else {
-            0
-        };
+        idle = if reqs.is_empty() && pkts.is_empty() { idle + 1 } else { 0 };
         for r in reqs {
             if r != request(0, 0) {
                 rig.fail("the publisher got a request that differs from the one sent");

@@ -38,9 +38,8 @@ impl FromStr for IdleStrategy {
             "block" => Ok(IdleStrategy::default()),
             other => {
                 if let Some(us) = other.strip_prefix("block:") {
-                    let us: u64 = us
-                        .parse()
-                        .map_err(|_| format!("bad microseconds in {other:?}"))?;
+                    let us: u64 =
+                        us.parse().map_err(|_| format!("bad microseconds in {other:?}"))?;
                     Ok(IdleStrategy::Block(Duration::from_micros(us)))
                 } else {
                     Err(format!(
@@ -62,10 +61,7 @@ pub struct Idler {
 impl Idler {
     /// A new idler.
     pub fn new(strategy: IdleStrategy) -> Idler {
-        Idler {
-            strategy,
-            idle_polls: 0,
-        }
+        Idler { strategy, idle_polls: 0 }
     }
 
     /// The timeout for the next poll, capped by `deadline` (time until the next

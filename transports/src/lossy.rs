@@ -90,14 +90,8 @@ impl<T> Lossy<T> {
         rx_rng.jump();
         Lossy {
             inner,
-            tx: Dropper {
-                p: cfg.tx_drop,
-                rng: tx_rng,
-            },
-            rx: Dropper {
-                p: cfg.rx_drop,
-                rng: rx_rng,
-            },
+            tx: Dropper { p: cfg.tx_drop, rng: tx_rng },
+            rx: Dropper { p: cfg.rx_drop, rng: rx_rng },
             stats: LossStats::default(),
             discard: Vec::new(),
         }
@@ -167,11 +161,7 @@ impl<P: Publisher> Publisher for Lossy<P> {
     }
 
     fn send_to(&mut self, peer: PeerId, packet: &[u8]) -> io::Result<()> {
-        if self.tx_drop() {
-            Ok(())
-        } else {
-            self.inner.send_to(peer, packet)
-        }
+        if self.tx_drop() { Ok(()) } else { self.inner.send_to(peer, packet) }
     }
 
     fn set_live(&mut self, peer: PeerId, live: bool) {
@@ -205,11 +195,7 @@ impl<P: Publisher> Publisher for Lossy<P> {
 
 impl<S: Subscriber> Subscriber for Lossy<S> {
     fn send_request(&mut self, packet: &[u8]) -> io::Result<()> {
-        if self.tx_drop() {
-            Ok(())
-        } else {
-            self.inner.send_request(packet)
-        }
+        if self.tx_drop() { Ok(()) } else { self.inner.send_request(packet) }
     }
 
     fn poll(

@@ -74,9 +74,9 @@ pub fn build_publisher(opts: &TransportOptions) -> io::Result<Box<dyn Publisher>
                 ..Default::default()
             },
         )?),
-        TransportKind::Multicast => Box::new(crate::multicast::MulticastPublisher::new(
-            multicast_config(opts)?,
-        )?),
+        TransportKind::Multicast => {
+            Box::new(crate::multicast::MulticastPublisher::new(multicast_config(opts)?)?)
+        }
         TransportKind::Xdp => return Err(xdp_unavailable()),
     };
     Ok(wrap_pub(inner, &opts.loss))
@@ -92,9 +92,9 @@ pub fn build_subscriber(opts: &TransportOptions) -> io::Result<Box<dyn Subscribe
                 ..Default::default()
             },
         )?),
-        TransportKind::Multicast => Box::new(crate::multicast::MulticastSubscriber::new(
-            multicast_config(opts)?,
-        )?),
+        TransportKind::Multicast => {
+            Box::new(crate::multicast::MulticastSubscriber::new(multicast_config(opts)?)?)
+        }
         TransportKind::Xdp => return Err(xdp_unavailable()),
     };
     Ok(wrap_sub(inner, &opts.loss))
@@ -102,7 +102,7 @@ pub fn build_subscriber(opts: &TransportOptions) -> io::Result<Box<dyn Subscribe
 
 fn wrap_pub(inner: Box<dyn Publisher>, loss: &LossConfig) -> Box<dyn Publisher> {
     if loss.tx_drop > 0.0 || loss.rx_drop > 0.0 {
-        Box::new(Lossy::new(inner, loss.clone()))
+        Box::new(Lossy::new(inner, *loss))
     } else {
         inner
     }
@@ -110,7 +110,7 @@ fn wrap_pub(inner: Box<dyn Publisher>, loss: &LossConfig) -> Box<dyn Publisher> 
 
 fn wrap_sub(inner: Box<dyn Subscriber>, loss: &LossConfig) -> Box<dyn Subscriber> {
     if loss.tx_drop > 0.0 || loss.rx_drop > 0.0 {
-        Box::new(Lossy::new(inner, loss.clone()))
+        Box::new(Lossy::new(inner, *loss))
     } else {
         inner
     }

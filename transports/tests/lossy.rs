@@ -50,22 +50,13 @@ impl Publisher for FakePub {
     ) -> io::Result<()> {
         on_event(PubEvent::Connected(7));
         for r in self.script.drain(..) {
-            on_event(PubEvent::Request {
-                peer: 7,
-                packet: &r,
-            });
+            on_event(PubEvent::Request { peer: 7, packet: &r });
         }
-        on_event(PubEvent::Disconnected {
-            peer: 7,
-            reason: DisconnectReason::Closed,
-        });
+        on_event(PubEvent::Disconnected { peer: 7, reason: DisconnectReason::Closed });
         Ok(())
     }
     fn stats(&self) -> PubStats {
-        PubStats {
-            packets_sent: self.published.len() as u64,
-            ..PubStats::default()
-        }
+        PubStats { packets_sent: self.published.len() as u64, ..PubStats::default() }
     }
 }
 
@@ -88,10 +79,7 @@ impl Subscriber for FakeSub {
     ) -> io::Result<()> {
         on_event(SubEvent::Connected);
         for p in self.script.drain(..) {
-            on_event(SubEvent::Packet {
-                line: Line::A,
-                packet: &p,
-            });
+            on_event(SubEvent::Packet { line: Line::A, packet: &p });
         }
         on_event(SubEvent::Disconnected(DisconnectReason::Closed));
         Ok(())
@@ -100,10 +88,7 @@ impl Subscriber for FakeSub {
         Ok(())
     }
     fn stats(&self) -> SubStats {
-        SubStats {
-            requests_sent: self.requests.len() as u64,
-            ..SubStats::default()
-        }
+        SubStats { requests_sent: self.requests.len() as u64, ..SubStats::default() }
     }
 }
 
@@ -143,13 +128,7 @@ fn publisher_pattern(cfg: LossConfig, n: u32) -> (Vec<u32>, LossStats, u32) {
 /// tags that got through, the connection events seen, and the stats.
 fn subscriber_pattern(cfg: LossConfig, n: u32) -> (Vec<u32>, usize, LossStats) {
     let script = (0..n).map(tagged).collect();
-    let mut l = Lossy::new(
-        FakeSub {
-            script,
-            requests: Vec::new(),
-        },
-        cfg,
-    );
+    let mut l = Lossy::new(FakeSub { script, requests: Vec::new() }, cfg);
     let mut passed = Vec::new();
     let mut conn_events = 0;
     l.poll(None, &mut |ev| match ev {
@@ -162,46 +141,27 @@ fn subscriber_pattern(cfg: LossConfig, n: u32) -> (Vec<u32>, usize, LossStats) {
 
 #[test]
 fn same_seed_same_pattern_other_seed_other_pattern() {
-    let cfg = LossConfig {
-        tx_drop: 0.3,
-        rx_drop: 0.3,
-        seed: 42,
-    };
+    let cfg = LossConfig { tx_drop: 0.3, rx_drop: 0.3, seed: 42 };
     let n = 10_000;
     let (a, sa, fills) = publisher_pattern(cfg, n);
     let (b, sb, _) = publisher_pattern(cfg, n);
     assert_eq!(a, b, "same seed, same tx pattern");
     assert_eq!(sa, sb);
-    assert_eq!(
-        fills,
-        n / 2,
-        "fill runs exactly once per publish, dropped or not"
-    );
+    assert_eq!(fills, n / 2, "fill runs exactly once per publish, dropped or not");
     let (c, ..) = publisher_pattern(LossConfig { seed: 43, ..cfg }, n);
     assert_ne!(a, c, "another seed, another pattern");
     // The rate is the configured one (a fixed seed: this is not a flaky statistic).
     assert_eq!(sa.tx_passed + sa.tx_dropped, u64::from(n));
     assert_eq!(sa.tx_passed, a.len() as u64);
-    assert!(
-        (2700..3300).contains(&sa.tx_dropped),
-        "dropped {} of {n} at 0.3",
-        sa.tx_dropped
-    );
+    assert!((2700..3300).contains(&sa.tx_dropped), "dropped {} of {n} at 0.3", sa.tx_dropped);
 
     let (ra, _, rsa) = subscriber_pattern(cfg, n);
     let (rb, _, rsb) = subscriber_pattern(cfg, n);
     assert_eq!(ra, rb, "same seed, same rx pattern");
     assert_eq!(rsa, rsb);
     assert_eq!(rsa.rx_passed + rsa.rx_dropped, u64::from(n));
-    assert!(
-        (2700..3300).contains(&rsa.rx_dropped),
-        "dropped {} of {n} at 0.3",
-        rsa.rx_dropped
-    );
-    assert!(
-        ra.windows(2).all(|w| w[0] < w[1]),
-        "what passes keeps its order"
-    );
+    assert!((2700..3300).contains(&rsa.rx_dropped), "dropped {} of {n} at 0.3", rsa.rx_dropped);
+    assert!(ra.windows(2).all(|w| w[0] < w[1]), "what passes keeps its order");
     let (rc, ..) = subscriber_pattern(LossConfig { seed: 43, ..cfg }, n);
     assert_ne!(ra, rc);
 }
@@ -209,20 +169,10 @@ fn same_seed_same_pattern_other_seed_other_pattern() {
 #[test]
 fn directions_draw_from_independent_streams() {
     // The rx pattern does not depend on how many packets went the other way.
-    let cfg = LossConfig {
-        tx_drop: 0.5,
-        rx_drop: 0.5,
-        seed: 9,
-    };
+    let cfg = LossConfig { tx_drop: 0.5, rx_drop: 0.5, seed: 9 };
     let run = |tx_before: u32| {
         let script = (0..500).map(tagged).collect();
-        let mut l = Lossy::new(
-            FakeSub {
-                script,
-                requests: Vec::new(),
-            },
-            cfg,
-        );
+        let mut l = Lossy::new(FakeSub { script, requests: Vec::new() }, cfg);
         for i in 0..tx_before {
             l.send_request(&tagged(i)).unwrap();
         }
@@ -244,11 +194,7 @@ fn directions_draw_from_independent_streams() {
 #[test]
 fn extremes_and_connection_events() {
     // rx_drop 1: every packet is dropped, connection events still pass.
-    let cfg = LossConfig {
-        tx_drop: 1.0,
-        rx_drop: 1.0,
-        seed: 1,
-    };
+    let cfg = LossConfig { tx_drop: 1.0, rx_drop: 1.0, seed: 1 };
     let (passed, conn_events, s) = subscriber_pattern(cfg, 100);
     assert!(passed.is_empty());
     assert_eq!(conn_events, 2, "Connected and Disconnected always pass");
@@ -258,35 +204,15 @@ fn extremes_and_connection_events() {
     assert_eq!(s.tx_dropped, 100);
 
     // Probability 0: nothing is dropped.
-    let cfg = LossConfig {
-        tx_drop: 0.0,
-        rx_drop: 0.0,
-        seed: 1,
-    };
+    let cfg = LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 1 };
     let (passed, _, s) = subscriber_pattern(cfg, 100);
     assert_eq!(passed, (0..100).collect::<Vec<_>>());
-    assert_eq!(
-        s,
-        LossStats {
-            rx_passed: 100,
-            ..LossStats::default()
-        }
-    );
+    assert_eq!(s, LossStats { rx_passed: 100, ..LossStats::default() });
 
     // A publisher's requests are dropped with rx_drop; its events pass.
     let script = (0..1000).map(tagged).collect();
-    let fake = FakePub {
-        script,
-        ..FakePub::default()
-    };
-    let mut l = Lossy::new(
-        fake,
-        LossConfig {
-            tx_drop: 0.0,
-            rx_drop: 0.25,
-            seed: 5,
-        },
-    );
+    let fake = FakePub { script, ..FakePub::default() };
+    let mut l = Lossy::new(fake, LossConfig { tx_drop: 0.0, rx_drop: 0.25, seed: 5 });
     let (mut reqs, mut other) = (0u64, 0);
     l.poll(None, &mut |ev| match ev {
         PubEvent::Request { .. } => reqs += 1,
@@ -298,23 +224,12 @@ fn extremes_and_connection_events() {
     assert_eq!(l.dropped().rx_passed + l.dropped().rx_dropped, 1000);
     assert!(l.dropped().rx_dropped > 0);
     // Requests sent by a lossy subscriber: dropped with tx_drop.
-    let mut s = Lossy::new(
-        FakeSub::default(),
-        LossConfig {
-            tx_drop: 0.5,
-            rx_drop: 0.0,
-            seed: 3,
-        },
-    );
+    let mut s = Lossy::new(FakeSub::default(), LossConfig { tx_drop: 0.5, rx_drop: 0.0, seed: 3 });
     for i in 0..100 {
         s.send_request(&tagged(i)).unwrap();
     }
     assert_eq!(s.inner().requests.len() as u64, s.dropped().tx_passed);
-    assert_eq!(
-        s.stats().requests_sent,
-        s.dropped().tx_passed,
-        "stats are the inner transport's"
-    );
+    assert_eq!(s.stats().requests_sent, s.dropped().tx_passed, "stats are the inner transport's");
 }
 
 fn any_port() -> SocketAddr {
@@ -323,11 +238,7 @@ fn any_port() -> SocketAddr {
 
 #[test]
 fn lossy_tcp_subscriber_drops_exactly_the_seeded_pattern() {
-    let cfg = LossConfig {
-        tx_drop: 0.0,
-        rx_drop: 0.1,
-        seed: 2024,
-    };
+    let cfg = LossConfig { tx_drop: 0.0, rx_drop: 0.1, seed: 2024 };
     let n = 2000u32;
     let stream = test_stream(5, n as usize, 1472);
     let mut p = TcpPublisher::bind(any_port(), TcpPublisherConfig::default()).unwrap();
@@ -371,20 +282,10 @@ fn lossy_tcp_subscriber_drops_exactly_the_seeded_pattern() {
     }
     // The same seed over a fake transport predicts exactly which packets pass.
     let (pattern, ..) = subscriber_pattern(cfg, n);
-    let want: Vec<Vec<u8>> = pattern
-        .iter()
-        .map(|&i| stream[i as usize].clone())
-        .collect();
+    let want: Vec<Vec<u8>> = pattern.iter().map(|&i| stream[i as usize].clone()).collect();
     assert_eq!(got.len(), want.len());
-    assert!(
-        got == want,
-        "the packets that passed are not the seeded pattern"
-    );
-    assert_eq!(
-        s.stats().packets_received,
-        u64::from(n),
-        "the inner transport got everything"
-    );
+    assert!(got == want, "the packets that passed are not the seeded pattern");
+    assert_eq!(s.stats().packets_received, u64::from(n), "the inner transport got everything");
 }
 
 #[test]
@@ -396,38 +297,20 @@ fn conformance_suite_best_effort_over_lossy_tcp() {
         delivery: Delivery::BestEffort { min_fraction: 0.9 },
         exact_stats: false,
     };
-    let params = Params {
-        packets: 1000,
-        request_rounds: 16,
-        ..Params::default()
-    };
+    let params = Params { packets: 1000, request_rounds: 16, ..Params::default() };
     let mut seed = 100;
     conformance::run_all(
         &profile,
         &params,
         || {
             let p = TcpPublisher::bind(any_port(), TcpPublisherConfig::default()).unwrap();
-            Lossy::new(
-                p,
-                LossConfig {
-                    tx_drop: 0.01,
-                    rx_drop: 0.01,
-                    seed: 1,
-                },
-            )
+            Lossy::new(p, LossConfig { tx_drop: 0.01, rx_drop: 0.01, seed: 1 })
         },
         |p| {
             seed += 1;
             let addr = p.inner().local_addr();
             let s = TcpSubscriber::connect(addr, TcpSubscriberConfig::default()).unwrap();
-            Lossy::new(
-                s,
-                LossConfig {
-                    tx_drop: 0.02,
-                    rx_drop: 0.02,
-                    seed,
-                },
-            )
+            Lossy::new(s, LossConfig { tx_drop: 0.02, rx_drop: 0.02, seed })
         },
     );
 }
@@ -435,11 +318,7 @@ fn conformance_suite_best_effort_over_lossy_tcp() {
 #[test]
 #[should_panic(expected = "[tcp] delivery: subscriber 0")]
 fn conformance_suite_catches_loss_on_a_reliable_profile() {
-    let params = Params {
-        subscribers: 1,
-        deadline: Duration::from_secs(20),
-        ..Params::default()
-    };
+    let params = Params { subscribers: 1, deadline: Duration::from_secs(20), ..Params::default() };
     conformance::check_delivery(
         &Profile::STREAM,
         &params,
@@ -447,14 +326,7 @@ fn conformance_suite_catches_loss_on_a_reliable_profile() {
         &mut |p: &TcpPublisher| {
             let s = TcpSubscriber::connect(p.local_addr(), TcpSubscriberConfig::default()).unwrap();
             // The first packet (the LoginAck) passes with this seed; later ones do not all.
-            Lossy::new(
-                s,
-                LossConfig {
-                    tx_drop: 0.0,
-                    rx_drop: 0.01,
-                    seed: 7,
-                },
-            )
+            Lossy::new(s, LossConfig { tx_drop: 0.0, rx_drop: 0.01, seed: 7 })
         },
     );
 }

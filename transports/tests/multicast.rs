@@ -46,6 +46,7 @@ const MULTICAST: Profile = Profile {
     name: "multicast",
     stream: false,
     delivery: Delivery::BestEffort { min_fraction: 1.0 },
+    exact_stats: true,
 };
 
 #[test]
@@ -60,10 +61,7 @@ fn conformance_suite() {
 
 #[test]
 fn conformance_suite_ab_feeds() {
-    let ab = Profile {
-        name: "multicast A/B",
-        ..MULTICAST
-    };
+    let ab = Profile { name: "multicast A/B", ..MULTICAST };
     conformance::run_all(
         &ab,
         &Params::default(),
@@ -84,11 +82,7 @@ type Received = Vec<(Line, Vec<u8>)>;
 fn recv_until(sub: &mut MulticastSubscriber, got: &mut Received, want: usize) {
     let deadline = Instant::now() + LIVENESS;
     while got.len() < want {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {want} packets arrived",
-            got.len()
-        );
+        assert!(Instant::now() < deadline, "only {} of {want} packets arrived", got.len());
         sub.poll(Some(POLL_SLICE), &mut |ev| {
             if let SubEvent::Packet { line, packet } = ev {
                 got.push((line, packet.to_vec()));
@@ -103,11 +97,7 @@ fn requests_until(publisher: &mut MulticastPublisher, want: usize) -> Vec<(u64, 
     let deadline = Instant::now() + LIVENESS;
     let mut got = Vec::new();
     while got.len() < want {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {want} requests arrived",
-            got.len()
-        );
+        assert!(Instant::now() < deadline, "only {} of {want} requests arrived", got.len());
         publisher
             .poll(Some(POLL_SLICE), &mut |ev| match ev {
                 PubEvent::Request { peer, packet } => got.push((peer, packet.to_vec())),
@@ -162,9 +152,8 @@ fn three_subscribers_receive_every_packet_byte_identical() {
     let cfg = loopback_cfg();
     let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
     let scfg = sub_cfg(&cfg, &publisher);
-    let mut subs: Vec<_> = (0..3)
-        .map(|_| MulticastSubscriber::new(scfg.clone()).unwrap())
-        .collect();
+    let mut subs: Vec<_> =
+        (0..3).map(|_| MulticastSubscriber::new(scfg.clone()).unwrap()).collect();
 
     let (sent, got) = publish_lockstep(&mut publisher, &mut subs, N, 1);
 
@@ -176,10 +165,7 @@ fn three_subscribers_receive_every_packet_byte_identical() {
         }
         let st = subs[k].stats();
         assert_eq!(st.packets_received, N as u64);
-        assert_eq!(
-            st.bytes_received,
-            sent.iter().map(|p| p.len() as u64).sum::<u64>()
-        );
+        assert_eq!(st.bytes_received, sent.iter().map(|p| p.len() as u64).sum::<u64>());
         assert_eq!(st.malformed, 0);
     }
     if is_root() {
@@ -194,31 +180,21 @@ fn three_subscribers_receive_every_packet_byte_identical() {
     assert_eq!(ps.packets_sent, N as u64);
     assert_eq!(ps.send_errors, 0);
     // Batching: one sendmmsg carries up to `batch` packets.
-    assert!(
-        ps.syscalls <= N.div_ceil(cfg.batch) as u64 + 8,
-        "syscalls {}",
-        ps.syscalls
-    );
+    assert!(ps.syscalls <= N.div_ceil(cfg.batch) as u64 + 8, "syscalls {}", ps.syscalls);
 }
 
 #[test]
 fn ab_feeds_deliver_every_packet_on_both_lines() {
     const N: usize = 2_000;
-    let cfg = MulticastConfig {
-        group_b: Some(unique_group()),
-        ..loopback_cfg()
-    };
+    let cfg = MulticastConfig { group_b: Some(unique_group()), ..loopback_cfg() };
     let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
     let mut subs = vec![MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap()];
 
     let (sent, got) = publish_lockstep(&mut publisher, &mut subs, N, 2);
 
     for line in [Line::A, Line::B] {
-        let on_line: Vec<&Vec<u8>> = got[0]
-            .iter()
-            .filter(|(l, _)| *l == line)
-            .map(|(_, b)| b)
-            .collect();
+        let on_line: Vec<&Vec<u8>> =
+            got[0].iter().filter(|(l, _)| *l == line).map(|(_, b)| b).collect();
         assert_eq!(on_line.len(), N, "line {line:?}");
         for (i, bytes) in on_line.iter().enumerate() {
             assert_eq!(*bytes, &sent[i], "line {line:?} packet {i}");
@@ -233,13 +209,10 @@ fn requests_and_replies_reach_only_the_requester() {
     let cfg = loopback_cfg();
     let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
     let scfg = sub_cfg(&cfg, &publisher);
-    let mut subs: Vec<_> = (0..2)
-        .map(|_| MulticastSubscriber::new(scfg.clone()).unwrap())
-        .collect();
+    let mut subs: Vec<_> =
+        (0..2).map(|_| MulticastSubscriber::new(scfg.clone()).unwrap()).collect();
 
-    let requests: Vec<Vec<u8>> = (0..2)
-        .map(|k| make_kind(PacketKind::Nack, 100 + k, 0))
-        .collect();
+    let requests: Vec<Vec<u8>> = (0..2).map(|k| make_kind(PacketKind::Nack, 100 + k, 0)).collect();
     for (sub, req) in subs.iter_mut().zip(&requests) {
         sub.send_request(req).unwrap();
         assert_eq!(sub.stats().requests_sent, 1);
@@ -249,22 +222,17 @@ fn requests_and_replies_reach_only_the_requester() {
     let by_peer: HashMap<u64, Vec<u8>> = got.into_iter().collect();
     assert_eq!(by_peer.len(), 2, "two distinct peers");
     for (sub, req) in subs.iter().zip(&requests) {
-        let SocketAddr::V4(addr) = sub.unicast_addr() else {
-            panic!("v4")
-        };
+        let SocketAddr::V4(addr) = sub.unicast_addr() else { panic!("v4") };
         assert_eq!(by_peer.get(&peer_id(addr)), Some(req), "request of {addr}");
         assert_eq!(peer_addr(peer_id(addr)), Some(addr));
     }
     assert_eq!(publisher.stats().requests, 2);
 
     // Reply to each with its own packet, then publish a multicast marker.
-    let replies: Vec<Vec<u8>> = (0..2)
-        .map(|k| make_kind(PacketKind::Retransmission, 100 + k, 200 + k as usize))
-        .collect();
+    let replies: Vec<Vec<u8>> =
+        (0..2).map(|k| make_kind(PacketKind::Retransmission, 100 + k, 200 + k as usize)).collect();
     for (sub, reply) in subs.iter().zip(&replies) {
-        let SocketAddr::V4(addr) = sub.unicast_addr() else {
-            panic!("v4")
-        };
+        let SocketAddr::V4(addr) = sub.unicast_addr() else { panic!("v4") };
         publisher.send_to(peer_id(addr), reply).unwrap();
     }
     let marker = make_packet(999, 10);
@@ -288,10 +256,7 @@ fn requests_and_replies_reach_only_the_requester() {
         assert_eq!(multicast.len(), 1);
         assert_eq!(multicast[0].1, marker);
     }
-    assert!(
-        publisher.send_to(1 << 50, &marker).is_err(),
-        "a PeerId that is no address"
-    );
+    assert!(publisher.send_to(1 << 50, &marker).is_err(), "a PeerId that is no address");
 }
 
 #[test]
@@ -325,9 +290,7 @@ fn garbage_datagrams_are_counted_malformed_and_dropped() {
     let valid = make_kind(PacketKind::SnapshotRequest, 5, 0);
     raw.send_to(&valid, publisher.request_addr()).unwrap();
     let got = requests_until(&mut publisher, 1);
-    let SocketAddr::V4(raw_addr) = raw.local_addr().unwrap() else {
-        panic!("v4")
-    };
+    let SocketAddr::V4(raw_addr) = raw.local_addr().unwrap() else { panic!("v4") };
     assert_eq!(got, vec![(peer_id(raw_addr), valid.clone())]);
     assert_eq!(publisher.stats().malformed, garbage.len() as u64);
     assert_eq!(publisher.stats().requests, 1);
@@ -355,18 +318,12 @@ fn zero_timeout_poll_reports_nothing_when_idle() {
     let mut sub = MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap();
     let mut events = 0;
     for _ in 0..100 {
-        publisher
-            .poll(Some(Duration::ZERO), &mut |_| events += 1)
-            .unwrap();
-        sub.poll(Some(Duration::ZERO), &mut |_| events += 1)
-            .unwrap();
+        publisher.poll(Some(Duration::ZERO), &mut |_| events += 1).unwrap();
+        sub.poll(Some(Duration::ZERO), &mut |_| events += 1).unwrap();
     }
     // A short blocking poll also returns when nothing comes.
-    sub.poll(Some(Duration::from_millis(5)), &mut |_| events += 1)
-        .unwrap();
-    publisher
-        .poll(Some(Duration::from_millis(5)), &mut |_| events += 1)
-        .unwrap();
+    sub.poll(Some(Duration::from_millis(5)), &mut |_| events += 1).unwrap();
+    publisher.poll(Some(Duration::from_millis(5)), &mut |_| events += 1).unwrap();
     assert_eq!(events, 0);
     assert_eq!(sub.stats().packets_received, 0);
     sub.reconnect().unwrap();
@@ -374,10 +331,7 @@ fn zero_timeout_poll_reports_nothing_when_idle() {
 
 #[test]
 fn full_batch_flushes_itself_and_oversized_fill_is_refused() {
-    let cfg = MulticastConfig {
-        batch: 4,
-        ..loopback_cfg()
-    };
+    let cfg = MulticastConfig { batch: 4, ..loopback_cfg() };
     let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
     let mut sub = MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap();
     assert_eq!(publisher.max_packet_len(), DEFAULT_MAX_PACKET);
@@ -387,11 +341,7 @@ fn full_batch_flushes_itself_and_oversized_fill_is_refused() {
         assert_eq!(publisher.queued(), i);
         publisher.publish(p).unwrap();
     }
-    assert_eq!(
-        publisher.queued(),
-        0,
-        "the 4th packet filled the batch and flushed it"
-    );
+    assert_eq!(publisher.queued(), 0, "the 4th packet filled the batch and flushed it");
     assert_eq!(publisher.stats().syscalls, 1, "one sendmmsg for the batch");
     assert_eq!(publisher.stats().packets_sent, 4);
 
@@ -400,11 +350,7 @@ fn full_batch_flushes_itself_and_oversized_fill_is_refused() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert_eq!(publisher.queued(), 0);
     publisher.flush().unwrap();
-    assert_eq!(
-        publisher.stats().syscalls,
-        1,
-        "flushing an empty batch makes no call"
-    );
+    assert_eq!(publisher.stats().syscalls, 1, "flushing an empty batch makes no call");
 
     let mut got = Vec::new();
     recv_until(&mut sub, &mut got, 4);
@@ -417,10 +363,7 @@ fn other_groups_on_the_same_port_are_not_received() {
     let cfg = loopback_cfg();
     let port = cfg.group_a.port();
     let other_group = SocketAddrV4::new(unique_group().ip().to_owned(), port);
-    let other = MulticastConfig {
-        group_a: other_group,
-        ..cfg.clone()
-    };
+    let other = MulticastConfig { group_a: other_group, ..cfg.clone() };
     let mut ours = MulticastPublisher::new(cfg.clone()).unwrap();
     let mut theirs = MulticastPublisher::new(other.clone()).unwrap();
     let mut sub = MulticastSubscriber::new(sub_cfg(&cfg, &ours)).unwrap();
@@ -468,20 +411,12 @@ fn multicast_crosses_a_bridge_to_two_client_namespaces() {
         ..MulticastConfig::new(group, topo.srv_addr(), request)
     };
     let pcfg = cfg.clone();
-    let mut publisher = in_netns(&topo.srv, move || MulticastPublisher::new(pcfg))
-        .unwrap()
-        .unwrap();
+    let mut publisher =
+        in_netns(&topo.srv, move || MulticastPublisher::new(pcfg)).unwrap().unwrap();
     let mut subs = Vec::new();
     for (i, ns) in topo.clients.iter().enumerate() {
-        let scfg = MulticastConfig {
-            interface: topo.cli_addr(i),
-            ..cfg.clone()
-        };
-        subs.push(
-            in_netns(ns, move || MulticastSubscriber::new(scfg))
-                .unwrap()
-                .unwrap(),
-        );
+        let scfg = MulticastConfig { interface: topo.cli_addr(i), ..cfg.clone() };
+        subs.push(in_netns(ns, move || MulticastSubscriber::new(scfg)).unwrap().unwrap());
     }
 
     let (sent, got) = publish_lockstep(&mut publisher, &mut subs, N, 1);
@@ -497,9 +432,7 @@ fn multicast_crosses_a_bridge_to_two_client_namespaces() {
     let nack = make_kind(PacketKind::Nack, 17, 0);
     subs[0].send_request(&nack).unwrap();
     let reqs = requests_until(&mut publisher, 1);
-    let SocketAddr::V4(cli_addr) = subs[0].unicast_addr() else {
-        panic!("v4")
-    };
+    let SocketAddr::V4(cli_addr) = subs[0].unicast_addr() else { panic!("v4") };
     assert_eq!(reqs, vec![(peer_id(cli_addr), nack)]);
     assert_eq!(cli_addr.ip(), &topo.cli_addr(0));
     let reply = make_kind(PacketKind::Retransmission, 17, 96);
@@ -510,9 +443,7 @@ fn multicast_crosses_a_bridge_to_two_client_namespaces() {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../xdp-setup")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../xdp-setup").join(name)
 }
 
 /// Standard deviations of binomial noise the measured loss may stray from
@@ -562,10 +493,7 @@ fn count_through(tx: &UdpSocket, rx: UdpSocket, to: SocketAddr, tag: u8, n: u32)
     }
     let deadline = Instant::now() + LIVENESS;
     while done_rx.recv_timeout(POLL_SLICE).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "END marker never crossed the bridge"
-        );
+        assert!(Instant::now() < deadline, "END marker never crossed the bridge");
         tx.send_to(&[tag, b'E', 0, 0, 0, 0], to).unwrap();
     }
     receiver.join().unwrap()
@@ -593,11 +521,8 @@ fn loss_through_bridge(test: &str, prefix: &str, force: Option<&str>, expect_mec
     };
     let to = SocketAddr::V4(SocketAddrV4::new(topo.cli_addr(0), 40000));
     let srv = topo.srv_addr();
-    let tx = in_netns(&topo.srv, move || {
-        UdpSocket::bind(SocketAddrV4::new(srv, 0))
-    })
-    .unwrap()
-    .unwrap();
+    let tx =
+        in_netns(&topo.srv, move || UdpSocket::bind(SocketAddrV4::new(srv, 0))).unwrap().unwrap();
     let open_rx = || {
         in_netns(&topo.clients[0], move || {
             let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
@@ -623,9 +548,7 @@ fn loss_through_bridge(test: &str, prefix: &str, force: Option<&str>, expect_mec
     let out = run(netem, &apply).unwrap();
     eprintln!("{out}");
     assert!(
-        expect_mechanisms
-            .iter()
-            .any(|m| out.contains(&format!("mechanism={m} "))),
+        expect_mechanisms.iter().any(|m| out.contains(&format!("mechanism={m} "))),
         "netem.sh says which mechanism it used: {out}"
     );
     // Applying twice replaces, it does not stack to ~10%.
@@ -641,10 +564,7 @@ fn loss_through_bridge(test: &str, prefix: &str, force: Option<&str>, expect_mec
         lost * 100.0,
         tolerance * 100.0
     );
-    assert!(
-        (lost - p).abs() <= tolerance,
-        "lost {lost}, target {p} ± {tolerance}"
-    );
+    assert!((lost - p).abs() <= tolerance, "lost {lost}, target {p} ± {tolerance}");
 
     // The rule's own counter saw at least every datagram we lost (it also
     // counts END markers and any ARP it dropped).
@@ -666,17 +586,10 @@ fn loss_through_bridge(test: &str, prefix: &str, force: Option<&str>, expect_mec
     eprintln!("{out}");
     assert!(out.contains("mechanism=none"), "{out}");
     let status = run(netem, &["-n", &topo.mid, topo.bridge, "status"]).unwrap();
-    assert!(
-        status.contains("mechanism=none"),
-        "clear removed every rule: {status}"
-    );
+    assert!(status.contains("mechanism=none"), "clear removed every rule: {status}");
     let after = count_through(&tx, open_rx(), to, 3, 5_000);
     assert_eq!(after, 5_000, "clear restores zero loss");
-    assert_eq!(
-        rcvbuf_errors(&topo.clients[0]),
-        0,
-        "the receiver's buffer never overflowed"
-    );
+    assert_eq!(rcvbuf_errors(&topo.clients[0]), 0, "the receiver's buffer never overflowed");
 }
 
 #[test]
@@ -719,15 +632,10 @@ fn topology_script_up_makes_and_down_removes_the_namespaces() {
     for role in ["srv", "mid", "cli1", "cli2"] {
         let ns = format!("{prefix}{role}");
         assert!(
-            listed
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(ns.as_str())),
+            listed.lines().any(|l| l.split_whitespace().next() == Some(ns.as_str())),
             "{ns} after up:\n{up}"
         );
     }
     let after = run("ip", &["netns", "list"]).unwrap();
-    assert!(
-        !after.contains(prefix.as_str()),
-        "down removed every namespace: {after}"
-    );
+    assert!(!after.contains(prefix.as_str()), "down removed every namespace: {after}");
 }

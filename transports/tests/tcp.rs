@@ -58,24 +58,13 @@ fn conformance_suite() {
 #[test]
 fn conformance_suite_small_socket_buffers() {
     // Tiny kernel buffers: every packet crosses several partial writes and reads.
-    let cfg = TcpPublisherConfig {
-        send_buffer: 4096,
-        recv_buffer: 4096,
-        ..Default::default()
-    };
+    let cfg = TcpPublisherConfig { send_buffer: 4096, recv_buffer: 4096, ..Default::default() };
     conformance::run_all(
         &Profile::STREAM,
-        &Params {
-            packets: 1500,
-            window: 256,
-            ..Params::default()
-        },
+        &Params { packets: 1500, window: 256, ..Params::default() },
         || TcpPublisher::bind(any_port(), cfg.clone()).unwrap(),
         |p| {
-            let cfg = TcpSubscriberConfig {
-                recv_buffer: 4096,
-                ..Default::default()
-            };
+            let cfg = TcpSubscriberConfig { recv_buffer: 4096, ..Default::default() };
             TcpSubscriber::connect(p.local_addr(), cfg).unwrap()
         },
     );
@@ -130,10 +119,7 @@ impl Server {
     }
 
     fn reason(&self, peer: PeerId) -> Option<&DisconnectReason> {
-        self.disconnected
-            .iter()
-            .find(|(p, _)| *p == peer)
-            .map(|(_, r)| r)
+        self.disconnected.iter().find(|(p, _)| *p == peer).map(|(_, r)| r)
     }
 }
 
@@ -186,10 +172,7 @@ fn drive(
     mut done: impl FnMut(&Server, &[&mut Client]) -> bool,
 ) {
     while !done(server, clients) {
-        assert!(
-            Instant::now() < deadline,
-            "deadline passed waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "deadline passed waiting for {what}");
         server.poll(Duration::ZERO);
         for c in clients.iter_mut() {
             c.poll(POLL);
@@ -225,9 +208,7 @@ fn publish_all(
             cs.iter().zip(&base).all(|(c, b)| c.got.len() >= b + end)
         });
     }
-    drive(server, clients, deadline, "the extra condition", |s, _| {
-        extra_done(s)
-    });
+    drive(server, clients, deadline, "the extra condition", |s, _| extra_done(s));
 }
 
 fn assert_got_stream(c: &Client, skip: usize, stream: &[Vec<u8>], who: &str) {
@@ -244,9 +225,7 @@ fn server_and_clients(cfg: TcpPublisherConfig, n: usize) -> (Server, Vec<Client>
     let mut clients: Vec<Client> = (0..n).map(|_| Client::new(server.addr())).collect();
     let deadline = Instant::now() + DEADLINE;
     let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
-    drive(&mut server, &mut refs, deadline, "logins", |s, _| {
-        s.logins.len() == n
-    });
+    drive(&mut server, &mut refs, deadline, "logins", |s, _| s.logins.len() == n);
     (server, clients)
 }
 
@@ -262,39 +241,22 @@ fn slow_client_is_dropped_and_others_get_everything() {
     let (mut server, mut clients) = server_and_clients(cfg, 2);
     let mut slow = raw_login(server.addr());
     let deadline = Instant::now() + DEADLINE;
-    drive(
-        &mut server,
-        &mut [],
-        deadline,
-        "the slow client's login",
-        |s, _| s.logins.len() == 3,
-    );
+    drive(&mut server, &mut [], deadline, "the slow client's login", |s, _| s.logins.len() == 3);
     let slow_peer = server.logins[2];
 
     // 20 000 packets, about 10 MB: far more than the slow client's socket
     // buffers and the high-water mark.
     let stream = test_stream(7, 20_000, 1472);
-    let [a, b] = &mut clients[..] else {
-        unreachable!()
-    };
-    publish_all(&mut server, &mut [a, b], &stream, deadline, |s| {
-        s.reason(slow_peer).is_some()
-    });
+    let [a, b] = &mut clients[..] else { unreachable!() };
+    publish_all(&mut server, &mut [a, b], &stream, deadline, |s| s.reason(slow_peer).is_some());
 
     match server.reason(slow_peer) {
         Some(DisconnectReason::SlowConsumer { queued }) => {
-            assert!(
-                *queued > high_water,
-                "dropped with {queued} bytes queued, under high water"
-            )
+            assert!(*queued > high_water, "dropped with {queued} bytes queued, under high water")
         }
         other => panic!("slow client: expected SlowConsumer, got {other:?}"),
     }
-    assert_eq!(
-        server.disconnected.len(),
-        1,
-        "only the slow client is dropped"
-    );
+    assert_eq!(server.disconnected.len(), 1, "only the slow client is dropped");
     let st = server.p.stats();
     assert_eq!(st.slow_disconnects, 1);
     assert_eq!(st.connected, 2);
@@ -303,20 +265,12 @@ fn slow_client_is_dropped_and_others_get_everything() {
     assert_got_stream(&clients[1], 0, &stream, "client 1");
 
     // What the slow client did get is an intact prefix of the stream, then EOF.
-    slow.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut bytes = Vec::new();
     let _ = slow.read_to_end(&mut bytes); // ends with EOF (or a reset)
     let all: Vec<u8> = stream.concat();
-    assert!(
-        !bytes.is_empty() && bytes.len() < all.len(),
-        "slow client got {} bytes",
-        bytes.len()
-    );
-    assert!(
-        all.starts_with(&bytes),
-        "the slow client's bytes are not a prefix of the stream"
-    );
+    assert!(!bytes.is_empty() && bytes.len() < all.len(), "slow client got {} bytes", bytes.len());
+    assert!(all.starts_with(&bytes), "the slow client's bytes are not a prefix of the stream");
 }
 
 #[test]
@@ -332,36 +286,20 @@ fn queue_above_max_queue_disconnects_at_once() {
     let (mut server, mut clients) = server_and_clients(cfg, 1);
     let _slow = raw_login(server.addr());
     let deadline = Instant::now() + DEADLINE;
-    drive(
-        &mut server,
-        &mut [],
-        deadline,
-        "the slow client's login",
-        |s, _| s.logins.len() == 2,
-    );
+    drive(&mut server, &mut [], deadline, "the slow client's login", |s, _| s.logins.len() == 2);
     let slow_peer = server.logins[1];
     let stream = test_stream(8, 10_000, 1472);
-    let [a] = &mut clients[..] else {
-        unreachable!()
-    };
-    publish_all(&mut server, &mut [a], &stream, deadline, |s| {
-        s.reason(slow_peer).is_some()
-    });
+    let [a] = &mut clients[..] else { unreachable!() };
+    publish_all(&mut server, &mut [a], &stream, deadline, |s| s.reason(slow_peer).is_some());
     match server.reason(slow_peer) {
         Some(DisconnectReason::SlowConsumer { queued }) => {
-            assert!(
-                *queued <= max_queue,
-                "queue {queued} grew past max_queue {max_queue}"
-            )
+            assert!(*queued <= max_queue, "queue {queued} grew past max_queue {max_queue}")
         }
         other => panic!("expected SlowConsumer, got {other:?}"),
     }
     let st = server.p.stats();
     assert_eq!(st.slow_disconnects, 1);
-    assert!(
-        st.send_errors >= 1,
-        "the packet that did not fit is counted"
-    );
+    assert!(st.send_errors >= 1, "the packet that did not fit is counted");
     assert_got_stream(&clients[0], 0, &stream, "client 0");
 }
 
@@ -394,44 +332,19 @@ fn malformed_input_closes_only_the_offender() {
     login_then_garbage.extend_from_slice(&[0xff; 64]);
     type Check = fn(&DecodeError) -> bool;
     let cases: Vec<(&str, Vec<u8>, bool, Check)> = vec![
-        (
-            "garbage",
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            false,
-            |e| matches!(e, DecodeError::BadMagic(_)),
-        ),
-        (
-            "truncated frame then close",
-            login()[..25].to_vec(),
-            true,
-            |e| matches!(e, DecodeError::Truncated { need: 40, have: 25 }),
-        ),
-        (
-            "truncated payload then close",
-            too_long_prefix(),
-            true,
-            |e| {
-                matches!(
-                    e,
-                    DecodeError::Truncated {
-                        need: 140,
-                        have: 60
-                    }
-                )
-            },
-        ),
-        ("absurd payload_len", absurd, false, |e| {
-            matches!(e, DecodeError::Malformed(_))
+        ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), false, |e| {
+            matches!(e, DecodeError::BadMagic(_))
         }),
-        ("bad magic", bad_magic, false, |e| {
-            matches!(e, DecodeError::BadMagic(0xdead))
+        ("truncated frame then close", login()[..25].to_vec(), true, |e| {
+            matches!(e, DecodeError::Truncated { need: 40, have: 25 })
         }),
-        ("bad version", bad_version, false, |e| {
-            matches!(e, DecodeError::BadVersion(99))
+        ("truncated payload then close", too_long_prefix(), true, |e| {
+            matches!(e, DecodeError::Truncated { need: 140, have: 60 })
         }),
-        ("longer than max_packet_len", too_long, false, |e| {
-            matches!(e, DecodeError::Malformed(_))
-        }),
+        ("absurd payload_len", absurd, false, |e| matches!(e, DecodeError::Malformed(_))),
+        ("bad magic", bad_magic, false, |e| matches!(e, DecodeError::BadMagic(0xdead))),
+        ("bad version", bad_version, false, |e| matches!(e, DecodeError::BadVersion(99))),
+        ("longer than max_packet_len", too_long, false, |e| matches!(e, DecodeError::Malformed(_))),
         ("login then garbage", login_then_garbage, false, |e| {
             matches!(e, DecodeError::BadMagic(0xffff))
         }),
@@ -443,32 +356,20 @@ fn malformed_input_closes_only_the_offender() {
     for (k, (name, bytes, close, check)) in cases.iter().enumerate() {
         let before = server.connected.len();
         sockets.push(raw_send(addr, bytes, *close));
-        drive(
-            &mut server,
-            &mut [],
-            deadline,
-            "the raw connection",
-            |s, _| s.connected.len() > before,
-        );
+        drive(&mut server, &mut [], deadline, "the raw connection", |s, _| {
+            s.connected.len() > before
+        });
         let peer = *server.connected.last().unwrap();
         // Keep the feed going while the offender is handled.
-        let [a] = &mut clients[..] else {
-            unreachable!()
-        };
+        let [a] = &mut clients[..] else { unreachable!() };
         let chunk = &stream[k * per_case..(k + 1) * per_case];
-        publish_all(&mut server, &mut [a], chunk, deadline, |s| {
-            s.reason(peer).is_some()
-        });
+        publish_all(&mut server, &mut [a], chunk, deadline, |s| s.reason(peer).is_some());
         match server.reason(peer) {
             Some(DisconnectReason::Malformed(e)) => assert!(check(e), "{name}: wrong error {e:?}"),
             other => panic!("{name}: expected Malformed, got {other:?}"),
         }
         assert_eq!(server.p.stats().malformed, k as u64 + 1, "{name}: counted");
-        assert_eq!(
-            server.p.stats().connected,
-            1,
-            "{name}: only the normal client is left"
-        );
+        assert_eq!(server.p.stats().connected, 1, "{name}: only the normal client is left");
     }
     // The one valid Login before the garbage was delivered as a request.
     assert_eq!(server.logins.len(), 2);
@@ -509,9 +410,7 @@ fn requests_dripped_byte_by_byte_are_framed() {
         }
         want.push(req);
     }
-    drive(&mut server, &mut [], deadline, "three requests", |s, _| {
-        s.requests.len() == 3
-    });
+    drive(&mut server, &mut [], deadline, "three requests", |s, _| s.requests.len() == 3);
     let got: Vec<Vec<u8>> = server.requests.iter().map(|(_, r)| r.clone()).collect();
     assert_eq!(got, want);
     assert_eq!(server.p.stats().requests, 3);
@@ -523,59 +422,25 @@ fn reconnect_after_the_publisher_drops_the_client() {
     let deadline = Instant::now() + DEADLINE;
     let first = server.logins[0];
     let stream = test_stream(10, 200, 1472);
-    let [c] = &mut clients[..] else {
-        unreachable!()
-    };
-    publish_all(
-        &mut server,
-        &mut [&mut *c],
-        &stream[..100],
-        deadline,
-        |_| true,
-    );
+    let [c] = &mut clients[..] else { unreachable!() };
+    publish_all(&mut server, &mut [&mut *c], &stream[..100], deadline, |_| true);
 
-    let reason = DisconnectReason::Malformed(DecodeError::BadCrc {
-        expected: 1,
-        actual: 2,
-    });
+    let reason = DisconnectReason::Malformed(DecodeError::BadCrc { expected: 1, actual: 2 });
     server.p.disconnect(first, reason.clone());
     assert_eq!(server.p.stats().connected, 0);
-    drive(
-        &mut server,
-        &mut [&mut *c],
-        deadline,
-        "both sides to see the drop",
-        |s, cs| s.reason(first).is_some() && !cs[0].disconnects.is_empty(),
-    );
-    assert_eq!(
-        server.reason(first),
-        Some(&reason),
-        "reported with the server's reason"
-    );
+    drive(&mut server, &mut [&mut *c], deadline, "both sides to see the drop", |s, cs| {
+        s.reason(first).is_some() && !cs[0].disconnects.is_empty()
+    });
+    assert_eq!(server.reason(first), Some(&reason), "reported with the server's reason");
     assert_eq!(c.disconnects, vec![DisconnectReason::Closed]);
     assert!(!c.s.is_connected());
-    assert!(
-        c.s.send_request(&login()).is_err(),
-        "no connection to send on"
-    );
+    assert!(c.s.send_request(&login()).is_err(), "no connection to send on");
 
     c.s.reconnect().unwrap();
-    drive(
-        &mut server,
-        &mut [&mut *c],
-        deadline,
-        "the second login",
-        |s, _| s.logins.len() == 2,
-    );
+    drive(&mut server, &mut [&mut *c], deadline, "the second login", |s, _| s.logins.len() == 2);
     let second = server.logins[1];
     assert!(second > first, "peer ids are never reused");
-    publish_all(
-        &mut server,
-        &mut [&mut *c],
-        &stream[100..],
-        deadline,
-        |_| true,
-    );
+    publish_all(&mut server, &mut [&mut *c], &stream[100..], deadline, |_| true);
     assert_got_stream(c, 0, &stream, "reconnected client");
     assert_eq!(c.connects, 2);
     assert_eq!(c.s.stats().connects, 2);
@@ -590,12 +455,8 @@ fn connection_refused_is_reported_then_reconnect_succeeds() {
     let deadline = Instant::now() + DEADLINE;
     let mut events = Vec::new();
     while events.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no outcome for a refused connect"
-        );
-        s.poll(Some(POLL), &mut |ev| events.push(format!("{ev:?}")))
-            .unwrap();
+        assert!(Instant::now() < deadline, "no outcome for a refused connect");
+        s.poll(Some(POLL), &mut |ev| events.push(format!("{ev:?}"))).unwrap();
     }
     assert_eq!(events.len(), 1);
     assert!(events[0].starts_with("Disconnected(Io("), "got {events:?}");
@@ -607,10 +468,7 @@ fn connection_refused_is_reported_then_reconnect_succeeds() {
     let mut connected = false;
     while !connected {
         assert!(Instant::now() < deadline, "no Connected after reconnect");
-        s.poll(Some(POLL), &mut |ev| {
-            connected |= matches!(ev, SubEvent::Connected)
-        })
-        .unwrap();
+        s.poll(Some(POLL), &mut |ev| connected |= matches!(ev, SubEvent::Connected)).unwrap();
     }
     assert!(listener.accept().is_ok());
     assert_eq!(s.stats().connects, 1);
@@ -618,22 +476,14 @@ fn connection_refused_is_reported_then_reconnect_succeeds() {
 
 #[test]
 fn clients_beyond_max_clients_are_closed() {
-    let cfg = TcpPublisherConfig {
-        max_clients: 1,
-        ..Default::default()
-    };
+    let cfg = TcpPublisherConfig { max_clients: 1, ..Default::default() };
     let (mut server, mut clients) = server_and_clients(cfg, 1);
     let mut extra = TcpStream::connect(server.addr()).unwrap();
-    extra
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
+    extra.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let deadline = Instant::now() + DEADLINE;
     let mut buf = [0u8; 16];
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "the extra client was never closed"
-        );
+        assert!(Instant::now() < deadline, "the extra client was never closed");
         server.poll(POLL);
         match extra.read(&mut buf) {
             Ok(0) => break,
@@ -645,9 +495,7 @@ fn clients_beyond_max_clients_are_closed() {
     assert_eq!(server.p.stats().connections, 1);
     assert_eq!(server.p.stats().connected, 1);
     let stream = test_stream(11, 50, 1472);
-    let [c] = &mut clients[..] else {
-        unreachable!()
-    };
+    let [c] = &mut clients[..] else { unreachable!() };
     publish_all(&mut server, &mut [&mut *c], &stream, deadline, |_| true);
     assert_got_stream(c, 0, &stream, "the admitted client");
 }
@@ -667,10 +515,7 @@ fn feed_subscriber(
     let mut packets = Vec::new();
     let mut gone = Vec::new();
     while gone.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the subscriber never saw the close"
-        );
+        assert!(Instant::now() < deadline, "the subscriber never saw the close");
         s.poll(Some(POLL), &mut |ev| match ev {
             SubEvent::Connected => {}
             SubEvent::Packet { packet, .. } => packets.push(packet.to_vec()),
@@ -688,32 +533,20 @@ fn subscriber_drops_malformed_streams() {
     let mut bytes = good.concat();
     bytes.extend_from_slice(b"garbage after three packets");
     let (packets, gone, malformed) = feed_subscriber(&bytes, TcpSubscriberConfig::default());
-    assert_eq!(
-        packets, good,
-        "the packets before the garbage are delivered intact"
-    );
+    assert_eq!(packets, good, "the packets before the garbage are delivered intact");
     assert!(
-        matches!(
-            gone[..],
-            [DisconnectReason::Malformed(DecodeError::BadMagic(_))]
-        ),
+        matches!(gone[..], [DisconnectReason::Malformed(DecodeError::BadMagic(_))]),
         "{gone:?}"
     );
     assert_eq!(malformed, 1);
 
     // A packet longer than the subscriber accepts.
     let big = conformance::data_packet(0, 3000);
-    let cfg = TcpSubscriberConfig {
-        max_packet_len: 1472,
-        ..Default::default()
-    };
+    let cfg = TcpSubscriberConfig { max_packet_len: 1472, ..Default::default() };
     let (packets, gone, malformed) = feed_subscriber(&big, cfg);
     assert!(packets.is_empty());
     assert!(
-        matches!(
-            gone[..],
-            [DisconnectReason::Malformed(DecodeError::Malformed(_))]
-        ),
+        matches!(gone[..], [DisconnectReason::Malformed(DecodeError::Malformed(_))]),
         "{gone:?}"
     );
     assert_eq!(malformed, 1);
@@ -723,22 +556,14 @@ fn subscriber_drops_malformed_streams() {
         feed_subscriber(&good[1][..50], TcpSubscriberConfig::default());
     assert!(packets.is_empty());
     assert!(
-        matches!(
-            gone[..],
-            [DisconnectReason::Malformed(DecodeError::Truncated {
-                have: 50,
-                ..
-            })]
-        ),
+        matches!(gone[..], [DisconnectReason::Malformed(DecodeError::Truncated { have: 50, .. })]),
         "{gone:?}"
     );
     assert_eq!(malformed, 1);
 
     // A clean close after whole packets is just Closed.
-    let (packets, gone, malformed) = feed_subscriber(
-        &bytes[..good.concat().len()],
-        TcpSubscriberConfig::default(),
-    );
+    let (packets, gone, malformed) =
+        feed_subscriber(&bytes[..good.concat().len()], TcpSubscriberConfig::default());
     assert_eq!(packets, good);
     assert_eq!(gone, vec![DisconnectReason::Closed]);
     assert_eq!(malformed, 0);
@@ -749,10 +574,7 @@ fn requests_queued_while_connecting_go_out_once_connected() {
     let mut server = Server::new(TcpPublisherConfig::default());
     let mut s = TcpSubscriber::connect(server.addr(), TcpSubscriberConfig::default()).unwrap();
     // Not connected yet (the connect completes in a poll): queue two requests.
-    let reqs = [
-        bare(PacketKind::Nack, 5),
-        bare(PacketKind::SnapshotRequest, 6),
-    ];
+    let reqs = [bare(PacketKind::Nack, 5), bare(PacketKind::SnapshotRequest, 6)];
     for r in &reqs {
         s.send_request(r).unwrap();
     }
@@ -834,11 +656,7 @@ fn fanout_throughput() {
         let base = server.p.stats();
         let mut published = 0u64;
         while published < PACKETS {
-            let slowest = received
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .min()
-                .unwrap();
+            let slowest = received.iter().map(|c| c.load(Ordering::Relaxed)).min().unwrap();
             if published - slowest < AHEAD {
                 for _ in 0..64.min(PACKETS - published) {
                     server.p.publish(&packet).unwrap();

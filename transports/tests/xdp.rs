@@ -62,10 +62,7 @@ fn skip_reason() -> Option<String> {
     // SAFETY: plain socket(2); the fd is closed right away.
     let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW, 0) };
     if fd < 0 {
-        return Some(format!(
-            "AF_XDP unavailable: {}",
-            io::Error::last_os_error()
-        ));
+        return Some(format!("AF_XDP unavailable: {}", io::Error::last_os_error()));
     }
     // SAFETY: fd was just opened.
     unsafe { libc::close(fd) };
@@ -87,16 +84,8 @@ macro_rules! skip_unless_capable {
 }
 
 fn run(cmd: &str) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh runs");
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Two namespaces joined by a veth pair; deleted on drop.
@@ -142,9 +131,7 @@ impl Topology {
             run(&format!("ip -n {ns} link set lo up"));
             run(&format!("ip -n {ns} link set {ifn} up"));
             // Kernel-sent UDP on a veth otherwise carries a partial checksum.
-            run(&format!(
-                "ip netns exec {ns} ethtool -K {ifn} tx off >/dev/null"
-            ));
+            run(&format!("ip netns exec {ns} ethtool -K {ifn} tx off >/dev/null"));
         }
         t
     }
@@ -303,15 +290,11 @@ fn publish_paced(
             ));
         }
         if i - got < WINDOW {
-            publisher
-                .publish(&test_packet(i))
-                .map_err(|e| format!("publish {i}: {e}"))?;
+            publisher.publish(&test_packet(i)).map_err(|e| format!("publish {i}: {e}"))?;
             i += 1;
         } else {
             publisher.flush().map_err(|e| e.to_string())?;
-            publisher
-                .poll(Some(Duration::ZERO), &mut |_| {})
-                .map_err(|e| e.to_string())?;
+            publisher.poll(Some(Duration::ZERO), &mut |_| {}).map_err(|e| e.to_string())?;
             std::thread::yield_now();
         }
     }
@@ -344,13 +327,8 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
     let done = Arc::new(Barrier::new(2));
 
     let sub = {
-        let (cfg, progress, failed, ready, done) = (
-            sub_config(&t, feed),
-            progress.clone(),
-            failed.clone(),
-            ready.clone(),
-            done.clone(),
-        );
+        let (cfg, progress, failed, ready, done) =
+            (sub_config(&t, feed), progress.clone(), failed.clone(), ready.clone(), done.clone());
         Topology::spawn_in(&t.ns_b, move || {
             let mut s = match XdpSubscriber::new(&cfg) {
                 Ok(s) => s,
@@ -366,11 +344,7 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
             let mut last = (0, Instant::now());
             while rx.packets < XDP_PACKETS {
                 s.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let SubEvent::Packet {
-                        line: Line::A,
-                        packet,
-                    } = ev
-                    {
+                    if let SubEvent::Packet { line: Line::A, packet } = ev {
                         rx.check(packet);
                     }
                 })
@@ -380,12 +354,7 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
                     last = (rx.packets, Instant::now());
                 } else if last.1.elapsed() > STALL_LIMIT {
                     failed.store(true, Ordering::Relaxed);
-                    panic!(
-                        "stuck at {}: {:?} {:?}",
-                        rx.packets,
-                        s.stats(),
-                        s.xdp_stats()
-                    );
+                    panic!("stuck at {}: {:?} {:?}", rx.packets, s.stats(), s.xdp_stats());
                 }
             }
             // Recovery plane: a request to the kernel socket, answered by unicast.
@@ -394,11 +363,7 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
             let start = Instant::now();
             while reply.is_none() && start.elapsed() < STALL_LIMIT {
                 s.poll(Some(Duration::from_millis(10)), &mut |ev| {
-                    if let SubEvent::Packet {
-                        line: Line::Unicast,
-                        packet,
-                    } = ev
-                    {
+                    if let SubEvent::Packet { line: Line::Unicast, packet } = ev {
                         reply = Some(packet.to_vec());
                     }
                 })
@@ -459,17 +424,10 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
     let (rx, reply, sstats, sxstats) = sub.join().expect("subscriber thread");
     eprintln!("publisher {pstats:?} {pxstats:?}\nsubscriber {sstats:?} {sxstats:?}");
     assert_eq!(rx.packets, XDP_PACKETS);
-    assert_eq!(
-        rx.mismatches, 0,
-        "first mismatch at {:?}",
-        rx.first_mismatch
-    );
+    assert_eq!(rx.mismatches, 0, "first mismatch at {:?}", rx.first_mismatch);
     assert_eq!(rx.out_of_order, 0);
     assert_eq!(sxstats.feed_frames, XDP_PACKETS);
-    assert_eq!(
-        sxstats.bad_udp_checksum + sxstats.bad_ip_checksum + sxstats.malformed,
-        0
-    );
+    assert_eq!(sxstats.bad_udp_checksum + sxstats.bad_ip_checksum + sxstats.malformed, 0);
     assert_eq!(sxstats.rx_ring_full + sxstats.rx_dropped, 0);
     assert_eq!(pstats.packets_sent, XDP_PACKETS + 1); // + the unicast answer
     assert_eq!(pxstats.tx_submitted, XDP_PACKETS);
@@ -502,8 +460,7 @@ fn xdp_to_kernel_multicast_no_gaps() {
                 socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
             s.set_reuse_address(true).unwrap();
             s.set_recv_buffer_size(1 << 20).unwrap();
-            s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FEED_PORT).into())
-                .unwrap();
+            s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FEED_PORT).into()).unwrap();
             s.join_multicast_v4(&group, &ip_b).unwrap();
             let s: UdpSocket = s.into();
             s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
@@ -531,12 +488,8 @@ fn xdp_to_kernel_multicast_no_gaps() {
         })
     };
     let publ = {
-        let (cfg, progress, failed, ready) = (
-            pub_config(&t, feed, None),
-            progress.clone(),
-            failed.clone(),
-            ready.clone(),
-        );
+        let (cfg, progress, failed, ready) =
+            (pub_config(&t, feed, None), progress.clone(), failed.clone(), ready.clone());
         Topology::spawn_in(&t.ns_a, move || {
             let mut p = XdpPublisher::new(&cfg).expect("publisher");
             ready.wait();
@@ -547,18 +500,10 @@ fn xdp_to_kernel_multicast_no_gaps() {
     let (r, endpoints, pstats) = publ.join().expect("publisher thread");
     let rx = sub.join().expect("subscriber thread");
     r.unwrap();
-    assert_eq!(
-        endpoints.dst_mac,
-        [0x01, 0x00, 0x5e, 77, 0, 1],
-        "group MAC derived"
-    );
+    assert_eq!(endpoints.dst_mac, [0x01, 0x00, 0x5e, 77, 0, 1], "group MAC derived");
     assert_eq!(pstats.packets_sent, MCAST_PACKETS);
     assert_eq!(rx.packets, MCAST_PACKETS);
-    assert_eq!(
-        rx.mismatches, 0,
-        "first mismatch at {:?}",
-        rx.first_mismatch
-    );
+    assert_eq!(rx.mismatches, 0, "first mismatch at {:?}", rx.first_mismatch);
 }
 
 /// Build a raw Ethernet/IPv4/UDP frame to `dst` (valid checksums).
@@ -606,12 +551,7 @@ fn send_raw(ifname: &str, frames: &[Vec<u8>]) {
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
-        assert_eq!(
-            r,
-            f.len() as isize,
-            "sendto: {}",
-            io::Error::last_os_error()
-        );
+        assert_eq!(r, f.len() as isize, "sendto: {}", io::Error::last_os_error());
     }
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
@@ -644,11 +584,7 @@ fn garbage_frames_are_counted_and_dropped() {
     f[38..40].copy_from_slice(&500u16.to_be_bytes());
     frames.push(f);
     // 4. A valid datagram that is not a Tickwire packet.
-    frames.push(raw_udp_frame(
-        &t,
-        FEED_PORT,
-        b"hello, not a tickwire packet at all",
-    ));
+    frames.push(raw_udp_frame(&t, FEED_PORT, b"hello, not a tickwire packet at all"));
     // 5. A partial checksum, as a kernel with TX offload leaves it.
     let mut f = raw_udp_frame(&t, FEED_PORT, &partial_packet);
     let udp_len = (8 + partial_packet.len()) as u32;
@@ -677,11 +613,7 @@ fn garbage_frames_are_counted_and_dropped() {
             let start = Instant::now();
             while got.len() < 3 && start.elapsed() < STALL_LIMIT {
                 s.poll(Some(Duration::from_millis(10)), &mut |ev| {
-                    if let SubEvent::Packet {
-                        line: Line::A,
-                        packet,
-                    } = ev
-                    {
+                    if let SubEvent::Packet { line: Line::A, packet } = ev {
                         got.push(packet.to_vec());
                     }
                 })
@@ -691,12 +623,8 @@ fn garbage_frames_are_counted_and_dropped() {
         })
     };
     let publ = {
-        let (cfg, ready, if_a, good) = (
-            pub_config(&t, feed, Some(t.mac_b)),
-            ready.clone(),
-            t.if_a.clone(),
-            good.clone(),
-        );
+        let (cfg, ready, if_a, good) =
+            (pub_config(&t, feed, Some(t.mac_b)), ready.clone(), t.if_a.clone(), good.clone());
         let (ip_a, ip_b, kernel_packet) = (t.ip_a, t.ip_b, kernel_packet.clone());
         Topology::spawn_in(&t.ns_a, move || {
             let mut p = XdpPublisher::new(&cfg).expect("publisher");
@@ -706,8 +634,7 @@ fn garbage_frames_are_counted_and_dropped() {
             // veth it leaves with a partial checksum (FACTS pitfall 3).
             run(&format!("ethtool -K {if_a} tx on >/dev/null"));
             let udp = UdpSocket::bind((ip_a, 0)).expect("kernel udp socket");
-            udp.send_to(&kernel_packet, (ip_b, FEED_PORT))
-                .expect("kernel send");
+            udp.send_to(&kernel_packet, (ip_b, FEED_PORT)).expect("kernel send");
             p.publish(&good).expect("publish");
             p.flush().expect("flush");
         })
@@ -726,10 +653,7 @@ fn garbage_frames_are_counted_and_dropped() {
     assert_eq!(x.bad_ip_checksum, 1);
     assert_eq!(x.malformed, 1);
     assert_eq!(x.not_tickwire, 1);
-    assert_eq!(
-        x.udp_checksum_partial, 2,
-        "the crafted one and the kernel's"
-    );
+    assert_eq!(x.udp_checksum_partial, 2, "the crafted one and the kernel's");
     assert_eq!(x.feed_frames, 3);
     assert_eq!(stats.malformed, 4);
     assert_eq!(stats.packets_received, 3);
@@ -749,11 +673,7 @@ fn setup_errors_are_clear() {
     let h = Topology::spawn_in(&t.ns_b, move || {
         let e = XdpSubscriber::new(&missing).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        assert!(
-            e.to_string()
-                .contains("no interface named \"tw-nonexistent\""),
-            "{e}"
-        );
+        assert!(e.to_string().contains("no interface named \"tw-nonexistent\""), "{e}");
 
         let mut zc = cfg.clone();
         zc.zero_copy = ZeroCopy::Always;
@@ -814,11 +734,7 @@ fn libxdp_default_program_with_static_neighbours() {
             let start = Instant::now();
             while rx.packets < N && start.elapsed() < STALL_LIMIT {
                 s.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let SubEvent::Packet {
-                        line: Line::A,
-                        packet,
-                    } = ev
-                    {
+                    if let SubEvent::Packet { line: Line::A, packet } = ev {
                         rx.check(packet);
                     }
                 })
@@ -831,11 +747,7 @@ fn libxdp_default_program_with_static_neighbours() {
             let start = Instant::now();
             while reply.is_none() && start.elapsed() < STALL_LIMIT {
                 s.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let SubEvent::Packet {
-                        line: Line::Unicast,
-                        packet,
-                    } = ev
-                    {
+                    if let SubEvent::Packet { line: Line::Unicast, packet } = ev {
                         reply = Some(packet.to_vec());
                     }
                 })
@@ -846,12 +758,8 @@ fn libxdp_default_program_with_static_neighbours() {
     };
     let publ = {
         let cfg = pub_config(&t, feed, None); // MAC from the static neighbour entry
-        let (ready, answered, progress, failed) = (
-            ready.clone(),
-            answered.clone(),
-            progress.clone(),
-            failed.clone(),
-        );
+        let (ready, answered, progress, failed) =
+            (ready.clone(), answered.clone(), progress.clone(), failed.clone());
         Topology::spawn_in(&t.ns_a, move || {
             let mut p = XdpPublisher::new(&cfg).expect("publisher");
             ready.wait();
@@ -867,8 +775,7 @@ fn libxdp_default_program_with_static_neighbours() {
                 .unwrap();
             }
             let answer = test_packet(8);
-            p.send_to(request.expect("request arrived"), &answer)
-                .unwrap();
+            p.send_to(request.expect("request arrived"), &answer).unwrap();
             answered.wait();
             answer
         })
@@ -879,10 +786,7 @@ fn libxdp_default_program_with_static_neighbours() {
     assert_eq!(rx.packets, N);
     assert_eq!(rx.mismatches, 0);
     assert_eq!(reply, Some(answer));
-    assert_eq!(
-        x.unicast_frames, 1,
-        "the answer came through the AF_XDP socket"
-    );
+    assert_eq!(x.unicast_frames, 1, "the answer came through the AF_XDP socket");
 }
 
 /// A publisher namespace and `leaves` subscriber namespaces, each joined by a
@@ -919,10 +823,7 @@ impl Bridged {
                 .collect(),
         };
         run(&format!("ip netns add {}", b.bridge_ns));
-        run(&format!(
-            "ip -n {} link add br0 type bridge mcast_snooping 0",
-            b.bridge_ns
-        ));
+        run(&format!("ip -n {} link add br0 type bridge mcast_snooping 0", b.bridge_ns));
         run(&format!("ip -n {} link set br0 up", b.bridge_ns));
         let ends = std::iter::once((b.pub_ns.clone(), b.pub_if.clone(), b.pub_ip))
             .chain(b.leaves.iter().cloned());
@@ -933,16 +834,11 @@ impl Bridged {
                 "ip link add {port} netns {} type veth peer name {ifn} netns {ns}",
                 b.bridge_ns
             ));
-            run(&format!(
-                "ip -n {} link set {port} master br0 up",
-                b.bridge_ns
-            ));
+            run(&format!("ip -n {} link set {port} master br0 up", b.bridge_ns));
             run(&format!("ip -n {ns} addr add {ip}/24 dev {ifn}"));
             run(&format!("ip -n {ns} link set lo up"));
             run(&format!("ip -n {ns} link set {ifn} up"));
-            run(&format!(
-                "ip netns exec {ns} ethtool -K {ifn} tx off >/dev/null"
-            ));
+            run(&format!("ip netns exec {ns} ethtool -K {ifn} tx off >/dev/null"));
         }
         b
     }
@@ -954,9 +850,8 @@ impl Bridged {
 
 impl Drop for Bridged {
     fn drop(&mut self) {
-        let all = [&self.pub_ns, &self.bridge_ns]
-            .into_iter()
-            .chain(self.leaves.iter().map(|l| &l.0));
+        let all =
+            [&self.pub_ns, &self.bridge_ns].into_iter().chain(self.leaves.iter().map(|l| &l.0));
         for ns in all {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
@@ -966,9 +861,7 @@ impl Drop for Bridged {
 /// Make a value inside namespace `ns` (sockets belong to the namespace they
 /// are created in, whichever thread uses them afterwards).
 fn make_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    Topology::spawn_in(ns, f)
-        .join()
-        .expect("thread in namespace")
+    Topology::spawn_in(ns, f).join().expect("thread in namespace")
 }
 
 /// The AF_XDP transport as the conformance suite sees it: a datagram
@@ -1024,25 +917,22 @@ fn xdp_and_kernel_subscribers_share_a_multicast_feed() {
     let group = Ipv4Addr::new(239, 78, 0, 2);
     let feed = SocketAddrV4::new(group, FEED_PORT);
     let xdp_cfg = XdpConfig::subscriber(&net.leaves[0].1, feed, net.request_addr());
-    let mut xdp_sub = make_in(&net.leaves[0].0, move || {
-        XdpSubscriber::new(&xdp_cfg).expect("xdp subscriber")
-    });
+    let mut xdp_sub =
+        make_in(&net.leaves[0].0, move || XdpSubscriber::new(&xdp_cfg).expect("xdp subscriber"));
     let kernel_ip = net.leaves[1].2;
     let kernel_sub = make_in(&net.leaves[1].0, move || {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
         s.set_reuse_address(true).unwrap();
         s.set_recv_buffer_size(1 << 20).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FEED_PORT).into())
-            .unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FEED_PORT).into()).unwrap();
         s.join_multicast_v4(&group, &kernel_ip).unwrap();
         let s: UdpSocket = s.into();
         s.set_nonblocking(true).unwrap();
         s
     });
     let pub_cfg = XdpConfig::publisher(&net.pub_if, feed, net.request_addr());
-    let mut publisher = make_in(&net.pub_ns, move || {
-        XdpPublisher::new(&pub_cfg).expect("publisher")
-    });
+    let mut publisher =
+        make_in(&net.pub_ns, move || XdpPublisher::new(&pub_cfg).expect("publisher"));
 
     let (mut via_xdp, mut via_kernel) = (Received::default(), Received::default());
     let mut buf = vec![0u8; 2048];
@@ -1067,11 +957,7 @@ fn xdp_and_kernel_subscribers_share_a_multicast_feed() {
         publisher.flush().unwrap();
         xdp_sub
             .poll(Some(Duration::from_millis(1)), &mut |ev| {
-                if let SubEvent::Packet {
-                    line: Line::A,
-                    packet,
-                } = ev
-                {
+                if let SubEvent::Packet { line: Line::A, packet } = ev {
                     via_xdp.check(packet);
                 }
             })
@@ -1110,15 +996,8 @@ fn without_privileges_the_error_says_what_is_needed() {
             inheritable: u32,
         }
         const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-        let mut hdr = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
+        let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
         // SAFETY: valid header and two data structs, as capset(2) v3 expects;
         // pid 0 drops the capabilities of this thread only.
         let r =
@@ -1146,9 +1025,7 @@ fn busy_polling_delivers_the_feed() {
     sc.busy_poll = true;
     let mut pc = pub_config(&t, feed, Some(t.mac_b));
     pc.busy_poll = true;
-    let mut sub = make_in(&t.ns_b, move || {
-        XdpSubscriber::new(&sc).expect("subscriber")
-    });
+    let mut sub = make_in(&t.ns_b, move || XdpSubscriber::new(&sc).expect("subscriber"));
     let mut publisher = make_in(&t.ns_a, move || XdpPublisher::new(&pc).expect("publisher"));
     let mut rx = Received::default();
     let mut sent = 0;
@@ -1157,33 +1034,21 @@ fn busy_polling_delivers_the_feed() {
         if rx.packets != last.0 {
             last = (rx.packets, Instant::now());
         }
-        assert!(
-            last.1.elapsed() < STALL_LIMIT,
-            "stuck at {}: {:?}",
-            rx.packets,
-            sub.xdp_stats()
-        );
+        assert!(last.1.elapsed() < STALL_LIMIT, "stuck at {}: {:?}", rx.packets, sub.xdp_stats());
         while sent < N && sent - rx.packets < WINDOW {
             publisher.publish(&test_packet(sent)).unwrap();
             sent += 1;
         }
         publisher.flush().unwrap();
         sub.poll(Some(Duration::ZERO), &mut |ev| {
-            if let SubEvent::Packet {
-                line: Line::A,
-                packet,
-            } = ev
-            {
+            if let SubEvent::Packet { line: Line::A, packet } = ev {
                 rx.check(packet);
             }
         })
         .unwrap();
     }
     assert_eq!(rx.mismatches, 0);
-    assert!(
-        sub.xdp_stats().rx_kicks > 0,
-        "busy polling kicks the socket on every poll"
-    );
+    assert!(sub.xdp_stats().rx_kicks > 0, "busy polling kicks the socket on every poll");
 }
 
 /// Throughput, for the report (ignored by default; run it in release):
@@ -1212,11 +1077,7 @@ fn throughput() {
             let mut bad = 0u64;
             while got < N {
                 s.poll(Some(Duration::from_millis(1)), &mut |ev| {
-                    if let SubEvent::Packet {
-                        line: Line::A,
-                        packet,
-                    } = ev
-                    {
+                    if let SubEvent::Packet { line: Line::A, packet } = ev {
                         let p = Packet::new_unchecked(packet);
                         if p.first_seq() != SeqNo(got + 1) || packet.len() != LEN {
                             bad += 1;
@@ -1312,11 +1173,7 @@ fn bad_fill_loses_no_frame() {
         }
         publisher.flush().unwrap();
         sub.poll(Some(Duration::from_millis(1)), &mut |ev| {
-            if let SubEvent::Packet {
-                line: Line::A,
-                packet,
-            } = ev
-            {
+            if let SubEvent::Packet { line: Line::A, packet } = ev {
                 rx.check(packet);
             }
         })

@@ -90,9 +90,11 @@ pub fn finish(mut child: Child, what: &str, deadline: Duration) -> Value {
                 let mut out = String::new();
                 child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
                 assert!(status.success(), "{what} exited with {status}; stdout: {out}");
-                let line = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-                    panic!("{what} printed no JSON summary; stdout: {out}")
-                });
+                let line = out
+                    .lines()
+                    .rev()
+                    .find(|l| l.starts_with('{'))
+                    .unwrap_or_else(|| panic!("{what} printed no JSON summary; stdout: {out}"));
                 return serde_json::from_str(line).unwrap();
             }
             None if start.elapsed() > deadline => {
@@ -114,7 +116,11 @@ pub fn assert_clean(v: &Value, what: &str) {
     assert_eq!(u(v, "unrecovered"), 0, "{what}: unrecovered gaps: {v}");
     assert_eq!(u(v, "crc_errors"), 0, "{what}: CRC errors: {v}");
     let verify = &v["verify"];
-    assert_eq!(verify["mismatches"].as_u64(), Some(0), "{what}: messages differ from the seed's stream: {v}");
+    assert_eq!(
+        verify["mismatches"].as_u64(),
+        Some(0),
+        "{what}: messages differ from the seed's stream: {v}"
+    );
     assert_eq!(verify["skipped"].as_u64(), Some(0), "{what}: sequences silently skipped: {v}");
     assert_eq!(verify["snapshot_mismatches"].as_u64(), Some(0), "{what}: wrong snapshot: {v}");
 }

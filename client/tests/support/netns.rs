@@ -94,7 +94,11 @@ impl Topology {
             .output()
             .expect("running netem.sh");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "netem.sh failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "netem.sh failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         eprintln!("{text}");
         text
     }
@@ -106,13 +110,17 @@ impl Topology {
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace().find_map(|w| w.strip_prefix("dropped=")).and_then(|n| n.parse().ok())
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("dropped="))
+            .and_then(|n| n.parse().ok())
     }
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let _ = Command::new(scripts().join("netem.sh")).args(["-n", &self.mid_ns(), "br0", "clear"]).output();
+        let _ = Command::new(scripts().join("netem.sh"))
+            .args(["-n", &self.mid_ns(), "br0", "clear"])
+            .output();
         let _ = Command::new(scripts().join("topology.sh"))
             .args(["down", &self.prefix, &self.clients.to_string()])
             .output();

@@ -18,11 +18,7 @@ struct Slot {
     send_time: u64,
 }
 
-const EMPTY: Slot = Slot {
-    seq: 0,
-    msg: Message::Unknown { kind: 0 },
-    send_time: 0,
-};
+const EMPTY: Slot = Slot { seq: 0, msg: Message::Unknown { kind: 0 }, send_time: 0 };
 
 /// See the module docs.
 #[derive(Debug)]
@@ -34,10 +30,7 @@ pub(super) struct ReorderBuffer {
 impl ReorderBuffer {
     /// A buffer of `cap` slots (at least 1) whose window starts at 1.
     pub(super) fn new(cap: usize) -> ReorderBuffer {
-        ReorderBuffer {
-            slots: vec![EMPTY; cap.max(1)].into_boxed_slice(),
-            lo: 1,
-        }
+        ReorderBuffer { slots: vec![EMPTY; cap.max(1)].into_boxed_slice(), lo: 1 }
     }
 
     /// Number of slots.
@@ -73,11 +66,7 @@ impl ReorderBuffer {
     pub(super) fn store(&mut self, seq: u64, msg: Message, send_time: u64) {
         if self.fits(seq) {
             let i = self.idx(seq);
-            self.slots[i] = Slot {
-                seq,
-                msg,
-                send_time,
-            };
+            self.slots[i] = Slot { seq, msg, send_time };
         }
     }
 

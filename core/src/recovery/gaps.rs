@@ -57,9 +57,7 @@ pub(super) struct GapList {
 
 impl GapList {
     pub(super) fn with_capacity(n: usize) -> GapList {
-        GapList {
-            gaps: VecDeque::with_capacity(n),
-        }
+        GapList { gaps: VecDeque::with_capacity(n) }
     }
 
     /// Index of the hole whose range contains `seq`.
@@ -90,10 +88,8 @@ mod tests {
     #[test]
     fn find_and_intersect() {
         let mut l = GapList::with_capacity(4);
-        l.gaps
-            .push_back(Gap::new(5, 8, Instant::ZERO, Instant::ZERO));
-        l.gaps
-            .push_back(Gap::new(10, 11, Instant::ZERO, Instant::ZERO));
+        l.gaps.push_back(Gap::new(5, 8, Instant::ZERO, Instant::ZERO));
+        l.gaps.push_back(Gap::new(10, 11, Instant::ZERO, Instant::ZERO));
         assert_eq!(l.find(4), None);
         assert_eq!(l.find(5), Some(0));
         assert_eq!(l.find(7), Some(0));

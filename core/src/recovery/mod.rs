@@ -401,12 +401,7 @@ impl Receiver {
             outstanding: Vec::with_capacity(cfg.max_outstanding_nacks),
             tx: VecDeque::with_capacity(tx_cap),
             tx_cap,
-            snap: SnapState {
-                active: false,
-                deadline: Instant::ZERO,
-                retries: 0,
-                min_seq: 0,
-            },
+            snap: SnapState { active: false, deadline: Instant::ZERO, retries: 0, min_seq: 0 },
             asm: Assembly::default(),
             end_of_session: None,
             eos_emitted: false,
@@ -926,8 +921,7 @@ impl Receiver {
             } else {
                 self.stats.gaps_filled_reorder += 1;
             }
-            self.stats
-                .record_recovery((now - g.detected).as_nanos() as u64);
+            self.stats.record_recovery((now - g.detected).as_nanos() as u64);
         }
     }
 
@@ -960,9 +954,8 @@ impl Receiver {
             merged.nacked |= g.nacked;
             if g.end > new_lo {
                 merged.end = g.end;
-                let still = (new_lo..g.end.min(self.buf.hi()))
-                    .filter(|q| !self.buf.present(*q))
-                    .count();
+                let still =
+                    (new_lo..g.end.min(self.buf.hi())).filter(|q| !self.buf.present(*q)).count();
                 merged.missing =
                     (new_lo - self.next) + still as u64 + g.end.saturating_sub(self.buf.hi());
             }
@@ -985,12 +978,7 @@ impl Receiver {
     }
 
     fn deliver(&mut self, s: u64, msg: Message, send_time: u64, recovered: bool) {
-        self.events.push_back(Event::Message {
-            seq: SeqNo(s),
-            msg,
-            send_time,
-            recovered,
-        });
+        self.events.push_back(Event::Message { seq: SeqNo(s), msg, send_time, recovered });
         self.stats.messages_delivered += 1;
         self.next = s + 1;
         self.buf.advance(self.next);
@@ -1014,8 +1002,7 @@ impl Receiver {
             && self.next >= e
         {
             self.eos_emitted = true;
-            self.events
-                .push_back(Event::EndOfSession { next: SeqNo(e) });
+            self.events.push_back(Event::EndOfSession { next: SeqNo(e) });
         }
     }
 
@@ -1023,8 +1010,7 @@ impl Receiver {
 
     fn prune_outstanding(&mut self, now: Instant) {
         let gaps = &self.gaps;
-        self.outstanding
-            .retain(|o| o.deadline > now && gaps.intersects(o.start, o.end));
+        self.outstanding.retain(|o| o.deadline > now && gaps.intersects(o.start, o.end));
     }
 
     /// Queue NACKs for every hole that is due, several at once: neighbouring
@@ -1115,16 +1101,9 @@ impl Receiver {
     }
 
     fn push_nack(&mut self, (start, end, deadline): (u64, u64, Instant)) {
-        self.outstanding.push(Outstanding {
-            start,
-            end,
-            deadline,
-        });
+        self.outstanding.push(Outstanding { start, end, deadline });
         // `end - start <= max_nack_len <= u16::MAX`.
-        self.tx.push_back(Tx::Nack {
-            start,
-            count: (end - start) as u16,
-        });
+        self.tx.push_back(Tx::Nack { start, count: (end - start) as u16 });
     }
 
     fn on_nack_reject(&mut self, now: Instant, repr: &PacketRepr) {
@@ -1200,10 +1179,7 @@ impl Receiver {
     /// holes it covers, drop what it supersedes, go on from `S`.
     fn apply_snapshot(&mut self, now: Instant) {
         let s = self.asm.seq;
-        self.events.push_back(Event::SnapshotStart {
-            seq: SeqNo(s),
-            symbols: self.asm.symbols,
-        });
+        self.events.push_back(Event::SnapshotStart { seq: SeqNo(s), symbols: self.asm.symbols });
         for st in self.asm.states() {
             self.events.push_back(Event::SymbolState(st));
         }
@@ -1222,8 +1198,7 @@ impl Receiver {
             self.stats.messages_covered_snapshot += missing_below.min(g.missing);
             if g.end <= s {
                 self.stats.gaps_covered_snapshot += 1;
-                self.stats
-                    .record_recovery((now - g.detected).as_nanos() as u64);
+                self.stats.record_recovery((now - g.detected).as_nanos() as u64);
             }
         }
         self.rebuild_gaps(now, s);
@@ -1323,9 +1298,7 @@ impl Receiver {
     fn unrecoverable(&mut self, a: u64, b: u64, missing: u64) {
         self.stats.unrecovered += 1;
         self.stats.messages_unrecovered += missing;
-        self.events.push_back(Event::Unrecoverable {
-            range: SeqRange::new(SeqNo(a), SeqNo(b)),
-        });
+        self.events.push_back(Event::Unrecoverable { range: SeqRange::new(SeqNo(a), SeqNo(b)) });
     }
 
     /// Deliver what is held in `[next, end)`, skipping what is missing.
@@ -1419,12 +1392,7 @@ impl Receiver {
             );
             prev_end = g.end;
         }
-        assert!(
-            self.next <= self.high,
-            "next {} > high {}",
-            self.next,
-            self.high
-        );
+        assert!(self.next <= self.high, "next {} > high {}", self.next, self.high);
         let end = self.high.min(self.buf.hi());
         for q in self.next..end {
             if !self.buf.present(q) {
@@ -1432,11 +1400,7 @@ impl Receiver {
             }
         }
         if self.synced && self.started {
-            assert!(
-                !self.buf.present(self.next),
-                "next {} held but not delivered",
-                self.next
-            );
+            assert!(!self.buf.present(self.next), "next {} held but not delivered", self.next);
         }
         assert!(self.outstanding.len() <= self.cfg.max_outstanding_nacks);
     }

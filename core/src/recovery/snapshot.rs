@@ -95,19 +95,11 @@ impl Assembly {
             self.states[i] = r;
             self.have[i] = true;
         }
-        if self.parts_received == self.parts {
-            PartOutcome::Complete
-        } else {
-            PartOutcome::Stored
-        }
+        if self.parts_received == self.parts { PartOutcome::Complete } else { PartOutcome::Stored }
     }
 
     /// The assembled records, in symbol order.
     pub(super) fn states(&self) -> impl Iterator<Item = SymbolState> + '_ {
-        self.have
-            .iter()
-            .zip(self.states.iter())
-            .filter(|(h, _)| **h)
-            .map(|(_, s)| *s)
+        self.have.iter().zip(self.states.iter()).filter(|(h, _)| **h).map(|(_, s)| *s)
     }
 }

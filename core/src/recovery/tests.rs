@@ -92,40 +92,26 @@ fn snap_part(
     for (i, st) in states.iter().enumerate() {
         emit_record(st, &mut payload[8 + 56 * i..]);
     }
-    packet(
-        PacketKind::Snapshot,
-        epoch,
-        s,
-        states.len() as u16,
-        &payload,
-    )
+    packet(PacketKind::Snapshot, epoch, s, states.len() as u16, &payload)
 }
 
 fn login_ack(epoch: u64, first: u64, mode: LoginMode) -> Vec<u8> {
     let mut body = [0u8; 16];
-    LoginAck::new_unchecked(&mut body[..]).emit(&LoginAckRepr {
-        oldest: SeqNo(1),
-        mode,
-    });
+    LoginAck::new_unchecked(&mut body[..]).emit(&LoginAckRepr { oldest: SeqNo(1), mode });
     packet(PacketKind::LoginAck, epoch, first, 0, &body)
 }
 
 fn nack_reject(epoch: u64, first: u64, count: u16) -> Vec<u8> {
     let mut body = [0u8; 16];
-    NackReject::new_unchecked(&mut body[..]).emit(&NackRejectRepr {
-        oldest: SeqNo(1000),
-        next: SeqNo(2000),
-    });
+    NackReject::new_unchecked(&mut body[..])
+        .emit(&NackRejectRepr { oldest: SeqNo(1000), next: SeqNo(2000) });
     packet(PacketKind::NackReject, epoch, first, count, &body)
 }
 
 // ------------------------------------------------------------------ helpers
 
 fn cfg() -> ReceiverConfig {
-    ReceiverConfig {
-        nack_jitter: Duration::ZERO,
-        ..ReceiverConfig::default()
-    }
+    ReceiverConfig { nack_jitter: Duration::ZERO, ..ReceiverConfig::default() }
 }
 
 fn t(us: u64) -> Instant {
@@ -185,20 +171,8 @@ fn delivers_in_order_from_the_session_start() {
     let evs = events(&mut rx);
     assert_eq!(evs[0], Event::EpochChanged { old: None, new: E });
     assert_eq!(seqs(&evs), range(1, 6));
-    assert!(evs.iter().all(|e| !matches!(
-        e,
-        Event::Message {
-            recovered: true,
-            ..
-        }
-    )));
-    assert!(matches!(
-        evs[1],
-        Event::Message {
-            send_time: 1001,
-            ..
-        }
-    ));
+    assert!(evs.iter().all(|e| !matches!(e, Event::Message { recovered: true, .. })));
+    assert!(matches!(evs[1], Event::Message { send_time: 1001, .. }));
     assert_eq!(rx.next_expected(), SeqNo(6));
     assert_eq!(rx.epoch(), Some(E));
     assert_eq!(rx.stats().messages_delivered, 5);
@@ -240,22 +214,9 @@ fn gap_is_buffered_then_nacked_after_the_delay_and_filled() {
     rx.handle_packet(t(300), Line::Unicast, &retrans(E, 4, 3));
     let evs = events(&mut rx);
     assert_eq!(seqs(&evs), range(4, 10));
-    assert!(evs.iter().all(|e| matches!(
-        e,
-        Event::Message {
-            recovered: true,
-            ..
-        }
-    )));
+    assert!(evs.iter().all(|e| matches!(e, Event::Message { recovered: true, .. })));
     let st = rx.stats();
-    assert_eq!(
-        (
-            st.gaps_filled_retransmit,
-            st.nacks_sent,
-            st.nack_messages_requested
-        ),
-        (1, 1, 3)
-    );
+    assert_eq!((st.gaps_filled_retransmit, st.nacks_sent, st.nack_messages_requested), (1, 1, 3));
     assert_eq!(st.messages_retransmitted, 3);
     assert_eq!(st.recoveries(), 1);
     assert_eq!(st.recovery_percentile(50.0) / 1000, 290); // seen at 10 µs, filled at 300 µs
@@ -273,14 +234,7 @@ fn a_fill_from_the_other_line_cancels_the_nack() {
     rx.handle_timeout(t(1000));
     assert_eq!(requests(&mut rx, t(1000)), vec![]);
     let st = rx.stats();
-    assert_eq!(
-        (
-            st.gaps_filled_reorder,
-            st.gaps_filled_retransmit,
-            st.nacks_sent
-        ),
-        (1, 0, 0)
-    );
+    assert_eq!((st.gaps_filled_reorder, st.gaps_filled_retransmit, st.nacks_sent), (1, 0, 0));
     assert_eq!(st.line_b_won, 3);
 }
 
@@ -297,10 +251,7 @@ fn a_nack_filled_while_queued_is_not_sent() {
 
 #[test]
 fn several_gaps_are_nacked_at_once_coalesced_and_split() {
-    let mut rx = Receiver::new(ReceiverConfig {
-        max_nack_len: 10,
-        ..cfg()
-    });
+    let mut rx = Receiver::new(ReceiverConfig { max_nack_len: 10, ..cfg() });
     rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
     rx.handle_packet(t(0), Line::A, &data(E, 3, 1)); // hole 2
     rx.handle_packet(t(0), Line::A, &data(E, 5, 25)); // hole 4; 5..29 held
@@ -326,10 +277,7 @@ fn several_gaps_are_nacked_at_once_coalesced_and_split() {
 
 #[test]
 fn outstanding_nacks_are_capped() {
-    let mut rx = Receiver::new(ReceiverConfig {
-        max_outstanding_nacks: 2,
-        ..cfg()
-    });
+    let mut rx = Receiver::new(ReceiverConfig { max_outstanding_nacks: 2, ..cfg() });
     rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
     for s in [20, 40, 60, 80] {
         // holes 2..19, 30..39, 50..59, 70..79, too far apart to coalesce
@@ -362,39 +310,22 @@ fn unanswered_nacks_back_off_then_go_to_a_snapshot() {
     assert_eq!(requests(&mut rx, now), vec![nack(2, 3)]);
     // Retries at +1, +2, +3 (capped), then the snapshot.
     for wait_ms in [1, 2, 3] {
-        assert_eq!(
-            rx.poll_timeout(),
-            Some(now + Duration::from_millis(wait_ms))
-        );
+        assert_eq!(rx.poll_timeout(), Some(now + Duration::from_millis(wait_ms)));
         now = now + Duration::from_millis(wait_ms);
         rx.handle_timeout(now);
-        assert_eq!(
-            requests(&mut rx, now),
-            vec![nack(2, 3)],
-            "retry after {wait_ms} ms"
-        );
+        assert_eq!(requests(&mut rx, now), vec![nack(2, 3)], "retry after {wait_ms} ms");
     }
     now = rx.poll_timeout().unwrap();
     rx.handle_timeout(now);
     assert_eq!(requests(&mut rx, now), vec![snap_req(E)]);
     let st = rx.stats();
-    assert_eq!(
-        (
-            st.nacks_sent,
-            st.nack_retries_exhausted,
-            st.snapshot_requests
-        ),
-        (4, 1, 1)
-    );
+    assert_eq!((st.nacks_sent, st.nack_retries_exhausted, st.snapshot_requests), (4, 1, 1));
     assert_eq!(rx.poll_timeout(), Some(now + DEFAULT_SNAPSHOT_TIMEOUT));
 }
 
 #[test]
 fn progress_resets_the_nack_retries() {
-    let mut rx = Receiver::new(ReceiverConfig {
-        max_nack_retries: 1,
-        ..cfg()
-    });
+    let mut rx = Receiver::new(ReceiverConfig { max_nack_retries: 1, ..cfg() });
     rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
     rx.handle_packet(t(0), Line::A, &data(E, 10, 1));
     let mut now = t(200);
@@ -439,12 +370,7 @@ fn end_of_session_waits_for_the_tail() {
     let evs = events(&mut rx);
     assert_eq!(seqs(&evs), vec![4]);
     assert_eq!(evs.last(), Some(&Event::EndOfSession { next: SeqNo(5) }));
-    assert_eq!(
-        evs.iter()
-            .filter(|e| matches!(e, Event::EndOfSession { .. }))
-            .count(),
-        1
-    );
+    assert_eq!(evs.iter().filter(|e| matches!(e, Event::EndOfSession { .. })).count(), 1);
 }
 
 #[test]
@@ -459,21 +385,13 @@ fn nack_reject_leads_to_a_snapshot_merged_with_the_buffer() {
     // Live data keeps coming while the snapshot is awaited.
     rx.handle_packet(t(310), Line::A, &data(E, 16, 4));
     // A part of an older snapshot (S = 9) is superseded by S = 12.
-    rx.handle_packet(
-        t(320),
-        Line::Unicast,
-        &snap_part(E, 9, 0, 2, 4, &[state(0, 9), state(1, 9)]),
-    );
+    rx.handle_packet(t(320), Line::Unicast, &snap_part(E, 9, 0, 2, 4, &[state(0, 9), state(1, 9)]));
     rx.handle_packet(
         t(330),
         Line::Unicast,
         &snap_part(E, 12, 1, 2, 4, &[state(2, 12), state(3, 12)]),
     );
-    rx.handle_packet(
-        t(331),
-        Line::Unicast,
-        &snap_part(E, 9, 1, 2, 4, &[state(2, 9), state(3, 9)]),
-    );
+    rx.handle_packet(t(331), Line::Unicast, &snap_part(E, 9, 1, 2, 4, &[state(2, 9), state(3, 9)]));
     assert_eq!(seqs(&events(&mut rx)), vec![1, 2]);
     rx.handle_packet(
         t(340),
@@ -481,35 +399,16 @@ fn nack_reject_leads_to_a_snapshot_merged_with_the_buffer() {
         &snap_part(E, 12, 0, 2, 4, &[state(0, 12), state(1, 12)]),
     );
     let evs = events(&mut rx);
-    assert_eq!(
-        evs[0],
-        Event::SnapshotStart {
-            seq: SeqNo(12),
-            symbols: 4
-        }
-    );
+    assert_eq!(evs[0], Event::SnapshotStart { seq: SeqNo(12), symbols: 4 });
     let states: Vec<SymbolState> = evs
         .iter()
-        .filter_map(|e| {
-            if let Event::SymbolState(s) = e {
-                Some(*s)
-            } else {
-                None
-            }
-        })
+        .filter_map(|e| if let Event::SymbolState(s) = e { Some(*s) } else { None })
         .collect();
     assert_eq!(states, (0..4).map(|s| state(s, 12)).collect::<Vec<_>>());
     assert_eq!(evs[5], Event::SnapshotEnd { seq: SeqNo(12) });
     assert_eq!(seqs(&evs[6..]), range(12, 20));
     let st = rx.stats();
-    assert_eq!(
-        (
-            st.nack_rejects,
-            st.snapshots_applied,
-            st.gaps_covered_snapshot
-        ),
-        (1, 1, 1)
-    );
+    assert_eq!((st.nack_rejects, st.snapshots_applied, st.gaps_covered_snapshot), (1, 1, 1));
     assert_eq!(st.messages_covered_snapshot, 3);
     // The first S = 9 part was stored, then superseded; the second was older.
     assert_eq!((st.snapshot_parts, st.snapshot_parts_ignored), (3, 1));
@@ -519,10 +418,7 @@ fn nack_reject_leads_to_a_snapshot_merged_with_the_buffer() {
 
 #[test]
 fn a_snapshot_with_a_lost_part_is_requested_again_then_given_up() {
-    let mut rx = Receiver::new(ReceiverConfig {
-        max_snapshot_retries: 2,
-        ..cfg()
-    });
+    let mut rx = Receiver::new(ReceiverConfig { max_snapshot_retries: 2, ..cfg() });
     rx.handle_packet(t(0), Line::A, &data(E, 1, 2));
     rx.handle_packet(t(0), Line::A, &data(E, 6, 2));
     rx.handle_timeout(t(200));
@@ -530,11 +426,7 @@ fn a_snapshot_with_a_lost_part_is_requested_again_then_given_up() {
     rx.handle_packet(t(300), Line::Unicast, &nack_reject(E, 3, 3));
     let mut now = t(300);
     assert_eq!(requests(&mut rx, now), vec![snap_req(E)]);
-    rx.handle_packet(
-        t(400),
-        Line::Unicast,
-        &snap_part(E, 8, 0, 2, 4, &[state(0, 8), state(1, 8)]),
-    );
+    rx.handle_packet(t(400), Line::Unicast, &snap_part(E, 8, 0, 2, 4, &[state(0, 8), state(1, 8)]));
     for _ in 0..2 {
         now = now + DEFAULT_SNAPSHOT_TIMEOUT;
         assert_eq!(rx.poll_timeout(), Some(now));
@@ -545,27 +437,15 @@ fn a_snapshot_with_a_lost_part_is_requested_again_then_given_up() {
     rx.handle_timeout(now);
     let evs = events(&mut rx);
     assert_eq!(
-        evs.iter()
-            .filter(|e| !matches!(e, Event::Message { .. }))
-            .copied()
-            .collect::<Vec<_>>(),
+        evs.iter().filter(|e| !matches!(e, Event::Message { .. })).copied().collect::<Vec<_>>(),
         vec![
             Event::EpochChanged { old: None, new: E },
-            Event::Unrecoverable {
-                range: SeqRange::new(SeqNo(3), SeqNo(6))
-            }
+            Event::Unrecoverable { range: SeqRange::new(SeqNo(3), SeqNo(6)) }
         ]
     );
     assert_eq!(seqs(&evs), vec![1, 2, 6, 7]);
     let st = rx.stats();
-    assert_eq!(
-        (
-            st.unrecovered,
-            st.messages_unrecovered,
-            st.snapshot_requests
-        ),
-        (1, 3, 3)
-    );
+    assert_eq!((st.unrecovered, st.messages_unrecovered, st.snapshot_requests), (1, 3, 3));
     // The feed goes on.
     rx.handle_packet(now, Line::A, &data(E, 8, 1));
     assert_eq!(seqs(&events(&mut rx)), vec![8]);
@@ -584,13 +464,7 @@ fn late_joiner_starts_from_a_snapshot_and_merges_into_live_data() {
     rx.handle_packet(t(20), Line::Unicast, &snap_part(E, 104, 0, 1, 4, &states));
     let evs = events(&mut rx);
     assert_eq!(evs[0], Event::EpochChanged { old: None, new: E });
-    assert_eq!(
-        evs[1],
-        Event::SnapshotStart {
-            seq: SeqNo(104),
-            symbols: 4
-        }
-    );
+    assert_eq!(evs[1], Event::SnapshotStart { seq: SeqNo(104), symbols: 4 });
     assert_eq!(evs[6], Event::SnapshotEnd { seq: SeqNo(104) });
     assert_eq!(seqs(&evs), vec![104, 105]);
     // 106 is still recovered by NACK.
@@ -602,10 +476,7 @@ fn late_joiner_starts_from_a_snapshot_and_merges_into_live_data() {
 
 #[test]
 fn late_joiner_from_first_seen() {
-    let mut rx = Receiver::new(ReceiverConfig {
-        late_join: LateJoin::FromFirstSeen,
-        ..cfg()
-    });
+    let mut rx = Receiver::new(ReceiverConfig { late_join: LateJoin::FromFirstSeen, ..cfg() });
     rx.handle_packet(t(0), Line::A, &data(E, 100, 3));
     assert_eq!(seqs(&events(&mut rx)), range(100, 103));
     assert_eq!(requests(&mut rx, t(0)), vec![]);
@@ -628,15 +499,7 @@ fn epoch_change_resets_the_sequence() {
     rx.handle_packet(t(0), Line::A, &data(E, 8, 1)); // a hole the restart abandons
     rx.handle_packet(t(1), Line::A, &data(E2, 1, 2));
     let evs = events(&mut rx);
-    let i = evs
-        .iter()
-        .position(|e| {
-            *e == Event::EpochChanged {
-                old: Some(E),
-                new: E2,
-            }
-        })
-        .unwrap();
+    let i = evs.iter().position(|e| *e == Event::EpochChanged { old: Some(E), new: E2 }).unwrap();
     assert_eq!(seqs(&evs[..i]), range(1, 6));
     assert_eq!(seqs(&evs[i..]), range(1, 3));
     // A straggler of the old session does not flip it back.
@@ -644,10 +507,7 @@ fn epoch_change_resets_the_sequence() {
     rx.handle_packet(t(2), Line::Unicast, &retrans(E, 6, 2));
     assert_eq!(events(&mut rx), vec![]);
     let st = rx.stats();
-    assert_eq!(
-        (st.epoch_changes, st.wrong_epoch, st.gaps_abandoned_epoch),
-        (1, 2, 1)
-    );
+    assert_eq!((st.epoch_changes, st.wrong_epoch, st.gaps_abandoned_epoch), (1, 2, 1));
     assert_eq!(rx.epoch(), Some(E2));
     assert_eq!(rx.next_expected(), SeqNo(3));
 }
@@ -658,26 +518,16 @@ fn epoch_change_mid_session_fetches_a_snapshot_of_the_new_one() {
     rx.handle_packet(t(0), Line::A, &data(E, 1, 5));
     rx.handle_packet(t(1), Line::A, &data(E2, 40, 2));
     assert_eq!(requests(&mut rx, t(1)), vec![snap_req(E2)]);
-    rx.handle_packet(
-        t(2),
-        Line::Unicast,
-        &snap_part(E2, 41, 0, 1, 1, &[state(0, 41)]),
-    );
+    rx.handle_packet(t(2), Line::Unicast, &snap_part(E2, 41, 0, 1, 1, &[state(0, 41)]));
     let evs = events(&mut rx);
-    assert!(evs.contains(&Event::EpochChanged {
-        old: Some(E),
-        new: E2
-    }));
+    assert!(evs.contains(&Event::EpochChanged { old: Some(E), new: E2 }));
     assert!(evs.contains(&Event::SnapshotEnd { seq: SeqNo(41) }));
     assert_eq!(seqs(&evs), [range(1, 6), vec![41]].concat());
 }
 
 #[test]
 fn buffer_overflow_leads_to_a_snapshot() {
-    let mut rx = Receiver::new(ReceiverConfig {
-        max_buffered: 8,
-        ..cfg()
-    });
+    let mut rx = Receiver::new(ReceiverConfig { max_buffered: 8, ..cfg() });
     rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
     for s in 3..12 {
         rx.handle_packet(t(0), Line::A, &data(E, s, 1)); // 2 lost; 11 does not fit [2, 10)
@@ -687,11 +537,7 @@ fn buffer_overflow_leads_to_a_snapshot() {
     for s in 12..20 {
         rx.handle_packet(t(1), Line::A, &data(E, s, 1)); // the window slides while waiting
     }
-    rx.handle_packet(
-        t(2),
-        Line::Unicast,
-        &snap_part(E, 14, 0, 1, 1, &[state(0, 14)]),
-    );
+    rx.handle_packet(t(2), Line::Unicast, &snap_part(E, 14, 0, 1, 1, &[state(0, 14)]));
     let evs = events(&mut rx);
     assert!(evs.contains(&Event::SnapshotEnd { seq: SeqNo(14) }));
     assert_eq!(seqs(&evs), [vec![1], range(14, 20)].concat());
@@ -700,19 +546,12 @@ fn buffer_overflow_leads_to_a_snapshot() {
 
 #[test]
 fn a_snapshot_older_than_the_slid_window_leaves_a_hole_to_nack() {
-    let mut rx = Receiver::new(ReceiverConfig {
-        max_buffered: 4,
-        ..cfg()
-    });
+    let mut rx = Receiver::new(ReceiverConfig { max_buffered: 4, ..cfg() });
     rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
     rx.handle_packet(t(0), Line::A, &data(E, 3, 10)); // 2 lost, window slides to [9, 13)
     // S = 6 moves the window back to [6, 10): 9 stays held, 10..12 no longer fit.
     assert_eq!(requests(&mut rx, t(0)), vec![snap_req(E)]);
-    rx.handle_packet(
-        t(1),
-        Line::Unicast,
-        &snap_part(E, 6, 0, 1, 1, &[state(0, 6)]),
-    );
+    rx.handle_packet(t(1), Line::Unicast, &snap_part(E, 6, 0, 1, 1, &[state(0, 6)]));
     let evs = events(&mut rx);
     assert!(evs.contains(&Event::SnapshotEnd { seq: SeqNo(6) }));
     assert_eq!(seqs(&evs), vec![1]);
@@ -724,18 +563,12 @@ fn a_snapshot_older_than_the_slid_window_leaves_a_hole_to_nack() {
 
 #[test]
 fn nack_ranges_respect_the_u16_count() {
-    let mut rx = Receiver::new(ReceiverConfig {
-        max_nack_len: 1 << 20,
-        ..cfg()
-    });
+    let mut rx = Receiver::new(ReceiverConfig { max_nack_len: 1 << 20, ..cfg() });
     assert_eq!(rx.config().max_nack_len, MAX_NACK_COUNT);
     rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
     rx.handle_packet(t(0), Line::A, &heartbeat(E, 70_002));
     rx.handle_timeout(t(300));
-    assert_eq!(
-        requests(&mut rx, t(300)),
-        vec![nack(2, 65_535), nack(65_537, 4_465)]
-    );
+    assert_eq!(requests(&mut rx, t(300)), vec![nack(2, 65_535), nack(65_537, 4_465)]);
 }
 
 #[test]
@@ -757,10 +590,7 @@ fn malformed_and_corrupt_packets_are_counted_and_dropped() {
     rx.handle_packet(t(0), Line::A, &packet(PacketKind::Nack, E, 1, 1, &[]));
     rx.handle_packet(t(0), Line::A, &login_ack(E, 1, LoginMode::Resume)); // datagram: unexpected
     let st = rx.stats();
-    assert_eq!(
-        (st.bad_crc, st.malformed, st.unexpected, st.packets),
-        (1, 5, 2, 8)
-    );
+    assert_eq!((st.bad_crc, st.malformed, st.unexpected, st.packets), (1, 5, 2, 8));
     assert_eq!(events(&mut rx), vec![]);
     assert_eq!(rx.epoch(), None);
 }
@@ -768,10 +598,7 @@ fn malformed_and_corrupt_packets_are_counted_and_dropped() {
 // ------------------------------------------------------------------- stream
 
 fn stream() -> Receiver {
-    Receiver::new(ReceiverConfig {
-        mode: Mode::Stream,
-        ..cfg()
-    })
+    Receiver::new(ReceiverConfig { mode: Mode::Stream, ..cfg() })
 }
 
 fn login(epoch: u64, first: u64) -> (PacketKind, u64, u64, u16) {
@@ -808,30 +635,15 @@ fn stream_login_resume_reconnect_and_snapshot() {
     assert_eq!(requests(&mut rx, due), vec![login(E, 6)]);
     // Too far behind: the server sends a snapshot at 50, then live data.
     rx.handle_packet(due, Line::A, &login_ack(E, 50, LoginMode::Snapshot));
-    rx.handle_packet(
-        due,
-        Line::A,
-        &snap_part(E, 50, 0, 1, 2, &[state(0, 50), state(1, 50)]),
-    );
+    rx.handle_packet(due, Line::A, &snap_part(E, 50, 0, 1, 2, &[state(0, 50), state(1, 50)]));
     rx.handle_packet(due, Line::A, &data(E, 50, 2));
     let evs = events(&mut rx);
-    assert_eq!(
-        evs[0],
-        Event::SnapshotStart {
-            seq: SeqNo(50),
-            symbols: 2
-        }
-    );
+    assert_eq!(evs[0], Event::SnapshotStart { seq: SeqNo(50), symbols: 2 });
     assert_eq!(evs[3], Event::SnapshotEnd { seq: SeqNo(50) });
     assert_eq!(seqs(&evs), vec![50, 51]);
     let st = rx.stats();
     assert_eq!(
-        (
-            st.logins,
-            st.reconnects,
-            st.snapshots_applied,
-            st.snapshot_requests
-        ),
+        (st.logins, st.reconnects, st.snapshots_applied, st.snapshot_requests),
         (2, 2, 1, 0)
     );
     // A successful login reset the back-off.
@@ -852,15 +664,7 @@ fn stream_server_restart_is_an_epoch_change() {
     rx.handle_packet(t(20_001), Line::A, &login_ack(E2, 1, LoginMode::Resume));
     rx.handle_packet(t(20_001), Line::A, &data(E2, 1, 2));
     let evs = events(&mut rx);
-    let i = evs
-        .iter()
-        .position(|e| {
-            *e == Event::EpochChanged {
-                old: Some(E),
-                new: E2,
-            }
-        })
-        .unwrap();
+    let i = evs.iter().position(|e| *e == Event::EpochChanged { old: Some(E), new: E2 }).unwrap();
     assert_eq!(seqs(&evs[i..]), range(1, 3));
 }
 
@@ -905,40 +709,16 @@ mod props {
     /// One input of the random-sequence property.
     #[derive(Clone, Debug)]
     enum Op {
-        Data {
-            line: u8,
-            first: u64,
-            n: u16,
-            new_epoch: bool,
-        },
-        Retrans {
-            first: u64,
-            n: u16,
-        },
-        Heartbeat {
-            next: u64,
-        },
-        Eos {
-            next: u64,
-        },
-        Snapshot {
-            s: u64,
-            part: u16,
-            parts: u16,
-        },
-        Reject {
-            first: u64,
-            n: u16,
-        },
-        Ack {
-            first: u64,
-            snapshot: bool,
-        },
+        Data { line: u8, first: u64, n: u16, new_epoch: bool },
+        Retrans { first: u64, n: u16 },
+        Heartbeat { next: u64 },
+        Eos { next: u64 },
+        Snapshot { s: u64, part: u16, parts: u16 },
+        Reject { first: u64, n: u16 },
+        Ack { first: u64, snapshot: bool },
         Connected,
         Disconnected,
-        Time {
-            us: u64,
-        },
+        Time { us: u64 },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -999,23 +779,14 @@ mod props {
     }
 
     fn run(ops: &[Op], mode: Mode, max_buffered: usize) {
-        let mut rx = Receiver::new(ReceiverConfig {
-            mode,
-            max_buffered,
-            max_snapshot_retries: 1,
-            ..cfg()
-        });
+        let mut rx =
+            Receiver::new(ReceiverConfig { mode, max_buffered, max_snapshot_retries: 1, ..cfg() });
         let mut oracle = Oracle::default();
         let mut now = t(0);
         let mut epoch = E;
         for op in ops {
             match *op {
-                Op::Data {
-                    line,
-                    first,
-                    n,
-                    new_epoch,
-                } => {
+                Op::Data { line, first, n, new_epoch } => {
                     if new_epoch {
                         epoch += 1;
                     }
@@ -1036,11 +807,7 @@ mod props {
                     rx.handle_packet(now, Line::Unicast, &nack_reject(epoch, first, n))
                 }
                 Op::Ack { first, snapshot } => {
-                    let mode = if snapshot {
-                        LoginMode::Snapshot
-                    } else {
-                        LoginMode::Resume
-                    };
+                    let mode = if snapshot { LoginMode::Snapshot } else { LoginMode::Resume };
                     rx.handle_packet(now, Line::A, &login_ack(epoch, first, mode))
                 }
                 Op::Connected => rx.handle_connected(now),

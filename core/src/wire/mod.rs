@@ -26,7 +26,7 @@ mod snapshot;
 
 pub use control::{LoginAck, LoginAckRepr, LoginMode, NackReject, NackRejectRepr};
 pub use message::{
-    MessageIter, Quote, Trade, emit_message, message_len, parse_message, MessageKind,
+    MessageIter, MessageKind, Quote, Trade, emit_message, message_len, parse_message,
 };
 pub use packet::{Packet, PacketKind, PacketRepr, frame_len};
 pub use snapshot::{SnapshotHeader, SnapshotRecord, SnapshotRepr, emit_record, parse_record};

@@ -224,10 +224,7 @@ pub const fn peer_addr(id: PeerId) -> Option<SocketAddrV4> {
     if id >> 48 != 0 {
         return None;
     }
-    Some(SocketAddrV4::new(
-        Ipv4Addr::from_bits((id >> 16) as u32),
-        id as u16,
-    ))
+    Some(SocketAddrV4::new(Ipv4Addr::from_bits((id >> 16) as u32), id as u16))
 }
 
 fn udp_socket() -> io::Result<Socket> {
@@ -372,12 +369,8 @@ impl MulticastPublisher {
         data.set_multicast_loop_v4(cfg.loopback)?;
         // Bind to the interface so datagrams carry its address as source.
         data.bind(&SocketAddrV4::new(cfg.interface, 0).into())?;
-        let send_granted = set_buffer(
-            data.as_raw_fd(),
-            libc::SO_SNDBUFFORCE,
-            libc::SO_SNDBUF,
-            cfg.send_buffer,
-        )?;
+        let send_granted =
+            set_buffer(data.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, cfg.send_buffer)?;
 
         let request = udp_socket()?;
         request.bind(&cfg.request_addr.into())?;
@@ -388,12 +381,7 @@ impl MulticastPublisher {
             cfg.recv_buffer,
         )?;
         // Replies leave from the request socket too: size its send side.
-        set_buffer(
-            request.as_raw_fd(),
-            libc::SO_SNDBUFFORCE,
-            libc::SO_SNDBUF,
-            cfg.send_buffer,
-        )?;
+        set_buffer(request.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, cfg.send_buffer)?;
         let request_local = v4(request.local_addr()?)?;
 
         let buffers = BufferSizes {
@@ -405,15 +393,8 @@ impl MulticastPublisher {
         warn_if_small("send", buffers.send_requested, buffers.send_granted);
         warn_if_small("receive", buffers.recv_requested, buffers.recv_granted);
 
-        let config = MulticastConfig {
-            request_addr: request_local,
-            ..cfg.clone()
-        };
-        let pollfd = [libc::pollfd {
-            fd: request.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let config = MulticastConfig { request_addr: request_local, ..cfg.clone() };
+        let pollfd = [libc::pollfd { fd: request.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         Ok(MulticastPublisher {
             data,
             request,
@@ -507,10 +488,7 @@ impl Publisher for MulticastPublisher {
         if len > self.tx.slot_len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "packet of {len} bytes exceeds max_packet_len {}",
-                    self.tx.slot_len()
-                ),
+                format!("packet of {len} bytes exceeds max_packet_len {}", self.tx.slot_len()),
             ));
         }
         if len == 0 {
@@ -526,17 +504,9 @@ impl Publisher for MulticastPublisher {
 
     fn send_to(&mut self, peer: PeerId, packet: &[u8]) -> io::Result<()> {
         let addr = peer_addr(peer).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("unknown peer {peer:#x}"),
-            )
+            io::Error::new(io::ErrorKind::InvalidInput, format!("unknown peer {peer:#x}"))
         })?;
-        match send_one(
-            &self.request,
-            packet,
-            &addr.into(),
-            &mut self.stats.syscalls,
-        ) {
+        match send_one(&self.request, packet, &addr.into(), &mut self.stats.syscalls) {
             Ok(true) => {
                 self.stats.packets_sent += 1;
                 self.stats.bytes_sent += packet.len() as u64;
@@ -587,10 +557,7 @@ impl Publisher for MulticastPublisher {
             let mut deliver = |src: Option<SocketAddrV4>, packet: &[u8]| {
                 if let Some(src) = src {
                     *requests += 1;
-                    on_event(PubEvent::Request {
-                        peer: peer_id(src),
-                        packet,
-                    });
+                    on_event(PubEvent::Request { peer: peer_id(src), packet });
                 }
             };
             drain(
@@ -680,11 +647,7 @@ impl MulticastSubscriber {
             .iter()
             .map(|(_, s)| s.as_raw_fd())
             .chain(std::iter::once(unicast.as_raw_fd()))
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
             .collect();
         Ok(MulticastSubscriber {
             lines,
@@ -739,12 +702,7 @@ impl MulticastSubscriber {
 
 impl Subscriber for MulticastSubscriber {
     fn send_request(&mut self, packet: &[u8]) -> io::Result<()> {
-        if send_one(
-            &self.unicast,
-            packet,
-            &self.request_addr,
-            &mut self.stats.syscalls,
-        )? {
+        if send_one(&self.unicast, packet, &self.request_addr, &mut self.stats.syscalls)? {
             self.stats.requests_sent += 1;
             Ok(())
         } else {
@@ -803,32 +761,16 @@ mod tests {
         assert!(MulticastConfig::default().validate().is_ok());
         assert!(MulticastConfig::default().loopback);
         let not_mc = MulticastConfig::loopback(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1), r);
-        assert!(
-            not_mc
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("not a multicast")
-        );
-        let same = MulticastConfig {
-            group_b: Some(g),
-            ..MulticastConfig::loopback(g, r)
-        };
+        assert!(not_mc.validate().unwrap_err().to_string().contains("not a multicast"));
+        let same = MulticastConfig { group_b: Some(g), ..MulticastConfig::loopback(g, r) };
         assert!(same.validate().is_err());
-        let tiny = MulticastConfig {
-            max_packet_len: HEADER_LEN - 1,
-            ..MulticastConfig::loopback(g, r)
-        };
+        let tiny =
+            MulticastConfig { max_packet_len: HEADER_LEN - 1, ..MulticastConfig::loopback(g, r) };
         assert!(tiny.validate().is_err());
-        let huge_batch = MulticastConfig {
-            batch: MAX_BATCH + 1,
-            ..MulticastConfig::loopback(g, r)
-        };
+        let huge_batch =
+            MulticastConfig { batch: MAX_BATCH + 1, ..MulticastConfig::loopback(g, r) };
         assert!(huge_batch.validate().is_err());
-        let no_batch = MulticastConfig {
-            batch: 0,
-            ..MulticastConfig::loopback(g, r)
-        };
+        let no_batch = MulticastConfig { batch: 0, ..MulticastConfig::loopback(g, r) };
         assert!(no_batch.validate().is_err());
     }
 

@@ -14,9 +14,7 @@ pub(crate) fn to_sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
+        sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
         sin_zero: [0; 8],
     }
 }
@@ -45,11 +43,7 @@ pub(crate) fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) -> io::R
             mem::size_of::<i32>() as libc::socklen_t,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// `getsockopt(fd, level, name)` for an integer option.
@@ -60,11 +54,7 @@ pub(crate) fn get_int_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     // bytes it may write into `value`, which is exactly its size.
     let rc =
         unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
-    if rc == 0 {
-        Ok(value)
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Wait until one of `fds` is ready or `timeout` passes (`None`: forever).
@@ -75,38 +65,23 @@ pub(crate) fn wait(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::R
         tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
     });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `fds` is a valid, exclusively borrowed slice of `pollfd` whose
     // length we pass; `ts_ptr` is null or points to a timespec that outlives the
     // call; a null signal mask leaves the mask unchanged.
     let rc = unsafe {
-        libc::ppoll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            ts_ptr,
-            std::ptr::null(),
-        )
+        libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null())
     };
     if rc >= 0 {
         return Ok(rc as usize);
     }
     let err = io::Error::last_os_error();
-    if err.kind() == io::ErrorKind::Interrupted {
-        Ok(0)
-    } else {
-        Err(err)
-    }
+    if err.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(err) }
 }
 
 /// Wait up to `timeout` for `fd` to become writable (after `EAGAIN`).
 pub(crate) fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = [libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    }];
+    let mut pfd = [libc::pollfd { fd, events: libc::POLLOUT, revents: 0 }];
     Ok(wait(&mut pfd, Some(timeout))? > 0)
 }
 
@@ -161,14 +136,8 @@ impl Slots {
             data: vec![0u8; count * slot_len].into_boxed_slice(),
             slot_len,
             lens: vec![0usize; count].into_boxed_slice(),
-            iov: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                count
-            ]
-            .into_boxed_slice(),
+            iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; count]
+                .into_boxed_slice(),
             hdrs: (0..count).map(|_| zeroed_mmsghdr()).collect(),
             names: vec![zeroed_sockaddr(); count].into_boxed_slice(),
             dest: Box::new(zeroed_sockaddr()),
@@ -222,10 +191,7 @@ impl Slots {
             // SAFETY: `i < count`, so `i * slot_len` is inside `data` (its
             // length is `count * slot_len`); `add` stays in the allocation.
             let slot = unsafe { base.add(i * self.slot_len) };
-            self.iov[i] = libc::iovec {
-                iov_base: slot.cast(),
-                iov_len: len,
-            };
+            self.iov[i] = libc::iovec { iov_base: slot.cast(), iov_len: len };
             let iov: *mut libc::iovec = &mut self.iov[i];
             let h = &mut self.hdrs[i];
             h.msg_len = 0;
@@ -235,12 +201,7 @@ impl Slots {
             h.msg_hdr.msg_controllen = 0;
             h.msg_hdr.msg_flags = 0;
             // SAFETY: `i < count` = `names.len()`.
-            h.msg_hdr.msg_name = if receive {
-                unsafe { names.add(i) }
-            } else {
-                dest
-            }
-            .cast();
+            h.msg_hdr.msg_name = if receive { unsafe { names.add(i) } } else { dest }.cast();
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         }
     }
@@ -270,11 +231,7 @@ impl Slots {
                 libc::MSG_DONTWAIT,
             )
         };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc as usize)
-        }
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc as usize) }
     }
 
     /// Receive up to `count()` datagrams with one `recvmmsg`, never blocking.
@@ -344,21 +301,12 @@ mod tests {
         let (a, _) = pair();
         let fd = a.as_raw_fd();
         set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap();
-        assert_eq!(
-            get_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap(),
-            1
-        );
+        assert_eq!(get_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap(), 1);
         set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 0).unwrap();
-        assert_eq!(
-            get_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap(),
-            0
-        );
+        assert_eq!(get_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).unwrap(), 0);
         // Linux doubles the requested buffer size for bookkeeping.
         set_int_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 65_536).unwrap();
-        assert_eq!(
-            get_int_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap(),
-            131_072
-        );
+        assert_eq!(get_int_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap(), 131_072);
         let err = set_int_opt(-1, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     }
@@ -369,10 +317,7 @@ mod tests {
         let mut tx = Slots::new(8, 64);
         for i in 0..8 {
             let len = 10 + i * 7;
-            tx.slot_mut(i)[..len]
-                .iter_mut()
-                .enumerate()
-                .for_each(|(j, x)| *x = (i * 31 + j) as u8);
+            tx.slot_mut(i)[..len].iter_mut().enumerate().for_each(|(j, x)| *x = (i * 31 + j) as u8);
             tx.set_len(i, len);
         }
         // Send in two calls to exercise a resume from the middle of the batch.
@@ -404,11 +349,7 @@ mod tests {
     #[test]
     fn wait_reports_readiness_and_times_out() {
         let (a, b) = pair();
-        let mut fds = [libc::pollfd {
-            fd: b.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = [libc::pollfd { fd: b.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         assert_eq!(wait(&mut fds, Some(Duration::ZERO)).unwrap(), 0);
         a.send_to(b"x", b.local_addr().unwrap()).unwrap();
         assert_eq!(wait(&mut fds, Some(Duration::from_secs(5))).unwrap(), 1);
@@ -428,11 +369,7 @@ mod tests {
             .unwrap();
         assert_eq!(sent, 1);
         let mut buf = [0u8; 8];
-        let mut fds = [libc::pollfd {
-            fd: b.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = [libc::pollfd { fd: b.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         wait(&mut fds, Some(Duration::from_secs(5))).unwrap();
         let (n, _) = b.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"abc");

@@ -35,12 +35,7 @@ impl FrameBuf {
     /// `capacity` is raised to `max_packet` if below it, so a whole packet fits.
     pub(crate) fn new(capacity: usize, max_packet: usize) -> FrameBuf {
         let capacity = capacity.max(max_packet);
-        FrameBuf {
-            buf: vec![0; capacity].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            max_packet,
-        }
+        FrameBuf { buf: vec![0; capacity].into_boxed_slice(), start: 0, end: 0, max_packet }
     }
 
     /// Forget everything buffered (a new connection starts with a clean stream).
@@ -164,10 +159,7 @@ mod tests {
         for chunk in [1, 3, 39, 40, 41, 97, 4096] {
             // A capacity of one packet forces compaction on every packet.
             let mut fb = FrameBuf::new(HEADER_LEN, HEADER_LEN);
-            let mut src = Chunks {
-                data: &stream,
-                chunk,
-            };
+            let mut src = Chunks { data: &stream, chunk };
             let mut got = Vec::new();
             loop {
                 while let Some(p) = fb.next_packet().unwrap() {
@@ -188,61 +180,36 @@ mod tests {
         let hb = heartbeat(1);
         let mut fb = FrameBuf::new(1024, 100);
         assert_eq!(fb.truncation(), None);
-        fb.fill_from(&mut Chunks {
-            data: &hb[..10],
-            chunk: 100,
-        })
-        .unwrap();
+        fb.fill_from(&mut Chunks { data: &hb[..10], chunk: 100 }).unwrap();
         assert_eq!(fb.next_packet(), Ok(None));
-        assert_eq!(
-            fb.truncation(),
-            Some(DecodeError::Truncated { need: 40, have: 10 })
-        );
+        assert_eq!(fb.truncation(), Some(DecodeError::Truncated { need: 40, have: 10 }));
 
         let mut long = heartbeat(1).to_vec();
         long[32..36].copy_from_slice(&20u32.to_le_bytes());
         long.extend_from_slice(&[0; 5]);
         let mut fb = FrameBuf::new(1024, 100);
-        fb.fill_from(&mut Chunks {
-            data: &long,
-            chunk: 100,
-        })
-        .unwrap();
+        fb.fill_from(&mut Chunks { data: &long, chunk: 100 }).unwrap();
         assert_eq!(fb.next_packet(), Ok(None));
-        assert_eq!(
-            fb.truncation(),
-            Some(DecodeError::Truncated { need: 60, have: 45 })
-        );
+        assert_eq!(fb.truncation(), Some(DecodeError::Truncated { need: 60, have: 45 }));
     }
 
     #[test]
     fn rejects_garbage_and_oversized() {
         let mut fb = FrameBuf::new(1024, 100);
-        let mut src = Chunks {
-            data: b"GET / HTTP/1.1\r\n",
-            chunk: 100,
-        };
+        let mut src = Chunks { data: b"GET / HTTP/1.1\r\n", chunk: 100 };
         fb.fill_from(&mut src).unwrap();
         assert!(matches!(fb.next_packet(), Err(DecodeError::BadMagic(_))));
 
         let mut big = heartbeat(1);
         big[32..36].copy_from_slice(&200u32.to_le_bytes());
         let mut fb = FrameBuf::new(1024, 100);
-        fb.fill_from(&mut Chunks {
-            data: &big,
-            chunk: 100,
-        })
-        .unwrap();
+        fb.fill_from(&mut Chunks { data: &big, chunk: 100 }).unwrap();
         assert!(matches!(fb.next_packet(), Err(DecodeError::Malformed(_))));
 
         let mut absurd = heartbeat(1);
         absurd[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
         let mut fb = FrameBuf::new(1024, 100);
-        fb.fill_from(&mut Chunks {
-            data: &absurd,
-            chunk: 100,
-        })
-        .unwrap();
+        fb.fill_from(&mut Chunks { data: &absurd, chunk: 100 }).unwrap();
         assert!(matches!(fb.next_packet(), Err(DecodeError::Malformed(_))));
     }
 

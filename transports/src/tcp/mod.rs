@@ -73,8 +73,5 @@ const MAX_READS_PER_POLL: usize = 16;
 
 /// Is this error one that means "try again", not "the connection failed"?
 fn is_transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-    )
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted)
 }

@@ -139,10 +139,7 @@ impl TcpPublisher {
     /// before their window is negotiated; the sizes granted are logged to stderr.
     pub fn bind(addr: SocketAddr, cfg: TcpPublisherConfig) -> io::Result<TcpPublisher> {
         if cfg.max_packet_len == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "max_packet_len is 0",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "max_packet_len is 0"));
         }
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         sock.set_reuse_address(true)?;
@@ -165,8 +162,7 @@ impl TcpPublisher {
             cfg.send_buffer, cfg.recv_buffer
         );
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(TcpPublisher {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
@@ -386,8 +382,7 @@ impl TcpPublisher {
                 self.stats.syscalls += 1;
                 match c.stream.write_vectored(&bufs) {
                     Ok(0) => {
-                        self.doomed
-                            .push((c.peer, DisconnectReason::Io("write returned 0".into())));
+                        self.doomed.push((c.peer, DisconnectReason::Io("write returned 0".into())));
                         break;
                     }
                     Ok(n) => {
@@ -397,8 +392,7 @@ impl TcpPublisher {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        self.doomed
-                            .push((c.peer, DisconnectReason::Io(e.to_string())));
+                        self.doomed.push((c.peer, DisconnectReason::Io(e.to_string())));
                         break;
                     }
                 }
@@ -407,12 +401,8 @@ impl TcpPublisher {
                 let now = *now.get_or_insert_with(Instant::now);
                 let since = *c.over_since.get_or_insert(now);
                 if now.duration_since(since) > self.cfg.slow_timeout {
-                    self.doomed.push((
-                        c.peer,
-                        DisconnectReason::SlowConsumer {
-                            queued: c.out.len(),
-                        },
-                    ));
+                    self.doomed
+                        .push((c.peer, DisconnectReason::SlowConsumer { queued: c.out.len() }));
                 }
             } else {
                 c.over_since = None;
@@ -433,12 +423,7 @@ impl TcpPublisher {
         if c.out.len() + packet.len() > max_queue {
             stats.send_errors += 1;
             if !doomed.iter().any(|(p, _)| *p == c.peer) {
-                doomed.push((
-                    c.peer,
-                    DisconnectReason::SlowConsumer {
-                        queued: c.out.len(),
-                    },
-                ));
+                doomed.push((c.peer, DisconnectReason::SlowConsumer { queued: c.out.len() }));
             }
             return;
         }
@@ -479,13 +464,7 @@ impl Publisher for TcpPublisher {
         let packet = &self.scratch[..len];
         for c in &mut self.clients {
             if c.live {
-                Self::enqueue(
-                    c,
-                    packet,
-                    self.cfg.max_queue,
-                    &mut self.stats,
-                    &mut self.doomed,
-                );
+                Self::enqueue(c, packet, self.cfg.max_queue, &mut self.stats, &mut self.doomed);
             }
         }
         self.close_doomed();
@@ -496,22 +475,13 @@ impl Publisher for TcpPublisher {
     /// flush or poll. Errors with `NotConnected` for an unknown peer.
     fn send_to(&mut self, peer: PeerId, packet: &[u8]) -> io::Result<()> {
         if packet.len() > self.cfg.max_packet_len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "packet above max_packet_len",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "packet above max_packet_len"));
         }
         let Some(&i) = self.index.get(&peer) else {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "no such peer"));
         };
         let c = &mut self.clients[i];
-        Self::enqueue(
-            c,
-            packet,
-            self.cfg.max_queue,
-            &mut self.stats,
-            &mut self.doomed,
-        );
+        Self::enqueue(c, packet, self.cfg.max_queue, &mut self.stats, &mut self.doomed);
         self.close_doomed();
         Ok(())
     }

@@ -39,10 +39,7 @@ pub struct TcpSubscriberConfig {
 
 impl Default for TcpSubscriberConfig {
     fn default() -> Self {
-        TcpSubscriberConfig {
-            recv_buffer: DEFAULT_SUB_RECV_BUFFER,
-            max_packet_len: MAX_PACKET_LEN,
-        }
+        TcpSubscriberConfig { recv_buffer: DEFAULT_SUB_RECV_BUFFER, max_packet_len: MAX_PACKET_LEN }
     }
 }
 
@@ -89,10 +86,7 @@ impl TcpSubscriber {
     /// [`SubEvent::Disconnected`] if it fails. Errors only if no socket can be made.
     pub fn connect(addr: SocketAddr, cfg: TcpSubscriberConfig) -> io::Result<TcpSubscriber> {
         if cfg.max_packet_len == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "max_packet_len is 0",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "max_packet_len is 0"));
         }
         let mut s = TcpSubscriber {
             poll: Poll::new()?,
@@ -134,11 +128,7 @@ impl TcpSubscriber {
     /// once (nothing listening, on loopback) is reported as `Disconnected` by
     /// the next poll; only failing to create the socket is an error here.
     fn start_connect(&mut self) -> io::Result<()> {
-        let sock = Socket::new(
-            Domain::for_address(self.addr),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )?;
+        let sock = Socket::new(Domain::for_address(self.addr), Type::STREAM, Some(Protocol::TCP))?;
         sock.set_nonblocking(true)?;
         sock.set_tcp_nodelay(true)?;
         if self.cfg.recv_buffer > 0 {
@@ -149,8 +139,7 @@ impl TcpSubscriber {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || is_transient(&e) => {}
             Err(e) => {
-                self.pending
-                    .push_back(Pending::Disconnected(DisconnectReason::Io(e.to_string())));
+                self.pending.push_back(Pending::Disconnected(DisconnectReason::Io(e.to_string())));
                 return Ok(());
             }
         }
@@ -162,13 +151,8 @@ impl TcpSubscriber {
             token,
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        self.conn = Some(Conn {
-            stream,
-            token,
-            connected: false,
-            readable: false,
-            writable: false,
-        });
+        self.conn =
+            Some(Conn { stream, token, connected: false, readable: false, writable: false });
         Ok(())
     }
 
@@ -268,10 +252,7 @@ impl TcpSubscriber {
                     Ok(Some(packet)) => {
                         self.stats.packets_received += 1;
                         self.stats.bytes_received += packet.len() as u64;
-                        on_event(SubEvent::Packet {
-                            line: Line::A,
-                            packet,
-                        });
+                        on_event(SubEvent::Packet { line: Line::A, packet });
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -315,9 +296,7 @@ impl Subscriber for TcpSubscriber {
             ));
         }
         if self.out.len() + packet.len() > MAX_REQUEST_QUEUE {
-            return Err(io::Error::other(
-                "request queue full: the server is not reading",
-            ));
+            return Err(io::Error::other("request queue full: the server is not reading"));
         }
         self.out.extend(packet);
         self.stats.requests_sent += 1;
@@ -340,10 +319,7 @@ impl Subscriber for TcpSubscriber {
             // block forever. The caller must reconnect.
             return Ok(());
         }
-        let busy = self
-            .conn
-            .as_ref()
-            .is_some_and(|c| c.connected && c.readable);
+        let busy = self.conn.as_ref().is_some_and(|c| c.connected && c.readable);
         let timeout = if busy { Some(Duration::ZERO) } else { timeout };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}

@@ -85,11 +85,7 @@ pub fn emit_udp_frame(ep: &UdpEndpoints, buf: &mut [u8], payload_len: usize) -> 
     ip_repr.emit(&mut ip, &caps);
 
     let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
-    UdpRepr {
-        src_port: ep.src.port(),
-        dst_port: ep.dst.port(),
-    }
-    .emit(
+    UdpRepr { src_port: ep.src.port(), dst_port: ep.dst.port() }.emit(
         &mut udp,
         &IpAddress::Ipv4(*ep.src.ip()),
         &IpAddress::Ipv4(*ep.dst.ip()),
@@ -351,13 +347,7 @@ mod tests {
 
     #[test]
     fn multicast_mac_keeps_low_23_bits() {
-        assert_eq!(
-            multicast_mac(Ipv4Addr::new(239, 1, 2, 3)),
-            [1, 0, 0x5e, 1, 2, 3]
-        );
-        assert_eq!(
-            multicast_mac(Ipv4Addr::new(224, 129, 2, 3)),
-            [1, 0, 0x5e, 1, 2, 3]
-        );
+        assert_eq!(multicast_mac(Ipv4Addr::new(239, 1, 2, 3)), [1, 0, 0x5e, 1, 2, 3]);
+        assert_eq!(multicast_mac(Ipv4Addr::new(224, 129, 2, 3)), [1, 0, 0x5e, 1, 2, 3]);
     }
 }

@@ -131,11 +131,7 @@ pub struct BindMode {
 
 impl fmt::Display for BindMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let copy = if self.zero_copy {
-            "zero-copy mode"
-        } else {
-            "copy mode"
-        };
+        let copy = if self.zero_copy { "zero-copy mode" } else { "copy mode" };
         match self.attach {
             XdpAttach::None => write!(f, "{copy}, no XDP program (transmit only)"),
             XdpAttach::Driver => write!(f, "{copy}, native (driver) XDP"),

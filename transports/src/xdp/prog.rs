@@ -60,12 +60,7 @@ struct Insn {
 }
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | (dst & 0x0f),
-        off,
-        imm,
-    }
+    Insn { code, regs: (src << 4) | (dst & 0x0f), off, imm }
 }
 
 /// `ldx` word / half / byte, `mov`, `add`, jumps, `call`, `exit`, `ld_imm64`.
@@ -171,11 +166,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
             std::mem::size_of::<T>() as libc::c_uint,
         )
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
 fn owned(fd: libc::c_long) -> OwnedFd {
@@ -216,10 +207,7 @@ impl FeedFilter {
                 ),
                 _ => String::new(),
             };
-            io::Error::new(
-                e.kind(),
-                format!("XDP feed filter: {what} failed: {e}{hint}"),
-            )
+            io::Error::new(e.kind(), format!("XDP feed filter: {what} failed: {e}{hint}"))
         };
         let mut m = MapCreateAttr {
             map_type: BPF_MAP_TYPE_XSKMAP,
@@ -280,11 +268,7 @@ impl FeedFilter {
         };
         let link =
             owned(bpf(BPF_LINK_CREATE, &mut l).map_err(|e| ctx("attaching to the interface", e))?);
-        Ok(FeedFilter {
-            _link: link,
-            _prog: prog,
-            _map: map,
-        })
+        Ok(FeedFilter { _link: link, _prog: prog, _map: map })
     }
 }
 

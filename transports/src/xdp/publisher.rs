@@ -100,10 +100,7 @@ impl XdpPublisher {
     /// namespace) and a kernel UDP socket on `cfg.request`.
     pub fn new(cfg: &XdpConfig) -> io::Result<XdpPublisher> {
         if cfg.batch == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "batch must be positive",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "batch must be positive"));
         }
         let info = sys::if_info(&cfg.ifname)?;
         let src_ip = match cfg.src_ip.or(info.ipv4) {
@@ -138,10 +135,7 @@ impl XdpPublisher {
             ttl: cfg.ttl,
         };
         let requests = UdpSocket::bind(cfg.request).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("binding the request socket to {}: {e}", cfg.request),
-            )
+            io::Error::new(e.kind(), format!("binding the request socket to {}: {e}", cfg.request))
         })?;
         requests.set_nonblocking(true)?;
 
@@ -150,9 +144,7 @@ impl XdpPublisher {
         // fragmenting, what a UMEM frame holds, and the datagram default.
         let frame_room = xsk.frame_room;
         let mtu_room = (info.mtu as usize).saturating_sub(HEADERS_LEN - frame::ETH_HEADER_LEN);
-        let max_packet = DEFAULT_MAX_PACKET
-            .min(frame_room - HEADERS_LEN)
-            .min(mtu_room);
+        let max_packet = DEFAULT_MAX_PACKET.min(frame_room - HEADERS_LEN).min(mtu_room);
         let free = std::mem::take(&mut xsk.frames);
         let frame_count = free.len();
         Ok(XdpPublisher {
@@ -340,10 +332,7 @@ impl XdpPublisher {
             match Packet::new_checked(&self.request_buf[..n]) {
                 Ok(p) => {
                     self.stats.requests += 1;
-                    on_event(PubEvent::Request {
-                        peer: peer_id(from),
-                        packet: p.as_bytes(),
-                    });
+                    on_event(PubEvent::Request { peer: peer_id(from), packet: p.as_bytes() });
                 }
                 Err(_) => self.stats.malformed += 1,
             }
@@ -377,11 +366,7 @@ impl Publisher for XdpPublisher {
             cursor.set_pos(room);
             let buf = data.contents_mut();
             let n = fill(&mut buf[HEADERS_LEN..HEADERS_LEN + max]);
-            if n > max {
-                None
-            } else {
-                Some(frame::emit_udp_frame(&self.endpoints, buf, n))
-            }
+            if n > max { None } else { Some(frame::emit_udp_frame(&self.endpoints, buf, n)) }
         };
         let Some(len) = len else {
             self.stats.send_errors += 1;

@@ -116,10 +116,7 @@ impl XdpSubscriber {
     /// the kernel request socket (joined to the group for a multicast feed).
     pub fn new(cfg: &XdpConfig) -> io::Result<XdpSubscriber> {
         if cfg.batch == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "batch must be positive",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "batch must be positive"));
         }
         let info = sys::if_info(&cfg.ifname)?;
         let own_ip = cfg.src_ip.or(info.ipv4);
@@ -166,11 +163,7 @@ impl XdpSubscriber {
             rx_descs: vec![FrameDesc::default(); cfg.batch],
             in_kernel: 0,
             frame_count,
-            classifier: Classifier {
-                feed_ip,
-                feed_port: cfg.listen_port,
-                unicast_port,
-            },
+            classifier: Classifier { feed_ip, feed_port: cfg.listen_port, unicast_port },
             busy_poll: cfg.busy_poll,
             requests,
             unicast_buf: vec![0; UNICAST_BUF_LEN],
@@ -296,10 +289,7 @@ impl XdpSubscriber {
                 Ok(p) => {
                     self.stats.packets_received += 1;
                     self.stats.bytes_received += p.total_len() as u64;
-                    on_event(SubEvent::Packet {
-                        line: Line::Unicast,
-                        packet: p.as_bytes(),
-                    });
+                    on_event(SubEvent::Packet { line: Line::Unicast, packet: p.as_bytes() });
                 }
                 Err(_) => self.stats.malformed += 1,
             }
@@ -365,10 +355,7 @@ fn handle_frame(
     }
     stats.packets_received += 1;
     stats.bytes_received += p.total_len() as u64;
-    on_event(SubEvent::Packet {
-        line,
-        packet: p.as_bytes(),
-    });
+    on_event(SubEvent::Packet { line, packet: p.as_bytes() });
 }
 
 /// The kernel UDP socket for requests and their answers, connected to the
@@ -383,22 +370,15 @@ fn request_socket(
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     let local = SocketAddrV4::new(own_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
     s.bind(&local.into()).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("binding the request socket to {local}: {e}"),
-        )
+        io::Error::new(e.kind(), format!("binding the request socket to {local}: {e}"))
     })?;
     if let Some(g) = group {
         s.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(ifindex))
             .map_err(|e| io::Error::new(e.kind(), format!("joining {g} on {}: {e}", cfg.ifname)))?;
     }
-    s.connect(&SocketAddr::V4(cfg.request).into())
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("connecting the request socket to {}: {e}", cfg.request),
-            )
-        })?;
+    s.connect(&SocketAddr::V4(cfg.request).into()).map_err(|e| {
+        io::Error::new(e.kind(), format!("connecting the request socket to {}: {e}", cfg.request))
+    })?;
     s.set_nonblocking(true)?;
     Ok(s.into())
 }

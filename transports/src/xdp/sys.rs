@@ -63,17 +63,11 @@ pub(crate) fn if_info(name: &str) -> io::Result<IfInfo> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "interface name {name:?} must be 1 to {} bytes",
-                libc::IFNAMSIZ - 1
-            ),
+            format!("interface name {name:?} must be 1 to {} bytes", libc::IFNAMSIZ - 1),
         ));
     }
     let cname = CString::new(name).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name contains a NUL byte",
-        )
+        io::Error::new(io::ErrorKind::InvalidInput, "interface name contains a NUL byte")
     })?;
     // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
     let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
@@ -104,9 +98,7 @@ pub(crate) fn if_info(name: &str) -> io::Result<IfInfo> {
             let sa = unsafe { req.ifr_ifru.ifru_addr };
             // sockaddr_in: family (2), port (2), address (4) = sa_data[2..6].
             let d = sa.sa_data;
-            Some(Ipv4Addr::new(
-                d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8,
-            ))
+            Some(Ipv4Addr::new(d[2] as u8, d[3] as u8, d[4] as u8, d[5] as u8))
         }
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => None,
         Err(e) => return Err(e),
@@ -117,12 +109,7 @@ pub(crate) fn if_info(name: &str) -> io::Result<IfInfo> {
         let mtu = unsafe { req.ifr_ifru.ifru_mtu };
         mtu.max(0) as u32
     };
-    Ok(IfInfo {
-        index,
-        mac,
-        ipv4,
-        mtu,
-    })
+    Ok(IfInfo { index, mac, ipv4, mtu })
 }
 
 /// The MAC of `ip` in the kernel's neighbour table for `ifname` (the calling
@@ -171,12 +158,7 @@ pub(crate) fn parse_mac(s: &str) -> Option<[u8; 6]> {
 pub(crate) fn set_busy_poll(fd: RawFd, usecs: u32, budget: u32) -> io::Result<()> {
     setsockopt_int(fd, SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL")?;
     setsockopt_int(fd, SO_BUSY_POLL, usecs as libc::c_int, "SO_BUSY_POLL")?;
-    setsockopt_int(
-        fd,
-        SO_BUSY_POLL_BUDGET,
-        budget as libc::c_int,
-        "SO_BUSY_POLL_BUDGET",
-    )
+    setsockopt_int(fd, SO_BUSY_POLL_BUDGET, budget as libc::c_int, "SO_BUSY_POLL_BUDGET")
 }
 
 fn setsockopt_int(fd: RawFd, opt: libc::c_int, value: libc::c_int, name: &str) -> io::Result<()> {
@@ -216,16 +198,8 @@ pub(crate) enum Kick {
 pub(crate) fn kick_tx(fd: RawFd) -> io::Result<Kick> {
     // SAFETY: a zero-length send with null buffer and address is the documented
     // AF_XDP wake-up; the kernel reads no user memory.
-    let r = unsafe {
-        libc::sendto(
-            fd,
-            std::ptr::null(),
-            0,
-            libc::MSG_DONTWAIT,
-            std::ptr::null(),
-            0,
-        )
-    };
+    let r =
+        unsafe { libc::sendto(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
     if r >= 0 {
         return Ok(Kick::Done);
     }
@@ -237,10 +211,7 @@ pub(crate) fn kick_tx(fd: RawFd) -> io::Result<Kick> {
             io::ErrorKind::NotConnected,
             "the XDP interface is down: `ip link set DEV up`",
         )),
-        _ => Err(io::Error::new(
-            e.kind(),
-            format!("AF_XDP TX kick (sendto) failed: {e}"),
-        )),
+        _ => Err(io::Error::new(e.kind(), format!("AF_XDP TX kick (sendto) failed: {e}"))),
     }
 }
 
@@ -264,10 +235,7 @@ pub(crate) fn kick_rx(fd: RawFd) -> io::Result<()> {
         match e.raw_os_error() {
             Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::EINTR) | Some(libc::ENOBUFS) => {}
             _ => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("AF_XDP RX kick failed: {e}"),
-                ));
+                return Err(io::Error::new(e.kind(), format!("AF_XDP RX kick failed: {e}")));
             }
         }
     }
@@ -296,11 +264,7 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::R
 
 /// A pollfd for `fd` waiting for `events`.
 pub(crate) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
+    libc::pollfd { fd, events, revents: 0 }
 }
 
 /// A file descriptor closed on drop (for short-lived ioctl sockets).
@@ -358,10 +322,7 @@ mod tests {
             parse_arp_table(ARP, "veth1", ip("10.9.0.2")),
             Some([0xaa, 0xbb, 0xcc, 0, 0x11, 0x22])
         );
-        assert_eq!(
-            parse_arp_table(ARP, "eth0", ip("10.9.0.2")),
-            Some([2, 0, 0, 0, 0, 9])
-        );
+        assert_eq!(parse_arp_table(ARP, "eth0", ip("10.9.0.2")), Some([2, 0, 0, 0, 0, 9]));
         // Incomplete entry.
         assert_eq!(parse_arp_table(ARP, "veth1", ip("10.9.0.3")), None);
         assert_eq!(parse_arp_table(ARP, "veth1", ip("10.9.0.4")), None);

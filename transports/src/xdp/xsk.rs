@@ -54,10 +54,7 @@ pub(crate) struct Xsk {
 
 impl std::fmt::Debug for Xsk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Xsk")
-            .field("fd", &self.fd)
-            .field("mode", &self.mode)
-            .finish()
+        f.debug_struct("Xsk").field("fd", &self.fd).field("mode", &self.mode).finish()
     }
 }
 
@@ -71,14 +68,8 @@ fn attempts(zc: ZeroCopy, steering: Steering) -> Vec<BindMode> {
         Steering::TxOnly => XdpAttach::None,
         _ => XdpAttach::Skb,
     };
-    let zc_mode = BindMode {
-        zero_copy: true,
-        attach: attach_zc,
-    };
-    let copy_mode = BindMode {
-        zero_copy: false,
-        attach: attach_copy,
-    };
+    let zc_mode = BindMode { zero_copy: true, attach: attach_zc };
+    let copy_mode = BindMode { zero_copy: false, attach: attach_copy };
     match zc {
         ZeroCopy::Auto => vec![zc_mode, copy_mode],
         ZeroCopy::Always => vec![zc_mode],
@@ -104,10 +95,8 @@ pub(crate) fn open(cfg: &XdpConfig, steering: Steering, role: &str) -> io::Resul
         .frame_headroom(0)
         .build()
         .map_err(|e| invalid(&format!("UMEM config: {e}")))?;
-    let ifname: Interface = cfg
-        .ifname
-        .parse()
-        .map_err(|_| invalid("interface name contains a NUL byte"))?;
+    let ifname: Interface =
+        cfg.ifname.parse().map_err(|_| invalid("interface name contains a NUL byte"))?;
 
     let mut refused: Option<String> = None;
     let modes = attempts(cfg.zero_copy, steering);
@@ -129,11 +118,7 @@ pub(crate) fn open(cfg: &XdpConfig, steering: Steering, role: &str) -> io::Resul
                         Some(r) => format!(" (zero-copy refused: {r})"),
                         None => String::new(),
                     },
-                    if cfg.busy_poll {
-                        ", busy polling on"
-                    } else {
-                        ""
-                    },
+                    if cfg.busy_poll { ", busy polling on" } else { "" },
                 );
                 return Ok(xsk);
             }
@@ -173,15 +158,7 @@ fn bind_with_retry(
     let mut delay = BIND_RETRY_FIRST_DELAY;
     let mut waited = Duration::ZERO;
     for attempt in 1..=BIND_RETRY_ATTEMPTS {
-        match bind_once(
-            ifname,
-            cfg.queue,
-            umem_cfg,
-            frame_count,
-            ring,
-            steering,
-            mode,
-        ) {
+        match bind_once(ifname, cfg.queue, umem_cfg, frame_count, ring, steering, mode) {
             Ok(x) => return Ok(x),
             Err(errno) if errno == Some(libc::EBUSY) && attempt < BIND_RETRY_ATTEMPTS => {
                 std::thread::sleep(delay);
@@ -207,11 +184,7 @@ fn bind_once(
 ) -> Result<Xsk, Option<i32>> {
     let (umem, frames) = Umem::new(umem_cfg, frame_count, false).map_err(|e| errno_of(&e))?;
     let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
-    bind |= if mode.zero_copy {
-        BindFlags::XDP_ZEROCOPY
-    } else {
-        BindFlags::XDP_COPY
-    };
+    bind |= if mode.zero_copy { BindFlags::XDP_ZEROCOPY } else { BindFlags::XDP_COPY };
     let xdp = match mode.attach {
         XdpAttach::Driver => XdpFlags::XDP_FLAGS_DRV_MODE,
         XdpAttach::Skb => XdpFlags::XDP_FLAGS_SKB_MODE,
@@ -238,18 +211,7 @@ fn bind_once(
     let (fq, cq) = fq_cq.ok_or(Some(libc::EINVAL))?;
     let fd = tx.fd().as_raw_fd();
     let frame_room = umem_cfg.mtu() as usize;
-    Ok(Xsk {
-        tx,
-        rx,
-        fq,
-        cq,
-        umem,
-        frames,
-        mode,
-        fd,
-        frame_room,
-        zero_copy_refused: None,
-    })
+    Ok(Xsk { tx, rx, fq, cq, umem, frames, mode, fd, frame_room, zero_copy_refused: None })
 }
 
 fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
@@ -268,10 +230,7 @@ fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
 fn bind_error(cfg: &XdpConfig, mode: BindMode, errno: Option<i32>, waited: Duration) -> io::Error {
     let (ifn, q) = (&cfg.ifname, cfg.queue);
     let os = errno.map(io::Error::from_raw_os_error);
-    let os_txt = os
-        .as_ref()
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| "no error code".into());
+    let os_txt = os.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "no error code".into());
     match errno {
         Some(libc::EPERM) | Some(libc::EACCES) => {
             io::Error::new(io::ErrorKind::PermissionDenied, sys::NEED_PRIVILEGES)

@@ -184,27 +184,15 @@ impl Topology {
                 host,
             ],
         )?;
-        run(
-            "ip",
-            &["-n", mid, "link", "set", port, "master", self.bridge],
-        )?;
+        run("ip", &["-n", mid, "link", "set", port, "master", self.bridge])?;
         run("ip", &["-n", mid, "link", "set", port, "up"])?;
         let cidr = format!("{addr}/24");
         run("ip", &["-n", host, "addr", "add", &cidr, "dev", "eth0"])?;
         run("ip", &["-n", host, "link", "set", "eth0", "up"])?;
-        run(
-            "ip",
-            &["-n", host, "route", "add", "239.0.0.0/8", "dev", "eth0"],
-        )?;
+        run("ip", &["-n", host, "route", "add", "239.0.0.0/8", "dev", "eth0"])?;
         // Partial (offloaded) checksums on veth: compute them in software.
-        run(
-            "ip",
-            &["netns", "exec", host, "ethtool", "-K", "eth0", "tx", "off"],
-        )?;
-        run(
-            "ip",
-            &["netns", "exec", mid, "ethtool", "-K", port, "tx", "off"],
-        )?;
+        run("ip", &["netns", "exec", host, "ethtool", "-K", "eth0", "tx", "off"])?;
+        run("ip", &["netns", "exec", mid, "ethtool", "-K", port, "tx", "off"])?;
         Ok(())
     }
 
@@ -217,17 +205,7 @@ impl Topology {
         }
         run(
             "ip",
-            &[
-                "-n",
-                &mid,
-                "link",
-                "add",
-                self.bridge,
-                "type",
-                "bridge",
-                "mcast_snooping",
-                "0",
-            ],
+            &["-n", &mid, "link", "add", self.bridge, "type", "bridge", "mcast_snooping", "0"],
         )?;
         run("ip", &["-n", &mid, "link", "set", self.bridge, "up"])?;
         self.attach(&srv, "vsrv", self.srv_addr())?;

@@ -494,14 +494,16 @@ fn snapshot_requests_are_limited_per_peer() {
     publish(&mut p, 100, 30);
     let snap = request(PacketKind::SnapshotRequest, EPOCH, 0, 0);
     let t0 = 10_000 * MS;
+    let limit = RequestLimits::default().snapshot_min_interval.as_nanos() as u64;
+    assert!(limit > 2 * MS, "the test needs room between linger and the limit");
     assert_eq!(call(&mut p, t0, 1, &snap).0, RequestOutcome::Served);
     assert_eq!(call(&mut p, t0 + MS, 1, &snap).0, RequestOutcome::Ignored(IgnoreReason::Duplicate));
     assert_eq!(
-        call(&mut p, t0 + 499 * MS, 1, &snap).0,
+        call(&mut p, t0 + limit - MS, 1, &snap).0,
         RequestOutcome::Ignored(IgnoreReason::RateLimited)
     );
-    assert_eq!(call(&mut p, t0 + 499 * MS, 2, &snap).0, RequestOutcome::Served, "other peer");
-    assert_eq!(call(&mut p, t0 + 500 * MS, 1, &snap).0, RequestOutcome::Served);
+    assert_eq!(call(&mut p, t0 + limit - MS, 2, &snap).0, RequestOutcome::Served, "other peer");
+    assert_eq!(call(&mut p, t0 + limit, 1, &snap).0, RequestOutcome::Served);
     assert_eq!(
         call(&mut p, t0, 3, &request(PacketKind::SnapshotRequest, EPOCH + 1, 0, 0)).0,
         RequestOutcome::Ignored(IgnoreReason::WrongEpoch)

@@ -74,10 +74,10 @@ pub fn build_publisher(opts: &TransportOptions) -> io::Result<Box<dyn Publisher>
                 ..Default::default()
             },
         )?),
-        TransportKind::Multicast => Box::new(crate::multicast::MulticastPublisher::new(
-            multicast_config(opts)?,
-        )?),
-        TransportKind::Xdp => return Err(xdp_unavailable()),
+        TransportKind::Multicast => {
+            Box::new(crate::multicast::MulticastPublisher::new(multicast_config(opts)?)?)
+        }
+        TransportKind::Xdp => xdp_publisher(opts)?,
     };
     Ok(wrap_pub(inner, &opts.loss))
 }
@@ -92,17 +92,17 @@ pub fn build_subscriber(opts: &TransportOptions) -> io::Result<Box<dyn Subscribe
                 ..Default::default()
             },
         )?),
-        TransportKind::Multicast => Box::new(crate::multicast::MulticastSubscriber::new(
-            multicast_config(opts)?,
-        )?),
-        TransportKind::Xdp => return Err(xdp_unavailable()),
+        TransportKind::Multicast => {
+            Box::new(crate::multicast::MulticastSubscriber::new(multicast_config(opts)?)?)
+        }
+        TransportKind::Xdp => xdp_subscriber(opts)?,
     };
     Ok(wrap_sub(inner, &opts.loss))
 }
 
 fn wrap_pub(inner: Box<dyn Publisher>, loss: &LossConfig) -> Box<dyn Publisher> {
     if loss.tx_drop > 0.0 || loss.rx_drop > 0.0 {
-        Box::new(Lossy::new(inner, loss.clone()))
+        Box::new(Lossy::new(inner, *loss))
     } else {
         inner
     }
@@ -110,7 +110,7 @@ fn wrap_pub(inner: Box<dyn Publisher>, loss: &LossConfig) -> Box<dyn Publisher> 
 
 fn wrap_sub(inner: Box<dyn Subscriber>, loss: &LossConfig) -> Box<dyn Subscriber> {
     if loss.tx_drop > 0.0 || loss.rx_drop > 0.0 {
-        Box::new(Lossy::new(inner, loss.clone()))
+        Box::new(Lossy::new(inner, *loss))
     } else {
         inner
     }
@@ -133,6 +133,74 @@ fn multicast_config(opts: &TransportOptions) -> io::Result<crate::multicast::Mul
     })
 }
 
+/// The AF_XDP configuration: the feed goes to (or is read from) `group_a` on
+/// interface `ifname`; the recovery plane is a kernel UDP socket on `addr`
+/// (the server binds it, the client sends its requests there).
+#[cfg(feature = "xdp")]
+fn xdp_config(opts: &TransportOptions) -> io::Result<crate::xdp::XdpConfig> {
+    let Some(ifname) = opts.ifname.as_deref() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the xdp transport needs an interface name (--ifname, e.g. eth0)",
+        ));
+    };
+    let SocketAddr::V4(request) = opts.addr else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the xdp transport needs an IPv4 request (recovery) address",
+        ));
+    };
+    if !opts.group_a.ip().is_multicast() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the xdp feed address {} is not a multicast group (use --group 239.x.x.x:PORT)",
+                opts.group_a
+            ),
+        ));
+    }
+    if opts.group_b.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the xdp transport carries one feed line: drop --group-b",
+        ));
+    }
+    Ok(crate::xdp::XdpConfig::publisher(ifname, opts.group_a, request))
+}
+
+#[cfg(feature = "xdp")]
+fn xdp_publisher(opts: &TransportOptions) -> io::Result<Box<dyn Publisher>> {
+    let cfg = xdp_config(opts)?;
+    let p = crate::xdp::XdpPublisher::new(&cfg)?;
+    // Publishing more than the interface's MTU carries would fail per packet.
+    if opts.max_packet_len > p.max_packet_len() {
+        eprintln!(
+            "xdp: packets capped at {} bytes (the UMEM frame / {} MTU), not {}",
+            p.max_packet_len(),
+            cfg.ifname,
+            opts.max_packet_len
+        );
+    }
+    Ok(Box::new(p))
+}
+
+#[cfg(feature = "xdp")]
+fn xdp_subscriber(opts: &TransportOptions) -> io::Result<Box<dyn Subscriber>> {
+    let cfg = xdp_config(opts)?;
+    Ok(Box::new(crate::xdp::XdpSubscriber::new(&cfg)?))
+}
+
+#[cfg(not(feature = "xdp"))]
+fn xdp_publisher(_opts: &TransportOptions) -> io::Result<Box<dyn Publisher>> {
+    Err(xdp_unavailable())
+}
+
+#[cfg(not(feature = "xdp"))]
+fn xdp_subscriber(_opts: &TransportOptions) -> io::Result<Box<dyn Subscriber>> {
+    Err(xdp_unavailable())
+}
+
+#[cfg(not(feature = "xdp"))]
 fn xdp_unavailable() -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,

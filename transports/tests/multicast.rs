@@ -46,6 +46,7 @@ const MULTICAST: Profile = Profile {
     name: "multicast",
     stream: false,
     delivery: Delivery::BestEffort { min_fraction: 1.0 },
+    exact_stats: true,
 };
 
 #[test]

@@ -12,6 +12,7 @@
 # client's --json; one-way, server send stamp to client receive, same host
 # clock), gaps, and for xdp the bind mode the transport printed.
 #
+# Idle strategy of both processes: $IDLE (default block; spin, yield, block:MICROS).
 # Binaries: $BIN (default target/fast-test), built with
 #   cargo build --profile fast-test --workspace --all-features --bins
 # Raw JSON and stderr of every run stay in $OUT (printed at the end).
@@ -31,6 +32,7 @@ OUT="${OUT:-$(mktemp -d /tmp/tickwire-compare.XXXXXX)}"
 # How long to wait for a process's ready file before giving up (binding an
 # AF_XDP socket takes milliseconds; retries after a teardown up to ~1 s).
 READY_TRIES=2000 # x 10 ms
+IDLE="${IDLE:-block}"
 
 for b in server client; do
     [ -x "$BIN/$b" ] || { echo "compare-ns.sh: $BIN/$b missing: build with --all-features first" >&2; exit 1; }
@@ -55,7 +57,7 @@ wait_ready() { # FILE PID
 run_one() { # TRANSPORT RATE RUN
     local t="$1" rate="$2" n="$3" port=$((9100 + RANDOM % 800))
     local tag="$t-r$rate-$n"
-    local common=(--transport "$t" --group "$GROUP" --ifname eth0)
+    local common=(--transport "$t" --group "$GROUP" --ifname eth0 --idle "$IDLE")
     local srv=(ip netns exec "${P}srv" "$BIN/server" "${common[@]}" --listen "$SRV_IP:$port"
         --interface "$SRV_IP" --rate "$rate" --messages "$MSGS" --duration 0 --seed 7
         --linger 1s --stats-interval 0 --json --ready-file "$OUT/$tag.srv.ready")

@@ -157,10 +157,35 @@ struct Run {
     server_book: PathBuf,
 }
 
+/// Processes not yet collected: killed and reaped if the test fails on the
+/// way (a failed test must not leave a server or client running).
+struct Reaper(Vec<Option<Child>>);
+
+impl Reaper {
+    fn add(&mut self, child: Child) -> usize {
+        self.0.push(Some(child));
+        self.0.len() - 1
+    }
+
+    fn take(&mut self, i: usize) -> Child {
+        self.0[i].take().expect("each process is collected once")
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Start one client per entry of `kinds` (client namespace 1, 2, ...), wait
 /// until each is subscribed, then run the XDP server and collect every summary.
 fn run(topo: &Topology, name: &str, kinds: &[&str], messages: u64, rate: u64) -> Run {
     let dir = scratch(name);
+    let mut procs = Reaper(Vec::new());
     let mut clients = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
         let n = i + 1;
@@ -172,24 +197,24 @@ fn run(topo: &Topology, name: &str, kinds: &[&str], messages: u64, rate: u64) ->
             &client_args(kind, n, &book),
             &dir,
         );
-        clients.push((format!("{kind} client in {}", topo.client_ns(n)), child, book));
+        clients.push((format!("{kind} client in {}", topo.client_ns(n)), procs.add(child), book));
     }
     let server_book = dir.join("server.book");
-    let server = spawn_ready(
+    let server = procs.add(spawn_ready(
         topo,
         &topo.server_ns(),
         &server_bin(),
         &server_args(messages, rate, &server_book),
         &dir,
-    );
+    ));
     let clients: Vec<_> = clients
         .into_iter()
-        .map(|(what, child, book)| {
-            let v = finish(child, &what, RUN_DEADLINE);
+        .map(|(what, i, book)| {
+            let v = finish(procs.take(i), &what, RUN_DEADLINE);
             (what, v, book)
         })
         .collect();
-    let server = finish(server, "xdp server", RUN_DEADLINE);
+    let server = finish(procs.take(server), "xdp server", RUN_DEADLINE);
     Run { server, clients, server_book }
 }
 

@@ -348,4 +348,56 @@ mod tests {
         assert_eq!("xdp".parse(), Ok(TransportKind::Xdp));
         assert!("carrier-pigeon".parse::<TransportKind>().is_err());
     }
+
+    fn xdp_opts() -> TransportOptions {
+        TransportOptions {
+            kind: TransportKind::Xdp,
+            addr: "10.77.0.1:9100".parse().unwrap(),
+            group_a: "239.255.0.1:30001".parse().unwrap(),
+            group_b: None,
+            interface: Ipv4Addr::UNSPECIFIED,
+            ifname: Some("eth0".into()),
+            max_packet_len: 1400,
+            loss: LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 1 },
+        }
+    }
+
+    fn err_of<T>(r: io::Result<T>) -> io::Error {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    #[cfg(feature = "xdp")]
+    #[test]
+    fn xdp_options_are_checked_before_any_socket() {
+        let no_if = TransportOptions { ifname: None, ..xdp_opts() };
+        let e = err_of(build_subscriber(&no_if));
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("--ifname"), "{e}");
+        let unicast =
+            TransportOptions { group_a: "10.77.0.11:30001".parse().unwrap(), ..xdp_opts() };
+        let e = err_of(build_publisher(&unicast));
+        assert!(e.to_string().contains("not a multicast group"), "{e}");
+        let ab =
+            TransportOptions { group_b: Some("239.255.0.2:30002".parse().unwrap()), ..xdp_opts() };
+        assert_eq!(err_of(build_publisher(&ab)).kind(), io::ErrorKind::InvalidInput);
+        let v6 = TransportOptions { addr: "[::1]:9100".parse().unwrap(), ..xdp_opts() };
+        assert!(err_of(build_subscriber(&v6)).to_string().contains("IPv4"));
+        let cfg = xdp_config(&xdp_opts()).unwrap();
+        assert_eq!(cfg.ifname, "eth0");
+        assert_eq!(cfg.dst, xdp_opts().group_a);
+        assert_eq!(cfg.listen_port, 30001);
+        assert_eq!(SocketAddr::V4(cfg.request), xdp_opts().addr);
+    }
+
+    #[cfg(not(feature = "xdp"))]
+    #[test]
+    fn xdp_without_the_feature_says_how_to_get_it() {
+        let e = err_of(build_publisher(&xdp_opts()));
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("--features xdp"), "{e}");
+        assert!(err_of(build_subscriber(&xdp_opts())).to_string().contains("--features xdp"));
+    }
 }

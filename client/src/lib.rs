@@ -61,6 +61,10 @@ pub struct ClientConfig {
     pub hdr_log: Option<std::path::PathBuf>,
     /// Write the final cache (book) here at exit.
     pub book_out: Option<std::path::PathBuf>,
+    /// Once the transport is up (socket bound, group joined), create this
+    /// file, so a test or script can start the server knowing that no
+    /// message will be missed.
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 /// Latency percentiles in ns (the JSON form of [`LatencySummary`]).
@@ -276,6 +280,13 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     let mut transport = build_subscriber(&cfg.transport).with_context(|| {
         format!("starting the {} transport towards {}", cfg.transport.kind, cfg.transport.addr)
     })?;
+    if let Some(path) = &cfg.ready_file {
+        // Write then rename, so a reader never sees a half-written file.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, cfg.transport.kind.to_string())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
     let mode = match cfg.transport.kind {
         TransportKind::Tcp => Mode::Stream,
         TransportKind::Multicast | TransportKind::Xdp => Mode::Datagram,

@@ -71,6 +71,9 @@ struct Args {
     /// Write the final cache (per-symbol state) to this file.
     #[arg(long)]
     book_out: Option<PathBuf>,
+    /// Once subscribed (transport up), create this file (tests start the server after it).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
     /// Pin the receive thread to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
@@ -148,6 +151,7 @@ fn main() -> anyhow::Result<()> {
         cpu: args.cpu,
         hdr_log: args.hdr_log,
         book_out: args.book_out,
+        ready_file: args.ready_file,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

@@ -77,7 +77,7 @@ pub fn build_publisher(opts: &TransportOptions) -> io::Result<Box<dyn Publisher>
         TransportKind::Multicast => {
             Box::new(crate::multicast::MulticastPublisher::new(multicast_config(opts)?)?)
         }
-        TransportKind::Xdp => return Err(xdp_unavailable()),
+        TransportKind::Xdp => xdp_publisher(opts)?,
     };
     Ok(wrap_pub(inner, &opts.loss))
 }
@@ -95,7 +95,7 @@ pub fn build_subscriber(opts: &TransportOptions) -> io::Result<Box<dyn Subscribe
         TransportKind::Multicast => {
             Box::new(crate::multicast::MulticastSubscriber::new(multicast_config(opts)?)?)
         }
-        TransportKind::Xdp => return Err(xdp_unavailable()),
+        TransportKind::Xdp => xdp_subscriber(opts)?,
     };
     Ok(wrap_sub(inner, &opts.loss))
 }
@@ -133,6 +133,170 @@ fn multicast_config(opts: &TransportOptions) -> io::Result<crate::multicast::Mul
     })
 }
 
+/// The AF_XDP configuration: the feed goes to (or is read from) `group_a` on
+/// interface `ifname`; the recovery plane is a kernel UDP socket on `addr`
+/// (the server binds it, the client sends its requests there).
+#[cfg(feature = "xdp")]
+fn xdp_config(opts: &TransportOptions) -> io::Result<crate::xdp::XdpConfig> {
+    let Some(ifname) = opts.ifname.as_deref() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the xdp transport needs an interface name (--ifname, e.g. eth0)",
+        ));
+    };
+    let SocketAddr::V4(request) = opts.addr else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the xdp transport needs an IPv4 request (recovery) address",
+        ));
+    };
+    if !opts.group_a.ip().is_multicast() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the xdp feed address {} is not a multicast group (use --group 239.x.x.x:PORT)",
+                opts.group_a
+            ),
+        ));
+    }
+    if opts.group_b.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the xdp transport carries one feed line: drop --group-b",
+        ));
+    }
+    Ok(crate::xdp::XdpConfig::publisher(ifname, opts.group_a, request))
+}
+
+#[cfg(feature = "xdp")]
+fn xdp_publisher(opts: &TransportOptions) -> io::Result<Box<dyn Publisher>> {
+    let cfg = xdp_config(opts)?;
+    let p = crate::xdp::XdpPublisher::new(&cfg)?;
+    // Publishing more than the interface's MTU carries would fail per packet.
+    if opts.max_packet_len > p.max_packet_len() {
+        eprintln!(
+            "xdp: packets capped at {} bytes (the UMEM frame / {} MTU), not {}",
+            p.max_packet_len(),
+            cfg.ifname,
+            opts.max_packet_len
+        );
+    }
+    Ok(Box::new(ReportPub(p)))
+}
+
+/// RX (and fill) ring entries of the binaries' XDP subscriber: four times the
+/// transport's default. A descheduled client must not lose the feed: at 500k
+/// msgs/s (about 20k frames/s) 8192 frames ride out some 400 ms, more than the
+/// multicast transport's 8 MiB socket buffer (about 3,500 datagrams). With
+/// the default 2048 the RX ring overflowed (`rx_ring_full`) on the loaded
+/// 2-vCPU test machine while the kernel socket beside it lost nothing.
+#[cfg(feature = "xdp")]
+pub const XDP_SUB_RING_SIZE: u32 = 8192;
+/// UMEM frames of the binaries' XDP subscriber: twice [`XDP_SUB_RING_SIZE`]
+/// (see [`crate::xdp::DEFAULT_FRAME_COUNT`]), 32 MiB of 2 KiB frames.
+#[cfg(feature = "xdp")]
+pub const XDP_SUB_FRAME_COUNT: u32 = 2 * XDP_SUB_RING_SIZE;
+
+#[cfg(feature = "xdp")]
+fn xdp_subscriber(opts: &TransportOptions) -> io::Result<Box<dyn Subscriber>> {
+    let cfg = crate::xdp::XdpConfig {
+        ring_size: XDP_SUB_RING_SIZE,
+        frame_count: XDP_SUB_FRAME_COUNT,
+        ..xdp_config(opts)?
+    };
+    Ok(Box::new(ReportSub(crate::xdp::XdpSubscriber::new(&cfg)?)))
+}
+
+/// An AF_XDP publisher that prints its AF_XDP counters (ring full, fill ring
+/// empty, kicks...) to stderr when it is dropped: the binaries' summaries only
+/// carry the generic counters, and these say where frames were lost.
+#[cfg(feature = "xdp")]
+struct ReportPub(crate::xdp::XdpPublisher);
+
+/// See [`ReportPub`].
+#[cfg(feature = "xdp")]
+struct ReportSub(crate::xdp::XdpSubscriber);
+
+#[cfg(feature = "xdp")]
+impl Drop for ReportPub {
+    fn drop(&mut self) {
+        eprintln!("tickwire-xdp: publisher counters: {:?}", self.0.xdp_stats());
+    }
+}
+
+#[cfg(feature = "xdp")]
+impl Drop for ReportSub {
+    fn drop(&mut self) {
+        eprintln!("tickwire-xdp: subscriber counters: {:?}", self.0.xdp_stats());
+    }
+}
+
+#[cfg(feature = "xdp")]
+impl Publisher for ReportPub {
+    fn max_packet_len(&self) -> usize {
+        self.0.max_packet_len()
+    }
+    fn publish_with(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> io::Result<()> {
+        self.0.publish_with(fill)
+    }
+    fn send_to(&mut self, peer: crate::PeerId, packet: &[u8]) -> io::Result<()> {
+        self.0.send_to(peer, packet)
+    }
+    fn set_live(&mut self, peer: crate::PeerId, live: bool) {
+        self.0.set_live(peer, live)
+    }
+    fn disconnect(&mut self, peer: crate::PeerId, reason: crate::DisconnectReason) {
+        self.0.disconnect(peer, reason)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+    fn poll(
+        &mut self,
+        timeout: Option<std::time::Duration>,
+        on_event: &mut dyn FnMut(crate::PubEvent<'_>),
+    ) -> io::Result<()> {
+        self.0.poll(timeout, on_event)
+    }
+    fn stats(&self) -> crate::PubStats {
+        self.0.stats()
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+#[cfg(feature = "xdp")]
+impl Subscriber for ReportSub {
+    fn send_request(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.0.send_request(packet)
+    }
+    fn poll(
+        &mut self,
+        timeout: Option<std::time::Duration>,
+        on_event: &mut dyn FnMut(crate::SubEvent<'_>),
+    ) -> io::Result<()> {
+        self.0.poll(timeout, on_event)
+    }
+    fn reconnect(&mut self) -> io::Result<()> {
+        self.0.reconnect()
+    }
+    fn stats(&self) -> crate::SubStats {
+        self.0.stats()
+    }
+}
+
+#[cfg(not(feature = "xdp"))]
+fn xdp_publisher(_opts: &TransportOptions) -> io::Result<Box<dyn Publisher>> {
+    Err(xdp_unavailable())
+}
+
+#[cfg(not(feature = "xdp"))]
+fn xdp_subscriber(_opts: &TransportOptions) -> io::Result<Box<dyn Subscriber>> {
+    Err(xdp_unavailable())
+}
+
+#[cfg(not(feature = "xdp"))]
 fn xdp_unavailable() -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
@@ -183,5 +347,57 @@ mod tests {
         assert_eq!("multicast".parse(), Ok(TransportKind::Multicast));
         assert_eq!("xdp".parse(), Ok(TransportKind::Xdp));
         assert!("carrier-pigeon".parse::<TransportKind>().is_err());
+    }
+
+    fn xdp_opts() -> TransportOptions {
+        TransportOptions {
+            kind: TransportKind::Xdp,
+            addr: "10.77.0.1:9100".parse().unwrap(),
+            group_a: "239.255.0.1:30001".parse().unwrap(),
+            group_b: None,
+            interface: Ipv4Addr::UNSPECIFIED,
+            ifname: Some("eth0".into()),
+            max_packet_len: 1400,
+            loss: LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 1 },
+        }
+    }
+
+    fn err_of<T>(r: io::Result<T>) -> io::Error {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    #[cfg(feature = "xdp")]
+    #[test]
+    fn xdp_options_are_checked_before_any_socket() {
+        let no_if = TransportOptions { ifname: None, ..xdp_opts() };
+        let e = err_of(build_subscriber(&no_if));
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("--ifname"), "{e}");
+        let unicast =
+            TransportOptions { group_a: "10.77.0.11:30001".parse().unwrap(), ..xdp_opts() };
+        let e = err_of(build_publisher(&unicast));
+        assert!(e.to_string().contains("not a multicast group"), "{e}");
+        let ab =
+            TransportOptions { group_b: Some("239.255.0.2:30002".parse().unwrap()), ..xdp_opts() };
+        assert_eq!(err_of(build_publisher(&ab)).kind(), io::ErrorKind::InvalidInput);
+        let v6 = TransportOptions { addr: "[::1]:9100".parse().unwrap(), ..xdp_opts() };
+        assert!(err_of(build_subscriber(&v6)).to_string().contains("IPv4"));
+        let cfg = xdp_config(&xdp_opts()).unwrap();
+        assert_eq!(cfg.ifname, "eth0");
+        assert_eq!(cfg.dst, xdp_opts().group_a);
+        assert_eq!(cfg.listen_port, 30001);
+        assert_eq!(SocketAddr::V4(cfg.request), xdp_opts().addr);
+    }
+
+    #[cfg(not(feature = "xdp"))]
+    #[test]
+    fn xdp_without_the_feature_says_how_to_get_it() {
+        let e = err_of(build_publisher(&xdp_opts()));
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("--features xdp"), "{e}");
+        assert!(err_of(build_subscriber(&xdp_opts())).to_string().contains("--features xdp"));
     }
 }

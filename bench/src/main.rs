@@ -54,6 +54,7 @@ struct Args {
 struct Run {
     server_cpu_ns_per_msg: f64,
     server_syscalls_per_msg: f64,
+    server_packets_per_msg: f64,
     client_rate: f64,
     p50_us: f64,
     p99_us: f64,
@@ -169,6 +170,8 @@ fn one_run(
         server_cpu_ns_per_msg: s["cpu_ns_per_message"].as_f64().unwrap_or(f64::NAN),
         server_syscalls_per_msg: s["syscalls"].as_f64().unwrap_or(0.0)
             / s["messages"].as_f64().unwrap_or(1.0),
+        server_packets_per_msg: s["transport_packets"].as_f64().unwrap_or(0.0)
+            / s["messages"].as_f64().unwrap_or(1.0),
         delivered_all: true,
         ..Run::default()
     };
@@ -209,9 +212,9 @@ fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| transport | clients | server CPU ns/msg | server send syscalls/msg | client msg/s | p50 µs | p99 µs | p99.9 µs | complete |"
+        "| transport | clients | server CPU ns/msg | server packets sent/msg | server send syscalls/msg | client msg/s | p50 µs | p99 µs | p99.9 µs | complete |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut port = args.base_port;
     for &kind in &args.transports {
         for &n in &args.clients {
@@ -224,14 +227,15 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             if runs.is_empty() {
-                println!("| {kind} | {n} | failed | | | | | | |");
+                println!("| {kind} | {n} | failed | | | | | | | |");
                 continue;
             }
             let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
             let complete = runs.iter().all(|r| r.delivered_all && r.unrecovered == 0);
             println!(
-                "| {kind} | {n} | {:.0} | {:.3} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+                "| {kind} | {n} | {:.0} | {:.3} | {:.3} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
                 m(|r| r.server_cpu_ns_per_msg),
+                m(|r| r.server_packets_per_msg),
                 m(|r| r.server_syscalls_per_msg),
                 m(|r| r.client_rate),
                 m(|r| r.p50_us),

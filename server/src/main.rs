@@ -71,6 +71,10 @@ struct Args {
     /// Progress line interval (0 = none).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     stats_interval: Duration,
+    /// At a fixed rate, the least time between generated bursts (messages due
+    /// within it share packets; 0 = wake for every message).
+    #[arg(long, default_value = "100us", value_parser = parse_duration)]
+    batch_window: Duration,
     /// Idle strategy: spin, yield, block or block:MICROS.
     #[arg(long, default_value = "block")]
     idle: IdleStrategy,
@@ -126,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         stats_interval: (!args.stats_interval.is_zero()).then_some(args.stats_interval),
         idle: args.idle,
         cpu: args.cpu,
+        batch_window: args.batch_window,
         book_out: args.book_out,
         ready_file: args.ready_file,
     };

@@ -278,7 +278,12 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
             };
             let limit = cfg.max_messages.unwrap_or(u64::MAX);
             let target = due.min(limit).min(generator.produced() + MAX_BATCH);
-            if target > generator.produced() {
+            // At a fixed rate, generate in bursts at most once per batch window
+            // (a burst that hit MAX_BATCH continues at once).
+            let window_open = cfg.rate == 0
+                || now.saturating_duration_since(last_burst) >= cfg.batch_window
+                || due.min(limit) >= generator.produced() + MAX_BATCH;
+            if target > generator.produced() && window_open {
                 let wall = wall_ns();
                 while generator.produced() < target {
                     let msg: Message = generator.next_message();
@@ -310,6 +315,8 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
             }
         }
         drain_packets(&mut core, transport.as_mut(), &mut eos_packet)?;
+        // Hand the burst to the network before waiting in poll.
+        transport.flush()?;
 
         // 3. Transport I/O and requests.
         let next_due = if generating && cfg.rate > 0 {

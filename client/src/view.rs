@@ -93,7 +93,7 @@ impl LiveView {
             );
             let _ = writeln!(o, "\n{:>8} {:>10} {:>12} {:>12} {:>12}", "symbol", "updates", "bid", "ask", "last");
             let mut top: Vec<(usize, u64)> = activity.iter().copied().enumerate().filter(|(_, n)| *n > 0).collect();
-            top.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+            top.sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
             for (sym, _) in top.into_iter().take(TOP_SYMBOLS) {
                 if let Some(q) = cache.read(sym as u32) {
                     let _ = writeln!(

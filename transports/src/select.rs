@@ -102,7 +102,7 @@ pub fn build_subscriber(opts: &TransportOptions) -> io::Result<Box<dyn Subscribe
 
 fn wrap_pub(inner: Box<dyn Publisher>, loss: &LossConfig) -> Box<dyn Publisher> {
     if loss.tx_drop > 0.0 || loss.rx_drop > 0.0 {
-        Box::new(Lossy::new(inner, loss.clone()))
+        Box::new(Lossy::new(inner, *loss))
     } else {
         inner
     }
@@ -110,7 +110,7 @@ fn wrap_pub(inner: Box<dyn Publisher>, loss: &LossConfig) -> Box<dyn Publisher> 
 
 fn wrap_sub(inner: Box<dyn Subscriber>, loss: &LossConfig) -> Box<dyn Subscriber> {
     if loss.tx_drop > 0.0 || loss.rx_drop > 0.0 {
-        Box::new(Lossy::new(inner, loss.clone()))
+        Box::new(Lossy::new(inner, *loss))
     } else {
         inner
     }

@@ -614,7 +614,19 @@ impl Receiver {
                 }
                 Tx::SnapshotRequest => {
                     self.stats.snapshot_requests += 1;
-                    (PacketKind::SnapshotRequest, epoch, 0, 0)
+                    // Name the snapshot whose parts are held, so the server
+                    // can resend that one and the parts add up over requests
+                    // (a 1000-symbol snapshot is ~40 datagrams). Only while the
+                    // buffer still reaches from its S to the newest message
+                    // seen: an older S could not be followed by the held live
+                    // data, so ask for a fresh one (0) instead.
+                    let held = self.asm.seq;
+                    let named = if held != 0 && self.high.saturating_sub(held) < self.buf.cap() {
+                        held
+                    } else {
+                        0
+                    };
+                    (PacketKind::SnapshotRequest, epoch, named, 0)
                 }
             };
             let repr = PacketRepr {

@@ -222,6 +222,9 @@ fn three_subscribers_and_a_late_joiner_recover_everything_at_5_percent_drop() {
     three_subscribers_recover(2, 5.0, 32, true);
 }
 
+/// 20% of feed *and* answers lost. The 3 s form is reliable; the 20 s form
+/// (`TICKWIRE_LONG=1`) failed one of three runs (a subscriber fell into the
+/// snapshot regime, see docs/LOSS.md "Known open problem").
 #[test]
 fn three_subscribers_recover_everything_at_20_percent_drop() {
     three_subscribers_recover(3, 20.0, 33, false);

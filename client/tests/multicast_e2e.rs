@@ -223,7 +223,7 @@ fn three_subscribers_and_a_late_joiner_recover_everything_at_5_percent_drop() {
 }
 
 /// 20% of feed *and* answers lost. The 3 s form is reliable; the 20 s form
-/// (`TICKWIRE_LONG=1`) failed one of three runs (a subscriber fell into the
+/// (`TICKWIRE_LONG=1`) failed two of three runs (a subscriber fell into the
 /// snapshot regime, see docs/LOSS.md "Known open problem").
 #[test]
 fn three_subscribers_recover_everything_at_20_percent_drop() {

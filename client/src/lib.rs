@@ -154,6 +154,12 @@ pub struct Summary {
     pub messages_missed: u64,
     /// Gaps filled by retransmission.
     pub gaps_filled_retransmit: u64,
+    /// Gaps closed before any NACK (the other A/B line or a reordered packet).
+    pub gaps_filled_reorder: u64,
+    /// Messages recovered from Retransmission packets (the messages that needed a NACK).
+    pub messages_retransmitted: u64,
+    /// Messages the NACKs asked for (retries included).
+    pub nack_messages_requested: u64,
     /// Gaps covered by a snapshot.
     pub gaps_filled_snapshot: u64,
     /// Gaps given up on.
@@ -394,6 +400,9 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         gaps_detected: rs.gaps_detected,
         messages_missed: rs.messages_missed,
         gaps_filled_retransmit: rs.gaps_filled_retransmit,
+        gaps_filled_reorder: rs.gaps_filled_reorder,
+        messages_retransmitted: rs.messages_retransmitted,
+        nack_messages_requested: rs.nack_messages_requested,
         gaps_filled_snapshot: rs.gaps_covered_snapshot,
         unrecovered: rs.unrecovered,
         duplicates: rs.duplicates,

@@ -126,6 +126,24 @@ pub const DEFAULT_MAX_PEERS_TRACKED: usize = 4096;
 /// refused and every lost part would cost two timeouts.
 pub const DEFAULT_SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Snapshot images kept for repeated requests. A datagram snapshot of 1000
+/// symbols is ~40 parts; at 20% loss all 40 arrive together with probability
+/// 0.8^40 ≈ 10^-4, so a client must be able to collect the parts of *one*
+/// snapshot over several requests. A request naming the `S` of a kept image
+/// is answered from it (the client fills in the parts it lacks). Four images
+/// let four clients recovering at once each finish their own before a newer
+/// request evicts it (round robin); each costs `symbols × 56` bytes, once.
+pub const SNAPSHOT_IMAGES: usize = 4;
+
+/// The book as it was at one sequence, kept to answer repeated snapshot
+/// requests with the same `S` (see [`SNAPSHOT_IMAGES`]).
+#[derive(Debug, Default)]
+struct SnapshotImage {
+    /// The sequence it is consistent at (0: slot unused).
+    at: SeqNo,
+    states: Vec<crate::msg::SymbolState>,
+}
+
 /// Limits on the request service (NACKs and snapshot requests; Logins travel
 /// over flow-controlled TCP and are bounded by the retransmit window only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,6 +351,8 @@ pub struct PublisherStats {
     pub clipped_requests: u64,
     /// Snapshots served (snapshot requests and Logins in snapshot mode).
     pub snapshots_served: u64,
+    /// Snapshots served again from a kept image because the request named its `S`.
+    pub snapshot_images_reused: u64,
     /// Snapshot packets sent.
     pub snapshot_packets: u64,
     /// Logins answered.
@@ -418,6 +438,9 @@ pub struct Publisher {
     /// Scratch buffer for replies (one packet at a time).
     reply_buf: Vec<u8>,
     peers: PeerTable,
+    /// Kept snapshot images (at most [`SNAPSHOT_IMAGES`]) and the slot the next capture replaces.
+    images: Vec<SnapshotImage>,
+    image_next: usize,
     stats: PublisherStats,
 }
 
@@ -462,6 +485,8 @@ impl Publisher {
             ended: false,
             reply_buf: vec![0; cfg.max_packet_len],
             peers: PeerTable::new(cfg.limits.max_peers_tracked),
+            images: Vec::with_capacity(SNAPSHOT_IMAGES),
+            image_next: 0,
             stats: PublisherStats::default(),
             cfg,
         })

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::{IgnoreReason, Publisher, RequestLimits, RequestOutcome, snapshot_parts};
-use crate::msg::Book;
+use crate::msg::SymbolState;
 use crate::seq::SeqNo;
 use crate::time::Instant;
 use crate::wire::{
@@ -424,12 +424,13 @@ impl Publisher {
                 return Ignored(IgnoreReason::RateLimited);
             }
         }
+        let image = self.snapshot_image(repr.first_seq);
         let sent = emit_snapshot(
-            &self.book,
+            &self.images[image].states,
             &mut self.reply_buf,
             self.cfg.epoch,
             wall_ns,
-            self.store.next(),
+            self.images[image].at,
             reply,
         );
         debug_assert_eq!(sent.bytes, total);
@@ -500,7 +501,7 @@ impl Publisher {
             self.stats.login_resumes += 1;
         } else {
             let sent = emit_snapshot(
-                &self.book,
+                self.book.states(),
                 &mut self.reply_buf,
                 self.cfg.epoch,
                 wall_ns,
@@ -518,6 +519,37 @@ impl Publisher {
         self.stats.retransmit_packets += sent.packets;
         self.stats.reply_packets += sent.packets;
         self.stats.reply_bytes += sent.bytes as u64;
+    }
+
+    /// The image to answer a snapshot request with: the kept one consistent at
+    /// `wanted` if the client names one (it holds some of its parts) and it is
+    /// still inside the retransmit window (so the client can NACK forward from
+    /// it), else the book as it is now, captured into the next slot.
+    fn snapshot_image(&mut self, wanted: SeqNo) -> usize {
+        let (oldest, next) = (self.store.oldest(), self.store.next());
+        let usable = |at: SeqNo| at.0 != 0 && at >= oldest;
+        if wanted.0 != 0
+            && let Some(i) = self.images.iter().position(|im| im.at == wanted && usable(im.at))
+        {
+            self.stats.snapshot_images_reused += 1;
+            return i;
+        }
+        if let Some(i) = self.images.iter().position(|im| im.at == next) {
+            return i;
+        }
+        let i = if self.images.len() < super::SNAPSHOT_IMAGES {
+            self.images.push(super::SnapshotImage::default());
+            self.images.len() - 1
+        } else {
+            let i = self.image_next;
+            self.image_next = (self.image_next + 1) % super::SNAPSHOT_IMAGES;
+            i
+        };
+        let image = &mut self.images[i];
+        image.at = next;
+        image.states.clear();
+        image.states.extend_from_slice(self.book.states());
+        i
     }
 
     fn count_snapshot(&mut self, sent: Sent) {
@@ -599,14 +631,13 @@ fn emit_retransmission(
 
 /// Send the whole book as Snapshot parts consistent at `at`.
 fn emit_snapshot(
-    book: &Book,
+    states: &[SymbolState],
     buf: &mut [u8],
     epoch: u64,
     wall_ns: u64,
     at: SeqNo,
     reply: &mut dyn FnMut(&[u8]),
 ) -> Sent {
-    let states = book.states();
     let per = super::records_per_part(buf.len());
     let parts = snapshot_parts(states.len(), buf.len());
     // The configuration check bounds `parts` to u16 and `symbols` to u32.

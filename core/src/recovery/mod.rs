@@ -609,7 +609,16 @@ impl Receiver {
                 }
                 Tx::SnapshotRequest => {
                     self.stats.snapshot_requests += 1;
-                    (PacketKind::SnapshotRequest, epoch, 0, 0)
+                    // Name the snapshot whose parts are held (0: none), so the
+                    // server resends that one and the parts add up over
+                    // requests (a 1000-symbol snapshot is ~40 datagrams; at 20%
+                    // loss a fresh one arrives whole with p ≈ 10^-4). Named
+                    // even when the feed has moved on past the buffer's reach:
+                    // a complete older snapshot still gives a consistent state
+                    // (and NACKs or the next snapshot carry on from it), where
+                    // fresh ones would never complete and end in giving up.
+                    let named = self.asm.seq;
+                    (PacketKind::SnapshotRequest, epoch, named, 0)
                 }
             };
             let repr = PacketRepr {

@@ -1,0 +1,409 @@
+//! End-to-end tests over UDP multicast with the real binaries on loopback:
+//! subscribers lose packets (seeded, in-process drop on receive, which hits
+//! the feed lines *and* the unicast recovery replies), recover everything by
+//! NACK or snapshot, deliver exactly the stream regenerated from the seed
+//! (`client --verify`) and end with the server's book.
+//!
+//! Each test uses its own multicast groups (derived from the pid and a
+//! per-test number) and its own recovery port, so tests run in parallel.
+//! `TICKWIRE_LONG=1` runs the 20 s form of the loss tests (default 3 s).
+
+mod support;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+use tickwire_core::SeqNo;
+use tickwire_core::publisher::RequestLimits;
+use tickwire_core::wire::{HEADER_LEN, PacketKind, PacketRepr, SnapshotHeader, SnapshotRecord};
+
+/// Feed rate of every test: the issue's 200k msg/s.
+const RATE: u64 = 200_000;
+
+/// Seconds of generation: 3 by default, 20 with `TICKWIRE_LONG=1`.
+fn session_secs() -> u64 {
+    if std::env::var("TICKWIRE_LONG").is_ok_and(|v| v == "1") { 20 } else { 3 }
+}
+
+/// A multicast group unique to this process and test: `239.255.X.Y:PORT`.
+/// The port differs per test too (subscribers bind the group address, but a
+/// distinct port keeps even a misconfigured socket from seeing another test).
+fn group(test: u32, line: u32) -> String {
+    let pid = std::process::id();
+    let x = 10 + pid % 200;
+    let y = 1 + (test * 2 + line) % 250;
+    let port = 20_000 + (pid % 2_000) * 16 + test * 2 + line;
+    format!("239.255.{x}.{y}:{port}")
+}
+
+/// A free UDP port on loopback for the server's recovery service, so clients
+/// can be started (and join the group) before the server publishes its first
+/// message. The kernel picks it; the socket is closed just before the server
+/// binds it again (the ready file then confirms the server got it).
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One multicast session: the server's flags and where its outputs go.
+struct Session {
+    dir: PathBuf,
+    seed: u64,
+    recovery: String,
+    group_a: String,
+    group_b: Option<String>,
+    server_book: PathBuf,
+}
+
+impl Session {
+    fn new(name: &str, test: u32, seed: u64, ab: bool) -> Session {
+        let dir = scratch(name);
+        Session {
+            server_book: dir.join("server.book"),
+            dir,
+            seed,
+            recovery: format!("127.0.0.1:{}", free_udp_port()),
+            group_a: group(test, 0),
+            group_b: ab.then(|| group(test, 1)),
+        }
+    }
+
+    /// Start a subscriber dropping `drop_rate` of what it receives (seed `drop_seed`).
+    fn client(&self, name: &str, drop_rate: f64, drop_seed: u64) -> (std::process::Child, PathBuf) {
+        let book = self.dir.join(format!("{name}.book"));
+        let mut a = args(&[
+            "--transport",
+            "multicast",
+            "--connect",
+            &self.recovery,
+            "--group",
+            &self.group_a,
+            "--interface",
+            "127.0.0.1",
+            "--verify",
+            &self.seed.to_string(),
+            "--quiet",
+            "--json",
+            "--book-out",
+            book.to_str().unwrap(),
+            "--drop-rate",
+            &drop_rate.to_string(),
+            "--drop-seed",
+            &drop_seed.to_string(),
+            "--seed",
+            &drop_seed.to_string(),
+        ]);
+        if let Some(b) = &self.group_b {
+            a.extend(args(&["--group-b", b]));
+        }
+        (spawn_client(&a), book)
+    }
+
+    /// Start the server for `secs` seconds of generation at [`RATE`].
+    fn server(&self, secs: u64, extra: &[&str]) -> std::process::Child {
+        let mut a = args(&[
+            "--transport",
+            "multicast",
+            "--listen",
+            &self.recovery,
+            "--group",
+            &self.group_a,
+            "--interface",
+            "127.0.0.1",
+            "--rate",
+            &RATE.to_string(),
+            "--seed",
+            &self.seed.to_string(),
+            "--duration",
+            &format!("{secs}s"),
+            "--linger",
+            "3s",
+            "--stats-interval",
+            "0",
+            "--json",
+            "--book-out",
+            self.server_book.to_str().unwrap(),
+        ]);
+        if let Some(b) = &self.group_b {
+            a.extend(args(&["--group-b", b]));
+        }
+        a.extend(args(extra));
+        let (child, addr) = spawn_server(&a);
+        assert_eq!(addr.to_string(), self.recovery, "the server bound another recovery address");
+        child
+    }
+}
+
+/// Deadline for any process of a session of `secs` seconds: generous, since
+/// the machines are small and shared (a deadline is a hang detector, not a
+/// speed assertion).
+fn deadline(secs: u64) -> Duration {
+    Duration::from_secs(secs * 3 + 60)
+}
+
+/// Assert a subscriber delivered the complete, verified session and ended with the server's book.
+fn assert_complete(c: &Value, s: &Value, what: &str, server_book: &Path, book: &Path) {
+    assert_clean(c, what);
+    assert_eq!(c["verify"]["ok"].as_bool(), Some(true), "{what}: {c}");
+    assert_eq!(
+        u(c, "last_seq"),
+        u(s, "messages"),
+        "{what} did not reach the end of the session: {c}"
+    );
+    assert_eq!(c["end_of_session"].as_bool(), Some(true), "{what}: {c}");
+    assert_same_book(server_book, book);
+}
+
+/// Must-show (issue 3): three subscribers, each dropping `pct`% of what it
+/// receives with its own seed, all recover every message. With `late_joiner`,
+/// a fourth subscriber starts one second into the session and must come up
+/// through a snapshot and continue from it without a gap.
+fn three_subscribers_recover(test: u32, pct: f64, seed: u64, late_joiner: bool) {
+    let secs = session_secs();
+    let sess = Session::new(&format!("mc-loss-{pct}"), test, seed, false);
+    // Subscribers first: they join the group and wait for the session's first packet.
+    let clients: Vec<_> =
+        (0..3u64).map(|i| sess.client(&format!("c{i}"), pct / 100.0, 100 * seed + i + 1)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let server = sess.server(secs, &[]);
+    let late = late_joiner.then(|| {
+        std::thread::sleep(Duration::from_secs(1));
+        sess.client("late", pct / 100.0, 100 * seed + 99)
+    });
+    let s = finish(server, "server", deadline(secs));
+    assert!(u(&s, "messages") >= RATE * secs * 9 / 10, "the server published too little: {s}");
+    let mut missed = Vec::new();
+    for (i, (child, book)) in clients.into_iter().enumerate() {
+        let what = format!("subscriber {i} at {pct}% drop");
+        let c = finish(child, &what, deadline(secs));
+        eprintln!("{what}: {c}");
+        assert_complete(&c, &s, &what, &sess.server_book, &book);
+        // Every message is delivered unless a snapshot covered some (legitimately:
+        // its state includes them); verify's `skipped == 0` proves no silent hole.
+        if u(&c, "snapshots") == 0 {
+            assert_eq!(u(&c, "messages_delivered"), u(&s, "messages"), "{what}: {c}");
+            assert_eq!(c["verify"]["checked"].as_u64(), Some(u(&s, "messages")), "{what}: {c}");
+        }
+        assert!(
+            u(&c, "gaps_detected") > 0 && u(&c, "nacks_sent") > 0,
+            "{what}: no loss was injected: {c}"
+        );
+        missed.push(u(&c, "messages_missed"));
+    }
+    if let Some((child, book)) = late {
+        let c = finish(child, "late joiner", deadline(secs));
+        eprintln!("late joiner: {c}");
+        assert_complete(&c, &s, "late joiner", &sess.server_book, &book);
+        assert!(u(&c, "snapshots") >= 1, "the late joiner must come up through a snapshot: {c}");
+        assert!(c["verify"]["snapshot_records"].as_u64().unwrap() > 0, "{c}");
+        assert!(
+            u(&c, "messages_delivered") < u(&s, "messages"),
+            "the late joiner saw the whole session: {c}"
+        );
+    }
+    // Distinct seeds drop distinct packets.
+    assert!(
+        missed.windows(2).any(|w| w[0] != w[1]),
+        "the subscribers lost the same packets: {missed:?}"
+    );
+}
+
+#[test]
+fn three_subscribers_recover_everything_at_1_percent_drop() {
+    three_subscribers_recover(1, 1.0, 31, false);
+}
+
+#[test]
+fn three_subscribers_and_a_late_joiner_recover_everything_at_5_percent_drop() {
+    three_subscribers_recover(2, 5.0, 32, true);
+}
+
+/// 20% of feed *and* answers lost. The 3 s form is reliable; the 20 s form
+/// (`TICKWIRE_LONG=1`) failed two of three runs (a subscriber fell into the
+/// snapshot regime, see docs/LOSS.md "Known open problem").
+#[test]
+fn three_subscribers_recover_everything_at_20_percent_drop() {
+    three_subscribers_recover(3, 20.0, 33, false);
+}
+
+/// A/B feeds: the same stream on two groups, 5% independent drop on each.
+/// A message needs a NACK only when both copies are lost: 0.05² = 0.25%.
+#[test]
+fn ab_feeds_at_5_percent_drop_need_nacks_for_about_a_quarter_percent() {
+    let secs = session_secs();
+    let sess = Session::new("mc-ab", 4, 34, true);
+    let (client, book) = sess.client("ab", 0.05, 3401);
+    std::thread::sleep(Duration::from_millis(300));
+    let server = sess.server(secs, &[]);
+    let s = finish(server, "server", deadline(secs));
+    let c = finish(client, "A/B subscriber", deadline(secs));
+    eprintln!("A/B subscriber: {c}");
+    assert_complete(&c, &s, "A/B subscriber", &sess.server_book, &book);
+    assert!(u(&c, "line_a_won") > 0 && u(&c, "line_b_won") > 0, "both lines must contribute: {c}");
+    let total = u(&s, "messages") as f64;
+    let needed = u(&c, "messages_retransmitted") as f64 / total;
+    eprintln!(
+        "A/B at 5% drop per line: {:.3}% of messages needed a NACK (expected ~0.25%), {} NACKs, line A won {}, line B won {}",
+        needed * 100.0,
+        u(&c, "nacks_sent"),
+        u(&c, "line_a_won"),
+        u(&c, "line_b_won")
+    );
+    assert!(needed > 0.0, "with both lines lossy some messages must need a NACK: {c}");
+    assert!(
+        needed < 0.01,
+        "A/B arbitration did not cover single-line loss ({:.3}%): {c}",
+        needed * 100.0
+    );
+}
+
+/// Session epoch of the flood test's server (fixed so the flooder's NACKs are well-formed).
+const FLOOD_EPOCH: u64 = 0x7157_3a11;
+
+fn request(kind: PacketKind, first: u64, count: u16) -> Vec<u8> {
+    let mut b = vec![0u8; 40];
+    let n = PacketRepr {
+        kind,
+        flags: 0,
+        epoch: FLOOD_EPOCH,
+        first_seq: SeqNo(first),
+        count,
+        send_time: 0,
+        payload_len: 0,
+    }
+    .emit_bare(&mut b);
+    b.truncate(n);
+    b
+}
+
+/// Bytes of a full snapshot of `symbols` symbols, as the publisher frames it:
+/// parts of at most `max_packet` bytes, each a packet header, a snapshot part
+/// header and as many whole records as fit.
+fn snapshot_bytes(symbols: u64, max_packet: u64) -> u64 {
+    let (header, part, record) = (
+        HEADER_LEN as u64,
+        SnapshotHeader::<&[u8]>::LEN as u64,
+        SnapshotRecord::<&[u8]>::LEN as u64,
+    );
+    let per_part = (max_packet - header - part) / record;
+    symbols.div_ceil(per_part).max(1) * (header + part) + symbols * record
+}
+
+/// A flooder hammers the recovery port (garbage, oversized NACK ranges, one
+/// NACK repeated thousands of times, snapshot requests) while a verified
+/// subscriber recovers 5% loss: the flooder gets no more than its token bucket
+/// allows, the server counts what it refused and exits 0, and the subscriber
+/// is unaffected.
+#[test]
+fn recovery_port_flood_is_capped_and_a_subscriber_stays_clean() {
+    let secs = session_secs();
+    let sess = Session::new("mc-flood", 5, 35, false);
+    let (client, book) = sess.client("victim", 0.05, 3501);
+    std::thread::sleep(Duration::from_millis(300));
+    let server = sess.server(secs, &["--epoch", &FLOOD_EPOCH.to_string()]);
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(&sess.recovery).unwrap();
+    let rx = sock.try_clone().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let last_rx_ns = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let reader = {
+        let (received, last_rx_ns, stop) = (received.clone(), last_rx_ns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = rx.recv(&mut buf) {
+                    received.fetch_add(n as u64, Ordering::Relaxed);
+                    last_rx_ns.store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    // Let the session publish some messages so the NACKs name existing ones.
+    std::thread::sleep(Duration::from_millis(500));
+    let oversized = request(PacketKind::Nack, 1, u16::MAX);
+    let repeated = request(PacketKind::Nack, 1000, 500);
+    let snapshot = request(PacketKind::SnapshotRequest, 0, 0);
+    let mut bad_crc = repeated.clone();
+    bad_crc[20] ^= 0xff;
+    let mut sent = [0u64; 5];
+    let flood_for = Duration::from_secs(secs.min(3))
+        .saturating_sub(Duration::from_millis(800))
+        .max(Duration::from_millis(1500));
+    let flood_start = Instant::now();
+    let mut i: u64 = 0;
+    while flood_start.elapsed() < flood_for {
+        // Garbage of varying length (some shorter than a header, some longer).
+        let len = 1 + (i.wrapping_mul(2_654_435_761) % 1_400) as usize;
+        let garbage: Vec<u8> =
+            (0..len).map(|k| ((k as u64 + i).wrapping_mul(0x9E37_79B9) >> 7) as u8).collect();
+        let _ = sock.send(&garbage);
+        let _ = sock.send(&bad_crc);
+        let _ = sock.send(&oversized);
+        for _ in 0..4 {
+            let _ = sock.send(&repeated);
+        }
+        if i % 64 == 0 {
+            let _ = sock.send(&snapshot);
+            sent[4] += 1;
+        }
+        sent[0] += 1;
+        sent[1] += 1;
+        sent[2] += 1;
+        sent[3] += 4;
+        i += 1;
+        if i % 16 == 0 {
+            // ~25k datagrams/s: a flood, without starving the 2-core machine's publisher.
+            std::thread::sleep(Duration::from_millis(4));
+        }
+    }
+    // Replies still in flight arrive well within this.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let got = received.load(Ordering::Relaxed);
+    // From before the first request to the last reply: the server's clock saw
+    // a shorter span, so this over-estimates what the bucket could refill.
+    let elapsed = Duration::from_nanos(last_rx_ns.load(Ordering::Relaxed))
+        .saturating_sub(Duration::from_millis(500))
+        .max(flood_start.duration_since(t0).saturating_sub(Duration::from_millis(500)));
+    let span = (flood_start.elapsed() + Duration::from_millis(300)).max(elapsed);
+    let limits = RequestLimits::default();
+    let max_packet = tickwire_core::wire::DEFAULT_MAX_PACKET as u64;
+    // Token bucket: a full burst at the start, `rate` bytes per second after.
+    // Slack: a snapshot is served whole once the bucket holds min(snapshot,
+    // burst), so it can overdraw by at most one snapshot; a NACK answer never
+    // exceeds the bucket, but count one more packet for rounding.
+    let slack = snapshot_bytes(1000, max_packet) + max_packet;
+    let bound =
+        (limits.rate_bytes_per_sec as f64 * span.as_secs_f64()) as u64 + limits.burst_bytes + slack;
+    eprintln!(
+        "flooder: sent {} garbage, {} bad-CRC, {} oversized NACKs, {} repeated NACKs, {} snapshot requests in {:?}; \
+         received {got} bytes of replies (bound {bound} = {} B/s x {:.2}s + burst {} + slack {slack})",
+        sent[0],
+        sent[1],
+        sent[2],
+        sent[3],
+        sent[4],
+        flood_for,
+        limits.rate_bytes_per_sec,
+        span.as_secs_f64(),
+        limits.burst_bytes
+    );
+
+    let s = finish(server, "server", deadline(secs));
+    let c = finish(client, "subscriber under flood", deadline(secs));
+    eprintln!("server: {s}\nsubscriber: {c}");
+    assert!(got > 0, "the flooder's valid NACKs were never answered");
+    assert!(got <= bound, "the flooder got {got} bytes, more than the caps allow ({bound})");
+    assert!(u(&s, "malformed") > 0, "garbage was not counted as malformed: {s}");
+    assert!(u(&s, "ignored_requests") > 0, "repeated/over-limit requests were not ignored: {s}");
+    assert_complete(&c, &s, "subscriber under flood", &sess.server_book, &book);
+}

@@ -117,9 +117,13 @@ pub const MAX_NACK_COUNT: u64 = u16::MAX as u64;
 /// more request, its processing and its answer's packet.
 pub const NACK_COALESCE_MAX_HOLE: u64 = 8;
 /// Messages held out of order while a hole is recovered (and live data kept
-/// while a snapshot is fetched). 65 536 quotes hold ~65 ms of a 1 M msg/s feed —
-/// several NACK round trips — in about 5 MB, allocated once. Overflow → snapshot.
-pub const DEFAULT_MAX_BUFFERED: usize = 1 << 16;
+/// while a snapshot is fetched). 262 144 messages hold ~1.3 s of a 200 k msg/s
+/// feed (~260 ms at 1 M msg/s) in about 20 MB, allocated once: enough to
+/// assemble a 40-part snapshot over a path losing 20% of packets in both
+/// directions (a few request rounds of `DEFAULT_SNAPSHOT_TIMEOUT`) before the
+/// live data buffered meanwhile overflows. With 65 536 (~330 ms at 200 k/s)
+/// such a client lived on successive snapshots. Overflow → snapshot.
+pub const DEFAULT_MAX_BUFFERED: usize = 1 << 18;
 /// Upper bound on `max_buffered` accepted from a configuration (16 M messages,
 /// ~1.3 GB): beyond this a configuration error, not a wish, is assumed.
 pub const MAX_BUFFERED_LIMIT: usize = 1 << 24;

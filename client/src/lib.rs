@@ -67,48 +67,6 @@ pub struct ClientConfig {
     pub ready_file: Option<std::path::PathBuf>,
 }
 
-/// Latency percentiles in ns (the JSON form of [`LatencySummary`]).
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct LatencyJson {
-    /// Samples.
-    pub count: u64,
-    /// Smallest.
-    pub min: u64,
-    /// Median.
-    pub p50: u64,
-    /// 90th percentile.
-    pub p90: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// 99.9th percentile.
-    pub p999: u64,
-    /// 99.99th percentile.
-    pub p9999: u64,
-    /// Largest.
-    pub max: u64,
-    /// Mean.
-    pub mean: u64,
-    /// Samples whose receive time preceded their send time (clock skew), recorded as 0.
-    pub skewed: u64,
-}
-
-impl From<LatencySummary> for LatencyJson {
-    fn from(s: LatencySummary) -> Self {
-        LatencyJson {
-            count: s.count,
-            min: s.min,
-            p50: s.p50,
-            p90: s.p90,
-            p99: s.p99,
-            p999: s.p999,
-            p9999: s.p9999,
-            max: s.max,
-            mean: s.mean,
-            skewed: s.skewed,
-        }
-    }
-}
-
 /// Recovery-time percentiles (gap seen → filled), microseconds.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RecoveryTimes {
@@ -185,7 +143,7 @@ pub struct Summary {
     /// A/B arbitration: messages first seen on line B.
     pub line_b_won: u64,
     /// End-to-end latency (receive − send timestamp) of live messages, ns.
-    pub latency_ns: LatencyJson,
+    pub latency_ns: LatencySummary,
     /// Gap seen → filled.
     pub recovery_time: RecoveryTimes,
     /// Verification against the regenerated stream, when asked.
@@ -415,7 +373,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         epoch_changes: rs.epoch_changes,
         line_a_won: rs.line_a_won,
         line_b_won: rs.line_b_won,
-        latency_ns: st.latency.summary().into(),
+        latency_ns: st.latency.summary(),
         recovery_time: RecoveryTimes {
             p50_us: st.receiver.stats().recovery_percentile(50.0) as f64 / 1e3,
             p99_us: st.receiver.stats().recovery_percentile(99.0) as f64 / 1e3,

@@ -48,6 +48,7 @@ pub struct Latency {
 }
 
 /// A summary of a [`Latency`], in nanoseconds. All zero when empty.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LatencySummary {
     /// Samples recorded (including clamped ones).

@@ -79,6 +79,31 @@ impl FrameBuf {
 
     /// At the end of the stream: the error for a packet cut short, if part of
     /// one is buffered (call after draining whole packets).
+    /// One read step of a connection's receive loop: reads what `src` has
+    /// into the buffer. `Ok` after data, an interrupted call, or `WouldBlock`
+    /// (which clears `readable`, the edge-triggered readiness flag); `Err`
+    /// with the reason when the connection must be closed (end of stream —
+    /// malformed if a packet was cut short — or an I/O error).
+    pub(crate) fn read_step<R: Read>(
+        &mut self,
+        src: &mut R,
+        readable: &mut bool,
+    ) -> Result<(), crate::DisconnectReason> {
+        match self.fill_from(src) {
+            Ok(Fill::Read(_)) => Ok(()),
+            Ok(Fill::Eof) => Err(match self.truncation() {
+                Some(e) => crate::DisconnectReason::Malformed(e),
+                None => crate::DisconnectReason::Closed,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(crate::DisconnectReason::Io(e.to_string())),
+        }
+    }
+
     pub(crate) fn truncation(&self) -> Option<DecodeError> {
         let have = self.end - self.start;
         if have == 0 {

@@ -10,7 +10,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tickwire_core::wire::DEFAULT_MAX_PACKET;
 
-use super::framer::{Fill, FrameBuf};
+use super::framer::FrameBuf;
 use super::{EVENTS_CAPACITY, MAX_READS_PER_POLL};
 use crate::{DisconnectReason, PeerId, PubEvent, PubStats, Publisher};
 
@@ -325,22 +325,9 @@ impl TcpPublisher {
                     break;
                 }
                 self.stats.syscalls += 1;
-                match c.rx.fill_from(&mut c.stream) {
-                    Ok(Fill::Read(_)) => {}
-                    Ok(Fill::Eof) => {
-                        // A packet cut short by the close is malformed input.
-                        failed = Some(match c.rx.truncation() {
-                            Some(e) => DisconnectReason::Malformed(e),
-                            None => DisconnectReason::Closed,
-                        });
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        failed = Some(DisconnectReason::Io(e.to_string()));
-                        break;
-                    }
+                if let Err(reason) = c.rx.read_step(&mut c.stream, &mut c.readable) {
+                    failed = Some(reason);
+                    break;
                 }
                 loop {
                     match c.rx.next_packet() {

@@ -10,7 +10,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use tickwire_core::wire::MAX_PACKET_LEN;
 
-use super::framer::{Fill, FrameBuf};
+use super::framer::FrameBuf;
 use super::{EVENTS_CAPACITY, MAX_READS_PER_POLL, is_transient};
 use crate::{DisconnectReason, Line, SubEvent, SubStats, Subscriber};
 
@@ -230,22 +230,9 @@ impl TcpSubscriber {
                 break;
             }
             self.stats.syscalls += 1;
-            match self.rx.fill_from(&mut c.stream) {
-                Ok(Fill::Read(_)) => {}
-                Ok(Fill::Eof) => {
-                    // A packet cut short by the close is malformed input.
-                    failed = Some(match self.rx.truncation() {
-                        Some(e) => DisconnectReason::Malformed(e),
-                        None => DisconnectReason::Closed,
-                    });
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    failed = Some(DisconnectReason::Io(e.to_string()));
-                    break;
-                }
+            if let Err(reason) = self.rx.read_step(&mut c.stream, &mut c.readable) {
+                failed = Some(reason);
+                break;
             }
             loop {
                 match self.rx.next_packet() {

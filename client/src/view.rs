@@ -81,8 +81,8 @@ impl LiveView {
             o.push_str("\x1b[H\x1b[2J");
             let _ = writeln!(
                 o,
-                "tickwire client   epoch {:?}   t={:.1}s",
-                rx.epoch(),
+                "tickwire client   epoch {}   t={:.1}s",
+                rx.epoch().map_or_else(|| "-".to_string(), |e| e.to_string()),
                 now.as_nanos() as f64 / 1e9
             );
             let _ = writeln!(

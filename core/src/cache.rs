@@ -451,6 +451,50 @@ mod tests {
         assert_eq!((s.updates, s.last_seq, s.symbol), (1, 3, 1));
     }
 
+    /// A small threaded race, sized for miri (its data-race detector and
+    /// weak-memory emulation check what the native stress test cannot):
+    /// every state written has all fields derived from one number.
+    #[test]
+    fn small_threaded_race_is_never_torn() {
+        /// Writes: small enough for miri to finish in seconds.
+        const WRITES: u64 = 300;
+        fn state(k: u64) -> SymbolState {
+            SymbolState {
+                symbol: 0,
+                bid_px: k as i64,
+                ask_px: -(k as i64),
+                bid_qty: k as u32,
+                ask_qty: !(k as u32),
+                last_px: (k * 3) as i64,
+                last_qty: (k * 5) as u32,
+                updates: k,
+                last_seq: k * 7,
+            }
+        }
+        let (mut w, r) = new(1);
+        assert!(w.set(&state(0)));
+        let reader = std::thread::spawn(move || {
+            let mut last = 0;
+            loop {
+                let s = r.read(0).unwrap();
+                assert_eq!(s, state(s.updates), "torn read");
+                assert!(s.updates >= last);
+                last = s.updates;
+                if last == WRITES {
+                    return;
+                }
+                std::thread::yield_now();
+            }
+        });
+        for k in 1..=WRITES {
+            assert!(w.set(&state(k)));
+            if k % 16 == 0 {
+                std::thread::yield_now();
+            }
+        }
+        reader.join().unwrap();
+    }
+
     #[test]
     fn writer_and_reader_are_send_and_reader_sync() {
         fn send<T: Send>() {}

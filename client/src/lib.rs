@@ -176,6 +176,9 @@ struct State {
 
 impl State {
     fn drain_events(&mut self) {
+        // The receive time of what this drain delivers: read once (on the first
+        // live message), not per message — the messages arrived together.
+        let mut recv_wall: Option<u64> = None;
         while let Some(ev) = self.receiver.poll_event() {
             match ev {
                 Event::Message { seq, msg, send_time, recovered } => {
@@ -195,7 +198,8 @@ impl State {
                         *a += 1;
                     }
                     if !recovered {
-                        self.latency.record_between(send_time, wall_ns());
+                        self.latency
+                            .record_between(send_time, *recv_wall.get_or_insert_with(wall_ns));
                     }
                 }
                 Event::SnapshotStart { seq, .. } => {
@@ -209,11 +213,7 @@ impl State {
                     }
                     self.writer.set(&s);
                 }
-                Event::SnapshotEnd { .. } => {
-                    if let Some(v) = &mut self.verifier {
-                        v.snapshot_end();
-                    }
-                }
+                Event::SnapshotEnd { .. } => {}
                 Event::EpochChanged { old: None, .. } => {}
                 Event::EpochChanged { old: Some(old), new } => {
                     eprintln!("client: session epoch changed {old} -> {new}: the server restarted");

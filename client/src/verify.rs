@@ -22,7 +22,6 @@ pub struct Verifier {
     pub snapshot_mismatches: u64,
     /// Snapshot records compared.
     pub snapshot_records: u64,
-    in_snapshot: bool,
 }
 
 impl Verifier {
@@ -37,7 +36,6 @@ impl Verifier {
             skipped: 0,
             snapshot_mismatches: 0,
             snapshot_records: 0,
-            in_snapshot: false,
         })
     }
 
@@ -64,7 +62,6 @@ impl Verifier {
             self.mismatches += 1;
         }
         self.advance_to(seq);
-        self.in_snapshot = true;
     }
 
     /// One snapshot record.
@@ -74,11 +71,6 @@ impl Verifier {
         if expected != Some(s) {
             self.snapshot_mismatches += 1;
         }
-    }
-
-    /// The snapshot is complete.
-    pub fn snapshot_end(&mut self) {
-        self.in_snapshot = false;
     }
 
     /// A delivered message.

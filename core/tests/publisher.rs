@@ -952,43 +952,8 @@ proptest! {
 
 // ---------------------------------------------------------------- allocation
 
-mod counting_alloc {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    /// Counts allocations made by the current thread (tests run in parallel).
-    pub struct Counting;
-
-    // SAFETY: forwards every call to `System` unchanged; the counter is a
-    // const-initialised thread-local `Cell`, which needs no allocation.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            ALLOCATIONS.with(|c| c.set(c.get() + 1));
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as the caller's.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            ALLOCATIONS.with(|c| c.set(c.get() + 1));
-            // SAFETY: same contract as the caller's.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    pub fn count() -> u64 {
-        ALLOCATIONS.with(Cell::get)
-    }
-}
-
-#[global_allocator]
-static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
+#[path = "support/alloc_count.rs"]
+mod alloc_count;
 
 #[test]
 fn steady_state_push_seal_poll_and_retransmit_allocate_nothing() {
@@ -1018,14 +983,14 @@ fn steady_state_push_seal_poll_and_retransmit_allocate_nothing() {
     for k in 0..10u64 {
         cycle(&mut p, 1 + k * 1_000, 1 + (k + 1) * 1_000, k * 1_000 * MS);
     }
-    let probe = counting_alloc::count();
+    let probe = alloc_count::count();
     drop(std::hint::black_box(vec![0u8; 16]));
-    assert_eq!(counting_alloc::count(), probe + 1, "the counter sees allocations");
-    let before = counting_alloc::count();
+    assert_eq!(alloc_count::count(), probe + 1, "the counter sees allocations");
+    let before = alloc_count::count();
     for k in 10..30u64 {
         cycle(&mut p, 1 + k * 1_000, 1 + (k + 1) * 1_000, k * 1_000 * MS);
     }
-    let allocations = counting_alloc::count() - before;
+    let allocations = alloc_count::count() - before;
     assert_eq!(allocations, 0, "steady state allocated {allocations} times");
     assert!(sink > 0);
     assert_eq!(p.published_next(), SeqNo(30_001));
@@ -1047,9 +1012,9 @@ fn peer_churn_beyond_the_table_bound_allocates_nothing() {
         }
     };
     round(&mut p, 1, 20_000);
-    let before = counting_alloc::count();
+    let before = alloc_count::count();
     round(&mut p, 20_000, 120_000);
-    assert_eq!(counting_alloc::count() - before, 0);
+    assert_eq!(alloc_count::count() - before, 0);
     assert!(p.peers_tracked() <= 16);
     assert!(p.stats().peers_evicted > 90_000);
     assert!(sink > 0);

@@ -468,8 +468,12 @@ fn drain_packets(
     transport: &mut dyn Publisher,
     eos: &mut Vec<u8>,
 ) -> io::Result<()> {
+    // Only after end_session can a packet be the end of session: live packets
+    // go out unparsed.
+    let ended = core.is_ended();
     while let Some(packet) = core.poll_packet() {
-        if let Ok(p) = tickwire_core::wire::Packet::new_checked(packet)
+        if ended
+            && let Ok(p) = tickwire_core::wire::Packet::new_checked(packet)
             && p.kind() == tickwire_core::wire::PacketKind::EndOfSession
         {
             eos.clear();

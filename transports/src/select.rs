@@ -137,7 +137,10 @@ fn multicast_config(opts: &TransportOptions) -> io::Result<crate::multicast::Mul
 /// interface `ifname`; the recovery plane is a kernel UDP socket on `addr`
 /// (the server binds it, the client sends its requests there).
 #[cfg(feature = "xdp")]
-fn xdp_config(opts: &TransportOptions) -> io::Result<crate::xdp::XdpConfig> {
+fn xdp_config(
+    opts: &TransportOptions,
+    side: fn(&str, SocketAddrV4, SocketAddrV4) -> crate::xdp::XdpConfig,
+) -> io::Result<crate::xdp::XdpConfig> {
     let Some(ifname) = opts.ifname.as_deref() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -165,12 +168,12 @@ fn xdp_config(opts: &TransportOptions) -> io::Result<crate::xdp::XdpConfig> {
             "the xdp transport carries one feed line: drop --group-b",
         ));
     }
-    Ok(crate::xdp::XdpConfig::publisher(ifname, opts.group_a, request))
+    Ok(side(ifname, opts.group_a, request))
 }
 
 #[cfg(feature = "xdp")]
 fn xdp_publisher(opts: &TransportOptions) -> io::Result<Box<dyn Publisher>> {
-    let cfg = xdp_config(opts)?;
+    let cfg = xdp_config(opts, crate::xdp::XdpConfig::publisher)?;
     let p = crate::xdp::XdpPublisher::new(&cfg)?;
     // Publishing more than the interface's MTU carries would fail per packet.
     if opts.max_packet_len > p.max_packet_len() {
@@ -184,26 +187,9 @@ fn xdp_publisher(opts: &TransportOptions) -> io::Result<Box<dyn Publisher>> {
     Ok(Box::new(ReportPub(p)))
 }
 
-/// RX (and fill) ring entries of the binaries' XDP subscriber: four times the
-/// transport's default. A descheduled client must not lose the feed: at 500k
-/// msgs/s (about 20k frames/s) 8192 frames ride out some 400 ms, more than the
-/// multicast transport's 8 MiB socket buffer (about 3,500 datagrams). With
-/// the default 2048 the RX ring overflowed (`rx_ring_full`) on the loaded
-/// 2-vCPU test machine while the kernel socket beside it lost nothing.
-#[cfg(feature = "xdp")]
-pub const XDP_SUB_RING_SIZE: u32 = 8192;
-/// UMEM frames of the binaries' XDP subscriber: twice [`XDP_SUB_RING_SIZE`]
-/// (see [`crate::xdp::DEFAULT_FRAME_COUNT`]), 32 MiB of 2 KiB frames.
-#[cfg(feature = "xdp")]
-pub const XDP_SUB_FRAME_COUNT: u32 = 2 * XDP_SUB_RING_SIZE;
-
 #[cfg(feature = "xdp")]
 fn xdp_subscriber(opts: &TransportOptions) -> io::Result<Box<dyn Subscriber>> {
-    let cfg = crate::xdp::XdpConfig {
-        ring_size: XDP_SUB_RING_SIZE,
-        frame_count: XDP_SUB_FRAME_COUNT,
-        ..xdp_config(opts)?
-    };
+    let cfg = xdp_config(opts, crate::xdp::XdpConfig::subscriber)?;
     Ok(Box::new(ReportSub(crate::xdp::XdpSubscriber::new(&cfg)?)))
 }
 
@@ -385,11 +371,19 @@ mod tests {
         assert_eq!(err_of(build_publisher(&ab)).kind(), io::ErrorKind::InvalidInput);
         let v6 = TransportOptions { addr: "[::1]:9100".parse().unwrap(), ..xdp_opts() };
         assert!(err_of(build_subscriber(&v6)).to_string().contains("IPv4"));
-        let cfg = xdp_config(&xdp_opts()).unwrap();
+        let cfg = xdp_config(&xdp_opts(), crate::xdp::XdpConfig::publisher).unwrap();
         assert_eq!(cfg.ifname, "eth0");
         assert_eq!(cfg.dst, xdp_opts().group_a);
         assert_eq!(cfg.listen_port, 30001);
         assert_eq!(SocketAddr::V4(cfg.request), xdp_opts().addr);
+        assert_eq!(cfg.ring_size, crate::xdp::DEFAULT_RING_SIZE);
+        let sub = xdp_config(&xdp_opts(), crate::xdp::XdpConfig::subscriber).unwrap();
+        assert_eq!(
+            sub.ring_size,
+            crate::xdp::DEFAULT_SUB_RING_SIZE,
+            "subscribers ride out a stall"
+        );
+        assert_eq!(sub.frame_count, crate::xdp::DEFAULT_SUB_FRAME_COUNT);
     }
 
     #[cfg(not(feature = "xdp"))]

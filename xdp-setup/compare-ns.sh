@@ -12,7 +12,7 @@
 # client's --json; one-way, server send stamp to client receive, same host
 # clock), gaps, and for xdp the bind mode the transport printed.
 #
-# Idle strategy of both processes: $IDLE (default block; spin, yield, block:MICROS).
+# Idle strategy of both processes: $IDLE (default auto; block, spin, spin-block[:BUDGET]).
 # Binaries: $BIN (default target/fast-test), built with
 #   cargo build --profile fast-test --workspace --all-features --bins
 # Raw JSON and stderr of every run stay in $OUT (printed at the end).
@@ -32,7 +32,7 @@ OUT="${OUT:-$(mktemp -d /tmp/tickwire-compare.XXXXXX)}"
 # How long to wait for a process's ready file before giving up (binding an
 # AF_XDP socket takes milliseconds; retries after a teardown up to ~1 s).
 READY_TRIES=2000 # x 10 ms
-IDLE="${IDLE:-block}"
+IDLE="${IDLE:-auto}"
 
 for b in server client; do
     [ -x "$BIN/$b" ] || { echo "compare-ns.sh: $BIN/$b missing: build with --all-features first" >&2; exit 1; }

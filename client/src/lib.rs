@@ -2,11 +2,14 @@
 //!
 //! The feed handler: transport → [`tickwire_core::recovery::Receiver`] (gap
 //! detection, NACK, snapshot, resume) → [`tickwire_core::cache`] (seqlock per
-//! symbol) → [`tickwire_core::latency::Latency`] (HdrHistogram). The run loop,
-//! each iteration:
+//! symbol) → [`tickwire_core::latency::TickToCache`] (HdrHistogram). The run
+//! loop, each iteration:
 //!
 //! 1. poll the transport; every packet goes to the receiver, whose events are
-//!    applied at once (cache update, latency record, verification);
+//!    applied at once (cache update, verification), then each message's
+//!    latency is recorded from its due time (the packet's timing block) to the
+//!    moment it is in the cache, with the parts in between (send time, the
+//!    kernel's receive stamp, the loop's receive time);
 //! 2. fire the receiver's timers (NACK delays, retries, snapshot timeouts, reconnects);
 //! 3. send the requests the receiver wants sent;
 //! 4. redraw the live view every 500 ms.
@@ -24,9 +27,11 @@ use anyhow::Context;
 use serde::Serialize;
 use tickwire_core::cache::{self, CacheReader, CacheWriter};
 use tickwire_core::gbm::GbmConfig;
-use tickwire_core::latency::{Latency, LatencySummary};
+use tickwire_core::latency::{BreakdownSummary, Latency, LatencySummary, TickToCache};
 use tickwire_core::recovery::{Event, Mode, Receiver, ReceiverConfig};
+use tickwire_core::wire::Packet;
 use tickwire_core::{Instant, SeqNo, SymbolId};
+use tickwire_transports::affinity::cpu_times;
 use tickwire_transports::idle::{IdleStrategy, Idler};
 use tickwire_transports::select::{TransportKind, TransportOptions, build_subscriber};
 use tickwire_transports::{SubEvent, Subscriber};
@@ -144,6 +149,23 @@ pub struct Summary {
     pub line_b_won: u64,
     /// End-to-end latency (receive − send timestamp) of live messages, ns.
     pub latency_ns: LatencySummary,
+    /// Tick-to-cache: from each message's due time (the exchange event) to
+    /// the moment it was applied to the cache, ns. Every message that arrived
+    /// in a live Data packet counts, including those held behind a gap.
+    pub tick_to_cache_ns: LatencySummary,
+    /// The parts of tick-to-cache, ns: due → sent, sent → kernel receive,
+    /// kernel receive → application, application receive → applied.
+    pub breakdown_ns: BreakdownSummary,
+    /// User CPU time of the client, seconds.
+    pub cpu_user_s: f64,
+    /// System CPU time of the client, seconds.
+    pub cpu_sys_s: f64,
+    /// The idle strategy used.
+    pub idle: String,
+    /// The tick-to-cache breakdown as a text table (T0 due … T4 applied), for
+    /// the text summary.
+    #[serde(skip)]
+    pub breakdown_table: String,
     /// Gap seen → filled.
     pub recovery_time: RecoveryTimes,
     /// Verification against the regenerated stream, when asked.
@@ -167,6 +189,9 @@ struct State {
     receiver: Receiver,
     writer: CacheWriter,
     latency: Latency,
+    timing: TickToCache,
+    /// (due, send time) of the messages applied in the current drain (reused).
+    applied: Vec<(u64, u64)>,
     verifier: Option<Verifier>,
     filter: Option<Vec<bool>>,
     activity: Vec<u64>,
@@ -174,14 +199,26 @@ struct State {
     reconnect_due: bool,
 }
 
+/// The stamps of the packet being handled (T1 sent, T2 kernel rx, T3 app rx).
+#[derive(Clone, Copy, Debug)]
+struct PacketStamps {
+    send_time: u64,
+    kernel_rx: Option<u64>,
+    app_rx: u64,
+}
+
 impl State {
-    fn drain_events(&mut self) {
-        // The receive time of what this drain delivers: read once (on the first
-        // live message), not per message — the messages arrived together.
-        let mut recv_wall: Option<u64> = None;
+    /// Apply every event the receiver has; `packet` names the packet just
+    /// handed to it (None: events after a timer). Latencies are recorded once
+    /// the messages are in the cache: one clock read per drain, not per message.
+    fn drain_events(&mut self, packet: Option<PacketStamps>) {
+        self.applied.clear();
         while let Some(ev) = self.receiver.poll_event() {
             match ev {
-                Event::Message { seq, msg, send_time, recovered } => {
+                Event::Message { seq, msg, send_time, due_time, .. } => {
+                    if due_time != 0 {
+                        self.applied.push((due_time, send_time));
+                    }
                     if let Some(v) = &mut self.verifier {
                         v.message(seq, &msg);
                     }
@@ -196,10 +233,6 @@ impl State {
                     self.writer.apply(seq.0, &msg);
                     if let Some(a) = self.activity.get_mut(sym as usize) {
                         *a += 1;
-                    }
-                    if !recovered {
-                        self.latency
-                            .record_between(send_time, *recv_wall.get_or_insert_with(wall_ns));
                     }
                 }
                 Event::SnapshotStart { seq, .. } => {
@@ -231,6 +264,30 @@ impl State {
                 }
             }
         }
+        if !self.applied.is_empty() {
+            self.record_latencies(packet, wall_ns());
+        }
+    }
+
+    /// Record the latencies of the messages applied by this drain, all in the
+    /// cache at `applied` (T4).
+    fn record_latencies(&mut self, packet: Option<PacketStamps>, applied: u64) {
+        let t = &mut self.timing;
+        let mut from_packet = 0u64;
+        for &(due, sent) in &self.applied {
+            t.tick_to_cache.record_between(due, applied);
+            t.due_to_sent.record_between(due, sent);
+            from_packet += u64::from(packet.is_some_and(|p| p.send_time == sent));
+        }
+        // The messages of the packet just handled share its stamps.
+        if let Some(p) = packet.filter(|_| from_packet > 0) {
+            self.latency.record_between_n(p.send_time, p.app_rx, from_packet);
+            if let Some(k) = p.kernel_rx {
+                t.sent_to_kernel.record_between_n(p.send_time, k, from_packet);
+                t.kernel_to_app.record_between_n(k, p.app_rx, from_packet);
+            }
+            t.received_to_applied.record_between_n(p.app_rx, applied, from_packet);
+        }
     }
 }
 
@@ -240,6 +297,9 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     if let Some(cpu) = cfg.cpu {
         tickwire_transports::affinity::pin_to_cpu(cpu)
             .with_context(|| format!("pinning to CPU {cpu}"))?;
+    }
+    if let Err(e) = tickwire_transports::wait::set_min_timer_slack() {
+        eprintln!("client: cannot lower the timer slack ({e}): timed waits may end 50 µs late");
     }
     let mut transport = build_subscriber(&cfg.transport).with_context(|| {
         format!("starting the {} transport towards {}", cfg.transport.kind, cfg.transport.addr)
@@ -277,6 +337,8 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         receiver,
         writer,
         latency: Latency::new(),
+        timing: TickToCache::default(),
+        applied: Vec::with_capacity(4096),
         verifier,
         filter,
         activity: vec![0; cfg.universe as usize],
@@ -285,6 +347,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     };
 
     let start = std::time::Instant::now();
+    let cpu_start = cpu_times();
     let now = || Instant(start.elapsed().as_nanos() as u64);
     let mut idler = Idler::new(cfg.idle);
     let mut view = LiveView::new(cfg.live_view);
@@ -302,19 +365,28 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
             let t = now();
             match ev {
                 SubEvent::Connected => st.receiver.handle_connected(t),
-                SubEvent::Packet { line, packet } => st.receiver.handle_packet(t, line, packet),
+                SubEvent::Packet { line, packet, kernel_rx_ns } => {
+                    let stamps = PacketStamps {
+                        send_time: Packet::new_checked(packet).map_or(0, |p| p.send_time()),
+                        kernel_rx: kernel_rx_ns,
+                        app_rx: wall_ns(),
+                    };
+                    st.receiver.handle_packet(t, line, packet);
+                    st.drain_events(Some(stamps));
+                    return;
+                }
                 SubEvent::Disconnected(reason) => {
                     eprintln!("client: disconnected: {reason:?}");
                     st.receiver.handle_disconnected(t);
                 }
             }
-            st.drain_events();
+            st.drain_events(None);
         })?;
         let t = now();
         if st.receiver.poll_timeout().is_some_and(|d| d <= t) {
             st.receiver.handle_timeout(t);
         }
-        st.drain_events();
+        st.drain_events(None);
         while let Some(n) = st.receiver.poll_transmit(t, wall_ns(), &mut req) {
             if let Err(e) = transport.send_request(&req[..n]) {
                 eprintln!("client: sending a request failed: {e}");
@@ -329,7 +401,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
             }
         }
         idler.record(work > 0);
-        view.maybe_draw(t, &st.receiver, &st.latency, &reader, &st.activity);
+        view.maybe_draw(t, &st.receiver, &st.timing, &reader, &st.activity);
 
         let done_session =
             cfg.exit_on_end && st.end.is_some_and(|e| st.receiver.next_expected() >= e);
@@ -342,7 +414,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
 
     if let Some(path) = &cfg.hdr_log {
         let mut text = String::new();
-        st.latency.write_hgrm(&mut text).expect("formatting into a String");
+        st.timing.tick_to_cache.write_hgrm(&mut text).expect("formatting into a String");
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &cfg.book_out {
@@ -350,6 +422,9 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     }
     let rs = st.receiver.stats();
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_times().since(cpu_start);
+    let mut table = String::new();
+    st.timing.write_table(&mut table).expect("formatting into a String");
     Ok(Summary {
         transport: cfg.transport.kind.to_string(),
         messages_delivered: rs.messages_delivered,
@@ -374,6 +449,11 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         line_a_won: rs.line_a_won,
         line_b_won: rs.line_b_won,
         latency_ns: st.latency.summary(),
+        tick_to_cache_ns: st.timing.tick_to_cache.summary(),
+        breakdown_ns: st.timing.breakdown(),
+        cpu_user_s: cpu.user.as_secs_f64(),
+        cpu_sys_s: cpu.sys.as_secs_f64(),
+        idle: cfg.idle.to_string(),
         recovery_time: RecoveryTimes {
             p50_us: st.receiver.stats().recovery_percentile(50.0) as f64 / 1e3,
             p99_us: st.receiver.stats().recovery_percentile(99.0) as f64 / 1e3,
@@ -390,6 +470,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         end_of_session: st.end.is_some_and(|e| st.receiver.next_expected() >= e),
         elapsed_s: elapsed,
         rate: rs.messages_delivered as f64 / elapsed.max(1e-9),
+        breakdown_table: table,
     })
 }
 

@@ -65,7 +65,7 @@ struct Args {
     /// Print a machine-readable summary on stdout at exit.
     #[arg(long)]
     json: bool,
-    /// Write the full latency histogram (.hgrm) to this file.
+    /// Write the full tick-to-cache histogram (.hgrm) to this file.
     #[arg(long)]
     hdr_log: Option<PathBuf>,
     /// Write the final cache (per-symbol state) to this file.
@@ -77,8 +77,10 @@ struct Args {
     /// Pin the receive thread to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
-    /// Idle strategy: spin, yield, block or block:MICROS.
-    #[arg(long, default_value = "block")]
+    /// Idle strategy: auto (block until the next timer, spinning when it is
+    /// within 100 µs), block, spin (give it a CPU with --cpu), spin-block[:BUDGET]
+    /// (spin BUDGET after each packet, then block).
+    #[arg(long, default_value = "auto")]
     idle: IdleStrategy,
     /// Largest packet in bytes.
     #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET)]
@@ -94,7 +96,8 @@ struct Args {
 fn print_summary(s: &Summary) {
     eprintln!(
         "client summary: {} messages delivered ({:.0} msg/s), last seq {}, gaps {} (filled {} by retransmit, {} by snapshot, {} unrecovered), \
-         {} duplicates, {} CRC errors, {} malformed, {} NACKs, {} reconnects, latency p50 {}ns p99 {}ns p99.9 {}ns{}",
+         {} duplicates, {} CRC errors, {} malformed, {} NACKs, {} reconnects, tick-to-cache p50 {:.1}us p99 {:.1}us p99.9 {:.1}us, \
+         CPU user {:.3}s sys {:.3}s (idle {}){}",
         s.messages_delivered,
         s.rate,
         s.last_seq,
@@ -107,9 +110,12 @@ fn print_summary(s: &Summary) {
         s.malformed,
         s.nacks_sent,
         s.reconnects,
-        s.latency_ns.p50,
-        s.latency_ns.p99,
-        s.latency_ns.p999,
+        s.tick_to_cache_ns.p50 as f64 / 1e3,
+        s.tick_to_cache_ns.p99 as f64 / 1e3,
+        s.tick_to_cache_ns.p999 as f64 / 1e3,
+        s.cpu_user_s,
+        s.cpu_sys_s,
+        s.idle,
         match &s.verify {
             Some(v) if v.ok => format!(", verified {} messages against the seed", v.checked),
             Some(v) => format!(
@@ -119,6 +125,7 @@ fn print_summary(s: &Summary) {
             None => String::new(),
         }
     );
+    eprint!("client latency breakdown:\n{}", s.breakdown_table);
 }
 
 fn main() -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use tickwire_core::cache::CacheReader;
-use tickwire_core::latency::Latency;
+use tickwire_core::latency::TickToCache;
 use tickwire_core::recovery::Receiver;
 use tickwire_core::{Instant, PRICE_SCALE};
 
@@ -55,7 +55,7 @@ impl LiveView {
         &mut self,
         now: Instant,
         rx: &Receiver,
-        lat: &Latency,
+        lat: &TickToCache,
         cache: &CacheReader,
         activity: &[u64],
     ) {
@@ -74,7 +74,10 @@ impl LiveView {
         let st = rx.stats();
         let rate = (st.messages_delivered - self.last_delivered) as f64 / dt.as_secs_f64();
         self.last_delivered = st.messages_delivered;
-        let s = lat.summary();
+        let s = lat.tick_to_cache.summary();
+        let sent = lat.due_to_sent.summary();
+        let kernel = lat.sent_to_kernel.summary();
+        let wake = lat.kernel_to_app.summary();
         self.out.clear();
         let o = &mut self.out;
         if self.tty {
@@ -106,12 +109,19 @@ impl LiveView {
             );
             let _ = writeln!(
                 o,
-                "latency p50 {}   p99 {}   p99.9 {}   max {}   (n={})",
+                "tick-to-cache p50 {}   p99 {}   p99.9 {}   max {}   (n={})",
                 us(s.p50),
                 us(s.p99),
                 us(s.p999),
                 us(s.max),
                 s.count
+            );
+            let _ = writeln!(
+                o,
+                "  p50 parts: due->sent {}   sent->kernel {}   kernel->app {}",
+                us(sent.p50),
+                if kernel.count == 0 { "n/a".into() } else { us(kernel.p50) },
+                if wake.count == 0 { "n/a".into() } else { us(wake.p50) },
             );
             let _ = writeln!(
                 o,
@@ -137,7 +147,7 @@ impl LiveView {
         } else {
             let _ = writeln!(
                 o,
-                "client: {:>10} msgs {rate:>9.0} msg/s | next {} | gaps {} filled {}+{} unrecovered {} | p50 {} p99 {} p99.9 {}",
+                "client: {:>10} msgs {rate:>9.0} msg/s | next {} | gaps {} filled {}+{} unrecovered {} | tick-to-cache p50 {} p99 {} p99.9 {}",
                 st.messages_delivered,
                 rx.next_expected(),
                 st.gaps_detected,

@@ -140,6 +140,21 @@ impl Latency {
         }
     }
 
+    /// Record `n` samples of the same interval from `send_ns` to `recv_ns`
+    /// (the messages of one packet share its receive stamps); as
+    /// [`Self::record_between`] otherwise.
+    #[inline]
+    pub fn record_between_n(&mut self, send_ns: u64, recv_ns: u64, n: u64) {
+        match recv_ns.checked_sub(send_ns) {
+            Some(ns) if ns > HIGHEST_NS => {
+                self.clamped += n;
+                self.hist.saturating_record_n(HIGHEST_NS, n);
+            }
+            Some(ns) => self.hist.saturating_record_n(ns, n),
+            None => self.skewed += n,
+        }
+    }
+
     /// Samples recorded (including clamped ones, excluding skewed ones).
     pub fn count(&self) -> u64 {
         self.hist.len()
@@ -258,9 +273,122 @@ impl fmt::Debug for Latency {
     }
 }
 
+/// Tick-to-cache latency and its parts, each a [`Latency`]. The instants,
+/// all wall-clock ns since the Unix epoch:
+///
+/// ```text
+/// T0 due        the exchange event (the Data packet's timing block)
+/// T1 sent       the packet handed to the transport (its send_time)
+/// T2 kernel rx  the receiving kernel took it in (SO_TIMESTAMPNS; not on AF_XDP)
+/// T3 app rx     the client's loop had it in hand
+/// T4 applied    its messages were in the cache
+/// ```
+///
+/// `tick_to_cache` is T0 → T4 for every message that arrived in a live Data
+/// packet (including those that waited behind a gap); the parts are
+/// recorded for the messages applied from the packet that brought them.
+#[derive(Clone, Debug, Default)]
+pub struct TickToCache {
+    /// T0 → T4.
+    pub tick_to_cache: Latency,
+    /// T0 → T1: queueing and batching in the server.
+    pub due_to_sent: Latency,
+    /// T1 → T2: the network path, up to the receiving kernel.
+    pub sent_to_kernel: Latency,
+    /// T2 → T3: the client's wake-up and read.
+    pub kernel_to_app: Latency,
+    /// T3 → T4: recovery, decoding and the cache update.
+    pub received_to_applied: Latency,
+}
+
+/// Summaries of a [`TickToCache`]'s parts (the JSON `breakdown_ns` object).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BreakdownSummary {
+    /// T0 → T1.
+    pub due_to_sent: LatencySummary,
+    /// T1 → T2 (count 0 where the kernel gives no receive stamp).
+    pub sent_to_kernel: LatencySummary,
+    /// T2 → T3 (count 0 likewise).
+    pub kernel_to_app: LatencySummary,
+    /// T3 → T4.
+    pub received_to_applied: LatencySummary,
+}
+
+impl TickToCache {
+    /// Summaries of the parts.
+    pub fn breakdown(&self) -> BreakdownSummary {
+        BreakdownSummary {
+            due_to_sent: self.due_to_sent.summary(),
+            sent_to_kernel: self.sent_to_kernel.summary(),
+            kernel_to_app: self.kernel_to_app.summary(),
+            received_to_applied: self.received_to_applied.summary(),
+        }
+    }
+
+    /// The breakdown as a table (µs), one row per stage, then the total.
+    pub fn write_table(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        writeln!(
+            out,
+            "{:<34} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "stage (µs)", "p50", "p99", "p99.9", "max", "n"
+        )?;
+        let rows: [(&str, &Latency); 5] = [
+            ("T0 due -> T1 sent", &self.due_to_sent),
+            ("T1 sent -> T2 kernel rx", &self.sent_to_kernel),
+            ("T2 kernel rx -> T3 app rx", &self.kernel_to_app),
+            ("T3 app rx -> T4 applied", &self.received_to_applied),
+            ("T0 due -> T4 applied (tick-to-cache)", &self.tick_to_cache),
+        ];
+        for (name, l) in rows {
+            let s = l.summary();
+            if s.count == 0 {
+                writeln!(out, "{name:<34} {:>9} {:>9} {:>9} {:>9} {:>10}", "n/a", "", "", "", 0)?;
+                continue;
+            }
+            let us = |ns: u64| ns as f64 / 1e3;
+            writeln!(
+                out,
+                "{name:<34} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10}",
+                us(s.p50),
+                us(s.p99),
+                us(s.p999),
+                us(s.max),
+                s.count
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batched_records_count_every_message() {
+        let mut l = Latency::new();
+        l.record_between_n(1_000, 4_000, 7);
+        l.record_between_n(5_000, 4_000, 3);
+        l.record_between_n(0, HIGHEST_NS + 5, 2);
+        assert_eq!((l.count(), l.skewed(), l.clamped()), (9, 3, 2));
+        assert_eq!(l.percentile(50.0) / 10, 300, "3 µs, to the histogram's precision");
+    }
+
+    #[test]
+    fn breakdown_table_names_every_stage() {
+        let mut t = TickToCache::default();
+        t.tick_to_cache.record(42_000);
+        t.due_to_sent.record(1_000);
+        let mut out = String::new();
+        t.write_table(&mut out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert!(lines[1].starts_with("T0 due -> T1 sent") && lines[1].contains("1.0"));
+        assert!(lines[2].contains("n/a"), "no kernel stamp recorded: {}", lines[2]);
+        assert!(lines[5].contains("tick-to-cache") && lines[5].contains("42.0"));
+        assert_eq!(t.breakdown().due_to_sent.count, 1);
+    }
 
     /// One parsed `.hgrm` row.
     #[derive(Debug)]

@@ -22,6 +22,7 @@ pub mod cache;
 pub mod gbm;
 pub mod latency;
 pub mod msg;
+pub mod pacing;
 pub mod pool;
 pub mod publisher;
 pub mod recovery;

@@ -11,8 +11,8 @@ use tickwire_core::publisher::{
     IgnoreReason, Publisher, PublisherConfig, RequestLimits, RequestOutcome,
 };
 use tickwire_core::wire::{
-    DecodeError, HEADER_LEN, LoginAckRepr, LoginMode, MessageIter, NackRejectRepr, Packet,
-    PacketKind, PacketRepr, SnapshotRepr, parse_message,
+    DecodeError, FLAG_TIMING, HEADER_LEN, LoginAckRepr, LoginMode, MessageIter, NackRejectRepr,
+    Packet, PacketKind, PacketRepr, SnapshotRepr, Timing, parse_message,
 };
 use tickwire_core::{Book, Instant, Message, Quote, SeqNo, Side, SymbolState, Trade};
 
@@ -73,7 +73,7 @@ fn messages_of(packets: &[Vec<u8>]) -> Vec<(SeqNo, Message, Vec<u8>)> {
     for b in packets {
         let r = header(b);
         assert!(r.kind.carries_messages(), "{:?} carries no messages", r.kind);
-        let payload = Packet::new_checked(&b[..]).unwrap().payload().to_vec();
+        let payload = Packet::new_checked(&b[..]).unwrap().messages().to_vec();
         MessageIter::validate(&payload, r.count).expect("payload matches count");
         let mut rest = &payload[..];
         for i in 0..u64::from(r.count) {
@@ -125,7 +125,7 @@ fn snapshot_of(parts: &[Vec<u8>], expected_symbols: u32) -> (SeqNo, Vec<SymbolSt
         assert_eq!(r.kind, PacketKind::Snapshot);
         assert_eq!(r.epoch, EPOCH);
         assert_eq!(*at.get_or_insert(r.first_seq), r.first_seq, "all parts consistent at one seq");
-        let payload = Packet::new_checked(&b[..]).unwrap().payload().to_vec();
+        let payload = Packet::new_checked(&b[..]).unwrap().messages().to_vec();
         let s = SnapshotRepr::parse(&payload, r.count).unwrap();
         assert_eq!(s.part as usize, i);
         assert_eq!(s.parts as usize, parts.len());
@@ -188,7 +188,7 @@ fn framing_round_trips_every_message_within_the_size_limit() {
 }
 
 #[test]
-fn data_header_carries_the_seal_time_and_flush_seals_partial_packets() {
+fn data_header_carries_send_and_due_times_and_flush_seals_partial_packets() {
     let mut p = Publisher::new(config(8, 64));
     p.push(Instant(1), 111, &msg(1, 8));
     p.push(Instant(2), 222, &msg(2, 8));
@@ -196,10 +196,15 @@ fn data_header_carries_the_seal_time_and_flush_seals_partial_packets() {
     assert!(p.poll_packet().is_none(), "nothing sealed before flush");
     p.flush(Instant(3), 333);
     p.flush(Instant(4), 444); // nothing open: no empty packet
-    let live = drain(&mut p);
-    assert_eq!(live.len(), 1);
-    let r = header(&live[0]);
-    assert_eq!((r.first_seq, r.count, r.send_time), (SeqNo(1), 2, 333));
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = p.poll_transmit(555, &mut buf).expect("one packet");
+    assert!(p.poll_transmit(556, &mut buf).is_none());
+    let r = header(&buf[..n]);
+    // Sent when handed over (555), each message due when it was pushed.
+    assert_eq!((r.first_seq, r.count, r.send_time, r.flags), (SeqNo(1), 2, 555, FLAG_TIMING));
+    let v = Packet::new_checked(&buf[..n]).unwrap();
+    assert_eq!(v.timing(), Some(Timing { first_due: 111, last_due: 222 }));
+    assert_eq!(messages_of(&[buf[..n].to_vec()]).len(), 2);
     assert_eq!(p.published_next(), SeqNo(3));
     assert_eq!(p.next_seq(), SeqNo(3));
 }
@@ -724,9 +729,12 @@ fn heartbeats_follow_the_simulated_clock() {
     p.end_session(Instant(t0 + 360 * MS), 8);
     let r = header(&drain(&mut p)[0]);
     assert_eq!((r.kind, r.first_seq, r.count), (PacketKind::EndOfSession, SeqNo(3), 0));
-    assert_eq!(p.poll_timeout(), None);
+    // After the end: no heartbeat, the EndOfSession again every 100 ms.
+    assert_eq!(p.poll_timeout(), Some(Instant(t0 + 460 * MS)));
     p.handle_timeout(Instant(t0 + 10_000 * MS), 9);
-    assert!(drain(&mut p).is_empty());
+    let again = drain(&mut p);
+    assert_eq!(again.len(), 1);
+    assert_eq!(header(&again[0]).kind, PacketKind::EndOfSession);
     assert_eq!(p.stats().heartbeats, 3);
 }
 

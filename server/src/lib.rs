@@ -1,15 +1,22 @@
 //! # tickwire-server
 //!
 //! The exchange simulator and publisher: a GBM generator feeds the sans-IO
-//! [`tickwire_core::publisher::Publisher`] (sequencer, framer, retransmit
-//! store, snapshot state, request service), whose packets go out over any
-//! [`tickwire_transports::Publisher`]. The run loop, in order, each iteration:
+//! [`tickwire_core::publisher::Publisher`] (sequencer, framer, flush policy,
+//! retransmit store, snapshot state, request service, end-of-session
+//! repetition), paced by [`tickwire_core::pacing::Pacer`]; packets go out over
+//! any [`tickwire_transports::Publisher`]. [`run`] is a thin driver: it reads
+//! the clocks, hands the state machines their inputs and waits until the
+//! earliest deadline they name. Each iteration:
 //!
-//! 1. generate the messages due by the rate and push them; publish every sealed packet;
-//! 2. seal the open packet when the generator has caught up (low latency when idle);
-//! 3. poll the transport (accept, read requests, write queues) and answer requests;
-//! 4. fire the publisher's timers (heartbeats) and publish what they produced;
-//! 5. wait according to the idle strategy, at most until the next message is due.
+//! 1. take every message due by now from the pacer (each with its own due
+//!    instant), generate and push it; tell the publisher the generator has
+//!    caught up (natural batching seals the packet now, `--max-delay` only
+//!    once its oldest message waited that long);
+//! 2. fire the publisher's timers (coalescing bound, heartbeat, end-of-session repetition);
+//! 3. encode every sealed packet straight into the transport's send buffer
+//!    (`poll_transmit` inside `publish_with`: one copy), stamped with its send time;
+//! 4. wait for I/O until the earliest deadline (next message due, publisher
+//!    timer, end of the run), by the idle strategy; answer requests.
 //!
 //! ```no_run
 //! use std::sync::{Arc, atomic::AtomicBool};
@@ -28,28 +35,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde::Serialize;
 use tickwire_core::gbm::{GbmConfig, Generator};
+use tickwire_core::pacing::Pacer;
 use tickwire_core::publisher::{Publisher as Core, PublisherConfig, RequestOutcome};
 use tickwire_core::{Instant, Message};
-use tickwire_transports::affinity::{cpu_time, pin_to_cpu};
+use tickwire_transports::affinity::{cpu_times, pin_to_cpu};
 use tickwire_transports::idle::{IdleStrategy, Idler};
 use tickwire_transports::select::{TransportKind, TransportOptions, build_publisher};
+use tickwire_transports::wait::set_min_timer_slack;
 use tickwire_transports::{DisconnectReason, PeerId, PubEvent, Publisher};
 
 /// Largest number of messages generated per loop iteration, so requests and
 /// socket writes are served between bursts even at `--rate 0`.
 const MAX_BATCH: u64 = 512;
-
-/// Default pacing window: at a fixed `--rate` the loop sleeps at least this
-/// long between bursts and generates every message due in one go. Without it
-/// the loop would wake for every single message (5 µs apart at 200k/s) and send
-/// one-message packets, paying a syscall per message; with 100 µs a packet
-/// holds ~20 messages at 200k/s, and the added delay stays far below a
-/// network round trip. `--batch-window 0` wakes per message.
-pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_micros(100);
-
-/// How often the end-of-session packet is repeated while lingering, so a
-/// client that lost it over a datagram transport still learns the final sequence.
-const EOS_REPEAT: Duration = Duration::from_millis(100);
 
 /// Server configuration (the binary maps its flags onto this).
 #[derive(Clone, Debug)]
@@ -76,8 +73,12 @@ pub struct ServerConfig {
     pub idle: IdleStrategy,
     /// Pin the thread to this CPU.
     pub cpu: Option<usize>,
-    /// At a fixed rate, the least time between two generated bursts.
-    pub batch_window: Duration,
+    /// Bounded coalescing: a packet waits until its oldest message has been
+    /// due this long (None: natural batching, sent as soon as nothing more is due).
+    pub max_delay: Option<Duration>,
+    /// Start the session only once this many clients have logged in (tcp:
+    /// benchmarks measure the feed, not a late client's catch-up). 0: at once.
+    pub wait_clients: u64,
     /// Write the final book (the state every client must converge to) here.
     pub book_out: Option<std::path::PathBuf>,
     /// Once listening, write the bound address here (for `--listen 127.0.0.1:0`).
@@ -111,7 +112,8 @@ impl Default for ServerConfig {
             stats_interval: Some(Duration::from_secs(1)),
             idle: IdleStrategy::default(),
             cpu: None,
-            batch_window: DEFAULT_BATCH_WINDOW,
+            max_delay: None,
+            wait_clients: 0,
             book_out: None,
             ready_file: None,
         }
@@ -161,6 +163,24 @@ pub struct Summary {
     pub cpu_s: f64,
     /// CPU nanoseconds per published message.
     pub cpu_ns_per_message: f64,
+    /// User CPU time, seconds.
+    pub cpu_user_s: f64,
+    /// System CPU time, seconds.
+    pub cpu_sys_s: f64,
+    /// User CPU nanoseconds per published message.
+    pub cpu_user_ns_per_message: f64,
+    /// System CPU nanoseconds per published message.
+    pub cpu_sys_ns_per_message: f64,
+    /// The idle strategy used.
+    pub idle: String,
+    /// Loop polls that spun (zero timeout).
+    pub idle_spins: u64,
+    /// Loop polls allowed to block.
+    pub idle_blocks: u64,
+    /// The coalescing bound, microseconds (null: natural batching).
+    pub max_delay_us: Option<f64>,
+    /// EndOfSession packets repeated after the first.
+    pub eos_repeats: u64,
 }
 
 /// Monotonic and wall clocks for the core.
@@ -218,6 +238,9 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     if let Some(cpu) = cfg.cpu {
         pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
     }
+    if let Err(e) = set_min_timer_slack() {
+        eprintln!("server: cannot lower the timer slack ({e}): timed waits may end 50 µs late");
+    }
     let mut generator = Generator::new(cfg.gbm.clone()).context("invalid generator settings")?;
     let mut transport = build_publisher(&cfg.transport).with_context(|| {
         format!("starting the {} transport on {}", cfg.transport.kind, cfg.transport.addr)
@@ -237,100 +260,106 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         // Logins are a TCP affair; over UDP a spoofed 40-byte Login could ask
         // for the whole window, so datagram transports refuse them.
         serve_logins: cfg.transport.kind == TransportKind::Tcp,
+        max_delay: cfg.max_delay,
         ..PublisherConfig::new(epoch, cfg.gbm.symbols)
     };
     core_cfg.validate().context("invalid publisher settings")?;
     let mut core = Core::new(core_cfg);
     eprintln!(
-        "server: {} transport on {}, epoch {epoch}, {} symbols, seed {}, rate {}",
+        "server: {} transport on {}, epoch {epoch}, {} symbols, seed {}, rate {}, idle {}, {}",
         cfg.transport.kind,
         bound,
         cfg.gbm.symbols,
         cfg.gbm.seed,
-        if cfg.rate == 0 { "max".to_string() } else { format!("{}/s", cfg.rate) }
+        if cfg.rate == 0 { "max".to_string() } else { format!("{}/s", cfg.rate) },
+        cfg.idle,
+        match cfg.max_delay {
+            None => "natural batching".to_string(),
+            Some(d) => format!("coalescing up to {d:?}"),
+        }
     );
 
     let clock = Clock::new();
-    let cpu_start = cpu_time();
+    let cpu_start = cpu_times();
     let mut idler = Idler::new(cfg.idle);
     let mut inbox = Inbox::default();
-    let mut last_stats = clock.now();
-    let mut last_stats_msgs = 0u64;
-    let mut generating = true;
+    let mut start = clock.now();
+    let mut pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
+    let mut end_at = cfg.duration.map(|d| start + d);
+    let mut waiting = cfg.wait_clients > 0;
+    if waiting {
+        eprintln!("server: waiting for {} client(s) to log in", cfg.wait_clients);
+    }
+    let mut stats = Progress { every: cfg.stats_interval, last: start, last_msgs: 0 };
     let mut gen_elapsed = Duration::ZERO;
     let mut linger_until: Option<Instant> = None;
-    let mut last_eos = Instant::ZERO;
-    let mut eos_packet: Vec<u8> = Vec::new();
     let mut stop_seen_after_end = false;
-    let mut last_burst = Instant::ZERO;
 
     loop {
         let now = clock.now();
         let mut did_work = false;
 
-        // 1. Generate what is due.
-        if generating {
-            let elapsed = now.as_nanos();
-            let due = if cfg.rate == 0 {
-                generator.produced() + MAX_BATCH
-            } else {
-                (elapsed as u128 * cfg.rate as u128 / 1_000_000_000) as u64
-            };
-            let limit = cfg.max_messages.unwrap_or(u64::MAX);
-            let target = due.min(limit).min(generator.produced() + MAX_BATCH);
-            // At a fixed rate, generate in bursts at most once per batch window
-            // (a burst that hit MAX_BATCH continues at once).
-            let window_open = cfg.rate == 0
-                || now.saturating_duration_since(last_burst) >= cfg.batch_window
-                || due.min(limit) >= generator.produced() + MAX_BATCH;
-            if target > generator.produced() && window_open {
-                let wall = wall_ns();
-                while generator.produced() < target {
-                    let msg: Message = generator.next_message();
-                    core.push(now, wall, &msg);
-                }
-                did_work = true;
-                last_burst = now;
+        if waiting && (core.stats().logins >= cfg.wait_clients || stop.load(Ordering::Relaxed)) {
+            // The session (and its pacing) starts now.
+            waiting = false;
+            start = now;
+            pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
+            end_at = cfg.duration.map(|d| start + d);
+        }
+
+        // 1. Generate what is due, each message stamped with its own due time.
+        if !core.is_ended() && !waiting {
+            let wall = wall_ns();
+            let mut n = 0;
+            while n < MAX_BATCH {
+                let Some(due) = pacer.poll_due(now) else { break };
+                let msg: Message = generator.next_message();
+                let late = now.saturating_duration_since(due).as_nanos() as u64;
+                core.push(due, wall.saturating_sub(late), &msg);
+                n += 1;
             }
-            let caught_up = generator.produced() >= due.min(limit);
-            if caught_up {
-                core.flush(now, wall_ns());
+            did_work |= n > 0;
+            if n < MAX_BATCH {
+                core.caught_up(now, wall);
             }
-            let out_of_time = cfg.duration.is_some_and(|d| now.as_nanos() >= d.as_nanos() as u64);
-            if generator.produced() >= limit || out_of_time || stop.load(Ordering::Relaxed) {
-                generating = false;
+            let out_of_time = end_at.is_some_and(|e| now >= e);
+            if pacer.is_done() || out_of_time || stop.load(Ordering::Relaxed) {
                 if stop.swap(false, Ordering::Relaxed) {
                     eprintln!(
                         "server: interrupted; press Ctrl-C again to skip the recovery linger"
                     );
                 }
-                gen_elapsed = Duration::from_nanos(now.as_nanos());
+                pacer.stop();
+                gen_elapsed = now.saturating_duration_since(start);
                 core.end_session(now, wall_ns());
                 linger_until = Some(now + cfg.linger);
                 eprintln!(
                     "server: session ended after {} messages; serving recovery for {:?}",
-                    generator.produced(),
+                    pacer.produced(),
                     cfg.linger
                 );
             }
         }
-        drain_packets(&mut core, transport.as_mut(), &mut eos_packet)?;
-        // Hand the burst to the network before waiting in poll.
-        transport.flush()?;
 
-        // 3. Transport I/O and requests.
-        let next_due = if generating && cfg.rate > 0 {
-            let next_ns = (generator.produced() + 1) as u128 * 1_000_000_000 / cfg.rate as u128;
-            let until_next = Duration::from_nanos((next_ns as u64).saturating_sub(now.as_nanos()));
-            Some(until_next.max(cfg.batch_window.saturating_sub(now - last_burst)))
-        } else if generating {
-            Some(Duration::ZERO)
-        } else {
-            Some(Duration::from_millis(5))
-        };
-        let timer = core.poll_timeout().map(|t| t.saturating_duration_since(now));
-        let wait = [next_due, timer].into_iter().flatten().min();
-        let timeout = idler.timeout(wait);
+        // 2. Timers, 3. everything sealed to the network.
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now, wall_ns());
+        }
+        did_work |= transmit(&mut core, transport.as_mut())?;
+
+        // 4. Wait for I/O until the earliest deadline; serve requests.
+        let deadline = [
+            pacer.poll_timeout().filter(|_| !waiting),
+            core.poll_timeout(),
+            end_at.filter(|_| !core.is_ended() && !waiting),
+            linger_until,
+            stats.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let now = clock.now();
+        let timeout = idler.timeout(deadline.map(|d| d.saturating_duration_since(now)));
         let mut events = 0usize;
         transport.poll(timeout, &mut |ev| {
             events += 1;
@@ -352,67 +381,13 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         if inbox.used > 0 {
             // Publish everything sealed first, so a TCP catch-up ends exactly where
             // the live stream continues.
-            drain_packets(&mut core, transport.as_mut(), &mut eos_packet)?;
-            let (now, wall) = (clock.now(), wall_ns());
-            for (peer, bytes) in &inbox.requests[..inbox.used] {
-                let peer = *peer;
-                let mut send_err: Option<io::Error> = None;
-                let outcome = core.handle_request(now, wall, peer, bytes, &mut |reply| {
-                    if let Err(e) = transport.send_to(peer, reply) {
-                        send_err.get_or_insert(e);
-                    }
-                });
-                match outcome {
-                    RequestOutcome::LoginAccepted { .. } => transport.set_live(peer, true),
-                    RequestOutcome::Ignored(tickwire_core::publisher::IgnoreReason::Malformed(
-                        e,
-                    )) => {
-                        transport.disconnect(peer, DisconnectReason::Malformed(e));
-                    }
-                    _ => {}
-                }
-                if let Some(e) = send_err {
-                    eprintln!("server: reply to peer {peer} failed: {e}");
-                }
-            }
-            inbox.used = 0;
+            transmit(&mut core, transport.as_mut())?;
+            serve_requests(&mut core, transport.as_mut(), &mut inbox, clock.now());
         }
-
-        // 4. Timers.
-        let now = clock.now();
-        core.handle_timeout(now, wall_ns());
-        drain_packets(&mut core, transport.as_mut(), &mut eos_packet)?;
-        if !generating
-            && now.saturating_duration_since(last_eos) >= EOS_REPEAT
-            && !eos_packet.is_empty()
-        {
-            transport.publish(&eos_packet)?;
-            last_eos = now;
-        }
-        transport.flush()?;
         idler.record(did_work);
 
-        if let Some(every) = cfg.stats_interval
-            && now.saturating_duration_since(last_stats) >= every
-        {
-            let st = core.stats();
-            let ts = transport.stats();
-            let secs = now.saturating_duration_since(last_stats).as_secs_f64();
-            eprintln!(
-                "server: {:>10} msgs {:>9.0} msg/s | {} pkts | clients {} | requests {} retransmitted {} snapshots {} | malformed {}",
-                st.messages,
-                (st.messages - last_stats_msgs) as f64 / secs,
-                st.packets,
-                ts.connected,
-                st.requests,
-                st.retransmitted_messages,
-                st.snapshots_served,
-                st.malformed + ts.malformed,
-            );
-            last_stats = now;
-            last_stats_msgs = st.messages;
-        }
-
+        let now = clock.now();
+        stats.maybe_print(now, &core, transport.as_ref());
         if let Some(until) = linger_until {
             // A second Ctrl-C (stop set again after the session ended) cuts the linger short.
             if now >= until || stop_twice(&stop, &mut stop_seen_after_end) {
@@ -429,8 +404,9 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
 
     let st = core.stats();
     let ts = transport.stats();
-    let cpu = cpu_time().saturating_sub(cpu_start);
+    let cpu = cpu_times().since(cpu_start);
     let secs = gen_elapsed.as_secs_f64().max(1e-9);
+    let per_msg = |d: Duration| d.as_nanos() as f64 / st.messages.max(1) as f64;
     Ok(Summary {
         transport: cfg.transport.kind.to_string(),
         epoch,
@@ -450,36 +426,98 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         ignored_requests: st.wrong_epoch + st.out_of_range + st.rate_limited + st.duplicates,
         transport_packets: ts.packets_sent,
         syscalls: ts.syscalls,
-        cpu_s: cpu.as_secs_f64(),
-        cpu_ns_per_message: cpu.as_nanos() as f64 / st.messages.max(1) as f64,
+        cpu_s: cpu.total().as_secs_f64(),
+        cpu_ns_per_message: per_msg(cpu.total()),
+        cpu_user_s: cpu.user.as_secs_f64(),
+        cpu_sys_s: cpu.sys.as_secs_f64(),
+        cpu_user_ns_per_message: per_msg(cpu.user),
+        cpu_sys_ns_per_message: per_msg(cpu.sys),
+        idle: cfg.idle.to_string(),
+        idle_spins: idler.stats().spins,
+        idle_blocks: idler.stats().blocks,
+        max_delay_us: cfg.max_delay.map(|d| d.as_secs_f64() * 1e6),
+        eos_repeats: st.eos_repeats,
     })
+}
+
+/// Encode every sealed packet straight into the transport's send buffer,
+/// stamped with the moment it is handed over, then push the batch out.
+/// Returns whether anything was sent.
+fn transmit(core: &mut Core, transport: &mut dyn Publisher) -> io::Result<bool> {
+    let mut sent = false;
+    while core.queued_packets() > 0 {
+        transport.publish_with(&mut |buf| core.poll_transmit(wall_ns(), buf).unwrap_or(0))?;
+        sent = true;
+    }
+    if sent {
+        transport.flush()?;
+    }
+    Ok(sent)
+}
+
+/// Answer the requests copied into `inbox` (the core replies through the transport).
+fn serve_requests(core: &mut Core, transport: &mut dyn Publisher, inbox: &mut Inbox, now: Instant) {
+    let wall = wall_ns();
+    for (peer, bytes) in &inbox.requests[..inbox.used] {
+        let peer = *peer;
+        let mut send_err: Option<io::Error> = None;
+        let outcome = core.handle_request(now, wall, peer, bytes, &mut |reply| {
+            if let Err(e) = transport.send_to(peer, reply) {
+                send_err.get_or_insert(e);
+            }
+        });
+        match outcome {
+            RequestOutcome::LoginAccepted { .. } => transport.set_live(peer, true),
+            RequestOutcome::Ignored(tickwire_core::publisher::IgnoreReason::Malformed(e)) => {
+                transport.disconnect(peer, DisconnectReason::Malformed(e));
+            }
+            _ => {}
+        }
+        if let Some(e) = send_err {
+            eprintln!("server: reply to peer {peer} failed: {e}");
+        }
+    }
+    inbox.used = 0;
+}
+
+/// The progress line, every `every`.
+#[derive(Debug)]
+struct Progress {
+    every: Option<Duration>,
+    last: Instant,
+    last_msgs: u64,
+}
+
+impl Progress {
+    fn deadline(&self) -> Option<Instant> {
+        self.every.map(|e| self.last + e)
+    }
+
+    fn maybe_print(&mut self, now: Instant, core: &Core, transport: &dyn Publisher) {
+        if self.deadline().is_none_or(|d| now < d) {
+            return;
+        }
+        let st = core.stats();
+        let ts = transport.stats();
+        let secs = now.saturating_duration_since(self.last).as_secs_f64();
+        eprintln!(
+            "server: {:>10} msgs {:>9.0} msg/s | {} pkts | clients {} | requests {} retransmitted {} snapshots {} | malformed {}",
+            st.messages,
+            (st.messages - self.last_msgs) as f64 / secs,
+            st.packets,
+            ts.connected,
+            st.requests,
+            st.retransmitted_messages,
+            st.snapshots_served,
+            st.malformed + ts.malformed,
+        );
+        self.last = now;
+        self.last_msgs = st.messages;
+    }
 }
 
 /// True once `stop` is set after the session ended (a second Ctrl-C).
 fn stop_twice(stop: &AtomicBool, seen: &mut bool) -> bool {
     *seen |= stop.load(Ordering::Relaxed);
     *seen
-}
-
-/// Hand every packet the core has ready to the transport. Remembers the last
-/// end-of-session packet so it can be repeated while lingering.
-fn drain_packets(
-    core: &mut Core,
-    transport: &mut dyn Publisher,
-    eos: &mut Vec<u8>,
-) -> io::Result<()> {
-    // Only after end_session can a packet be the end of session: live packets
-    // go out unparsed.
-    let ended = core.is_ended();
-    while let Some(packet) = core.poll_packet() {
-        if ended
-            && let Ok(p) = tickwire_core::wire::Packet::new_checked(packet)
-            && p.kind() == tickwire_core::wire::PacketKind::EndOfSession
-        {
-            eos.clear();
-            eos.extend_from_slice(packet);
-        }
-        transport.publish(packet)?;
-    }
-    Ok(())
 }

@@ -71,12 +71,16 @@ struct Args {
     /// Progress line interval (0 = none).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     stats_interval: Duration,
-    /// At a fixed rate, the least time between generated bursts (messages due
-    /// within it share packets; 0 = wake for every message).
-    #[arg(long, default_value = "100us", value_parser = parse_duration)]
-    batch_window: Duration,
-    /// Idle strategy: spin, yield, block or block:MICROS.
-    #[arg(long, default_value = "block")]
+    /// Bounded coalescing (e.g. 20us, 100us): a packet waits until its oldest
+    /// message has been due this long, trading that much latency for fewer,
+    /// fuller packets and less CPU. Default: natural batching, whatever is due
+    /// goes out at once (small packets at low rates, full ones at high rates).
+    #[arg(long, value_parser = parse_duration)]
+    max_delay: Option<Duration>,
+    /// Idle strategy: auto (spin when the next message is due within 100 µs,
+    /// else block until 50 µs before it), block, spin (give it a CPU with
+    /// --cpu), spin-block[:BUDGET] (spin BUDGET after work, then block).
+    #[arg(long, default_value = "auto")]
     idle: IdleStrategy,
     /// Largest packet in bytes.
     #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET)]
@@ -87,6 +91,10 @@ struct Args {
     /// Seed of the loss injection.
     #[arg(long, default_value_t = 1)]
     drop_seed: u64,
+    /// tcp: start the session (and its clock) only once this many clients
+    /// have logged in, so every client sees the feed from its first message.
+    #[arg(long, default_value_t = 0)]
+    wait_clients: u64,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -107,6 +115,11 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!(
             "--max-packet must be between 128 and {}",
             tickwire_core::wire::MAX_PACKET_LEN
+        );
+    }
+    if args.wait_clients > 0 && args.transport != TransportKind::Tcp {
+        anyhow::bail!(
+            "--wait-clients needs --transport tcp: datagram subscribers join the group without logging in"
         );
     }
     let cfg = ServerConfig {
@@ -130,7 +143,8 @@ fn main() -> anyhow::Result<()> {
         stats_interval: (!args.stats_interval.is_zero()).then_some(args.stats_interval),
         idle: args.idle,
         cpu: args.cpu,
-        batch_window: args.batch_window,
+        max_delay: args.max_delay,
+        wait_clients: args.wait_clients,
         book_out: args.book_out,
         ready_file: args.ready_file,
     };
@@ -142,7 +156,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!(
         "server summary: {} messages in {:.2}s ({:.0} msg/s), {} packets, {} heartbeats, {} clients, \
          {} slow-client disconnects, {} requests ({} NACKs, {} rejected, {} messages retransmitted, {} snapshots), \
-         {} malformed, {} ignored, CPU {:.3}s ({:.0} ns/msg)",
+         {} malformed, {} ignored, CPU user {:.3}s + sys {:.3}s ({:.0} + {:.0} ns/msg; idle {}: {} spins, {} blocks)",
         summary.messages,
         summary.elapsed_s,
         summary.rate,
@@ -157,8 +171,13 @@ fn main() -> anyhow::Result<()> {
         summary.snapshots,
         summary.malformed,
         summary.ignored_requests,
-        summary.cpu_s,
-        summary.cpu_ns_per_message,
+        summary.cpu_user_s,
+        summary.cpu_sys_s,
+        summary.cpu_user_ns_per_message,
+        summary.cpu_sys_ns_per_message,
+        summary.idle,
+        summary.idle_spins,
+        summary.idle_blocks,
     );
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

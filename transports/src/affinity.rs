@@ -22,8 +22,32 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// CPU time (user + system) this process has used.
-pub fn cpu_time() -> Duration {
+/// CPU time this process has used, user and system apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Time in user space.
+    pub user: Duration,
+    /// Time in the kernel (system calls, and the softirq work charged to us).
+    pub sys: Duration,
+}
+
+impl CpuTimes {
+    /// User plus system.
+    pub fn total(&self) -> Duration {
+        self.user + self.sys
+    }
+
+    /// The time spent since `earlier`.
+    pub fn since(&self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user.saturating_sub(earlier.user),
+            sys: self.sys.saturating_sub(earlier.sys),
+        }
+    }
+}
+
+/// CPU time this process has used so far (`getrusage(RUSAGE_SELF)`).
+pub fn cpu_times() -> CpuTimes {
     // SAFETY: rusage is plain data; getrusage fills the struct we own.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
@@ -31,7 +55,12 @@ pub fn cpu_time() -> Duration {
         ru
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    CpuTimes { user: tv(ru.ru_utime), sys: tv(ru.ru_stime) }
+}
+
+/// CPU time (user + system) this process has used.
+pub fn cpu_time() -> Duration {
+    cpu_times().total()
 }
 
 #[cfg(test)]

@@ -618,7 +618,7 @@ impl<P: Publisher, S: Subscriber> Rig<P, S> {
             let mut evs: Vec<Result<(Line, Vec<u8>), Option<DisconnectReason>>> = Vec::new();
             let r = self.subs[i].poll(Some(timeout), &mut |ev| match ev {
                 SubEvent::Connected => evs.push(Err(None)),
-                SubEvent::Packet { line, packet } => evs.push(Ok((line, packet.to_vec()))),
+                SubEvent::Packet { line, packet, .. } => evs.push(Ok((line, packet.to_vec()))),
                 SubEvent::Disconnected(reason) => evs.push(Err(Some(reason))),
             });
             if let Err(e) = r {
@@ -1177,7 +1177,7 @@ pub fn check_zero_timeout<P: Publisher, S: Subscriber>(
         }
         let mut pkts = Vec::new();
         if let Err(e) = rig.subs[0].poll(Some(Duration::ZERO), &mut |ev| {
-            if let SubEvent::Packet { line, packet } = ev {
+            if let SubEvent::Packet { line, packet, .. } = ev {
                 pkts.push((line, packet.to_vec()));
             }
         }) {

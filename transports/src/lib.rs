@@ -35,6 +35,7 @@ pub mod lossy;
 pub mod multicast;
 pub mod select;
 pub mod tcp;
+pub mod wait;
 #[cfg(feature = "xdp")]
 pub mod xdp;
 
@@ -171,6 +172,11 @@ pub enum SubEvent<'a> {
         line: Line,
         /// Its bytes.
         packet: &'a [u8],
+        /// When the kernel received it (ns since the Unix epoch), where the
+        /// kernel stamps packets (`SO_TIMESTAMPNS`: UDP and TCP sockets; for
+        /// TCP, the last segment of the read that brought it). `None` where
+        /// it cannot (AF_XDP frames bypass the kernel's stack).
+        kernel_rx_ns: Option<u64>,
     },
     /// A stream transport lost its connection; call [`Subscriber::reconnect`]
     /// (after a back-off) to try again.

@@ -290,26 +290,29 @@ fn xdp_unavailable() -> io::Error {
     )
 }
 
-/// Parse a duration flag: `10s`, `500ms`, `250us`, `2m`, or a bare number of seconds.
+/// Longest duration a flag accepts: 100 years, far beyond any run, and far
+/// below what would overflow an `Instant` or a nanosecond count.
+pub const MAX_FLAG_DURATION: std::time::Duration =
+    std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parse a duration flag with humantime (`10s`, `500ms`, `250us`, `1m 30s`),
+/// or a bare number of seconds (`2`, `0.5`). Values above
+/// [`MAX_FLAG_DURATION`] are refused with an error, never a panic.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    use std::time::Duration;
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("bad duration {s:?}: use e.g. 10s, 500ms"))?;
-    let secs = match unit {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "ns" => value / 1e9,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?}: use ns, us, ms, s, m or h")),
+    let d = if s.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        let secs: f64 =
+            s.parse().map_err(|_| format!("bad duration {s:?}: use e.g. 10s, 500ms"))?;
+        std::time::Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("duration {s:?} out of range"))?
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("bad duration {s:?}: {e} (use e.g. 10s, 500ms, 250us)"))?
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("bad duration {s:?}"));
+    if d > MAX_FLAG_DURATION {
+        return Err(format!("duration {s:?} too long: at most 100 years"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -325,6 +328,12 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        // Absurd values are errors, not panics.
+        assert!(parse_duration("99999999999999999999999s").is_err());
+        assert!(parse_duration("99999999999999999999999").is_err());
+        assert!(parse_duration("200years").unwrap_err().contains("too long"));
     }
 
     #[test]

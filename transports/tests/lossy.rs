@@ -79,7 +79,7 @@ impl Subscriber for FakeSub {
     ) -> io::Result<()> {
         on_event(SubEvent::Connected);
         for p in self.script.drain(..) {
-            on_event(SubEvent::Packet { line: Line::A, packet: &p });
+            on_event(SubEvent::Packet { line: Line::A, packet: &p, kernel_rx_ns: None });
         }
         on_event(SubEvent::Disconnected(DisconnectReason::Closed));
         Ok(())

@@ -84,7 +84,7 @@ fn recv_until(sub: &mut MulticastSubscriber, got: &mut Received, want: usize) {
     while got.len() < want {
         assert!(Instant::now() < deadline, "only {} of {want} packets arrived", got.len());
         sub.poll(Some(POLL_SLICE), &mut |ev| {
-            if let SubEvent::Packet { line, packet } = ev {
+            if let SubEvent::Packet { line, packet, .. } = ev {
                 got.push((line, packet.to_vec()));
             }
         })
@@ -244,7 +244,7 @@ fn requests_and_replies_reach_only_the_requester() {
         recv_until(sub, &mut got, 2);
         // Drain anything else that might have arrived.
         sub.poll(Some(Duration::ZERO), &mut |ev| {
-            if let SubEvent::Packet { line, packet } = ev {
+            if let SubEvent::Packet { line, packet, .. } = ev {
                 got.push((line, packet.to_vec()));
             }
         })
@@ -383,7 +383,7 @@ fn other_groups_on_the_same_port_are_not_received() {
     let mut got = Vec::new();
     recv_until(&mut sub, &mut got, 1);
     sub.poll(Some(Duration::ZERO), &mut |ev| {
-        if let SubEvent::Packet { line, packet } = ev {
+        if let SubEvent::Packet { line, packet, .. } = ev {
             got.push((line, packet.to_vec()));
         }
     })

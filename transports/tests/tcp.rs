@@ -149,7 +149,7 @@ impl Client {
         self.s
             .poll(Some(timeout), &mut |ev| match ev {
                 SubEvent::Connected => connected = true,
-                SubEvent::Packet { line, packet } => {
+                SubEvent::Packet { line, packet, .. } => {
                     assert_eq!(line, Line::A, "TCP has one line");
                     got.push(packet.to_vec());
                 }

@@ -344,7 +344,7 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
             let mut last = (0, Instant::now());
             while rx.packets < XDP_PACKETS {
                 s.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::A, packet } = ev {
+                    if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
                         rx.check(packet);
                     }
                 })
@@ -363,7 +363,7 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
             let start = Instant::now();
             while reply.is_none() && start.elapsed() < STALL_LIMIT {
                 s.poll(Some(Duration::from_millis(10)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::Unicast, packet } = ev {
+                    if let SubEvent::Packet { line: Line::Unicast, packet, .. } = ev {
                         reply = Some(packet.to_vec());
                     }
                 })
@@ -613,7 +613,7 @@ fn garbage_frames_are_counted_and_dropped() {
             let start = Instant::now();
             while got.len() < 3 && start.elapsed() < STALL_LIMIT {
                 s.poll(Some(Duration::from_millis(10)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::A, packet } = ev {
+                    if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
                         got.push(packet.to_vec());
                     }
                 })
@@ -734,7 +734,7 @@ fn libxdp_default_program_with_static_neighbours() {
             let start = Instant::now();
             while rx.packets < N && start.elapsed() < STALL_LIMIT {
                 s.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::A, packet } = ev {
+                    if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
                         rx.check(packet);
                     }
                 })
@@ -747,7 +747,7 @@ fn libxdp_default_program_with_static_neighbours() {
             let start = Instant::now();
             while reply.is_none() && start.elapsed() < STALL_LIMIT {
                 s.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::Unicast, packet } = ev {
+                    if let SubEvent::Packet { line: Line::Unicast, packet, .. } = ev {
                         reply = Some(packet.to_vec());
                     }
                 })
@@ -957,7 +957,7 @@ fn xdp_and_kernel_subscribers_share_a_multicast_feed() {
         publisher.flush().unwrap();
         xdp_sub
             .poll(Some(Duration::from_millis(1)), &mut |ev| {
-                if let SubEvent::Packet { line: Line::A, packet } = ev {
+                if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
                     via_xdp.check(packet);
                 }
             })
@@ -1041,7 +1041,7 @@ fn busy_polling_delivers_the_feed() {
         }
         publisher.flush().unwrap();
         sub.poll(Some(Duration::ZERO), &mut |ev| {
-            if let SubEvent::Packet { line: Line::A, packet } = ev {
+            if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
                 rx.check(packet);
             }
         })
@@ -1077,7 +1077,7 @@ fn throughput() {
             let mut bad = 0u64;
             while got < N {
                 s.poll(Some(Duration::from_millis(1)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::A, packet } = ev {
+                    if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
                         let p = Packet::new_unchecked(packet);
                         if p.first_seq() != SeqNo(got + 1) || packet.len() != LEN {
                             bad += 1;
@@ -1173,7 +1173,7 @@ fn bad_fill_loses_no_frame() {
         }
         publisher.flush().unwrap();
         sub.poll(Some(Duration::from_millis(1)), &mut |ev| {
-            if let SubEvent::Packet { line: Line::A, packet } = ev {
+            if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
                 rx.check(packet);
             }
         })

@@ -3,26 +3,32 @@
 //! by every transport.
 //!
 //! ```text
-//!  push(msg) ─▶ open packet ──seal──▶ live queue ──poll_packet──▶ transport.publish
-//!                                │
-//!                                ├──▶ RetransmitStore (last `window` messages, by seq)
-//!                                └──▶ Book (state after every sealed message)
+//!  push(due, msg) ─▶ open packet ─seal─▶ live queue ─poll_transmit(send_time, buf)─▶ transport buffer
+//!   (encoded once,     │  (flush policy:                (stamps send_time + CRC,
+//!    in place)         │   natural / max_delay)          the one copy out)
+//!                      ├──▶ RetransmitStore (last `window` messages, by seq)
+//!                      └──▶ Book (state after every sealed message)
 //!  handle_request(peer, bytes) ──▶ reply(packet) × n ──▶ transport.send_to(peer)
 //! ```
 //!
-//! The publisher reads no clock and does no I/O: `now` (monotonic, drives the
-//! heartbeat and the request limits) and `wall_ns` (ns since the Unix epoch,
-//! written into packet headers as the send time) are passed in.
+//! The publisher reads no clock and does no I/O: `now` (monotonic: the flush
+//! policy, the heartbeat, the end-of-session repetition, the request limits)
+//! and wall-clock ns since the Unix epoch (each message's due time, written in
+//! the Data packet's timing block; the send time, stamped at transmission)
+//! are passed in.
 //!
 //! ## Run-loop contract
-//! 1. [`Publisher::push`] messages; [`Publisher::flush`] when the generator
-//!    pauses (every loop iteration), so no message waits in a half-full packet.
+//! 1. [`Publisher::push`] each message with the instant it fell due; when
+//!    nothing more is due, call [`Publisher::caught_up`], which applies the
+//!    flush policy ([`PublisherConfig::max_delay`]: natural batching seals at
+//!    once, a coalescing bound seals once the oldest message waited that long).
 //! 2. When `now` reaches [`Publisher::poll_timeout`], call
-//!    [`Publisher::handle_timeout`] (heartbeats while idle).
-//! 3. Drain [`Publisher::poll_packet`] to the transport **before** handling
-//!    requests: a Login's catch-up ends at [`Publisher::published_next`], which
-//!    is where the live stream continues only once every sealed packet has been
-//!    handed over.
+//!    [`Publisher::handle_timeout`] (coalescing bound, heartbeats while idle,
+//!    end-of-session repetition).
+//! 3. Hand every [`Publisher::poll_transmit`] packet to the transport
+//!    (`publish_with`) **before** handling requests: a Login's catch-up ends at
+//!    [`Publisher::published_next`], which is where the live stream continues
+//!    only once every sealed packet has been handed over.
 //! 4. Hand each request to [`Publisher::handle_request`]; it answers through
 //!    its `reply` callback, one complete packet per call.
 //!
@@ -48,7 +54,7 @@
 //! assert_eq!(out, RequestOutcome::Served);
 //! let r = Packet::new_checked(&replies[0][..]).unwrap();
 //! assert_eq!(r.kind(), PacketKind::Retransmission);
-//! assert_eq!(r.payload(), Packet::new_checked(&live[0][..]).unwrap().payload());
+//! assert_eq!(r.messages(), Packet::new_checked(&live[0][..]).unwrap().messages());
 //! ```
 
 use std::fmt;
@@ -86,6 +92,9 @@ const RECORD_LEN: usize = SnapshotRecord::<&[u8]>::LEN;
 /// The smallest message this version emits (a Trade): once fewer bytes than
 /// this remain in the open packet, nothing more can fit and it is sealed at once.
 const MIN_MESSAGE_LEN: usize = Trade::<&[u8]>::LEN;
+/// Bytes of a Data packet before its first message: the header and the
+/// timing block.
+const DATA_OVERHEAD: usize = HEADER_LEN + wire::TIMING_LEN;
 
 /// Smallest `max_packet_len` accepted: a header plus a snapshot part header plus
 /// one 56-byte record (104 bytes), which also holds any single message. Below
@@ -125,6 +134,12 @@ pub const DEFAULT_MAX_PEERS_TRACKED: usize = 4096;
 /// receiver's snapshot timeout (250 ms), or the retry after a lost part would be
 /// refused and every lost part would cost two timeouts.
 pub const DEFAULT_SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Default repetition of the EndOfSession after the session ended: every
+/// 100 ms, so a datagram receiver that lost it learns the final sequence
+/// within a tenth of a second, for 10 small packets a second while the server
+/// lingers.
+pub const DEFAULT_EOS_REPEAT: Duration = Duration::from_millis(100);
 
 /// Snapshot images kept for repeated requests. A datagram snapshot of 1000
 /// symbols is ~40 parts; at 20% loss all 40 arrive together with probability
@@ -207,6 +222,16 @@ pub struct PublisherConfig {
     /// control paces it), so over UDP a spoofed 40-byte Login would make the
     /// server an amplifier. Refused Logins are `Ignored(NotARequest(Login))`.
     pub serve_logins: bool,
+    /// The flush policy. `None` (the default): natural batching, the open
+    /// packet is sealed as soon as the generator has caught up
+    /// ([`Publisher::caught_up`]), so a lone tick goes out at once and a burst
+    /// fills packets. `Some(d)`: bounded coalescing, the open packet waits
+    /// until its oldest message has been due for `d` (or it is full), trading
+    /// at most `d` of latency for fewer, fuller packets.
+    pub max_delay: Option<Duration>,
+    /// After the end of session, queue the EndOfSession again this often
+    /// (default [`DEFAULT_EOS_REPEAT`]; `None`: once).
+    pub eos_repeat: Option<Duration>,
 }
 
 impl PublisherConfig {
@@ -220,6 +245,8 @@ impl PublisherConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             limits: RequestLimits::default(),
             serve_logins: true,
+            max_delay: None,
+            eos_repeat: Some(DEFAULT_EOS_REPEAT),
         }
     }
 
@@ -234,7 +261,7 @@ impl PublisherConfig {
         if !(1..=MAX_RETRANSMIT_WINDOW).contains(&self.retransmit_window) {
             return Err(ConfigError::Window(self.retransmit_window));
         }
-        if self.heartbeat_interval.is_zero() {
+        if self.heartbeat_interval.is_zero() || self.eos_repeat.is_some_and(|r| r.is_zero()) {
             return Err(ConfigError::ZeroHeartbeat);
         }
         let parts = snapshot_parts(self.symbols as usize, self.max_packet_len);
@@ -266,8 +293,8 @@ pub enum ConfigError {
     /// `retransmit_window` outside `1..=MAX_RETRANSMIT_WINDOW`.
     #[error("retransmit_window {0} outside 1..={MAX_RETRANSMIT_WINDOW}")]
     Window(u64),
-    /// A zero heartbeat interval would heartbeat in a busy loop.
-    #[error("heartbeat_interval must be nonzero")]
+    /// A zero heartbeat interval (or EndOfSession repetition) would send in a busy loop.
+    #[error("heartbeat_interval and eos_repeat must be nonzero")]
     ZeroHeartbeat,
     /// The snapshot would need more parts than the u16 part index can number.
     #[error("a snapshot of {symbols} symbols needs {parts} parts at this packet size (max 65535)")]
@@ -379,16 +406,31 @@ pub struct PublisherStats {
     pub not_a_request: u64,
     /// Peers evicted from the bounded per-peer table.
     pub peers_evicted: u64,
+    /// EndOfSession packets queued again after the first ([`PublisherConfig::eos_repeat`]).
+    pub eos_repeats: u64,
 }
 
-/// Sealed live packets waiting for [`Publisher::poll_packet`]: one flat buffer
-/// and a list of `(start, len)`, reset when drained, so the steady state
-/// allocates nothing.
+/// One sealed live packet in the [`LiveQueue`]: where its bytes are.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    start: usize,
+    len: usize,
+}
+
+/// Live packets, in one flat buffer: the sealed ones waiting for
+/// [`Publisher::poll_transmit`], then the open packet being filled. Messages
+/// are encoded once, in place, behind the open packet's header; sealing
+/// writes the header and the timing block there, and transmitting stamps the
+/// send time, computes the CRC and copies the packet into the transport's
+/// buffer: the one copy on the way out. Reset when drained, so the steady
+/// state allocates nothing.
 #[derive(Debug)]
 struct LiveQueue {
     buf: Vec<u8>,
-    entries: Vec<(usize, usize)>,
+    entries: Vec<Entry>,
     read: usize,
+    /// Start of the open packet: `buf[open..]` (empty when `open == buf.len()`).
+    open: usize,
 }
 
 impl LiveQueue {
@@ -397,24 +439,59 @@ impl LiveQueue {
             buf: Vec::with_capacity(max_packet_len * LIVE_QUEUE_PACKETS),
             entries: Vec::with_capacity(LIVE_QUEUE_PACKETS * 2),
             read: 0,
+            open: 0,
         }
     }
 
+    /// Once every sealed packet is taken, move the open packet (if any) to
+    /// the front, so the buffer does not grow while a feed never pauses.
+    fn compact(&mut self) {
+        if self.read < self.entries.len() || self.read == 0 {
+            return;
+        }
+        self.buf.copy_within(self.open.., 0);
+        self.buf.truncate(self.buf.len() - self.open);
+        self.open = 0;
+        self.entries.clear();
+        self.read = 0;
+    }
+
+    /// Bytes of the open packet (0: none).
+    fn open_len(&self) -> usize {
+        self.buf.len() - self.open
+    }
+
+    /// The open packet's bytes.
+    fn open_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.open..]
+    }
+
+    /// Seal the open packet as it stands.
+    fn seal_open(&mut self) {
+        self.entries.push(Entry { start: self.open, len: self.open_len() });
+        self.open = self.buf.len();
+    }
+
+    /// Queue a complete packet (control packets; the open packet must be empty).
     fn push(&mut self, bytes: &[u8]) {
-        if self.read == self.entries.len() {
-            self.buf.clear();
-            self.entries.clear();
-            self.read = 0;
-        }
-        let start = self.buf.len();
+        debug_assert_eq!(self.open_len(), 0, "control packets go between data packets");
+        self.compact();
         self.buf.extend_from_slice(bytes);
-        self.entries.push((start, bytes.len()));
+        self.seal_open();
     }
 
-    fn pop(&mut self) -> Option<&[u8]> {
-        let &(start, len) = self.entries.get(self.read)?;
+    /// The next sealed packet, stamped with `send_time` and its CRC.
+    fn pop(&mut self, send_time: u64) -> Option<&[u8]> {
+        let e = *self.entries.get(self.read)?;
         self.read += 1;
-        Some(&self.buf[start..start + len])
+        let mut p = Packet::new_unchecked(&mut self.buf[e.start..e.start + e.len]);
+        p.set_send_time(send_time);
+        p.fill_crc();
+        Some(&self.buf[e.start..e.start + e.len])
+    }
+
+    fn queued(&self) -> usize {
+        self.entries.len() - self.read
     }
 }
 
@@ -422,11 +499,13 @@ impl LiveQueue {
 /// request service. See the [module docs](self) for the run-loop contract.
 pub struct Publisher {
     cfg: PublisherConfig,
-    /// The open packet: header space, then `open_len - HEADER_LEN` payload bytes.
-    open: Vec<u8>,
-    open_len: usize,
     /// Messages of the open packet, applied to the book when it is sealed.
     pending: Vec<Message>,
+    /// Due times of the open packet's first and last messages (wall ns), and
+    /// the instant its oldest message fell due (the coalescing bound counts from it).
+    first_due: u64,
+    last_due: u64,
+    oldest_due: Instant,
     /// Sequence of the next pushed message.
     next_seq: SeqNo,
     store: RetransmitStore,
@@ -434,7 +513,11 @@ pub struct Publisher {
     live: LiveQueue,
     /// When a live packet last went out (`None`: never).
     last_sent: Option<Instant>,
+    /// The latest wall-clock time passed in: the send time [`Self::poll_packet`] stamps.
+    last_wall: u64,
     ended: bool,
+    /// When the end of session was last queued (it is repeated every `eos_repeat`).
+    last_eos: Instant,
     /// Scratch buffer for replies (one packet at a time).
     reply_buf: Vec<u8>,
     peers: PeerTable,
@@ -472,17 +555,20 @@ impl Publisher {
     /// A publisher for `cfg`, or why the configuration is refused.
     pub fn try_new(cfg: PublisherConfig) -> Result<Publisher, ConfigError> {
         cfg.validate()?;
-        let max_msgs = (cfg.max_packet_len - HEADER_LEN) / MIN_MESSAGE_LEN;
+        let max_msgs = (cfg.max_packet_len - DATA_OVERHEAD) / MIN_MESSAGE_LEN;
         Ok(Publisher {
-            open: vec![0; cfg.max_packet_len],
-            open_len: HEADER_LEN,
             pending: Vec::with_capacity(max_msgs),
+            first_due: 0,
+            last_due: 0,
+            oldest_due: Instant::ZERO,
             next_seq: SeqNo::FIRST,
             store: RetransmitStore::new(cfg.retransmit_window),
             book: Book::new(cfg.symbols),
             live: LiveQueue::with_capacity(cfg.max_packet_len),
             last_sent: None,
+            last_wall: 0,
             ended: false,
+            last_eos: Instant::ZERO,
             reply_buf: vec![0; cfg.max_packet_len],
             peers: PeerTable::new(cfg.limits.max_peers_tracked),
             images: Vec::with_capacity(SNAPSHOT_IMAGES),
@@ -527,78 +613,161 @@ impl Publisher {
         snapshot_bytes(self.cfg.symbols as usize, self.cfg.max_packet_len)
     }
 
+    /// Messages in the open packet, not sealed yet.
+    pub fn pending_messages(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Append one message to the open packet, sealing it first if the message
     /// does not fit. Returns its sequence.
+    ///
+    /// `due` is the instant the message fell due (at or before the current
+    /// time: a paced feed passes the exchange event's instant, which the
+    /// coalescing bound counts from) and `due_wall_ns` the same instant on the
+    /// wall clock (ns since the Unix epoch), which goes on the wire in the
+    /// packet's [`Timing`](wire::Timing) block.
     ///
     /// A message with no encoding ([`Message::Unknown`]) or pushed after
     /// [`Self::end_session`] is not published: it is counted in
     /// `rejected_messages` and the returned value is the sequence the next
     /// message will get (no sequence is consumed).
-    pub fn push(&mut self, now: Instant, wall_ns: u64, msg: &Message) -> SeqNo {
+    pub fn push(&mut self, due: Instant, due_wall_ns: u64, msg: &Message) -> SeqNo {
         let len = wire::message_len(msg);
         if len == 0 || self.ended {
             self.stats.rejected_messages += 1;
             return self.next_seq;
         }
-        if self.open_len + len > self.cfg.max_packet_len {
-            self.seal(now, wall_ns);
+        self.last_wall = self.last_wall.max(due_wall_ns);
+        if self.live.open_len() + len > self.cfg.max_packet_len {
+            self.seal(due);
         }
-        let written = wire::emit_message(msg, &mut self.open[self.open_len..]);
+        if self.live.open_len() == 0 {
+            self.live.compact();
+            self.live.buf.resize(self.live.buf.len() + DATA_OVERHEAD, 0);
+            self.first_due = due_wall_ns;
+            self.oldest_due = due;
+        }
+        let at = self.live.buf.len();
+        self.live.buf.resize(at + len, 0);
+        let written = wire::emit_message(msg, &mut self.live.buf[at..]);
         debug_assert_eq!(written, Some(len), "a message fits in an empty packet (MIN_PACKET_LEN)");
-        self.open_len += len;
+        self.last_due = due_wall_ns.max(self.first_due);
         self.pending.push(*msg);
         let seq = self.next_seq;
         self.next_seq = seq.next();
-        if self.cfg.max_packet_len - self.open_len < MIN_MESSAGE_LEN {
+        if self.cfg.max_packet_len - self.live.open_len() < MIN_MESSAGE_LEN {
             // Nothing else can fit: send it now rather than at the next push.
-            self.seal(now, wall_ns);
+            self.seal(due);
         }
         seq
     }
 
-    /// Seal the open packet if it holds anything (call when the generator
-    /// pauses, or every loop iteration).
+    /// Seal the open packet if it holds anything, whatever the flush policy.
     pub fn flush(&mut self, now: Instant, wall_ns: u64) {
-        self.seal(now, wall_ns);
+        self.last_wall = self.last_wall.max(wall_ns);
+        self.seal(now);
+    }
+
+    /// The generator has nothing more due at `now`: apply the flush policy.
+    /// Natural batching ([`PublisherConfig::max_delay`] `None`) seals the open
+    /// packet at once, so whatever fell due together goes out together; with a
+    /// coalescing bound it is sealed only once its oldest message has waited
+    /// that long (else [`Self::poll_timeout`] names the instant it will be).
+    pub fn caught_up(&mut self, now: Instant, wall_ns: u64) {
+        self.last_wall = self.last_wall.max(wall_ns);
+        if self.coalesce_deadline().is_none_or(|d| now >= d) {
+            self.seal(now);
+        }
+    }
+
+    /// When the open packet must be sealed under the coalescing bound (None:
+    /// no bound, or nothing open).
+    fn coalesce_deadline(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.cfg.max_delay.map(|d| self.oldest_due + d)
     }
 
     /// The next live packet (Data, Heartbeat, EndOfSession), in order, each
-    /// yielded once. The slice borrows internal storage until the next call.
-    #[must_use]
-    pub fn poll_packet(&mut self) -> Option<&[u8]> {
-        self.live.pop()
+    /// yielded once, stamped with `send_time_ns` and its CRC and copied into
+    /// `buf` (at least `max_packet_len` bytes: a transport's send buffer, see
+    /// `publish_with`). Returns its length.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than the packet.
+    pub fn poll_transmit(&mut self, send_time_ns: u64, buf: &mut [u8]) -> Option<usize> {
+        self.last_wall = self.last_wall.max(send_time_ns);
+        let p = self.live.pop(send_time_ns)?;
+        buf[..p.len()].copy_from_slice(p);
+        Some(p.len())
     }
 
-    /// Timers: when nothing went out for `heartbeat_interval`, seal the open
-    /// packet if it holds anything, else queue a Heartbeat (`first_seq` =
-    /// `published_next`, count 0). Before the first packet the deadline is
-    /// [`Instant::ZERO`]: the first call announces the session at once.
+    /// The next live packet like [`Self::poll_transmit`], in place, stamped
+    /// with the latest wall-clock time passed to this publisher. The slice
+    /// borrows internal storage until the next call.
+    #[must_use]
+    pub fn poll_packet(&mut self) -> Option<&[u8]> {
+        self.live.pop(self.last_wall)
+    }
+
+    /// Timers:
+    /// - an open packet whose coalescing bound passed is sealed;
+    /// - when nothing went out for `heartbeat_interval`, seal the open packet
+    ///   if it holds anything, else queue a Heartbeat (`first_seq` =
+    ///   `published_next`, count 0). Before the first packet the deadline is
+    ///   [`Instant::ZERO`]: the first call announces the session at once;
+    /// - after the end of session, the EndOfSession is queued again every
+    ///   [`PublisherConfig::eos_repeat`], so a receiver that lost it over a
+    ///   datagram transport still learns where the session ends.
     pub fn handle_timeout(&mut self, now: Instant, wall_ns: u64) {
-        match self.poll_timeout() {
+        self.last_wall = self.last_wall.max(wall_ns);
+        if self.ended {
+            if self.cfg.eos_repeat.is_some_and(|r| now >= self.last_eos + r) {
+                self.emit_control(now, PacketKind::EndOfSession);
+                self.last_eos = now;
+                self.stats.eos_repeats += 1;
+            }
+            return;
+        }
+        if self.coalesce_deadline().is_some_and(|d| now >= d) {
+            self.seal(now);
+            return;
+        }
+        match self.heartbeat_deadline() {
             Some(deadline) if now >= deadline => {}
             _ => return,
         }
         if !self.pending.is_empty() {
-            self.seal(now, wall_ns);
+            self.seal(now);
         } else {
-            self.emit_control(now, wall_ns, PacketKind::Heartbeat);
+            self.emit_control(now, PacketKind::Heartbeat);
             self.stats.heartbeats += 1;
         }
     }
 
-    /// Live packets sealed but not yet taken by [`Self::poll_packet`]. It must
-    /// be 0 when a Login is handled (see the run-loop contract).
+    /// Live packets sealed but not yet taken by [`Self::poll_transmit`]. It
+    /// must be 0 when a Login is handled (see the run-loop contract).
     pub fn queued_packets(&self) -> usize {
-        self.live.entries.len() - self.live.read
+        self.live.queued()
     }
 
-    /// When [`Self::handle_timeout`] wants to be called; `None` after the session ended.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn heartbeat_deadline(&self) -> Option<Instant> {
         if self.ended {
             return None;
         }
         Some(self.last_sent.map_or(Instant::ZERO, |t| t + self.cfg.heartbeat_interval))
+    }
+
+    /// When [`Self::handle_timeout`] wants to be called: the earliest of the
+    /// coalescing bound, the heartbeat and (after the end of session) the
+    /// next EndOfSession repetition. `None` after the end without repetition.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended {
+            return self.cfg.eos_repeat.map(|r| self.last_eos + r);
+        }
+        [self.coalesce_deadline(), self.heartbeat_deadline()].into_iter().flatten().min()
     }
 
     /// Seal what is open and queue an EndOfSession packet (`first_seq` =
@@ -607,9 +776,11 @@ impl Publisher {
         if self.ended {
             return;
         }
-        self.seal(now, wall_ns);
-        self.emit_control(now, wall_ns, PacketKind::EndOfSession);
+        self.last_wall = self.last_wall.max(wall_ns);
+        self.seal(now);
+        self.emit_control(now, PacketKind::EndOfSession);
         self.ended = true;
+        self.last_eos = now;
     }
 
     /// The snapshot state: every symbol after all messages below `published_next`.
@@ -627,44 +798,47 @@ impl Publisher {
         &self.store
     }
 
-    fn seal(&mut self, now: Instant, wall_ns: u64) {
+    fn seal(&mut self, now: Instant) {
         if self.pending.is_empty() {
             return;
         }
         let first = self.store.next();
         let count = self.pending.len();
+        let open_len = self.live.open_len();
+        let timing = wire::Timing { first_due: self.first_due, last_due: self.last_due };
         {
-            let mut p = Packet::new_unchecked(&mut self.open[..self.open_len]);
+            let open = self.live.open_mut();
+            let mut p = Packet::new_unchecked(&mut open[..]);
             PacketRepr {
                 kind: PacketKind::Data,
-                flags: 0,
+                flags: wire::FLAG_TIMING,
                 epoch: self.cfg.epoch,
                 first_seq: first,
-                // At most (65536 - 40) / 32 messages fit: always a u16.
+                // At most (65536 - 56) / 32 messages fit: always a u16.
                 count: count as u16,
-                send_time: wall_ns,
-                payload_len: self.open_len - HEADER_LEN,
+                // Stamped when the packet is handed to the transport.
+                send_time: 0,
+                payload_len: open_len - HEADER_LEN,
             }
             .emit(&mut p);
-            p.fill_crc();
+            timing.emit(&mut open[HEADER_LEN..]);
         }
-        let mut off = HEADER_LEN;
+        let mut off = self.live.open + DATA_OVERHEAD;
         for msg in &self.pending {
             let len = wire::message_len(msg);
-            let seq = self.store.append(&self.open[off..off + len]);
+            let seq = self.store.append(&self.live.buf[off..off + len]);
             self.book.apply(seq.0, msg);
             off += len;
         }
         self.pending.clear();
-        self.live.push(&self.open[..self.open_len]);
+        self.live.seal_open();
         self.stats.messages += count as u64;
         self.stats.packets += 1;
-        self.stats.bytes += self.open_len as u64;
-        self.open_len = HEADER_LEN;
+        self.stats.bytes += open_len as u64;
         self.last_sent = Some(now);
     }
 
-    fn emit_control(&mut self, now: Instant, wall_ns: u64, kind: PacketKind) {
+    fn emit_control(&mut self, now: Instant, kind: PacketKind) {
         let mut buf = [0u8; HEADER_LEN];
         PacketRepr {
             kind,
@@ -672,7 +846,7 @@ impl Publisher {
             epoch: self.cfg.epoch,
             first_seq: self.store.next(),
             count: 0,
-            send_time: wall_ns,
+            send_time: 0,
             payload_len: 0,
         }
         .emit_bare(&mut buf);
@@ -724,23 +898,28 @@ mod tests {
     #[test]
     fn seals_when_the_next_message_does_not_fit() {
         let mut p = Publisher::new(PublisherConfig::new(1, 4));
-        // 1472 - 40 = 1432 payload bytes: 29 quotes (1392) leave 40, then a
-        // trade (32) fits and leaves 8 < 32, which seals at once.
-        for i in 0..29 {
+        // 1472 - 40 - 16 = 1416 message bytes: 29 quotes (1392) leave 24 < 32
+        // (the smallest message), which seals at once.
+        for i in 0..28 {
             p.push(Instant(0), 5, &quote(0, i));
         }
         assert_eq!(p.published_next(), SeqNo(1), "nothing sealed yet");
-        p.push(Instant(0), 5, &trade(1, 0));
-        assert_eq!(p.published_next(), SeqNo(31));
-        let pkt = p.poll_packet().unwrap().to_vec();
-        assert_eq!(pkt.len(), 1464, "40 + 29 × 48 + 32");
-        let v = Packet::new_checked(&pkt[..]).unwrap();
+        p.push(Instant(0), 6, &quote(0, 28));
+        assert_eq!(p.published_next(), SeqNo(30));
+        assert_eq!(p.poll_transmit(9, &mut [0u8; 1472][..]), Some(1448), "40 + 16 + 29 × 48");
+        let mut buf = vec![0u8; 1472];
+        p.push(Instant(0), 7, &trade(1, 0));
+        p.flush(Instant(0), 8);
+        let n = p.poll_transmit(10, &mut buf).unwrap();
+        let v = Packet::new_checked(&buf[..n]).unwrap();
         let r = PacketRepr::parse(&v).unwrap();
         assert_eq!(
-            (r.kind, r.first_seq, r.count, r.send_time),
-            (PacketKind::Data, SeqNo(1), 30, 5)
+            (r.kind, r.flags, r.first_seq, r.count, r.send_time),
+            (PacketKind::Data, wire::FLAG_TIMING, SeqNo(30), 1, 10),
+            "stamped with the send time given at transmission"
         );
-        assert_eq!(MessageIter::new(v.payload(), 30).count(), 30);
+        assert_eq!(v.timing(), Some(wire::Timing { first_due: 7, last_due: 7 }));
+        assert_eq!(MessageIter::new(v.messages(), 1).count(), 1);
         assert!(p.poll_packet().is_none());
     }
 
@@ -754,7 +933,133 @@ mod tests {
         assert_eq!(p.push(Instant(0), 0, &trade(0, 2)), SeqNo(2));
         assert_eq!(p.stats().rejected_messages, 2);
         assert_eq!(p.published_next(), SeqNo(2));
-        assert_eq!(p.poll_timeout(), None);
+        assert_eq!(p.poll_timeout(), Some(Instant(0) + DEFAULT_EOS_REPEAT));
+        let once =
+            Publisher::new(PublisherConfig { eos_repeat: None, ..PublisherConfig::new(1, 4) });
+        let mut once = once;
+        once.end_session(Instant(0), 0);
+        assert_eq!(once.poll_timeout(), None);
+    }
+
+    fn drain_all(p: &mut Publisher) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; p.config().max_packet_len];
+        while let Some(n) = p.poll_transmit(1, &mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
+    fn counts(packets: &[Vec<u8>]) -> Vec<(PacketKind, u16)> {
+        packets
+            .iter()
+            .map(|b| {
+                let v = Packet::new_checked(&b[..]).unwrap();
+                (v.kind(), v.count())
+            })
+            .collect()
+    }
+
+    const US: u64 = 1_000;
+
+    #[test]
+    fn a_burst_at_a_high_rate_fills_packets() {
+        // 100 quotes fell due together (the generator was behind): natural
+        // batching seals full packets of 29 and the remainder once caught up.
+        let mut p = Publisher::new(PublisherConfig::new(1, 4));
+        for i in 0..100 {
+            p.push(Instant(i * US), 1_000 + i, &quote(0, i));
+        }
+        p.caught_up(Instant(100 * US), 2_000);
+        let c = counts(&drain_all(&mut p));
+        assert_eq!(
+            c,
+            vec![
+                (PacketKind::Data, 29),
+                (PacketKind::Data, 29),
+                (PacketKind::Data, 29),
+                (PacketKind::Data, 13)
+            ]
+        );
+        assert_eq!(p.stats().messages, 100);
+    }
+
+    #[test]
+    fn a_lone_tick_goes_out_at_once() {
+        let mut p = Publisher::new(PublisherConfig::new(1, 4));
+        p.push(Instant(50 * US), 7_000, &trade(2, 1));
+        assert_eq!(p.queued_packets(), 0, "open until the generator has caught up");
+        p.caught_up(Instant(50 * US), 7_001);
+        let out = drain_all(&mut p);
+        assert_eq!(counts(&out), vec![(PacketKind::Data, 1)]);
+        let v = Packet::new_checked(&out[0][..]).unwrap();
+        assert_eq!(v.timing(), Some(wire::Timing { first_due: 7_000, last_due: 7_000 }));
+    }
+
+    #[test]
+    fn coalescing_never_exceeds_its_bound() {
+        let bound = Duration::from_micros(100);
+        let mut p = Publisher::new(PublisherConfig {
+            max_delay: Some(bound),
+            ..PublisherConfig::new(1, 4)
+        });
+        // Heartbeat first, so its deadline does not interfere.
+        p.handle_timeout(Instant::ZERO, 0);
+        drain_all(&mut p);
+        // One message every 30 µs from t = 1 ms; the driver calls caught_up
+        // after each and handle_timeout whenever poll_timeout says.
+        let mut t = 1_000 * US;
+        let mut sealed_at = Vec::new();
+        for i in 0..40u64 {
+            let due = Instant(t);
+            while let Some(d) = p.poll_timeout().filter(|d| *d <= due) {
+                p.handle_timeout(d, d.0);
+                if p.queued_packets() > 0 {
+                    sealed_at.push(d);
+                    drain_all(&mut p);
+                }
+            }
+            p.push(due, t, &trade(0, i));
+            p.caught_up(due, t);
+            if p.queued_packets() > 0 {
+                sealed_at.push(due);
+                drain_all(&mut p);
+            }
+            t += 30 * US;
+        }
+        // Every packet went out exactly at its oldest message's due + 100 µs:
+        // messages due at 1000, 1030, 1060, 1090 µs go together at 1100 µs.
+        assert_eq!(sealed_at[0], Instant(1_100 * US));
+        let mut p2 = p;
+        p2.flush(Instant(t), t);
+        assert!(sealed_at.windows(2).all(|w| w[1] - w[0] == Duration::from_micros(120)));
+        assert_eq!(sealed_at.len(), 9, "36 of 40 messages in packets of 4");
+        assert_eq!(p2.stats().messages, 40);
+    }
+
+    #[test]
+    fn end_of_session_is_repeated_as_configured() {
+        let mut p = Publisher::new(PublisherConfig::new(1, 4));
+        p.push(Instant(0), 0, &trade(0, 1));
+        p.end_session(Instant(10 * US), 0);
+        let first = drain_all(&mut p);
+        assert_eq!(counts(&first), vec![(PacketKind::Data, 1), (PacketKind::EndOfSession, 0)]);
+        let mut t = Instant(10 * US);
+        let mut repeats = Vec::new();
+        for _ in 0..3 {
+            let d = p.poll_timeout().unwrap();
+            p.handle_timeout(Instant(d.0 - 1), 0);
+            assert_eq!(p.queued_packets(), 0, "not before its time");
+            p.handle_timeout(d, 0);
+            let out = drain_all(&mut p);
+            assert_eq!(counts(&out), vec![(PacketKind::EndOfSession, 0)]);
+            let v = Packet::new_checked(&out[0][..]).unwrap();
+            assert_eq!(v.first_seq(), SeqNo(2), "one past the last message");
+            repeats.push(d - t);
+            t = d;
+        }
+        assert_eq!(repeats, vec![DEFAULT_EOS_REPEAT; 3]);
+        assert_eq!(p.stats().eos_repeats, 3);
     }
 
     #[test]

@@ -16,9 +16,10 @@ struct Slot {
     seq: u64,
     msg: Message,
     send_time: u64,
+    due_time: u64,
 }
 
-const EMPTY: Slot = Slot { seq: 0, msg: Message::Unknown { kind: 0 }, send_time: 0 };
+const EMPTY: Slot = Slot { seq: 0, msg: Message::Unknown { kind: 0 }, send_time: 0, due_time: 0 };
 
 /// See the module docs.
 #[derive(Debug)]
@@ -63,20 +64,20 @@ impl ReorderBuffer {
     }
 
     /// Hold `msg` at `seq`, which must fit the window (ignored otherwise).
-    pub(super) fn store(&mut self, seq: u64, msg: Message, send_time: u64) {
+    pub(super) fn store(&mut self, seq: u64, msg: Message, send_time: u64, due_time: u64) {
         if self.fits(seq) {
             let i = self.idx(seq);
-            self.slots[i] = Slot { seq, msg, send_time };
+            self.slots[i] = Slot { seq, msg, send_time, due_time };
         }
     }
 
-    /// The message held at `seq` and its packet's send time.
-    pub(super) fn get(&self, seq: u64) -> Option<(Message, u64)> {
+    /// The message held at `seq`, its packet's send time and its due time.
+    pub(super) fn get(&self, seq: u64) -> Option<(Message, u64, u64)> {
         if !self.present(seq) {
             return None;
         }
         let s = &self.slots[self.idx(seq)];
-        Some((s.msg, s.send_time))
+        Some((s.msg, s.send_time, s.due_time))
     }
 
     /// Move the window's start forward to `lo` (no-op if it is not forward);
@@ -139,14 +140,14 @@ mod tests {
     #[test]
     fn window_and_tags() {
         let mut b = ReorderBuffer::new(4);
-        b.store(1, m(1), 10);
-        b.store(4, m(4), 40);
-        b.store(5, m(5), 50); // outside [1, 5): ignored
+        b.store(1, m(1), 10, 0);
+        b.store(4, m(4), 40, 0);
+        b.store(5, m(5), 50, 0); // outside [1, 5): ignored
         assert!(b.present(1) && b.present(4) && !b.present(5) && !b.present(2));
-        assert_eq!(b.get(4), Some((m(4), 40)));
+        assert_eq!(b.get(4), Some((m(4), 40, 0)));
         b.advance(3);
         assert!(!b.present(1) && b.present(4));
-        b.store(6, m(6), 60);
+        b.store(6, m(6), 60, 0);
         assert!(b.present(6));
         // the slot 2 used to hold (seq 2, never stored) stays empty
         assert!(!b.present(2));

@@ -67,8 +67,8 @@ use crate::msg::{Message, SymbolState};
 use crate::seq::{SeqNo, SeqRange};
 use crate::time::Instant;
 use crate::wire::{
-    DecodeError, HEADER_LEN, LoginAckRepr, LoginMode, MessageIter, NackRejectRepr, Packet,
-    PacketKind, PacketRepr, SnapshotRepr,
+    DecodeError, FLAG_TIMING, HEADER_LEN, LoginAckRepr, LoginMode, MessageIter, NackRejectRepr,
+    Packet, PacketKind, PacketRepr, SnapshotRepr, TIMING_LEN, Timing,
 };
 
 use buffer::ReorderBuffer;
@@ -249,6 +249,13 @@ impl Default for ReceiverConfig {
     }
 }
 
+/// A message's send time (its packet's) and due time (0: unknown).
+#[derive(Clone, Copy, Debug)]
+struct Times {
+    sent: u64,
+    due: u64,
+}
+
 /// What the receiver reports. Copy types only.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Event {
@@ -260,6 +267,10 @@ pub enum Event {
         msg: Message,
         /// The `send_time` of the packet that carried it (ns since the Unix epoch).
         send_time: u64,
+        /// When it was due at the exchange (ns since the Unix epoch), from the
+        /// Data packet's timing block; 0 when the packet carried none (a
+        /// Retransmission, or a server that does not stamp due times).
+        due_time: u64,
         /// True when it came by retransmission or waited in the reorder buffer
         /// (its latency is not the feed's latency).
         recovered: bool,
@@ -479,14 +490,18 @@ impl Receiver {
         let first = repr.first_seq.0;
         match repr.kind {
             PacketKind::Data | PacketKind::Retransmission => {
+                let timed = repr.flags & FLAG_TIMING != 0 && repr.kind == PacketKind::Data;
+                let messages = packet.messages();
                 if first == 0
                     || first >= MAX_SEQ
-                    || MessageIter::validate(payload, repr.count).is_err()
+                    || (timed && payload.len() < TIMING_LEN)
+                    || MessageIter::validate(messages, repr.count).is_err()
                 {
                     self.stats.malformed += 1;
                     return;
                 }
-                self.on_messages(now, line, &repr, payload);
+                let timing = packet.timing().unwrap_or_default();
+                self.on_messages(now, line, &repr, timing, messages);
             }
             PacketKind::Heartbeat | PacketKind::EndOfSession => {
                 if first == 0 || first >= MAX_SEQ || !payload.is_empty() {
@@ -766,7 +781,14 @@ impl Receiver {
     }
 
     /// Data or Retransmission.
-    fn on_messages(&mut self, now: Instant, line: Line, repr: &PacketRepr, payload: &[u8]) {
+    fn on_messages(
+        &mut self,
+        now: Instant,
+        line: Line,
+        repr: &PacketRepr,
+        timing: Timing,
+        payload: &[u8],
+    ) {
         let retrans = repr.kind == PacketKind::Retransmission;
         let first = repr.first_seq.0;
         let count = u64::from(repr.count);
@@ -791,7 +813,8 @@ impl Receiver {
         }
         for (i, m) in MessageIter::new(payload, repr.count).enumerate() {
             let Ok(msg) = m else { break };
-            self.on_message(now, line, first + i as u64, msg, repr.send_time, retrans);
+            let times = Times { sent: repr.send_time, due: timing.due(i as u64, count) };
+            self.on_message(now, line, first + i as u64, msg, times, retrans);
         }
     }
 
@@ -827,9 +850,10 @@ impl Receiver {
         line: Line,
         s: u64,
         msg: Message,
-        send_time: u64,
+        times: Times,
         retrans: bool,
     ) {
+        let Times { sent: send_time, due: due_time } = times;
         if s < self.next || self.buf.present(s) {
             self.stats.duplicates += 1;
             return;
@@ -859,10 +883,10 @@ impl Receiver {
             (false, Line::Unicast) => {}
         }
         if deliverable {
-            self.deliver(s, msg, send_time, retrans);
+            self.deliver(s, msg, send_time, due_time, retrans);
             self.drain();
         } else {
-            self.buf.store(s, msg, send_time);
+            self.buf.store(s, msg, send_time, due_time);
         }
     }
 
@@ -990,8 +1014,14 @@ impl Receiver {
         }
     }
 
-    fn deliver(&mut self, s: u64, msg: Message, send_time: u64, recovered: bool) {
-        self.events.push_back(Event::Message { seq: SeqNo(s), msg, send_time, recovered });
+    fn deliver(&mut self, s: u64, msg: Message, send_time: u64, due_time: u64, recovered: bool) {
+        self.events.push_back(Event::Message {
+            seq: SeqNo(s),
+            msg,
+            send_time,
+            due_time,
+            recovered,
+        });
         self.stats.messages_delivered += 1;
         self.next = s + 1;
         self.buf.advance(self.next);
@@ -1002,8 +1032,8 @@ impl Receiver {
         if !self.synced {
             return;
         }
-        while let Some((msg, t)) = self.buf.get(self.next) {
-            self.deliver(self.next, msg, t, true);
+        while let Some((msg, t, due)) = self.buf.get(self.next) {
+            self.deliver(self.next, msg, t, due, true);
         }
         self.check_end_of_session();
     }
@@ -1322,8 +1352,8 @@ impl Receiver {
                 self.next = self.buf.lo().min(end);
             } else if s >= self.buf.hi() {
                 self.next = end;
-            } else if let Some((m, t)) = self.buf.get(s) {
-                self.deliver(s, m, t, true);
+            } else if let Some((m, t, due)) = self.buf.get(s) {
+                self.deliver(s, m, t, due, true);
             } else {
                 self.next = s + 1;
             }

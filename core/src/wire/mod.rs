@@ -13,7 +13,7 @@
 //! Layers:
 //! ```text
 //! packet  = header (40 bytes) + payload (payload_len bytes)
-//! payload = messages (Data, Retransmission)        -- see `message`
+//! payload = [timing block] messages (Data, Retransmission) -- see `message`, [`Timing`]
 //!         | snapshot part header + symbol records  -- see `snapshot`
 //!         | control body (LoginAck, NackReject)    -- see `control`
 //!         | empty (Heartbeat, EndOfSession, Nack, SnapshotRequest, Login)
@@ -49,6 +49,60 @@ pub const MAX_PACKET_LEN: usize = HEADER_LEN + MAX_PAYLOAD_LEN;
 /// Default packet size limit for datagram transports: an Ethernet MTU of 1500
 /// minus the IPv4 (20) and UDP (8) headers, so no datagram is ever fragmented.
 pub const DEFAULT_MAX_PACKET: usize = 1472;
+
+/// `flags` bit 0: the packet was sent on feed line B (A/B arbitration).
+pub const FLAG_LINE_B: u16 = 1 << 0;
+/// `flags` bit 1, Data packets only: the payload starts with a [`Timing`]
+/// block ([`TIMING_LEN`] bytes) before the messages. `payload_len` includes it.
+pub const FLAG_TIMING: u16 = 1 << 1;
+/// Bytes of the [`Timing`] block.
+pub const TIMING_LEN: usize = 16;
+
+/// The due times of a Data packet's messages: when the simulated exchange
+/// events happened, in wall-clock ns since the Unix epoch. Message `i` of `n`
+/// is due at `first_due + (last_due - first_due) * i / (n - 1)`: exact for a
+/// feed paced at a fixed rate (its messages are evenly spaced), and the
+/// generation times' linear fit otherwise. A receiver measures a message's
+/// latency from this instant, not from the packet's `send_time`.
+///
+/// ```text
+/// payload offset  0..8   first_due  u64 LE  due time of the first message
+///                 8..16  last_due   u64 LE  due time of the last message
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Timing {
+    /// Due time of the packet's first message (ns since the Unix epoch).
+    pub first_due: u64,
+    /// Due time of its last message (at least `first_due`).
+    pub last_due: u64,
+}
+
+impl Timing {
+    /// Read a timing block (the first [`TIMING_LEN`] bytes of `b`).
+    pub fn parse(b: &[u8]) -> Option<Timing> {
+        if b.len() < TIMING_LEN {
+            return None;
+        }
+        Some(Timing { first_due: get_u64(b, 0), last_due: get_u64(b, 8) })
+    }
+
+    /// Write it into the first [`TIMING_LEN`] bytes of `b`.
+    pub fn emit(&self, b: &mut [u8]) {
+        set_u64(b, 0, self.first_due);
+        set_u64(b, 8, self.last_due);
+    }
+
+    /// Due time of message `index` of `count` (interpolated; saturating, so a
+    /// forged block cannot overflow).
+    pub fn due(&self, index: u64, count: u64) -> u64 {
+        if count <= 1 || self.last_due <= self.first_due {
+            return self.first_due;
+        }
+        let span = u128::from(self.last_due - self.first_due);
+        let i = u128::from(index.min(count - 1));
+        self.first_due + (span * i / u128::from(count - 1)) as u64
+    }
+}
 
 /// Why bytes could not be decoded. Every variant is counted by receivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

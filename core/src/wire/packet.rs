@@ -1,8 +1,8 @@
 //! The packet header: every Tickwire packet, data or control, starts with it.
 
 use super::{
-    DecodeError, Field, HEADER_LEN, MAGIC, MAX_PAYLOAD_LEN, VERSION, get_u16, get_u32, get_u64,
-    set_u16, set_u32, set_u64,
+    DecodeError, FLAG_TIMING, Field, HEADER_LEN, MAGIC, MAX_PAYLOAD_LEN, TIMING_LEN, Timing,
+    VERSION, get_u16, get_u32, get_u64, set_u16, set_u32, set_u64,
 };
 use crate::seq::SeqNo;
 
@@ -155,7 +155,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn count(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::COUNT.start)
     }
-    /// Flags (bit 0: sent on feed line B; others reserved, zero).
+    /// Flags (bit 0 [`FLAG_LINE_B`]: sent on feed line B; bit 1 [`FLAG_TIMING`]:
+    /// a Data payload starts with a [`Timing`] block; others reserved, zero).
     pub fn flags(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::FLAGS.start)
     }
@@ -186,6 +187,28 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The payload.
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.total_len()]
+    }
+    /// True if this is a Data packet whose payload starts with a [`Timing`] block.
+    pub fn has_timing(&self) -> bool {
+        self.kind() == PacketKind::Data
+            && self.flags() & FLAG_TIMING != 0
+            && self.payload_len() >= TIMING_LEN
+    }
+    /// The due times of a Data packet's messages, when it carries them.
+    pub fn timing(&self) -> Option<Timing> {
+        if self.has_timing() { Timing::parse(self.payload()) } else { None }
+    }
+    /// The messages of a Data or Retransmission packet: the payload after the
+    /// [`Timing`] block, if there is one. A Data packet flagged
+    /// [`FLAG_TIMING`] whose payload is shorter than the block has no
+    /// messages (and is malformed if its count is not 0).
+    pub fn messages(&self) -> &[u8] {
+        let p = self.payload();
+        if self.kind() == PacketKind::Data && self.flags() & FLAG_TIMING != 0 {
+            p.get(TIMING_LEN..).unwrap_or(&[])
+        } else {
+            p
+        }
     }
     /// The packet's bytes: header plus payload, without trailing bytes.
     pub fn as_bytes(&self) -> &[u8] {

@@ -294,6 +294,10 @@ struct Drained {
     datagrams: usize,
 }
 
+/// Where [`drain`] hands each datagram: its source, its bytes, and the
+/// kernel's receive stamp (ns since the Unix epoch) when the socket has them on.
+type Deliver<'a> = dyn FnMut(Option<SocketAddrV4>, &[u8], Option<u64>) + 'a;
+
 /// Receive from `fd` into `rx` until the socket is empty or
 /// [`MAX_RECV_CALLS_PER_POLL`] calls were made, handing each datagram that is
 /// a packet to `deliver` (with its source) and counting the rest in
@@ -303,7 +307,7 @@ fn drain(
     rx: &mut sys::Slots,
     syscalls: &mut u64,
     malformed: &mut u64,
-    deliver: &mut dyn FnMut(Option<SocketAddrV4>, &[u8]),
+    deliver: &mut Deliver<'_>,
 ) -> io::Result<Drained> {
     let mut out = Drained::default();
     for _ in 0..MAX_RECV_CALLS_PER_POLL {
@@ -325,7 +329,7 @@ fn drain(
                 continue;
             }
             match Packet::new_checked(bytes) {
-                Ok(p) => deliver(rx.source(i), &bytes[..p.total_len()]),
+                Ok(p) => deliver(rx.source(i), &bytes[..p.total_len()], rx.rx_stamp(i)),
                 Err(_) => *malformed += 1,
             }
         }
@@ -554,7 +558,7 @@ impl Publisher for MulticastPublisher {
         let fd = self.request.as_raw_fd();
         let mut pass = |this: &mut Self| {
             let requests = &mut this.stats.requests;
-            let mut deliver = |src: Option<SocketAddrV4>, packet: &[u8]| {
+            let mut deliver = |src: Option<SocketAddrV4>, packet: &[u8], _rx: Option<u64>| {
                 if let Some(src) = src {
                     *requests += 1;
                     on_event(PubEvent::Request { peer: peer_id(src), packet });
@@ -623,6 +627,7 @@ impl MulticastSubscriber {
             )?);
             s.bind(&group.into())?;
             s.join_multicast_v4(group.ip(), &cfg.interface)?;
+            crate::wait::enable_rx_timestamps(s.as_raw_fd())?;
             lines.push((line, s));
         }
         let unicast = udp_socket()?;
@@ -682,10 +687,10 @@ impl MulticastSubscriber {
             };
             let packets = &mut self.stats.packets_received;
             let bytes = &mut self.stats.bytes_received;
-            let mut deliver = |_src: Option<SocketAddrV4>, packet: &[u8]| {
+            let mut deliver = |_src: Option<SocketAddrV4>, packet: &[u8], rx: Option<u64>| {
                 *packets += 1;
                 *bytes += packet.len() as u64;
-                on_event(SubEvent::Packet { line, packet });
+                on_event(SubEvent::Packet { line, packet, kernel_rx_ns: rx });
             };
             total += drain(
                 fd,

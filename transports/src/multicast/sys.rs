@@ -57,27 +57,8 @@ pub(crate) fn get_int_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
 }
 
-/// Wait until one of `fds` is ready or `timeout` passes (`None`: forever).
-/// Returns how many descriptors are ready; an interrupted wait returns 0 (a
-/// spurious wake-up, which the polling contract allows).
-pub(crate) fn wait(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ts = timeout.map(|d| libc::timespec {
-        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `fds` is a valid, exclusively borrowed slice of `pollfd` whose
-    // length we pass; `ts_ptr` is null or points to a timespec that outlives the
-    // call; a null signal mask leaves the mask unchanged.
-    let rc = unsafe {
-        libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null())
-    };
-    if rc >= 0 {
-        return Ok(rc as usize);
-    }
-    let err = io::Error::last_os_error();
-    if err.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(err) }
-}
+/// Wait until one of `fds` is ready or `timeout` passes, to the nanosecond.
+pub(crate) use crate::wait::wait_fds as wait;
 
 /// Wait up to `timeout` for `fd` to become writable (after `EAGAIN`).
 pub(crate) fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
@@ -99,6 +80,10 @@ pub(crate) struct Slots {
     hdrs: Box<[libc::mmsghdr]>,
     /// Source addresses of received datagrams, one per slot.
     names: Box<[libc::sockaddr_in]>,
+    /// Control buffers of received datagrams (the kernel's receive stamp), one per slot.
+    control: Box<[[u64; crate::wait::CONTROL_WORDS]]>,
+    /// Kernel receive stamps of received datagrams (ns since the Unix epoch).
+    stamps: Box<[Option<u64>]>,
     /// Destination of the datagrams being sent.
     dest: Box<libc::sockaddr_in>,
 }
@@ -140,6 +125,8 @@ impl Slots {
                 .into_boxed_slice(),
             hdrs: (0..count).map(|_| zeroed_mmsghdr()).collect(),
             names: vec![zeroed_sockaddr(); count].into_boxed_slice(),
+            control: vec![[0u64; crate::wait::CONTROL_WORDS]; count].into_boxed_slice(),
+            stamps: vec![None; count].into_boxed_slice(),
             dest: Box::new(zeroed_sockaddr()),
         }
     }
@@ -175,6 +162,12 @@ impl Slots {
         from_sockaddr(&self.names[i])
     }
 
+    /// When the kernel received the datagram in slot `i` (ns since the Unix
+    /// epoch), if the socket has receive stamps on.
+    pub(crate) fn rx_stamp(&self, i: usize) -> Option<u64> {
+        self.stamps[i]
+    }
+
     /// True if the datagram received into slot `i` was larger than the slot.
     pub(crate) fn truncated(&self, i: usize) -> bool {
         self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
@@ -185,6 +178,7 @@ impl Slots {
     fn arm(&mut self, range: std::ops::Range<usize>, receive: bool) {
         let base = self.data.as_mut_ptr();
         let names = self.names.as_mut_ptr();
+        let control = self.control.as_mut_ptr();
         let dest: *mut libc::sockaddr_in = &mut *self.dest;
         for i in range {
             let len = if receive { self.slot_len } else { self.lens[i] };
@@ -197,8 +191,14 @@ impl Slots {
             h.msg_len = 0;
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+            if receive {
+                // SAFETY: `i < count` = `control.len()`.
+                h.msg_hdr.msg_control = unsafe { control.add(i) }.cast();
+                h.msg_hdr.msg_controllen = mem::size_of::<[u64; crate::wait::CONTROL_WORDS]>() as _;
+            } else {
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            }
             h.msg_hdr.msg_flags = 0;
             // SAFETY: `i < count` = `names.len()`.
             h.msg_hdr.msg_name = if receive { unsafe { names.add(i) } } else { dest }.cast();
@@ -259,6 +259,9 @@ impl Slots {
         let got = rc as usize;
         for i in 0..got {
             self.lens[i] = (self.hdrs[i].msg_len as usize).min(self.slot_len);
+            // SAFETY: recvmmsg filled header `i`, whose control fields describe
+            // `control[i]` (armed above, owned by `self`).
+            self.stamps[i] = unsafe { crate::wait::parse_rx_timestamp(&self.hdrs[i].msg_hdr) };
         }
         Ok(got)
     }

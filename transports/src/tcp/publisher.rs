@@ -510,11 +510,7 @@ impl Publisher for TcpPublisher {
         } else {
             timeout
         };
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        crate::wait::poll_mio(&mut self.poll, &mut self.events, timeout)?;
         for ev in self.events.iter() {
             if ev.token() == LISTENER {
                 self.accept_ready = true;

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use mio::net::TcpStream;
@@ -12,6 +13,7 @@ use tickwire_core::wire::MAX_PACKET_LEN;
 
 use super::framer::FrameBuf;
 use super::{EVENTS_CAPACITY, MAX_READS_PER_POLL, is_transient};
+use crate::wait::StampedReader;
 use crate::{DisconnectReason, Line, SubEvent, SubStats, Subscriber};
 
 /// Default [`TcpSubscriberConfig::recv_buffer`]: 4 MiB of kernel receive
@@ -131,6 +133,7 @@ impl TcpSubscriber {
         let sock = Socket::new(Domain::for_address(self.addr), Type::STREAM, Some(Protocol::TCP))?;
         sock.set_nonblocking(true)?;
         sock.set_tcp_nodelay(true)?;
+        crate::wait::enable_rx_timestamps(sock.as_raw_fd())?;
         if self.cfg.recv_buffer > 0 {
             sock.set_recv_buffer_size(self.cfg.recv_buffer)?;
         }
@@ -230,7 +233,8 @@ impl TcpSubscriber {
                 break;
             }
             self.stats.syscalls += 1;
-            if let Err(reason) = self.rx.read_step(&mut c.stream, &mut c.readable) {
+            let mut src = StampedReader::new(c.stream.as_raw_fd());
+            if let Err(reason) = self.rx.read_step(&mut src, &mut c.readable) {
                 failed = Some(reason);
                 break;
             }
@@ -239,7 +243,11 @@ impl TcpSubscriber {
                     Ok(Some(packet)) => {
                         self.stats.packets_received += 1;
                         self.stats.bytes_received += packet.len() as u64;
-                        on_event(SubEvent::Packet { line: Line::A, packet });
+                        on_event(SubEvent::Packet {
+                            line: Line::A,
+                            packet,
+                            kernel_rx_ns: src.stamp,
+                        });
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -308,11 +316,7 @@ impl Subscriber for TcpSubscriber {
         }
         let busy = self.conn.as_ref().is_some_and(|c| c.connected && c.readable);
         let timeout = if busy { Some(Duration::ZERO) } else { timeout };
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+        crate::wait::poll_mio(&mut self.poll, &mut self.events, timeout)?;
         let mut connecting_event = false;
         if let Some(c) = self.conn.as_mut() {
             for ev in self.events.iter() {

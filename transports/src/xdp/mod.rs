@@ -74,7 +74,7 @@
 //! // Client side (in the namespace that owns `veth1`):
 //! let mut subscriber = XdpSubscriber::new(&XdpConfig::subscriber("veth1", feed, requests))?;
 //! subscriber.poll(Some(Duration::from_millis(1)), &mut |event| {
-//!     if let SubEvent::Packet { line, packet } = event {
+//!     if let SubEvent::Packet { line, packet, .. } = event {
 //!         let _ = (line, packet); // Line::A: the feed; Line::Unicast: recovery replies
 //!     }
 //! })?;

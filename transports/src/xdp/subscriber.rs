@@ -289,7 +289,11 @@ impl XdpSubscriber {
                 Ok(p) => {
                     self.stats.packets_received += 1;
                     self.stats.bytes_received += p.total_len() as u64;
-                    on_event(SubEvent::Packet { line: Line::Unicast, packet: p.as_bytes() });
+                    on_event(SubEvent::Packet {
+                        line: Line::Unicast,
+                        packet: p.as_bytes(),
+                        kernel_rx_ns: None,
+                    });
                 }
                 Err(_) => self.stats.malformed += 1,
             }
@@ -355,7 +359,7 @@ fn handle_frame(
     }
     stats.packets_received += 1;
     stats.bytes_received += p.total_len() as u64;
-    on_event(SubEvent::Packet { line, packet: p.as_bytes() });
+    on_event(SubEvent::Packet { line, packet: p.as_bytes(), kernel_rx_ns: None });
 }
 
 /// The kernel UDP socket for requests and their answers, connected to the

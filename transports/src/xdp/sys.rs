@@ -6,7 +6,6 @@ use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
-use std::time::Duration;
 
 /// `SO_BUSY_POLL` from `asm-generic/socket.h` (the libc crate does not export
 /// it for every Linux target): microseconds to busy-poll the device queue.
@@ -244,23 +243,7 @@ pub(crate) fn kick_rx(fd: RawFd) -> io::Result<()> {
 
 /// `poll(2)` on `fds` for at most `timeout` (`None`: forever). Returns how many
 /// are ready; EINTR counts as a spurious wake-up (0).
-pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ms: libc::c_int = match timeout {
-        None => -1,
-        // Round up so a 100 µs timeout does not become a busy spin.
-        Some(d) => d.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int,
-    };
-    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the call.
-    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EINTR) {
-            return Ok(0);
-        }
-        return Err(e);
-    }
-    Ok(r as usize)
-}
+pub(crate) use crate::wait::wait_fds as poll;
 
 /// A pollfd for `fd` waiting for `events`.
 pub(crate) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {

@@ -1,0 +1,131 @@
+//! Pacing, sans-IO: when each message of a session falls due.
+//!
+//! The simulated exchange produces message `i` (0-based; sequence `i + 1`)
+//! at `start + i / rate`. A [`Pacer`] answers "which messages are due at
+//! `now`", and when the next one will be ([`Pacer::poll_timeout`]), in the
+//! `poll_timeout()` style of the rest of the core: the driver reads the
+//! clock, asks, and waits until the deadline by whatever means it has. At
+//! `rate` 0 the feed runs flat out and a message is due when it is generated.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tickwire_core::{Instant, pacing::Pacer};
+//!
+//! // 100k msgs/s from t = 1 ms, three messages.
+//! let mut p = Pacer::new(100_000, Instant(1_000_000), Some(3));
+//! assert_eq!(p.poll_due(Instant(1_000_000)), Some(Instant(1_000_000)));
+//! assert_eq!(p.poll_due(Instant(1_005_000)), None, "the next is due 10 µs after the first");
+//! assert_eq!(p.poll_timeout(), Some(Instant(1_010_000)));
+//! // Late: both remaining messages are due, each at its own instant.
+//! assert_eq!(p.poll_due(Instant(1_030_000)), Some(Instant(1_010_000)));
+//! assert_eq!(p.poll_due(Instant(1_030_000)), Some(Instant(1_020_000)));
+//! assert!(p.is_done());
+//! assert_eq!(p.poll_timeout(), None);
+//! ```
+
+use crate::time::Instant;
+
+/// When each message of a paced session is due. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    rate: u64,
+    start: Instant,
+    limit: u64,
+    next: u64,
+}
+
+impl Pacer {
+    /// Messages at `rate` per second (0: as fast as possible) from `start`,
+    /// at most `limit` of them (`None`: no limit).
+    pub fn new(rate: u64, start: Instant, limit: Option<u64>) -> Pacer {
+        Pacer { rate, start, limit: limit.unwrap_or(u64::MAX), next: 0 }
+    }
+
+    /// The configured rate (0: flat out).
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// Messages handed out so far.
+    pub fn produced(&self) -> u64 {
+        self.next
+    }
+
+    /// True once the message limit is reached.
+    pub fn is_done(&self) -> bool {
+        self.next >= self.limit
+    }
+
+    /// Stop: no message is due any more (the session's duration passed).
+    pub fn stop(&mut self) {
+        self.limit = self.next;
+    }
+
+    /// When message `i` (0-based) is due (at `rate` 0: the start).
+    pub fn due_at(&self, i: u64) -> Instant {
+        if self.rate == 0 {
+            return self.start;
+        }
+        let ns = u128::from(i) * 1_000_000_000 / u128::from(self.rate);
+        Instant(self.start.0.saturating_add(u64::try_from(ns).unwrap_or(u64::MAX)))
+    }
+
+    /// If the next message is due by `now`, take it and return its due
+    /// instant (at `rate` 0: `now`, it is due when generated).
+    pub fn poll_due(&mut self, now: Instant) -> Option<Instant> {
+        if self.is_done() {
+            return None;
+        }
+        let due = if self.rate == 0 { now } else { self.due_at(self.next) };
+        if due > now {
+            return None;
+        }
+        self.next += 1;
+        Some(due)
+    }
+
+    /// When the next message falls due (`None` once done; at `rate` 0 it is
+    /// always due: the start, which is in the past).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_done() { None } else { Some(self.due_at(self.next)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_times_are_exact_over_a_long_session() {
+        // 3 msgs/s does not divide a second: no drift from accumulated rounding.
+        let p = Pacer::new(3, Instant(0), None);
+        assert_eq!(p.due_at(0), Instant(0));
+        assert_eq!(p.due_at(1), Instant(333_333_333));
+        assert_eq!(p.due_at(3), Instant(1_000_000_000));
+        assert_eq!(p.due_at(3_000_000), Instant(1_000_000 * 1_000_000_000));
+    }
+
+    #[test]
+    fn limit_and_stop_end_the_session() {
+        let mut p = Pacer::new(1_000, Instant(0), Some(10));
+        while p.poll_due(Instant(2_500_000)).is_some() {}
+        assert_eq!(p.produced(), 3, "due at 0, 1 and 2 ms");
+        while p.poll_due(Instant(60_000_000_000)).is_some() {}
+        assert_eq!(p.produced(), 10, "capped by the limit");
+        assert!(p.is_done());
+        let mut q = Pacer::new(1_000, Instant(0), None);
+        assert!(q.poll_due(Instant(0)).is_some());
+        q.stop();
+        assert_eq!((q.poll_due(Instant(u64::MAX)), q.poll_timeout()), (None, None));
+    }
+
+    #[test]
+    fn flat_out_is_due_when_generated() {
+        let mut p = Pacer::new(0, Instant(5), Some(2));
+        assert_eq!(p.poll_timeout(), Some(Instant(5)));
+        assert_eq!(p.poll_due(Instant(9)), Some(Instant(9)));
+        assert_eq!(p.poll_due(Instant(11)), Some(Instant(11)));
+        assert_eq!(p.poll_due(Instant(12)), None);
+    }
+}

@@ -3,8 +3,9 @@
 //! For each transport and each subscriber count, runs the real `server` and N
 //! `client` processes on loopback for a fixed number of messages, several
 //! times, and prints the medians as a Markdown table: server CPU time per
-//! published message (the fan-out cost: flat for multicast, O(N) for tcp),
-//! delivered rate, and end-to-end latency percentiles.
+//! published message, user and system (the fan-out cost: flat for
+//! multicast, O(N) for tcp), delivered rate, and tick-to-cache latency
+//! percentiles (from each message's due time to the client's cache).
 //!
 //! ```text
 //! cargo build --release --bins && target/release/compare --transports tcp,multicast --clients 1,4,16,32
@@ -53,6 +54,8 @@ struct Args {
 #[derive(Debug, Default, Clone)]
 struct Run {
     server_cpu_ns_per_msg: f64,
+    server_user_ns_per_msg: f64,
+    server_sys_ns_per_msg: f64,
     server_syscalls_per_msg: f64,
     server_packets_per_msg: f64,
     client_rate: f64,
@@ -168,6 +171,8 @@ fn one_run(
     let s = wait_json(server, "server", deadline)?;
     let mut run = Run {
         server_cpu_ns_per_msg: s["cpu_ns_per_message"].as_f64().unwrap_or(f64::NAN),
+        server_user_ns_per_msg: s["cpu_user_ns_per_message"].as_f64().unwrap_or(f64::NAN),
+        server_sys_ns_per_msg: s["cpu_sys_ns_per_message"].as_f64().unwrap_or(f64::NAN),
         server_syscalls_per_msg: s["syscalls"].as_f64().unwrap_or(0.0)
             / s["messages"].as_f64().unwrap_or(1.0),
         server_packets_per_msg: s["transport_packets"].as_f64().unwrap_or(0.0)
@@ -179,9 +184,11 @@ fn one_run(
     for c in clients {
         let v = wait_json(c, "client", deadline)?;
         rates.push(v["rate"].as_f64().unwrap_or(0.0));
-        p50.push(v["latency_ns"]["p50"].as_f64().unwrap_or(f64::NAN) / 1e3);
-        p99.push(v["latency_ns"]["p99"].as_f64().unwrap_or(f64::NAN) / 1e3);
-        p999.push(v["latency_ns"]["p999"].as_f64().unwrap_or(f64::NAN) / 1e3);
+        // Tick-to-cache: from each message's due time to the cache.
+        let t = &v["tick_to_cache_ns"];
+        p50.push(t["p50"].as_f64().unwrap_or(f64::NAN) / 1e3);
+        p99.push(t["p99"].as_f64().unwrap_or(f64::NAN) / 1e3);
+        p999.push(t["p999"].as_f64().unwrap_or(f64::NAN) / 1e3);
         run.unrecovered += v["unrecovered"].as_u64().unwrap_or(0);
         run.delivered_all &= v["last_seq"].as_u64() == s["messages"].as_u64();
     }
@@ -212,7 +219,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| transport | clients | server CPU ns/msg | server packets sent/msg | server send syscalls/msg | client msg/s | p50 µs | p99 µs | p99.9 µs | complete |"
+        "| transport | clients | server CPU ns/msg (user + sys) | server packets sent/msg | server send syscalls/msg | client msg/s | tick-to-cache p50 µs | p99 µs | p99.9 µs | complete |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut port = args.base_port;
@@ -233,8 +240,10 @@ fn main() -> anyhow::Result<()> {
             let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
             let complete = runs.iter().all(|r| r.delivered_all && r.unrecovered == 0);
             println!(
-                "| {kind} | {n} | {:.0} | {:.3} | {:.3} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+                "| {kind} | {n} | {:.0} ({:.0} + {:.0}) | {:.3} | {:.3} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
                 m(|r| r.server_cpu_ns_per_msg),
+                m(|r| r.server_user_ns_per_msg),
+                m(|r| r.server_sys_ns_per_msg),
                 m(|r| r.server_packets_per_msg),
                 m(|r| r.server_syscalls_per_msg),
                 m(|r| r.client_rate),

@@ -27,7 +27,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tickwire_core::cache::{self, CacheReader, CacheWriter};
 use tickwire_core::gbm::GbmConfig;
-use tickwire_core::latency::{BreakdownSummary, Latency, LatencySummary, TickToCache};
+use tickwire_core::latency::{BreakdownSummary, Latency, LatencySummary, Run, TickToCache};
 use tickwire_core::recovery::{Event, Mode, Receiver, ReceiverConfig};
 use tickwire_core::wire::Packet;
 use tickwire_core::{Instant, SeqNo, SymbolId};
@@ -274,11 +274,14 @@ impl State {
     fn record_latencies(&mut self, packet: Option<PacketStamps>, applied: u64) {
         let t = &mut self.timing;
         let mut from_packet = 0u64;
+        let (mut total, mut queued) = (Run::default(), Run::default());
         for &(due, sent) in &self.applied {
-            t.tick_to_cache.record_between(due, applied);
-            t.due_to_sent.record_between(due, sent);
+            t.tick_to_cache.record_between_in(&mut total, due, applied);
+            t.due_to_sent.record_between_in(&mut queued, due, sent);
             from_packet += u64::from(packet.is_some_and(|p| p.send_time == sent));
         }
+        t.tick_to_cache.end_run(&mut total);
+        t.due_to_sent.end_run(&mut queued);
         // The messages of the packet just handled share its stamps.
         if let Some(p) = packet.filter(|_| from_packet > 0) {
             self.latency.record_between_n(p.send_time, p.app_rx, from_packet);

@@ -801,8 +801,20 @@ impl Tracker {
         if idx >= published as u64 {
             return Err(format!("packet {idx} arrived but only {published} were published"));
         }
-        if bytes != stream[idx as usize].as_slice() {
-            return Err(format!("packet {idx} differs from what was published"));
+        let sent = stream[idx as usize].as_slice();
+        let same = if line == Line::B {
+            // Line B carries the published packet with flags bit 0 set and
+            // its CRC redone (docs/PROTOCOL.md § 2.1).
+            let mut flagged = sent.to_vec();
+            let mut f = Packet::new_unchecked(&mut flagged[..]);
+            f.set_flags(f.flags() | tickwire_core::wire::FLAG_LINE_B);
+            f.fill_crc();
+            bytes == flagged.as_slice()
+        } else {
+            bytes == sent
+        };
+        if !same {
+            return Err(format!("packet {idx} differs from what was published (line {line:?})"));
         }
         if idx < self.start {
             return Err(format!("packet {idx} arrived, published before this peer was live"));

@@ -103,13 +103,15 @@ pub struct IdleStats {
 pub struct Idler {
     strategy: IdleStrategy,
     last_work: Instant,
+    /// The last poll did no work.
+    idle: bool,
     stats: IdleStats,
 }
 
 impl Idler {
     /// A new idler.
     pub fn new(strategy: IdleStrategy) -> Idler {
-        Idler { strategy, last_work: Instant::now(), stats: IdleStats::default() }
+        Idler { strategy, last_work: Instant::now(), idle: false, stats: IdleStats::default() }
     }
 
     /// The strategy.
@@ -132,10 +134,12 @@ impl Idler {
             }
             IdleStrategy::Auto => match until_deadline {
                 Some(d) if d < SPIN_BELOW => {
-                    // Spin politely: a task woken onto this CPU (the kernel
-                    // likes to wake a receiver next to its sender) runs now,
-                    // not after our time slice.
-                    std::thread::yield_now();
+                    // Spin politely once idle: a task woken onto this CPU (the
+                    // kernel likes to wake a receiver next to its sender) runs
+                    // now, not after our time slice. A busy loop does not yield.
+                    if self.idle {
+                        std::thread::yield_now();
+                    }
                     Some(Duration::ZERO)
                 }
                 Some(d) => Some(d - WAKE_MARGIN),
@@ -152,6 +156,7 @@ impl Idler {
 
     /// Record whether the last poll did work.
     pub fn record(&mut self, did_work: bool) {
+        self.idle = !did_work;
         if did_work && matches!(self.strategy, IdleStrategy::SpinBlock { .. }) {
             self.last_work = Instant::now();
         }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tickwire_core::wire::{DEFAULT_MAX_PACKET, HEADER_LEN, PacketKind};
+use tickwire_core::wire::{DEFAULT_MAX_PACKET, FLAG_LINE_B, HEADER_LEN, Packet, PacketKind};
 use tickwire_transports::conformance::{self, Delivery, Params, Profile};
 use tickwire_transports::multicast::{
     MulticastConfig, MulticastPublisher, MulticastSubscriber, peer_addr, peer_id,
@@ -197,7 +197,20 @@ fn ab_feeds_deliver_every_packet_on_both_lines() {
             got[0].iter().filter(|(l, _)| *l == line).map(|(_, b)| b).collect();
         assert_eq!(on_line.len(), N, "line {line:?}");
         for (i, bytes) in on_line.iter().enumerate() {
-            assert_eq!(*bytes, &sent[i], "line {line:?} packet {i}");
+            let p = Packet::new_checked(&bytes[..]).unwrap();
+            p.verify_crc().expect("valid CRC on both lines");
+            match line {
+                Line::A => assert_eq!(*bytes, &sent[i], "line A packet {i} as published"),
+                _ => {
+                    // Line B: the same packet with flags bit 0 set and its CRC redone.
+                    assert_eq!(p.flags(), FLAG_LINE_B, "line B packet {i}");
+                    let mut back = bytes.to_vec();
+                    let mut v = Packet::new_unchecked(&mut back[..]);
+                    v.set_flags(0);
+                    v.fill_crc();
+                    assert_eq!(back, sent[i], "line B packet {i} is line A's, flagged");
+                }
+            }
         }
     }
     assert_eq!(publisher.stats().packets_sent, 2 * N as u64);

@@ -811,9 +811,11 @@ impl Receiver {
             self.stats.duplicates += count;
             return;
         }
-        for (i, m) in MessageIter::new(payload, repr.count).enumerate() {
+        for ((i, m), due) in
+            MessageIter::new(payload, repr.count).enumerate().zip(timing.dues(count))
+        {
             let Ok(msg) = m else { break };
-            let times = Times { sent: repr.send_time, due: timing.due(i as u64, count) };
+            let times = Times { sent: repr.send_time, due };
             self.on_message(now, line, first + i as u64, msg, times, retrans);
         }
     }

@@ -340,6 +340,17 @@ fn drain(
     Ok(out)
 }
 
+/// Set `flags` bit 0 (line B) of a packet in place and refresh its CRC.
+/// Bytes that are not a packet are left alone (the publisher only queues packets).
+fn mark_line_b(bytes: &mut [u8]) {
+    let mut p = Packet::new_unchecked(bytes);
+    if p.check_len().is_ok() {
+        let flags = p.flags() | tickwire_core::wire::FLAG_LINE_B;
+        p.set_flags(flags);
+        p.fill_crc();
+    }
+}
+
 fn timeout_is_zero(t: Option<Duration>) -> bool {
     t == Some(Duration::ZERO)
 }
@@ -541,6 +552,13 @@ impl Publisher for MulticastPublisher {
         }
         let mut result = Ok(());
         for g in 0..self.groups.len() {
+            if g == 1 {
+                // Line B carries the same packets with `flags` bit 0 set (and
+                // so another CRC), as docs/PROTOCOL.md § 2.1 specifies.
+                for i in 0..self.queued {
+                    mark_line_b(self.tx.packet_mut(i));
+                }
+            }
             let dest = self.groups[g];
             if let Err(e) = self.send_batch(dest) {
                 result = result.and(Err(e));

@@ -152,6 +152,12 @@ impl Slots {
         self.lens[i] = len;
     }
 
+    /// The packet in slot `i`, mutably (its first `len` bytes as last set).
+    pub(crate) fn packet_mut(&mut self, i: usize) -> &mut [u8] {
+        let start = i * self.slot_len;
+        &mut self.data[start..start + self.lens[i]]
+    }
+
     /// The packet in slot `i`: its first `len` bytes as last set or received.
     pub(crate) fn packet(&self, i: usize) -> &[u8] {
         &self.data[i * self.slot_len..i * self.slot_len + self.lens[i]]

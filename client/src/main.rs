@@ -93,6 +93,10 @@ struct Args {
     drop_seed: u64,
 }
 
+/// Largest `--universe`: 2^24 symbols (a cache of ~1 GiB). Beyond that the
+/// allocation would fail, which aborts the process instead of saying why.
+const MAX_UNIVERSE: u32 = 1 << 24;
+
 fn print_summary(s: &Summary) {
     eprintln!(
         "client summary: {} messages delivered ({:.0} msg/s), last seq {}, gaps {} (filled {} by retransmit, {} by snapshot, {} unrecovered), \
@@ -133,8 +137,28 @@ fn main() -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.drop_rate) {
         anyhow::bail!("--drop-rate must be between 0 and 1, got {}", args.drop_rate);
     }
-    if args.universe == 0 {
-        anyhow::bail!("--universe must be at least 1");
+    if !(1..=MAX_UNIVERSE).contains(&args.universe) {
+        anyhow::bail!(
+            "--universe must be between 1 and {MAX_UNIVERSE} (the cache takes ~64 bytes per symbol), got {}",
+            args.universe
+        );
+    }
+    if let Some(bad) = args.symbols.as_ref().and_then(|s| s.iter().find(|&&x| x >= args.universe)) {
+        anyhow::bail!("--symbols names symbol {bad}, outside the universe 0..{}", args.universe);
+    }
+    // A receiver must take the largest packet a server may send: at least a
+    // full datagram. A smaller limit would drop every full packet as malformed.
+    let min_packet = tickwire_core::wire::DEFAULT_MAX_PACKET;
+    if !(min_packet..=tickwire_core::wire::MAX_PACKET_LEN).contains(&args.max_packet) {
+        anyhow::bail!(
+            "--max-packet must be between {min_packet} and {}, got {}",
+            tickwire_core::wire::MAX_PACKET_LEN,
+            args.max_packet
+        );
+    }
+    // Fail now, not after the whole run, if an output file cannot be written.
+    for path in [&args.hdr_log, &args.book_out].into_iter().flatten() {
+        std::fs::write(path, b"").with_context(|| format!("cannot write {}", path.display()))?;
     }
     let cfg = ClientConfig {
         transport: TransportOptions {

@@ -8,13 +8,16 @@
 //! Convention in the document: a heading line `#### Vector: \`name\``, then a
 //! fenced block tagged `fields` (`key = value` lines) and a fenced block tagged
 //! `hex` (bytes as hex pairs; anything after `#` on a line is a comment).
+//! A Data packet flagged `FLAG_TIMING` documents its timing block as a
+//! `timing = first_due=… last_due=…` line of the `fields` block.
 //!
 //! `print_vectors` (ignored) regenerates the vectors' markdown from the values
 //! below: `cargo test -p tickwire-core --test protocol_vectors -- --ignored --nocapture`.
 
 use tickwire_core::wire::{
-    HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, MessageIter, NackReject, NackRejectRepr, Packet,
-    PacketKind, PacketRepr, SnapshotHeader, SnapshotRepr, emit_message, emit_record, message_len,
+    FLAG_TIMING, HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, MessageIter, NackReject,
+    NackRejectRepr, Packet, PacketKind, PacketRepr, SnapshotHeader, SnapshotRepr, TIMING_LEN,
+    Timing, emit_message, emit_record, message_len,
 };
 use tickwire_core::{Message, Quote, SeqNo, Side, SymbolState, Trade};
 
@@ -27,10 +30,12 @@ struct Vector {
     body: Body,
 }
 
+/// A packet's payload. `Messages` holds the timing block of a Data packet
+/// flagged `FLAG_TIMING` (`None` otherwise), then its messages.
 #[derive(Clone, Debug, PartialEq)]
 enum Body {
     Empty,
-    Messages(Vec<Message>),
+    Messages { timing: Option<Timing>, messages: Vec<Message> },
     Snapshot { part: u16, parts: u16, symbols: u32, records: Vec<SymbolState> },
     LoginAck(LoginAckRepr),
     NackReject(NackRejectRepr),
@@ -40,7 +45,9 @@ impl Body {
     fn len(&self) -> usize {
         match self {
             Body::Empty => 0,
-            Body::Messages(ms) => ms.iter().map(message_len).sum(),
+            Body::Messages { timing, messages } => {
+                timing.map_or(0, |_| TIMING_LEN) + messages.iter().map(message_len).sum::<usize>()
+            }
             Body::Snapshot { records, .. } => SnapshotRepr::buffer_len(records.len()),
             Body::LoginAck(_) => LoginAck::<&[u8]>::LEN,
             Body::NackReject(_) => NackReject::<&[u8]>::LEN,
@@ -56,9 +63,13 @@ fn emit(header: &PacketRepr, body: &Body) -> Vec<u8> {
     let payload = p.payload_mut();
     match body {
         Body::Empty => {}
-        Body::Messages(ms) => {
+        Body::Messages { timing, messages } => {
             let mut off = 0;
-            for m in ms {
+            if let Some(t) = timing {
+                t.emit(&mut payload[..TIMING_LEN]);
+                off = TIMING_LEN;
+            }
+            for m in messages {
                 off += emit_message(m, &mut payload[off..]).expect("message fits");
             }
         }
@@ -141,6 +152,7 @@ fn parse_fields(name: &str, text: &str) -> Vector {
     let mut crc = None;
     let mut seen = Vec::new();
     let mut messages = Vec::new();
+    let mut timing = None;
     let mut snapshot: Option<(u16, u16, u32)> = None;
     let mut records = Vec::new();
     let mut body = None;
@@ -157,6 +169,11 @@ fn parse_fields(name: &str, text: &str) -> Vector {
             "send_time" => header.send_time = num(v),
             "payload_len" => header.payload_len = num(v) as usize,
             "crc" => crc = Some(num(v) as u32),
+            "timing" => {
+                let f = kv(v);
+                timing =
+                    Some(Timing { first_due: num(&f("first_due")), last_due: num(&f("last_due")) });
+            }
             "message" => {
                 let (ty, rest) = v.split_once(' ').unwrap_or((v, ""));
                 let f = kv(rest);
@@ -231,8 +248,8 @@ fn parse_fields(name: &str, text: &str) -> Vector {
         b
     } else if let Some((part, parts, symbols)) = snapshot {
         Body::Snapshot { part, parts, symbols, records }
-    } else if !messages.is_empty() {
-        Body::Messages(messages)
+    } else if !messages.is_empty() || timing.is_some() {
+        Body::Messages { timing, messages }
     } else {
         Body::Empty
     };
@@ -300,11 +317,21 @@ fn parse_bytes(name: &str, bytes: &[u8]) -> Vector {
     let header = PacketRepr::parse(&p).unwrap_or_else(|e| panic!("{name}: header: {e}"));
     let payload = p.payload();
     let body = match header.kind {
-        PacketKind::Data | PacketKind::Retransmission => Body::Messages(
-            MessageIter::new(payload, header.count)
-                .collect::<Result<_, _>>()
-                .unwrap_or_else(|e| panic!("{name}: messages: {e}")),
-        ),
+        PacketKind::Data | PacketKind::Retransmission => {
+            let timed = header.kind == PacketKind::Data && header.flags & FLAG_TIMING != 0;
+            assert_eq!(p.has_timing(), timed, "{name}: has_timing");
+            assert_eq!(
+                p.messages().len(),
+                payload.len() - if timed { TIMING_LEN } else { 0 },
+                "{name}: messages start after the timing block"
+            );
+            Body::Messages {
+                timing: p.timing(),
+                messages: MessageIter::new(p.messages(), header.count)
+                    .collect::<Result<_, _>>()
+                    .unwrap_or_else(|e| panic!("{name}: messages: {e}")),
+            }
+        }
         PacketKind::Snapshot => {
             let s = SnapshotRepr::parse(payload, header.count)
                 .unwrap_or_else(|e| panic!("{name}: snapshot: {e}"));
@@ -333,7 +360,9 @@ fn parse_bytes(name: &str, bytes: &[u8]) -> Vector {
 fn document_vectors_parse_verify_and_reemit() {
     let vectors = document_vectors();
     let names: Vec<&str> = vectors.iter().map(|(v, _)| v.name.as_str()).collect();
-    for required in ["heartbeat", "data", "nack", "login_ack", "nack_reject", "snapshot"] {
+    for required in
+        ["heartbeat", "data", "data_timed", "nack", "login_ack", "nack_reject", "snapshot"]
+    {
         assert!(names.contains(&required), "docs/PROTOCOL.md lacks vector {required}: {names:?}");
     }
     for (doc, bytes) in &vectors {
@@ -366,6 +395,10 @@ fn document_vectors_parse_verify_and_reemit() {
 
 /// The session epoch of the examples: the server's start time in ns (2025-11-24).
 const EPOCH: u64 = 1_764_000_000_000_000_000;
+
+/// The timing block of `data_timed`: its two messages fell due 10 µs and
+/// 1 µs before the packet's send time (`EPOCH` + 1 s).
+const TIMED: Timing = Timing { first_due: EPOCH + 999_990_000, last_due: EPOCH + 999_999_000 };
 
 fn header(
     kind: PacketKind,
@@ -415,11 +448,36 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
         let h = header(kind, flags, first_seq, count, t, &body);
         v.push((name.to_string(), h, body));
     };
-    add("data", Data, 0, 1000, 2, 1_000_000_000, Body::Messages(vec![quote(), trade()]));
+    add(
+        "data",
+        Data,
+        0,
+        1000,
+        2,
+        1_000_000_000,
+        Body::Messages { timing: None, messages: vec![quote(), trade()] },
+    );
+    add(
+        "data_timed",
+        Data,
+        FLAG_TIMING,
+        1000,
+        2,
+        1_000_000_000,
+        Body::Messages { timing: Some(TIMED), messages: vec![quote(), trade()] },
+    );
     add("heartbeat", Heartbeat, 0, 1002, 0, 1_250_000_000, Body::Empty);
     add("heartbeat_line_b", Heartbeat, 1, 1002, 0, 1_250_000_000, Body::Empty);
     add("nack", Nack, 0, 1000, 2, 1_300_000_000, Body::Empty);
-    add("retransmission", Retransmission, 0, 1001, 1, 1_300_050_000, Body::Messages(vec![trade()]));
+    add(
+        "retransmission",
+        Retransmission,
+        0,
+        1001,
+        1,
+        1_300_050_000,
+        Body::Messages { timing: None, messages: vec![trade()] },
+    );
     add(
         "nack_reject",
         NackReject,
@@ -517,6 +575,7 @@ const TRADE_LAYOUT: &[(usize, &str)] = &[
     (4, "reserved"),
     (8, "exch_ts"),
 ];
+const TIMING_LAYOUT: &[(usize, &str)] = &[(8, "first_due"), (8, "last_due")];
 const SNAP_HEADER_LAYOUT: &[(usize, &str)] = &[(2, "part"), (2, "parts"), (4, "symbols")];
 const RECORD_LAYOUT: &[(usize, &str)] = &[
     (4, "symbol"),
@@ -544,8 +603,11 @@ fn fields_text(h: &PacketRepr, crc: u32, body: &Body) -> String {
     s += &format!("crc         = {crc:#010x}\n");
     match body {
         Body::Empty => {}
-        Body::Messages(ms) => {
-            for m in ms {
+        Body::Messages { timing, messages } => {
+            if let Some(t) = timing {
+                s += &format!("timing      = first_due={} last_due={}\n", t.first_due, t.last_due);
+            }
+            for m in messages {
                 match m {
                     Message::Quote(q) => {
                         s += &format!(
@@ -602,9 +664,16 @@ fn hex_text(bytes: &[u8], body: &Body) -> String {
     let payload = &bytes[HEADER_LEN..];
     match body {
         Body::Empty => {}
-        Body::Messages(ms) => {
+        Body::Messages { timing, messages } => {
             let mut off = 0;
-            for m in ms {
+            if timing.is_some() {
+                for &(flen, label) in TIMING_LAYOUT {
+                    let b = payload[off..off + flen].to_vec();
+                    lines.push((b, format!("{:>3}  timing+{off}  {label}", HEADER_LEN + off)));
+                    off += flen;
+                }
+            }
+            for m in messages {
                 let len = message_len(m);
                 let layout =
                     if matches!(m, Message::Quote(_)) { QUOTE_LAYOUT } else { TRADE_LAYOUT };
@@ -696,4 +765,35 @@ fn document_holds_the_examples() {
     let ours: Vec<(String, Vec<u8>)> =
         example_vectors().into_iter().map(|(n, h, b)| (n, emit(&h, &b))).collect();
     assert_eq!(doc, ours);
+}
+
+/// The timing block of `data_timed` reads back as documented, and the due
+/// times of its two messages are the block's first and last.
+#[test]
+fn data_timed_carries_the_documented_due_times() {
+    let vectors = document_vectors();
+    let bytes = |name: &str| {
+        vectors
+            .iter()
+            .find(|(v, _)| v.name == name)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_else(|| panic!("docs/PROTOCOL.md lacks vector {name}"))
+    };
+    let timed = bytes("data_timed");
+    let p = Packet::new_checked(&timed[..]).unwrap();
+    assert_eq!(p.flags(), FLAG_TIMING);
+    assert!(p.has_timing());
+    let t = p.timing().expect("data_timed has a timing block");
+    assert_eq!(
+        t,
+        Timing { first_due: 1_764_000_000_999_990_000, last_due: 1_764_000_000_999_999_000 }
+    );
+    assert_eq!(t.due(0, 2), 1_764_000_000_999_990_000);
+    assert_eq!(t.due(1, 2), 1_764_000_000_999_999_000);
+    // The messages follow the block, byte for byte those of `data`.
+    let plain = bytes("data");
+    let q = Packet::new_checked(&plain[..]).unwrap();
+    assert_eq!(q.timing(), None);
+    assert_eq!(p.messages(), q.messages());
+    assert_eq!(p.payload_len(), q.payload_len() + TIMING_LEN);
 }

@@ -117,6 +117,10 @@ fn main() -> anyhow::Result<()> {
             tickwire_core::wire::MAX_PACKET_LEN
         );
     }
+    if let Some(path) = &args.book_out {
+        // Fail now, not after the whole run, if the book cannot be written.
+        std::fs::write(path, b"").with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if args.wait_clients > 0 && args.transport != TransportKind::Tcp {
         anyhow::bail!(
             "--wait-clients needs --transport tcp: datagram subscribers join the group without logging in"

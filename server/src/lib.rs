@@ -310,13 +310,12 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         // 1. Generate what is due, each message stamped with its own due time.
         if !core.is_ended() && !waiting {
             let wall = wall_ns();
-            let mut n = 0;
-            while n < MAX_BATCH {
-                let Some(due) = pacer.poll_due(now) else { break };
+            let first = pacer.produced();
+            let n = pacer.take_due(now, MAX_BATCH);
+            for i in first..first + n {
+                let due = if cfg.rate == 0 { now } else { pacer.due_at(i) };
                 let msg: Message = generator.next_message();
-                let late = now.saturating_duration_since(due).as_nanos() as u64;
-                core.push(due, wall.saturating_sub(late), &msg);
-                n += 1;
+                core.push(due, wall.saturating_sub(now.0.saturating_sub(due.0)), &msg);
             }
             did_work |= n > 0;
             if n < MAX_BATCH {
@@ -348,8 +347,18 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         did_work |= transmit(&mut core, transport.as_mut())?;
 
         // 4. Wait for I/O until the earliest deadline; serve requests.
+        // Under a coalescing bound the next message would wait for it anyway:
+        // wake when it expires for the next message (or, while a packet is
+        // open, when the publisher's bound for it does), then generate what
+        // fell due meanwhile. One wake-up per packet, not per message.
+        let next_due = pacer.poll_timeout().filter(|_| !waiting);
+        let next_due = match cfg.max_delay {
+            None => next_due,
+            Some(_) if core.pending_messages() > 0 => None,
+            Some(d) => next_due.map(|t| t + d),
+        };
         let deadline = [
-            pacer.poll_timeout().filter(|_| !waiting),
+            next_due,
             core.poll_timeout(),
             end_at.filter(|_| !core.is_ended() && !waiting),
             linger_until,
@@ -444,9 +453,16 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
 /// stamped with the moment it is handed over, then push the batch out.
 /// Returns whether anything was sent.
 fn transmit(core: &mut Core, transport: &mut dyn Publisher) -> io::Result<bool> {
+    if core.queued_packets() == 0 {
+        return Ok(false);
+    }
+    // One stamp for the batch: its packets reach the kernel together (one
+    // sendmmsg, one writev per client), and a clock read per packet costs
+    // more than the packets' spread.
+    let wall = wall_ns();
     let mut sent = false;
     while core.queued_packets() > 0 {
-        transport.publish_with(&mut |buf| core.poll_transmit(wall_ns(), buf).unwrap_or(0))?;
+        transport.publish_with(&mut |buf| core.poll_transmit(wall, buf).unwrap_or(0))?;
         sent = true;
     }
     if sent {

@@ -426,17 +426,20 @@ struct Entry {
 /// state allocates nothing.
 #[derive(Debug)]
 struct LiveQueue {
+    /// Zero-filled storage; `buf[..end]` is in use.
     buf: Vec<u8>,
+    end: usize,
     entries: Vec<Entry>,
     read: usize,
-    /// Start of the open packet: `buf[open..]` (empty when `open == buf.len()`).
+    /// Start of the open packet: `buf[open..end]` (empty when `open == end`).
     open: usize,
 }
 
 impl LiveQueue {
     fn with_capacity(max_packet_len: usize) -> LiveQueue {
         LiveQueue {
-            buf: Vec::with_capacity(max_packet_len * LIVE_QUEUE_PACKETS),
+            buf: vec![0; max_packet_len * LIVE_QUEUE_PACKETS],
+            end: 0,
             entries: Vec::with_capacity(LIVE_QUEUE_PACKETS * 2),
             read: 0,
             open: 0,
@@ -449,34 +452,47 @@ impl LiveQueue {
         if self.read < self.entries.len() || self.read == 0 {
             return;
         }
-        self.buf.copy_within(self.open.., 0);
-        self.buf.truncate(self.buf.len() - self.open);
+        self.buf.copy_within(self.open..self.end, 0);
+        self.end -= self.open;
         self.open = 0;
         self.entries.clear();
         self.read = 0;
     }
 
+    /// `len` more bytes at the end, to write into (grows the storage only if
+    /// more than `LIVE_QUEUE_PACKETS` packets wait, which a caller that
+    /// transmits every loop iteration never makes happen).
+    #[inline]
+    fn extend(&mut self, len: usize) -> &mut [u8] {
+        let at = self.end;
+        if at + len > self.buf.len() {
+            self.buf.resize((at + len).max(self.buf.len() * 2), 0);
+        }
+        self.end += len;
+        &mut self.buf[at..at + len]
+    }
+
     /// Bytes of the open packet (0: none).
     fn open_len(&self) -> usize {
-        self.buf.len() - self.open
+        self.end - self.open
     }
 
     /// The open packet's bytes.
     fn open_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.open..]
+        &mut self.buf[self.open..self.end]
     }
 
     /// Seal the open packet as it stands.
     fn seal_open(&mut self) {
         self.entries.push(Entry { start: self.open, len: self.open_len() });
-        self.open = self.buf.len();
+        self.open = self.end;
     }
 
     /// Queue a complete packet (control packets; the open packet must be empty).
     fn push(&mut self, bytes: &[u8]) {
         debug_assert_eq!(self.open_len(), 0, "control packets go between data packets");
         self.compact();
-        self.buf.extend_from_slice(bytes);
+        self.extend(bytes.len()).copy_from_slice(bytes);
         self.seal_open();
     }
 
@@ -637,21 +653,18 @@ impl Publisher {
             self.stats.rejected_messages += 1;
             return self.next_seq;
         }
-        self.last_wall = self.last_wall.max(due_wall_ns);
         if self.live.open_len() + len > self.cfg.max_packet_len {
             self.seal(due);
         }
         if self.live.open_len() == 0 {
             self.live.compact();
-            self.live.buf.resize(self.live.buf.len() + DATA_OVERHEAD, 0);
+            self.live.extend(DATA_OVERHEAD);
             self.first_due = due_wall_ns;
             self.oldest_due = due;
         }
-        let at = self.live.buf.len();
-        self.live.buf.resize(at + len, 0);
-        let written = wire::emit_message(msg, &mut self.live.buf[at..]);
+        let written = wire::emit_message(msg, self.live.extend(len));
         debug_assert_eq!(written, Some(len), "a message fits in an empty packet (MIN_PACKET_LEN)");
-        self.last_due = due_wall_ns.max(self.first_due);
+        self.last_due = due_wall_ns;
         self.pending.push(*msg);
         let seq = self.next_seq;
         self.next_seq = seq.next();
@@ -805,7 +818,8 @@ impl Publisher {
         let first = self.store.next();
         let count = self.pending.len();
         let open_len = self.live.open_len();
-        let timing = wire::Timing { first_due: self.first_due, last_due: self.last_due };
+        let timing =
+            wire::Timing { first_due: self.first_due, last_due: self.last_due.max(self.first_due) };
         {
             let open = self.live.open_mut();
             let mut p = Packet::new_unchecked(&mut open[..]);

@@ -100,6 +100,17 @@ impl ReorderBuffer {
         self.lo = lo;
     }
 
+    /// Move the window's start forward to `lo` when the caller knows no
+    /// sequence in `[self.lo, lo)` is held (an in-order run was delivered
+    /// straight through): [`Self::advance`] without scanning the slots.
+    pub(super) fn advance_past_empty(&mut self, lo: u64) {
+        debug_assert!(
+            (self.lo..lo.min(self.lo + self.cap())).all(|s| !self.present(s)),
+            "advance_past_empty over held messages"
+        );
+        self.lo = self.lo.max(lo);
+    }
+
     /// Move the window's start to `lo`, forward or backward. Backward: only
     /// tags in `[old lo, lo + cap)` stay valid, every other slot is emptied.
     pub(super) fn rebase(&mut self, lo: u64) {

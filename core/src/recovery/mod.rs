@@ -811,6 +811,16 @@ impl Receiver {
             self.stats.duplicates += count;
             return;
         }
+        if self.synced
+            && first == self.next
+            && self.high == self.next
+            && self.gaps.is_empty()
+            && self.buf.lo() == first
+            && first + count <= self.buf.hi()
+        {
+            self.deliver_in_order(line, repr, timing, payload);
+            return;
+        }
         for ((i, m), due) in
             MessageIter::new(payload, repr.count).enumerate().zip(timing.dues(count))
         {
@@ -818,6 +828,41 @@ impl Receiver {
             let times = Times { sent: repr.send_time, due };
             self.on_message(now, line, first + i as u64, msg, times, retrans);
         }
+    }
+
+    /// The fast path of [`Self::on_messages`]: the packet continues the
+    /// stream exactly (`first == next`), nothing is held beyond it and no gap
+    /// is open, so every message is delivered as it comes. The outcome is the
+    /// per-message path's (same events, counters and state), without its
+    /// per-message reorder-buffer bookkeeping.
+    fn deliver_in_order(&mut self, line: Line, repr: &PacketRepr, timing: Timing, payload: &[u8]) {
+        let retrans = repr.kind == PacketKind::Retransmission;
+        let first = repr.first_seq.0;
+        let count = u64::from(repr.count);
+        let mut n = 0u64;
+        for (m, due) in MessageIter::new(payload, repr.count).zip(timing.dues(count)) {
+            let Ok(msg) = m else { break };
+            self.events.push_back(Event::Message {
+                seq: SeqNo(first + n),
+                msg,
+                send_time: repr.send_time,
+                due_time: due,
+                recovered: retrans,
+            });
+            n += 1;
+        }
+        match (retrans, line) {
+            (true, _) => self.stats.messages_retransmitted += n,
+            (false, Line::A) => self.stats.line_a_won += n,
+            (false, Line::B) => self.stats.line_b_won += n,
+            (false, Line::Unicast) => {}
+        }
+        self.stats.messages_delivered += n;
+        self.next = first + n;
+        self.high = self.next;
+        // Nothing at or above the old `next` was held (`high == next`), so
+        // the window moves without anything to empty.
+        self.buf.advance_past_empty(self.next);
     }
 
     /// A late joiner waiting for a snapshot sees the session's first packet

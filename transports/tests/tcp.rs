@@ -687,3 +687,35 @@ fn fanout_throughput() {
         );
     }
 }
+
+/// The waiter: mio rounds any sub-millisecond timeout up to 1 ms; the TCP
+/// transports wait on their epoll descriptor with ppoll instead, so a 50 µs
+/// poll with nothing to do ends long before a millisecond. (The best of 20
+/// tries: a loaded machine may wake us late, never early.)
+#[test]
+fn a_50us_poll_is_not_rounded_to_a_millisecond() {
+    tickwire_transports::wait::set_min_timer_slack().unwrap();
+    let mut p = TcpPublisher::bind(any_port(), TcpPublisherConfig::default()).unwrap();
+    let mut s = TcpSubscriber::connect(p.local_addr(), TcpSubscriberConfig::default()).unwrap();
+    // Let the connection settle, then time empty polls on both sides.
+    for _ in 0..50 {
+        p.poll(Some(Duration::from_millis(1)), &mut |_| {}).unwrap();
+        s.poll(Some(Duration::from_millis(1)), &mut |_| {}).unwrap();
+    }
+    let best = |f: &mut dyn FnMut()| {
+        (0..20)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let pub_best = best(&mut || p.poll(Some(Duration::from_micros(50)), &mut |_| {}).unwrap());
+    let sub_best = best(&mut || s.poll(Some(Duration::from_micros(50)), &mut |_| {}).unwrap());
+    for (who, b) in [("publisher", pub_best), ("subscriber", sub_best)] {
+        assert!(b >= Duration::from_micros(50), "{who} waited its timeout: {b:?}");
+        assert!(b < Duration::from_micros(900), "{who}: best 50 µs poll took {b:?}");
+    }
+}

@@ -155,7 +155,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn count(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::COUNT.start)
     }
-    /// Flags (bit 0 [`FLAG_LINE_B`]: sent on feed line B; bit 1 [`FLAG_TIMING`]:
+    /// Flags (bit 0 [`FLAG_LINE_B`](super::FLAG_LINE_B): sent on feed line B; bit 1 [`FLAG_TIMING`]:
     /// a Data payload starts with a [`Timing`] block; others reserved, zero).
     pub fn flags(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::FLAGS.start)

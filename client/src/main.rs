@@ -78,7 +78,7 @@ struct Args {
     #[arg(long)]
     cpu: Option<usize>,
     /// Idle strategy: auto (block until the next timer, spinning when it is
-    /// within 100 µs), block, spin (give it a CPU with --cpu), spin-block[:BUDGET]
+    /// within 100 µs), block, spin (give it a CPU with --cpu), spin-block or spin-block:BUDGET
     /// (spin BUDGET after each packet, then block).
     #[arg(long, default_value = "auto")]
     idle: IdleStrategy,

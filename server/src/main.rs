@@ -79,7 +79,7 @@ struct Args {
     max_delay: Option<Duration>,
     /// Idle strategy: auto (spin when the next message is due within 100 µs,
     /// else block until 50 µs before it), block, spin (give it a CPU with
-    /// --cpu), spin-block[:BUDGET] (spin BUDGET after work, then block).
+    /// --cpu), spin-block or spin-block:BUDGET (spin BUDGET after work, then block).
     #[arg(long, default_value = "auto")]
     idle: IdleStrategy,
     /// Largest packet in bytes.

@@ -33,6 +33,7 @@ use tickwire_core::wire::Packet;
 use tickwire_core::{Instant, SeqNo, SymbolId};
 use tickwire_transports::affinity::cpu_times;
 use tickwire_transports::idle::{IdleStrategy, Idler};
+use tickwire_transports::metrics::{Kind, Metrics};
 use tickwire_transports::select::{TransportKind, TransportOptions, build_subscriber};
 use tickwire_transports::{SubEvent, Subscriber};
 
@@ -70,6 +71,9 @@ pub struct ClientConfig {
     /// file, so a test or script can start the server knowing that no
     /// message will be missed.
     pub ready_file: Option<std::path::PathBuf>,
+    /// Serve every counter of the summary and the tick-to-cache percentiles
+    /// in the Prometheus text format here while running.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Recovery-time percentiles (gap seen → filled), microseconds.
@@ -354,6 +358,17 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     let now = || Instant(start.elapsed().as_nanos() as u64);
     let mut idler = Idler::new(cfg.idle);
     let mut view = LiveView::new(cfg.live_view);
+    let metrics = match cfg.metrics {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new("tickwire_client", CLIENT_METRICS));
+            let bound = tickwire_transports::metrics::serve(addr, m.clone())
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            eprintln!("client: metrics on http://{bound}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
+    let mut metrics_due = Instant::ZERO;
     let mut req = vec![0u8; tickwire_core::wire::MAX_PACKET_LEN];
 
     loop {
@@ -405,6 +420,12 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         }
         idler.record(work > 0);
         view.maybe_draw(t, &st.receiver, &st.timing, &reader, &st.activity);
+        if let Some(m) = &metrics
+            && t >= metrics_due
+        {
+            publish_metrics(m, &st, transport.stats().malformed, cpu_times().since(cpu_start));
+            metrics_due = t + METRICS_EVERY;
+        }
 
         let done_session =
             cfg.exit_on_end && st.end.is_some_and(|e| st.receiver.next_expected() >= e);
@@ -475,6 +496,79 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         rate: rs.messages_delivered as f64 / elapsed.max(1e-9),
         breakdown_table: table,
     })
+}
+
+/// How often the loop copies its counters (and percentiles: a few µs of
+/// histogram walk) into the metrics registry.
+const METRICS_EVERY: Duration = Duration::from_millis(250);
+
+/// The client's metrics, in the order [`publish_metrics`] sets them.
+const CLIENT_METRICS: &[(&str, &str, Kind)] = &[
+    ("messages_delivered_total", "Messages delivered in order.", Kind::Counter),
+    ("gaps_detected_total", "Sequence gaps detected.", Kind::Counter),
+    ("messages_missed_total", "Messages missing in those gaps.", Kind::Counter),
+    ("gaps_filled_retransmit_total", "Gaps filled by retransmission.", Kind::Counter),
+    ("gaps_filled_reorder_total", "Gaps closed before any NACK.", Kind::Counter),
+    ("gaps_filled_snapshot_total", "Gaps covered by a snapshot.", Kind::Counter),
+    ("unrecovered_total", "Gaps given up on.", Kind::Counter),
+    ("duplicates_total", "Duplicate messages dropped.", Kind::Counter),
+    ("crc_errors_total", "Packets with a bad CRC.", Kind::Counter),
+    ("malformed_total", "Malformed packets.", Kind::Counter),
+    ("nacks_sent_total", "NACKs sent.", Kind::Counter),
+    ("nack_rejects_total", "NACKs rejected by the server.", Kind::Counter),
+    ("snapshots_total", "Snapshots applied.", Kind::Counter),
+    ("reconnects_total", "Reconnections (tcp).", Kind::Counter),
+    ("epoch_changes_total", "Session epoch changes seen.", Kind::Counter),
+    ("line_a_won_total", "A/B arbitration: messages first seen on line A.", Kind::Counter),
+    ("line_b_won_total", "A/B arbitration: messages first seen on line B.", Kind::Counter),
+    ("next_seq", "Next sequence expected.", Kind::Gauge),
+    ("tick_to_cache_ns{quantile=\"0.5\"}", "Tick-to-cache latency, ns.", Kind::Gauge),
+    ("tick_to_cache_ns{quantile=\"0.99\"}", "Tick-to-cache latency, ns.", Kind::Gauge),
+    ("tick_to_cache_ns{quantile=\"0.999\"}", "Tick-to-cache latency, ns.", Kind::Gauge),
+    ("tick_to_cache_ns{quantile=\"1\"}", "Tick-to-cache latency, ns.", Kind::Gauge),
+    ("tick_to_cache_samples_total", "Tick-to-cache samples recorded.", Kind::Counter),
+    ("cpu_user_ns_total", "User CPU time, ns.", Kind::Counter),
+    ("cpu_sys_ns_total", "System CPU time, ns.", Kind::Counter),
+];
+
+fn publish_metrics(
+    m: &Metrics,
+    st: &State,
+    transport_malformed: u64,
+    cpu: tickwire_transports::affinity::CpuTimes,
+) {
+    let rs = st.receiver.stats();
+    let t = st.timing.tick_to_cache.summary();
+    let values: [u64; CLIENT_METRICS.len()] = [
+        rs.messages_delivered,
+        rs.gaps_detected,
+        rs.messages_missed,
+        rs.gaps_filled_retransmit,
+        rs.gaps_filled_reorder,
+        rs.gaps_covered_snapshot,
+        rs.unrecovered,
+        rs.duplicates,
+        rs.bad_crc,
+        rs.malformed + transport_malformed,
+        rs.nacks_sent,
+        rs.nack_rejects,
+        rs.snapshots_applied,
+        rs.reconnects,
+        rs.epoch_changes,
+        rs.line_a_won,
+        rs.line_b_won,
+        st.receiver.next_expected().0,
+        t.p50,
+        t.p99,
+        t.p999,
+        t.max,
+        t.count,
+        cpu.user.as_nanos() as u64,
+        cpu.sys.as_nanos() as u64,
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        m.set(i, v);
+    }
 }
 
 fn write_book(reader: &CacheReader, path: &std::path::Path) -> anyhow::Result<()> {

@@ -74,6 +74,10 @@ struct Args {
     /// Once subscribed (transport up), create this file (tests start the server after it).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Serve every counter and the tick-to-cache percentiles in the Prometheus
+    /// text format at this address while running (scrape http://ADDR/metrics).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
     /// Pin the receive thread to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
@@ -183,6 +187,7 @@ fn main() -> anyhow::Result<()> {
         hdr_log: args.hdr_log,
         book_out: args.book_out,
         ready_file: args.ready_file,
+        metrics: args.metrics,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

@@ -40,6 +40,7 @@ use tickwire_core::publisher::{Publisher as Core, PublisherConfig, RequestOutcom
 use tickwire_core::{Instant, Message};
 use tickwire_transports::affinity::{cpu_times, pin_to_cpu};
 use tickwire_transports::idle::{IdleStrategy, Idler};
+use tickwire_transports::metrics::{self, Kind, Metrics};
 use tickwire_transports::select::{TransportKind, TransportOptions, build_publisher};
 use tickwire_transports::wait::set_min_timer_slack;
 use tickwire_transports::{DisconnectReason, PeerId, PubEvent, Publisher};
@@ -79,6 +80,9 @@ pub struct ServerConfig {
     /// Start the session only once this many clients have logged in (tcp:
     /// benchmarks measure the feed, not a late client's catch-up). 0: at once.
     pub wait_clients: u64,
+    /// Serve every counter of the summary in the Prometheus text format here
+    /// while running (`--metrics 127.0.0.1:9464`).
+    pub metrics: Option<std::net::SocketAddr>,
     /// Write the final book (the state every client must converge to) here.
     pub book_out: Option<std::path::PathBuf>,
     /// Once listening, write the bound address here (for `--listen 127.0.0.1:0`).
@@ -114,6 +118,7 @@ impl Default for ServerConfig {
             cpu: None,
             max_delay: None,
             wait_clients: 0,
+            metrics: None,
             book_out: None,
             ready_file: None,
         }
@@ -279,8 +284,19 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         }
     );
 
+    let metrics = match cfg.metrics {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new("tickwire_server", SERVER_METRICS));
+            let bound = metrics::serve(addr, m.clone())
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            eprintln!("server: metrics on http://{bound}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
     let clock = Clock::new();
     let cpu_start = cpu_times();
+    let mut metrics_due = Instant::ZERO;
     let mut idler = Idler::new(cfg.idle);
     let mut inbox = Inbox::default();
     let mut start = clock.now();
@@ -397,6 +413,12 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
 
         let now = clock.now();
         stats.maybe_print(now, &core, transport.as_ref());
+        if let Some(m) = &metrics
+            && now >= metrics_due
+        {
+            publish_metrics(m, &core, transport.as_ref(), cpu_times().since(cpu_start), &idler);
+            metrics_due = now + METRICS_EVERY;
+        }
         if let Some(until) = linger_until {
             // A second Ctrl-C (stop set again after the session ended) cuts the linger short.
             if now >= until || stop_twice(&stop, &mut stop_seen_after_end) {
@@ -494,6 +516,75 @@ fn serve_requests(core: &mut Core, transport: &mut dyn Publisher, inbox: &mut In
         }
     }
     inbox.used = 0;
+}
+
+/// How often the loop copies its counters into the metrics registry.
+const METRICS_EVERY: Duration = Duration::from_millis(100);
+
+/// The server's metrics, in the order [`publish_metrics`] sets them.
+const SERVER_METRICS: &[(&str, &str, Kind)] = &[
+    ("messages_total", "Messages published.", Kind::Counter),
+    ("packets_total", "Live packets published (data, heartbeat, end of session).", Kind::Counter),
+    ("heartbeats_total", "Heartbeats published.", Kind::Counter),
+    ("requests_total", "Requests received (logins, NACKs, snapshot requests).", Kind::Counter),
+    ("nacks_total", "NACKs of this session received.", Kind::Counter),
+    ("nack_rejects_total", "NACKs answered with a reject (outside the window).", Kind::Counter),
+    ("retransmitted_messages_total", "Messages retransmitted.", Kind::Counter),
+    ("snapshots_total", "Snapshots served.", Kind::Counter),
+    ("malformed_total", "Malformed requests and framing errors.", Kind::Counter),
+    (
+        "ignored_requests_total",
+        "Requests ignored (rate limit, duplicate, epoch, range).",
+        Kind::Counter,
+    ),
+    ("clients", "Peers connected now (tcp).", Kind::Gauge),
+    ("connections_total", "Connections accepted (tcp).", Kind::Counter),
+    ("slow_disconnects_total", "Clients dropped for being slow (tcp).", Kind::Counter),
+    (
+        "transport_packets_total",
+        "Packets handed to the network (tcp counts each client).",
+        Kind::Counter,
+    ),
+    ("send_syscalls_total", "Send system calls.", Kind::Counter),
+    ("cpu_user_ns_total", "User CPU time, ns.", Kind::Counter),
+    ("cpu_sys_ns_total", "System CPU time, ns.", Kind::Counter),
+    ("idle_spins_total", "Loop polls that spun (zero timeout).", Kind::Counter),
+    ("idle_blocks_total", "Loop polls allowed to block.", Kind::Counter),
+];
+
+fn publish_metrics(
+    m: &Metrics,
+    core: &Core,
+    transport: &dyn Publisher,
+    cpu: tickwire_transports::affinity::CpuTimes,
+    idler: &Idler,
+) {
+    let st = core.stats();
+    let ts = transport.stats();
+    let values: [u64; SERVER_METRICS.len()] = [
+        st.messages,
+        st.packets,
+        st.heartbeats,
+        st.requests,
+        st.nacks,
+        st.nack_rejects,
+        st.retransmitted_messages,
+        st.snapshots_served,
+        st.malformed + ts.malformed,
+        st.wrong_epoch + st.out_of_range + st.rate_limited + st.duplicates,
+        ts.connected,
+        ts.connections,
+        ts.slow_disconnects,
+        ts.packets_sent,
+        ts.syscalls,
+        cpu.user.as_nanos() as u64,
+        cpu.sys.as_nanos() as u64,
+        idler.stats().spins,
+        idler.stats().blocks,
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        m.set(i, v);
+    }
 }
 
 /// The progress line, every `every`.

@@ -95,6 +95,10 @@ struct Args {
     /// have logged in, so every client sees the feed from its first message.
     #[arg(long, default_value_t = 0)]
     wait_clients: u64,
+    /// Serve every counter in the Prometheus text format at this address
+    /// while running (e.g. 127.0.0.1:9464; scrape http://ADDR/metrics).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -149,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         cpu: args.cpu,
         max_delay: args.max_delay,
         wait_clients: args.wait_clients,
+        metrics: args.metrics,
         book_out: args.book_out,
         ready_file: args.ready_file,
     };

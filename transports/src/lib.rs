@@ -32,6 +32,7 @@ pub mod affinity;
 pub mod conformance;
 pub mod idle;
 pub mod lossy;
+pub mod metrics;
 pub mod multicast;
 pub mod select;
 pub mod tcp;

@@ -100,11 +100,10 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<SocketAddr> 
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        for conn in listener.incoming() {
-            // A scraper that misbehaves costs it its answer, nothing else.
-            if let Ok(stream) = conn {
-                let _ = answer(stream, &metrics);
-            }
+        // A failed accept or a scraper that misbehaves costs that scrape its
+        // answer, nothing else.
+        for stream in listener.incoming().flatten() {
+            let _ = answer(stream, &metrics);
         }
     })?;
     Ok(bound)

@@ -218,6 +218,32 @@ fn ab_feeds_deliver_every_packet_on_both_lines() {
 }
 
 #[test]
+fn unicast_replies_are_taken_only_from_the_recovery_service() {
+    let cfg = loopback_cfg();
+    let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
+    let mut sub = MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap();
+    let SocketAddr::V4(me) = sub.unicast_addr() else { panic!("v4") };
+    // A stranger on the same host sends a well-formed Retransmission to the
+    // subscriber's reply port: it must not be delivered.
+    let forged = make_kind(PacketKind::Retransmission, 7, 100);
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger.send_to(&forged, me).unwrap();
+    // The real service's reply, sent after it, is.
+    let genuine = make_kind(PacketKind::Retransmission, 8, 100);
+    publisher.send_to(peer_id(me), &genuine).unwrap();
+    let mut got = Vec::new();
+    recv_until(&mut sub, &mut got, 1);
+    std::thread::sleep(Duration::from_millis(50));
+    sub.poll(Some(Duration::ZERO), &mut |ev| {
+        if let SubEvent::Packet { line, packet, .. } = ev {
+            got.push((line, packet.to_vec()));
+        }
+    })
+    .unwrap();
+    assert_eq!(got, vec![(Line::Unicast, genuine)], "only the recovery service's reply");
+}
+
+#[test]
 fn requests_and_replies_reach_only_the_requester() {
     let cfg = loopback_cfg();
     let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();

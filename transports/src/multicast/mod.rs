@@ -650,6 +650,10 @@ impl MulticastSubscriber {
         }
         let unicast = udp_socket()?;
         unicast.bind(&SocketAddrV4::new(cfg.interface, 0).into())?;
+        // Connected to the recovery service: the kernel then delivers on this
+        // socket only datagrams from that address and port, so nobody else on
+        // the network can inject "replies" (forged Retransmissions, snapshots).
+        unicast.connect(&cfg.request_addr.into())?;
         recv_granted = recv_granted.min(set_buffer(
             unicast.as_raw_fd(),
             libc::SO_RCVBUFFORCE,

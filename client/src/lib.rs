@@ -369,6 +369,8 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         None => None,
     };
     let mut metrics_due = Instant::ZERO;
+    let mut last_packet = Instant::ZERO;
+    let mut stalled = false;
     let mut req = vec![0u8; tickwire_core::wire::MAX_PACKET_LEN];
 
     loop {
@@ -384,6 +386,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
             match ev {
                 SubEvent::Connected => st.receiver.handle_connected(t),
                 SubEvent::Packet { line, packet, kernel_rx_ns } => {
+                    last_packet = t;
                     let stamps = PacketStamps {
                         send_time: Packet::new_checked(packet).map_or(0, |p| p.send_time()),
                         kernel_rx: kernel_rx_ns,
@@ -427,6 +430,21 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
             metrics_due = t + METRICS_EVERY;
         }
 
+        // Liveness: the server heartbeats every 100 ms when idle, so a silent
+        // feed for LIVENESS_TIMEOUT means it (or the path to it) is gone.
+        let silent = t.saturating_duration_since(last_packet);
+        if silent >= LIVENESS_TIMEOUT && !stalled && st.end.is_none() {
+            stalled = true;
+            eprintln!(
+                "client: no packet from the feed for {:.1} s (next sequence {}): is the server at {} up, and does its traffic reach this host?",
+                silent.as_secs_f64(),
+                st.receiver.next_expected(),
+                cfg.transport.addr
+            );
+        } else if stalled && silent < LIVENESS_TIMEOUT {
+            stalled = false;
+            eprintln!("client: the feed is back (next sequence {})", st.receiver.next_expected());
+        }
         let done_session =
             cfg.exit_on_end && st.end.is_some_and(|e| st.receiver.next_expected() >= e);
         let out_of_time = cfg.duration.is_some_and(|d| start.elapsed() >= d);
@@ -497,6 +515,11 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         breakdown_table: table,
     })
 }
+
+/// Silence after which the client warns that the feed stalled: ten of the
+/// server's idle heartbeat intervals (100 ms), so a few lost heartbeats never
+/// trigger it and a dead server is reported within a second.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the loop copies its counters (and percentiles: a few µs of
 /// histogram walk) into the metrics registry.

@@ -9,16 +9,21 @@
 //! fenced block tagged `fields` (`key = value` lines) and a fenced block tagged
 //! `hex` (bytes as hex pairs; anything after `#` on a line is a comment).
 //! A Data packet flagged `FLAG_TIMING` documents its timing block as a
-//! `timing = first_due=… last_due=…` line of the `fields` block.
+//! `timing = first_due=… last_due=…` line of the `fields` block. A message of
+//! a type this crate does not know is `message = Unknown type=0x5a length=8`
+//! (its bytes after the 4-byte prefix are zero), and `padding = n` documents
+//! n zero bytes after the payload (a datagram may carry them).
 //!
 //! `print_vectors` (ignored) regenerates the vectors' markdown from the values
 //! below: `cargo test -p tickwire-core --test protocol_vectors -- --ignored --nocapture`.
 
+use tickwire_core::recovery::{Event, LateJoin, Mode, Receiver, ReceiverConfig};
 use tickwire_core::wire::{
     FLAG_TIMING, HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, MessageIter, NackReject,
     NackRejectRepr, Packet, PacketKind, PacketRepr, SnapshotHeader, SnapshotRepr, TIMING_LEN,
-    Timing, emit_message, emit_record, message_len,
+    Timing, emit_message, emit_record, message_len, parse_message,
 };
+use tickwire_core::{Instant, Line};
 use tickwire_core::{Message, Quote, SeqNo, Side, SymbolState, Trade};
 
 /// A vector: header values, body, and the CRC the header must carry.
@@ -28,6 +33,26 @@ struct Vector {
     header: PacketRepr,
     crc: u32,
     body: Body,
+    /// Zero bytes after the payload (datagram padding, not covered by the CRC).
+    padding: usize,
+}
+
+/// One message of a Data or Retransmission payload: a known one, or one of a
+/// type this crate does not know, `len` bytes long (prefix included), flags
+/// and body zero.
+#[derive(Clone, Debug, PartialEq)]
+enum Msg {
+    Known(Message),
+    Unknown { kind: u8, len: u16 },
+}
+
+impl Msg {
+    fn len(&self) -> usize {
+        match self {
+            Msg::Known(m) => message_len(m),
+            Msg::Unknown { len, .. } => usize::from(*len),
+        }
+    }
 }
 
 /// A packet's payload. `Messages` holds the timing block of a Data packet
@@ -35,7 +60,7 @@ struct Vector {
 #[derive(Clone, Debug, PartialEq)]
 enum Body {
     Empty,
-    Messages { timing: Option<Timing>, messages: Vec<Message> },
+    Messages { timing: Option<Timing>, messages: Vec<Msg> },
     Snapshot { part: u16, parts: u16, symbols: u32, records: Vec<SymbolState> },
     LoginAck(LoginAckRepr),
     NackReject(NackRejectRepr),
@@ -46,7 +71,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Messages { timing, messages } => {
-                timing.map_or(0, |_| TIMING_LEN) + messages.iter().map(message_len).sum::<usize>()
+                timing.map_or(0, |_| TIMING_LEN) + messages.iter().map(Msg::len).sum::<usize>()
             }
             Body::Snapshot { records, .. } => SnapshotRepr::buffer_len(records.len()),
             Body::LoginAck(_) => LoginAck::<&[u8]>::LEN,
@@ -55,9 +80,10 @@ impl Body {
     }
 }
 
-/// Emit the packet described by `header` and `body` (CRC computed).
-fn emit(header: &PacketRepr, body: &Body) -> Vec<u8> {
-    let mut buf = vec![0u8; header.buffer_len()];
+/// Emit the packet described by `header` and `body` (CRC computed), then
+/// `padding` zero bytes.
+fn emit(header: &PacketRepr, body: &Body, padding: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; header.buffer_len() + padding];
     let mut p = Packet::new_unchecked(&mut buf[..]);
     header.emit(&mut p);
     let payload = p.payload_mut();
@@ -70,7 +96,16 @@ fn emit(header: &PacketRepr, body: &Body) -> Vec<u8> {
                 off = TIMING_LEN;
             }
             for m in messages {
-                off += emit_message(m, &mut payload[off..]).expect("message fits");
+                match m {
+                    Msg::Known(m) => {
+                        off += emit_message(m, &mut payload[off..]).expect("message fits")
+                    }
+                    Msg::Unknown { kind, len } => {
+                        payload[off] = *kind;
+                        payload[off + 2..off + 4].copy_from_slice(&len.to_le_bytes());
+                        off += usize::from(*len);
+                    }
+                }
             }
         }
         Body::Snapshot { part, parts, symbols, records } => {
@@ -156,6 +191,7 @@ fn parse_fields(name: &str, text: &str) -> Vector {
     let mut snapshot: Option<(u16, u16, u32)> = None;
     let mut records = Vec::new();
     let mut body = None;
+    let mut padding = 0;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("{name}: bad line {line:?}"));
         let (k, v) = (k.trim(), v.trim());
@@ -169,6 +205,7 @@ fn parse_fields(name: &str, text: &str) -> Vector {
             "send_time" => header.send_time = num(v),
             "payload_len" => header.payload_len = num(v) as usize,
             "crc" => crc = Some(num(v) as u32),
+            "padding" => padding = num(v) as usize,
             "timing" => {
                 let f = kv(v);
                 timing =
@@ -178,7 +215,10 @@ fn parse_fields(name: &str, text: &str) -> Vector {
                 let (ty, rest) = v.split_once(' ').unwrap_or((v, ""));
                 let f = kv(rest);
                 messages.push(match ty {
-                    "Quote" => Message::Quote(Quote {
+                    "Unknown" => {
+                        Msg::Unknown { kind: num(&f("type")) as u8, len: num(&f("length")) as u16 }
+                    }
+                    "Quote" => Msg::Known(Message::Quote(Quote {
                         symbol: num(&f("symbol")) as u32,
                         bid_px: inum(&f("bid_px")),
                         ask_px: inum(&f("ask_px")),
@@ -186,14 +226,14 @@ fn parse_fields(name: &str, text: &str) -> Vector {
                         ask_qty: num(&f("ask_qty")) as u32,
                         exch_ts: num(&f("exch_ts")),
                         symbol_seq: num(&f("symbol_seq")),
-                    }),
-                    "Trade" => Message::Trade(Trade {
+                    })),
+                    "Trade" => Msg::Known(Message::Trade(Trade {
                         symbol: num(&f("symbol")) as u32,
                         side: parse_side(&f("side")),
                         price: inum(&f("price")),
                         qty: num(&f("qty")) as u32,
                         exch_ts: num(&f("exch_ts")),
-                    }),
+                    })),
                     other => panic!("{name}: unknown message type {other:?}"),
                 });
             }
@@ -253,7 +293,7 @@ fn parse_fields(name: &str, text: &str) -> Vector {
     } else {
         Body::Empty
     };
-    Vector { name: name.to_string(), header, crc: crc.expect("crc"), body }
+    Vector { name: name.to_string(), header, crc: crc.expect("crc"), body, padding }
 }
 
 fn parse_hex(name: &str, text: &str) -> Vec<u8> {
@@ -325,12 +365,19 @@ fn parse_bytes(name: &str, bytes: &[u8]) -> Vector {
                 payload.len() - if timed { TIMING_LEN } else { 0 },
                 "{name}: messages start after the timing block"
             );
-            Body::Messages {
-                timing: p.timing(),
-                messages: MessageIter::new(p.messages(), header.count)
-                    .collect::<Result<_, _>>()
-                    .unwrap_or_else(|e| panic!("{name}: messages: {e}")),
+            MessageIter::validate(p.messages(), header.count)
+                .unwrap_or_else(|e| panic!("{name}: messages: {e}"));
+            let mut rest = p.messages();
+            let mut messages = Vec::new();
+            while !rest.is_empty() {
+                let (m, len) = parse_message(rest).unwrap_or_else(|e| panic!("{name}: {e}"));
+                messages.push(match m {
+                    Message::Unknown { kind } => Msg::Unknown { kind, len: len as u16 },
+                    m => Msg::Known(m),
+                });
+                rest = &rest[len..];
             }
+            Body::Messages { timing: p.timing(), messages }
         }
         PacketKind::Snapshot => {
             let s = SnapshotRepr::parse(payload, header.count)
@@ -353,34 +400,56 @@ fn parse_bytes(name: &str, bytes: &[u8]) -> Vector {
             Body::Empty
         }
     };
-    Vector { name: name.to_string(), header, crc: p.crc(), body }
+    let padding = bytes.len() - p.as_bytes().len();
+    Vector { name: name.to_string(), header, crc: p.crc(), body, padding }
 }
 
 #[test]
 fn document_vectors_parse_verify_and_reemit() {
     let vectors = document_vectors();
     let names: Vec<&str> = vectors.iter().map(|(v, _)| v.name.as_str()).collect();
-    for required in
-        ["heartbeat", "data", "data_timed", "nack", "login_ack", "nack_reject", "snapshot"]
-    {
+    for required in [
+        "heartbeat",
+        "data",
+        "data_timed",
+        "nack",
+        "login_ack",
+        "login_ack_snapshot",
+        "nack_reject",
+        "snapshot",
+        "snapshot_part_0_of_2",
+        "snapshot_part_1_of_2",
+        "data_unknown_type",
+        "data_reserved_flags",
+        "heartbeat_padded",
+    ] {
         assert!(names.contains(&required), "docs/PROTOCOL.md lacks vector {required}: {names:?}");
     }
     for (doc, bytes) in &vectors {
         let name = &doc.name;
-        assert_eq!(bytes.len(), HEADER_LEN + doc.header.payload_len, "{name}: length");
+        assert_eq!(
+            bytes.len(),
+            HEADER_LEN + doc.header.payload_len + doc.padding,
+            "{name}: length"
+        );
         assert_eq!(doc.body.len(), doc.header.payload_len, "{name}: body vs payload_len");
         // The bytes parse into exactly the documented values, CRC included.
         let parsed = parse_bytes(name, bytes);
         assert_eq!(&parsed, doc, "{name}: parsed values differ from the documented ones");
         // Emitting the documented values gives exactly the documented bytes.
-        let emitted = emit(&doc.header, &doc.body);
+        let emitted = emit(&doc.header, &doc.body, doc.padding);
         assert_eq!(&emitted, bytes, "{name}: emitted bytes differ");
-        // Any single flipped bit is caught (by the framing checks or the CRC).
+        // Any single flipped bit of the packet is caught (by the framing
+        // checks or the CRC); padding is not covered and changes nothing.
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            let ok = Packet::new_checked(&b[..]).and_then(|p| PacketRepr::parse(&p)).is_ok();
-            assert!(!ok, "{name}: flipping byte {i} went unnoticed");
+            let parsed = Packet::new_checked(&b[..]).and_then(|p| PacketRepr::parse(&p));
+            if i < bytes.len() - doc.padding {
+                assert!(parsed.is_err(), "{name}: flipping byte {i} went unnoticed");
+            } else {
+                assert_eq!(parsed.ok().as_ref(), Some(&doc.header), "{name}: padding byte {i}");
+            }
         }
     }
     let mut sorted = names.clone();
@@ -441,12 +510,16 @@ fn trade() -> Message {
     })
 }
 
-fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
+fn k(m: Message) -> Msg {
+    Msg::Known(m)
+}
+
+fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
     use PacketKind::*;
     let mut v = Vec::new();
     let mut add = |name: &str, kind, flags, first_seq, count, t, body: Body| {
         let h = header(kind, flags, first_seq, count, t, &body);
-        v.push((name.to_string(), h, body));
+        v.push((name.to_string(), h, body, 0));
     };
     add(
         "data",
@@ -455,7 +528,7 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
         1000,
         2,
         1_000_000_000,
-        Body::Messages { timing: None, messages: vec![quote(), trade()] },
+        Body::Messages { timing: None, messages: vec![k(quote()), k(trade())] },
     );
     add(
         "data_timed",
@@ -464,7 +537,7 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
         1000,
         2,
         1_000_000_000,
-        Body::Messages { timing: Some(TIMED), messages: vec![quote(), trade()] },
+        Body::Messages { timing: Some(TIMED), messages: vec![k(quote()), k(trade())] },
     );
     add("heartbeat", Heartbeat, 0, 1002, 0, 1_250_000_000, Body::Empty);
     add("heartbeat_line_b", Heartbeat, 1, 1002, 0, 1_250_000_000, Body::Empty);
@@ -476,7 +549,7 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
         1001,
         1,
         1_300_050_000,
-        Body::Messages { timing: None, messages: vec![trade()] },
+        Body::Messages { timing: None, messages: vec![k(trade())] },
     );
     add(
         "nack_reject",
@@ -523,6 +596,75 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body)> {
         Body::LoginAck(LoginAckRepr { oldest: SeqNo(1), mode: LoginMode::Resume }),
     );
     add("end_of_session", EndOfSession, 0, 1002, 0, 3_000_000_000, Body::Empty);
+    add(
+        "login_ack_snapshot",
+        LoginAck,
+        0,
+        1002,
+        0,
+        2_000_060_000,
+        Body::LoginAck(LoginAckRepr { oldest: SeqNo(900), mode: LoginMode::Snapshot }),
+    );
+    let rec = |symbol, updates, last_seq| SymbolState {
+        symbol,
+        bid_px: 1_000_000 + i64::from(symbol),
+        ask_px: 1_000_100 + i64::from(symbol),
+        bid_qty: 100,
+        ask_qty: 200,
+        last_px: 0,
+        last_qty: 0,
+        updates,
+        last_seq,
+    };
+    add(
+        "snapshot_part_0_of_2",
+        Snapshot,
+        0,
+        1002,
+        1,
+        2_000_070_000,
+        Body::Snapshot { part: 0, parts: 2, symbols: 2, records: vec![rec(0, 500, 999)] },
+    );
+    add(
+        "snapshot_part_1_of_2",
+        Snapshot,
+        0,
+        1002,
+        1,
+        2_000_070_000,
+        Body::Snapshot { part: 1, parts: 2, symbols: 2, records: vec![rec(1, 501, 1001)] },
+    );
+    add(
+        "data_unknown_type",
+        Data,
+        0,
+        1002,
+        2,
+        2_100_000_000,
+        Body::Messages {
+            timing: None,
+            messages: vec![Msg::Unknown { kind: b'Z', len: 8 }, k(trade())],
+        },
+    );
+    add(
+        "data_reserved_flags",
+        Data,
+        0x8000 | 0x0004 | FLAG_TIMING,
+        1004,
+        1,
+        2_200_000_000,
+        Body::Messages {
+            timing: Some(Timing {
+                first_due: EPOCH + 2_199_990_000,
+                last_due: EPOCH + 2_199_990_000,
+            }),
+            messages: vec![k(trade())],
+        },
+    );
+    add("heartbeat_padded", Heartbeat, 0, 1005, 0, 2_300_000_000, Body::Empty);
+    if let Some(last) = v.last_mut() {
+        last.3 = 6;
+    }
     v
 }
 
@@ -608,6 +750,13 @@ fn fields_text(h: &PacketRepr, crc: u32, body: &Body) -> String {
                 s += &format!("timing      = first_due={} last_due={}\n", t.first_due, t.last_due);
             }
             for m in messages {
+                let m = match m {
+                    Msg::Known(m) => m,
+                    Msg::Unknown { kind, len } => {
+                        s += &format!("message     = Unknown type={kind:#04x} length={len}\n");
+                        continue;
+                    }
+                };
                 match m {
                     Message::Quote(q) => {
                         s += &format!(
@@ -674,9 +823,14 @@ fn hex_text(bytes: &[u8], body: &Body) -> String {
                 }
             }
             for m in messages {
-                let len = message_len(m);
-                let layout =
-                    if matches!(m, Message::Quote(_)) { QUOTE_LAYOUT } else { TRADE_LAYOUT };
+                let len = m.len();
+                let unknown =
+                    [(1, "type (unknown)"), (1, "flags"), (2, "length"), (len - 4, "body")];
+                let layout: &[(usize, &str)] = match m {
+                    Msg::Known(Message::Quote(_)) => QUOTE_LAYOUT,
+                    Msg::Known(_) => TRADE_LAYOUT,
+                    Msg::Unknown { .. } => &unknown,
+                };
                 let mut o = 0;
                 for &(flen, label) in layout {
                     let b = payload[off + o..off + o + flen].to_vec();
@@ -720,6 +874,10 @@ fn hex_text(bytes: &[u8], body: &Body) -> String {
             }
         }
     }
+    let padding = &bytes[HEADER_LEN + body.len()..];
+    if !padding.is_empty() {
+        lines.push((padding.to_vec(), format!("{:>3}  padding", HEADER_LEN + body.len())));
+    }
     let mut s = String::new();
     for (b, label) in lines {
         let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -730,10 +888,12 @@ fn hex_text(bytes: &[u8], body: &Body) -> String {
             format!(" = {v:#010x}")
         } else if label.ends_with("  kind") {
             format!(" = {v} ({:?})", PacketKind::from_byte(v as u8))
-        } else if label.contains("type '") {
+        } else if label.contains("type '") || label.ends_with("(unknown)") {
             format!(" = {v:#04x}")
         } else if label.ends_with("side") {
             format!(" = {v} ({:?})", Side::from_byte(v as u8))
+        } else if label.ends_with("padding") {
+            " (ignored: after payload_len, not covered by the CRC)".to_string()
         } else if label.ends_with("mode") {
             format!(" = {v} ({:?})", LoginMode::from_byte(v as u8))
         } else {
@@ -747,11 +907,12 @@ fn hex_text(bytes: &[u8], body: &Body) -> String {
 #[test]
 #[ignore = "prints the vectors' markdown for docs/PROTOCOL.md"]
 fn print_vectors() {
-    for (name, h, body) in example_vectors() {
-        let bytes = emit(&h, &body);
+    for (name, h, body, padding) in example_vectors() {
+        let bytes = emit(&h, &body, padding);
         let crc = Packet::new_checked(&bytes[..]).unwrap().crc();
         println!("#### Vector: `{name}`\n");
-        println!("```fields\n{}```\n", fields_text(&h, crc, &body));
+        let pad = if padding > 0 { format!("padding     = {padding}\n") } else { String::new() };
+        println!("```fields\n{}{pad}```\n", fields_text(&h, crc, &body));
         println!("```hex\n{}```\n", hex_text(&bytes, &body));
     }
 }
@@ -763,7 +924,7 @@ fn document_holds_the_examples() {
     let doc: Vec<(String, Vec<u8>)> =
         document_vectors().into_iter().map(|(v, b)| (v.name, b)).collect();
     let ours: Vec<(String, Vec<u8>)> =
-        example_vectors().into_iter().map(|(n, h, b)| (n, emit(&h, &b))).collect();
+        example_vectors().into_iter().map(|(n, h, b, p)| (n, emit(&h, &b, p))).collect();
     assert_eq!(doc, ours);
 }
 
@@ -796,4 +957,57 @@ fn data_timed_carries_the_documented_due_times() {
     assert_eq!(q.timing(), None);
     assert_eq!(p.messages(), q.messages());
     assert_eq!(p.payload_len(), q.payload_len() + TIMING_LEN);
+}
+
+/// The "receiver behaviour" vectors, fed to the reference receiver: an
+/// unknown message is skipped by its length and occupies its sequence;
+/// reserved flag bits change nothing; padding is ignored; a heartbeat below
+/// what was delivered (a lagging A/B line) changes nothing.
+#[test]
+fn receiver_handles_the_behaviour_vectors_as_documented() {
+    let vectors = document_vectors();
+    let bytes = |name: &str| {
+        vectors
+            .iter()
+            .find(|(v, _)| v.name == name)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_else(|| panic!("docs/PROTOCOL.md lacks vector {name}"))
+    };
+    let mut rx = Receiver::new(ReceiverConfig {
+        mode: Mode::Datagram,
+        late_join: LateJoin::FromFirstSeen,
+        ..ReceiverConfig::default()
+    });
+    let now = Instant(1_000_000);
+    let messages = |rx: &mut Receiver| {
+        let mut out = Vec::new();
+        while let Some(ev) = rx.poll_event() {
+            if let Event::Message { seq, msg, due_time, .. } = ev {
+                out.push((seq.0, msg, due_time));
+            }
+        }
+        out
+    };
+    rx.handle_packet(now, Line::A, &bytes("data_unknown_type"));
+    let got = messages(&mut rx);
+    assert_eq!(
+        got.iter().map(|(s, m, _)| (*s, *m)).collect::<Vec<_>>(),
+        vec![(1002, Message::Unknown { kind: b'Z' }), (1003, trade())]
+    );
+    rx.handle_packet(now, Line::B, &bytes("data_reserved_flags"));
+    assert_eq!(messages(&mut rx), vec![(1004, trade(), EPOCH + 2_199_990_000)]);
+    rx.handle_packet(now, Line::A, &bytes("heartbeat_padded"));
+    // A heartbeat from a lagging line (1002 < 1005): nothing happens.
+    rx.handle_packet(now, Line::B, &bytes("heartbeat"));
+    assert!(messages(&mut rx).is_empty());
+    assert_eq!(rx.next_expected(), SeqNo(1005));
+    assert_eq!(rx.open_gaps(), 0);
+    assert_eq!(rx.stats().malformed, 0);
+    assert_eq!(rx.stats().bad_crc, 0);
+    assert_eq!(rx.stats().gaps_detected, 0);
+    // The wire views agree: padding is not part of the packet.
+    let padded = bytes("heartbeat_padded");
+    let p = Packet::new_checked(&padded[..]).unwrap();
+    assert_eq!(p.as_bytes().len(), HEADER_LEN);
+    assert!(p.payload().is_empty());
 }

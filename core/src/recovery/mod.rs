@@ -129,9 +129,9 @@ pub const DEFAULT_MAX_BUFFERED: usize = 1 << 18;
 pub const MAX_BUFFERED_LIMIT: usize = 1 << 24;
 /// How long to wait for a complete snapshot before asking again. A snapshot of
 /// 10 000 symbols is ~560 KB, a few ms on a LAN. The publisher serves one peer
-/// at most one snapshot per 500 ms (`publisher::DEFAULT_SNAPSHOT_MIN_INTERVAL`):
+/// at most one snapshot per 100 ms (`publisher::DEFAULT_SNAPSHOT_MIN_INTERVAL`):
 /// 250 ms re-asks quickly when the *request* was lost (it was never served),
-/// and the second re-ask lands just when a lost *answer* can be served again.
+/// and is already past that interval when a lost *answer* must be served again.
 pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(250);
 /// Snapshot requests after the first before giving up (`Unrecoverable`):
 /// twelve (3 s, about six served answers at the publisher's interval) ride out

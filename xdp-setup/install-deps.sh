@@ -5,6 +5,7 @@
 #           libelf-dev zlib1g-dev pkg-config m4, clang + llvm for libxdp's BPF
 #           objects, and libpcap-dev (libxdp's configure refuses to run without it,
 #           although Tickwire does not use pcap).
+#   fuzz:   cargo-fuzz (cargo install), for the fuzz step of scripts/test.sh.
 #   run:    iproute2 (ip netns / veth), ethtool (checksum offload off on veths),
 #           nftables and iptables (loss injection: xdp-setup/netem.sh).
 #
@@ -42,6 +43,18 @@ else
     # shellcheck disable=SC2086 # word splitting of the package list is intended
     apt-get install -y -q --no-install-recommends $missing
     echo "installed:$missing"
+fi
+
+# cargo-fuzz, for the fuzz step of scripts/test.sh (targets in fuzz/; on the
+# stable toolchain they run with RUSTC_BOOTSTRAP=1). Not an apt package.
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "note: cargo not in PATH; cargo-fuzz not installed (scripts/test.sh skips its fuzz step)"
+elif RUSTC_BOOTSTRAP=1 cargo fuzz --version >/dev/null 2>&1; then
+    echo "already installed: cargo-fuzz"
+else
+    echo "installing: cargo-fuzz"
+    cargo install cargo-fuzz --locked
+    echo "installed: cargo-fuzz"
 fi
 
 # Report what the kernel offers (informational: nothing is changed).

@@ -151,7 +151,9 @@ pub struct Summary {
     pub line_a_won: u64,
     /// A/B arbitration: messages first seen on line B.
     pub line_b_won: u64,
-    /// End-to-end latency (receive − send timestamp) of live messages, ns.
+    /// Send time to the loop's receive time (T1 → T3) of the messages applied
+    /// from the packet that brought them, ns. `tick_to_cache_ns` is the
+    /// figure from the due time.
     pub latency_ns: LatencySummary,
     /// Tick-to-cache: from each message's due time (the exchange event) to
     /// the moment it was applied to the cache, ns. Every message that arrived
@@ -397,7 +399,10 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
                     return;
                 }
                 SubEvent::Disconnected(reason) => {
-                    eprintln!("client: disconnected: {reason:?}");
+                    eprintln!(
+                        "client: connection to {} lost: {reason}; reconnecting with back-off",
+                        cfg.transport.addr
+                    );
                     st.receiver.handle_disconnected(t);
                 }
             }
@@ -410,14 +415,20 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         st.drain_events(None);
         while let Some(n) = st.receiver.poll_transmit(t, wall_ns(), &mut req) {
             if let Err(e) = transport.send_request(&req[..n]) {
-                eprintln!("client: sending a request failed: {e}");
+                eprintln!(
+                    "client: cannot send a request to {}: {e}; it will be retried",
+                    cfg.transport.addr
+                );
             }
             work += 1;
         }
         if st.reconnect_due {
             st.reconnect_due = false;
             if let Err(e) = transport.reconnect() {
-                eprintln!("client: reconnect failed: {e}");
+                eprintln!(
+                    "client: cannot connect to {}: {e}; retrying with back-off",
+                    cfg.transport.addr
+                );
                 st.receiver.handle_disconnected(t);
             }
         }

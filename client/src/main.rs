@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tickwire_client::{ClientConfig, Summary, parse_filter, run};
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::lossy::LossConfig;
@@ -39,13 +39,14 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     interface: Ipv4Addr,
     /// Network interface name (xdp).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_ifname)]
     ifname: Option<String>,
     /// Subscription filter, e.g. 0-9,42 (default: every symbol).
-    #[arg(long, value_parser = parse_filter)]
-    symbols: Option<Vec<u32>>,
+    #[arg(long, value_parser = parse_symbols)]
+    symbols: Option<SymbolList>,
     /// Size of the server's symbol universe.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SYMBOLS)))]
     universe: u32,
     /// Stop after this long (0 = until the session ends or Ctrl-C).
     #[arg(long, default_value = "0", value_parser = parse_duration)]
@@ -79,7 +80,7 @@ struct Args {
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
     /// Pin the receive thread to this CPU.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_cpu)]
     cpu: Option<usize>,
     /// Idle strategy: auto (block until the next timer, spinning when it is
     /// within 100 µs), block, spin (give it a CPU with --cpu), spin-block or spin-block:BUDGET
@@ -87,19 +88,161 @@ struct Args {
     #[arg(long, default_value = "auto")]
     idle: IdleStrategy,
     /// Largest packet in bytes.
-    #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET)]
+    #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET, value_parser = parse_max_packet)]
     max_packet: usize,
     /// Drop this fraction of received packets (seeded, in-process loss injection).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_drop_rate)]
     drop_rate: f64,
     /// Seed of the loss injection.
     #[arg(long, default_value_t = 2)]
     drop_seed: u64,
 }
 
-/// Largest `--universe`: 2^24 symbols (a cache of ~1 GiB). Beyond that the
-/// allocation would fail, which aborts the process instead of saying why.
-const MAX_UNIVERSE: u32 = 1 << 24;
+/// Largest `--universe` (and symbol in `--symbols`): the server's bound, the
+/// generator's [`tickwire_core::gbm::MAX_SYMBOLS`] (2^20; the cache takes ~64
+/// bytes per symbol). No server publishes more, and `--verify` regenerates the
+/// stream with the same generator, which refuses more.
+const MAX_SYMBOLS: u32 = tickwire_core::gbm::MAX_SYMBOLS;
+/// A receiver must take the largest packet a server may send: at least a
+/// full datagram. A smaller limit would drop every full packet as malformed.
+const MIN_PACKET: usize = tickwire_core::wire::DEFAULT_MAX_PACKET;
+/// Largest `--max-packet`: what a receiver accepts.
+const MAX_PACKET: usize = tickwire_core::wire::MAX_PACKET_LEN;
+
+fn parse_drop_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a fraction: use a number from 0 to 1 (e.g. 0.01)")),
+    }
+}
+
+fn parse_max_packet(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (MIN_PACKET..=MAX_PACKET).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: use a packet size from {MIN_PACKET} to {MAX_PACKET} bytes")),
+    }
+}
+
+fn parse_ifname(s: &str) -> Result<String, String> {
+    // IFNAMSIZ is 16 with the terminating NUL.
+    if s.is_empty()
+        || s.len() > 15
+        || s.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{s:?} is not a network interface name (1-15 characters, e.g. eth0)"));
+    }
+    Ok(s.to_owned())
+}
+
+/// A parsed `--symbols` list: one flag value (an alias, so clap does not
+/// take `Vec` for "the flag repeated").
+type SymbolList = Vec<u32>;
+
+/// `--symbols`: [`parse_filter`]'s syntax, but every symbol below
+/// [`MAX_SYMBOLS`] and at most that many in all, checked before the list is
+/// expanded (`0-4294967295` would otherwise allocate 16 GiB and abort).
+fn parse_symbols(s: &str) -> Result<Vec<u32>, String> {
+    let mut total = 0u64;
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let bad = || format!("bad symbol filter {part:?}: use e.g. 0-9,42");
+        let a: u64 = a.trim().parse().map_err(|_| bad())?;
+        let b: u64 = b.trim().parse().map_err(|_| bad())?;
+        if a.max(b) >= u64::from(MAX_SYMBOLS) {
+            return Err(format!(
+                "symbol {} in {part:?} is beyond the largest universe: symbols are 0..{MAX_SYMBOLS}",
+                a.max(b)
+            ));
+        }
+        total += b.saturating_sub(a) + 1;
+        if total > u64::from(MAX_SYMBOLS) {
+            return Err(format!("{s:?} lists more than {MAX_SYMBOLS} symbols"));
+        }
+    }
+    parse_filter(s)
+}
+
+/// The CPUs this process may run on, from `sched_getaffinity`.
+fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data (zero is the empty set); sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into the set we own, and
+    // CPU_ISSET reads a bit inside it (i < CPU_SETSIZE).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let n = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        Some((0..n).filter(|&i| libc::CPU_ISSET(i, &set)).collect())
+    }
+}
+
+fn parse_cpu(s: &str) -> Result<usize, String> {
+    let cpu: usize = s.trim().parse().map_err(|_| format!("{s:?} is not a CPU number (e.g. 2)"))?;
+    match allowed_cpus() {
+        Some(cpus) if !cpus.contains(&cpu) => {
+            Err(format!("CPU {cpu} is not available to this process: use one of {cpus:?}"))
+        }
+        _ => Ok(cpu),
+    }
+}
+
+/// Report a usage error (exit code 2).
+fn usage_error(msg: String) -> ! {
+    Args::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit()
+}
+
+fn check(args: &Args) {
+    if let Some(bad) = args.symbols.as_ref().and_then(|s| s.iter().find(|&&x| x >= args.universe)) {
+        usage_error(format!(
+            "--symbols names symbol {bad}, outside --universe {} (symbols 0..{})",
+            args.universe, args.universe
+        ));
+    }
+    if args.connect.port() == 0 {
+        usage_error(format!("--connect {}: port 0 cannot be connected to", args.connect));
+    }
+    if args.transport != TransportKind::Tcp {
+        for (flag, g) in [("--group", Some(args.group)), ("--group-b", args.group_b)] {
+            let Some(g) = g else { continue };
+            if !g.ip().is_multicast() || g.port() == 0 {
+                usage_error(format!(
+                    "{flag} {g} is not a multicast group: use an address in 224.0.0.0/4 with a nonzero port (e.g. 239.255.0.1:30001)"
+                ));
+            }
+        }
+        if !args.connect.is_ipv4() {
+            usage_error(format!(
+                "--connect {}: the {} transport needs an IPv4 recovery address",
+                args.connect, args.transport
+            ));
+        }
+        if args.interface.is_multicast() || args.interface.is_broadcast() {
+            usage_error(format!(
+                "--interface {} is not an interface address (e.g. 127.0.0.1)",
+                args.interface
+            ));
+        }
+    }
+    if args.transport == TransportKind::Xdp && args.ifname.is_none() {
+        usage_error("--transport xdp needs --ifname (e.g. eth0)".into());
+    }
+}
+
+/// An I/O error as a phrase: "no such file or directory", not
+/// "No such file or directory (os error 2)".
+fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
 
 fn print_summary(s: &Summary) {
     eprintln!(
@@ -138,31 +281,12 @@ fn print_summary(s: &Summary) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !(0.0..=1.0).contains(&args.drop_rate) {
-        anyhow::bail!("--drop-rate must be between 0 and 1, got {}", args.drop_rate);
-    }
-    if !(1..=MAX_UNIVERSE).contains(&args.universe) {
-        anyhow::bail!(
-            "--universe must be between 1 and {MAX_UNIVERSE} (the cache takes ~64 bytes per symbol), got {}",
-            args.universe
-        );
-    }
-    if let Some(bad) = args.symbols.as_ref().and_then(|s| s.iter().find(|&&x| x >= args.universe)) {
-        anyhow::bail!("--symbols names symbol {bad}, outside the universe 0..{}", args.universe);
-    }
-    // A receiver must take the largest packet a server may send: at least a
-    // full datagram. A smaller limit would drop every full packet as malformed.
-    let min_packet = tickwire_core::wire::DEFAULT_MAX_PACKET;
-    if !(min_packet..=tickwire_core::wire::MAX_PACKET_LEN).contains(&args.max_packet) {
-        anyhow::bail!(
-            "--max-packet must be between {min_packet} and {}, got {}",
-            tickwire_core::wire::MAX_PACKET_LEN,
-            args.max_packet
-        );
-    }
+    check(&args);
     // Fail now, not after the whole run, if an output file cannot be written.
     for path in [&args.hdr_log, &args.book_out].into_iter().flatten() {
-        std::fs::write(path, b"").with_context(|| format!("cannot write {}", path.display()))?;
+        if let Err(e) = std::fs::write(path, b"") {
+            anyhow::bail!("cannot write {}: {}", path.display(), io_text(&e));
+        }
     }
     let cfg = ClientConfig {
         transport: TransportOptions {

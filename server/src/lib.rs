@@ -393,7 +393,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
                 PubEvent::Request { peer, packet } => inbox.push(peer, packet),
                 PubEvent::Disconnected { peer, reason } => {
                     if !matches!(reason, DisconnectReason::Closed) {
-                        eprintln!("server: dropped peer {peer}: {reason:?}");
+                        eprintln!("server: dropped peer {peer}: {reason}");
                     }
                     inbox.disconnected.push(peer);
                 }

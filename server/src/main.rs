@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tickwire_core::gbm::GbmConfig;
+use tickwire_core::publisher::{ConfigError, MAX_RETRANSMIT_WINDOW, PublisherConfig};
 use tickwire_server::{ServerConfig, run};
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::lossy::LossConfig;
@@ -39,13 +40,15 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     interface: Ipv4Addr,
     /// Network interface name (xdp).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_ifname)]
     ifname: Option<String>,
     /// Number of symbols in the universe.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SYMBOLS)))]
     symbols: u32,
     /// Messages per second (0 = as fast as possible).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_RATE))]
     rate: u64,
     /// Generator seed: the whole stream is a function of it.
     #[arg(long, default_value_t = 7)]
@@ -54,19 +57,20 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
     /// Stop after this many messages.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     messages: Option<u64>,
     /// Messages kept for retransmission (NACK / resume window).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_RETRANSMIT_WINDOW))]
     retransmit_window: u64,
     /// Session epoch (default: from the wall clock, so it changes on restart).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     epoch: Option<u64>,
     /// After the session ends, keep serving recovery requests this long.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     linger: Duration,
     /// Pin the publishing thread to this CPU.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_cpu)]
     cpu: Option<usize>,
     /// Progress line interval (0 = none).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -83,17 +87,18 @@ struct Args {
     #[arg(long, default_value = "auto")]
     idle: IdleStrategy,
     /// Largest packet in bytes.
-    #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET)]
+    #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET, value_parser = parse_max_packet)]
     max_packet: usize,
     /// Drop this fraction of outgoing packets (seeded, in-process loss injection).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_drop_rate)]
     drop_rate: f64,
     /// Seed of the loss injection.
     #[arg(long, default_value_t = 1)]
     drop_seed: u64,
     /// tcp: start the session (and its clock) only once this many clients
     /// have logged in, so every client sees the feed from its first message.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_CLIENTS))]
     wait_clients: u64,
     /// Serve every counter in the Prometheus text format at this address
     /// while running (e.g. 127.0.0.1:9464; scrape http://ADDR/metrics).
@@ -110,25 +115,127 @@ struct Args {
     ready_file: Option<PathBuf>,
 }
 
+/// Largest `--symbols`: the generator's own bound ([`GbmConfig`] refuses
+/// more), so the flag says so instead of failing at start-up.
+const MAX_SYMBOLS: u32 = tickwire_core::gbm::MAX_SYMBOLS;
+/// Largest `--rate`: one message per nanosecond, the clock's resolution.
+const MAX_RATE: u64 = 1_000_000_000;
+/// Largest `--wait-clients`: far beyond what one TCP listener serves.
+const MAX_WAIT_CLIENTS: u64 = 1 << 20;
+/// Smallest `--max-packet`: one snapshot record must fit a packet.
+const MIN_PACKET: usize = tickwire_core::publisher::MIN_PACKET_LEN;
+/// Largest `--max-packet`: what a receiver accepts.
+const MAX_PACKET: usize = tickwire_core::wire::MAX_PACKET_LEN;
+
+fn parse_drop_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a fraction: use a number from 0 to 1 (e.g. 0.01)")),
+    }
+}
+
+fn parse_max_packet(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (MIN_PACKET..=MAX_PACKET).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: use a packet size from {MIN_PACKET} to {MAX_PACKET} bytes")),
+    }
+}
+
+fn parse_ifname(s: &str) -> Result<String, String> {
+    // IFNAMSIZ is 16 with the terminating NUL.
+    if s.is_empty()
+        || s.len() > 15
+        || s.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{s:?} is not a network interface name (1-15 characters, e.g. eth0)"));
+    }
+    Ok(s.to_owned())
+}
+
+/// The CPUs this process may run on, from `sched_getaffinity`.
+fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data (zero is the empty set); sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into the set we own, and
+    // CPU_ISSET reads a bit inside it (i < CPU_SETSIZE).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let n = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        Some((0..n).filter(|&i| libc::CPU_ISSET(i, &set)).collect())
+    }
+}
+
+fn parse_cpu(s: &str) -> Result<usize, String> {
+    let cpu: usize = s.trim().parse().map_err(|_| format!("{s:?} is not a CPU number (e.g. 2)"))?;
+    match allowed_cpus() {
+        Some(cpus) if !cpus.contains(&cpu) => {
+            Err(format!("CPU {cpu} is not available to this process: use one of {cpus:?}"))
+        }
+        _ => Ok(cpu),
+    }
+}
+
+/// Report a usage error naming the flags (exit code 2).
+fn usage_error(msg: String) -> ! {
+    Args::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit()
+}
+
+fn check(args: &Args) {
+    if args.wait_clients > 0 && args.transport != TransportKind::Tcp {
+        usage_error(format!(
+            "--wait-clients needs --transport tcp (got {}): datagram subscribers join the group without logging in",
+            args.transport
+        ));
+    }
+    if args.transport != TransportKind::Tcp {
+        for (flag, g) in [("--group", Some(args.group)), ("--group-b", args.group_b)] {
+            let Some(g) = g else { continue };
+            if !g.ip().is_multicast() || g.port() == 0 {
+                usage_error(format!(
+                    "{flag} {g} is not a multicast group: use an address in 224.0.0.0/4 with a nonzero port (e.g. 239.255.0.1:30001)"
+                ));
+            }
+        }
+        if !args.listen.is_ipv4() {
+            usage_error(format!(
+                "--listen {}: the {} transport needs an IPv4 recovery address",
+                args.listen, args.transport
+            ));
+        }
+        if args.interface.is_multicast() || args.interface.is_broadcast() {
+            usage_error(format!(
+                "--interface {} is not an interface address (e.g. 127.0.0.1)",
+                args.interface
+            ));
+        }
+    }
+    if args.transport == TransportKind::Xdp && args.ifname.is_none() {
+        usage_error("--transport xdp needs --ifname (e.g. eth0)".into());
+    }
+    // The snapshot of the universe must be numberable at this packet size.
+    let core_cfg = PublisherConfig {
+        max_packet_len: args.max_packet,
+        retransmit_window: args.retransmit_window,
+        ..PublisherConfig::new(args.epoch.unwrap_or(1), args.symbols)
+    };
+    if let Err(e @ ConfigError::TooManySymbols { .. }) = core_cfg.validate() {
+        usage_error(format!(
+            "--symbols {} with --max-packet {}: {e}; use fewer symbols or larger packets",
+            args.symbols, args.max_packet
+        ));
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !(0.0..=1.0).contains(&args.drop_rate) {
-        anyhow::bail!("--drop-rate must be between 0 and 1, got {}", args.drop_rate);
-    }
-    if args.max_packet < 128 || args.max_packet > tickwire_core::wire::MAX_PACKET_LEN {
-        anyhow::bail!(
-            "--max-packet must be between 128 and {}",
-            tickwire_core::wire::MAX_PACKET_LEN
-        );
-    }
+    check(&args);
     if let Some(path) = &args.book_out {
         // Fail now, not after the whole run, if the book cannot be written.
-        std::fs::write(path, b"").with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if args.wait_clients > 0 && args.transport != TransportKind::Tcp {
-        anyhow::bail!(
-            "--wait-clients needs --transport tcp: datagram subscribers join the group without logging in"
-        );
+        if let Err(e) = std::fs::write(path, b"") {
+            anyhow::bail!("cannot write {}: {}", path.display(), io_text(&e));
+        }
     }
     let cfg = ServerConfig {
         transport: TransportOptions {
@@ -192,4 +299,19 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
+}
+
+/// An I/O error as a phrase: "no such file or directory", not
+/// "No such file or directory (os error 2)".
+fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
 }

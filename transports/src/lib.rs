@@ -60,6 +60,29 @@ pub enum DisconnectReason {
     Io(String),
 }
 
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisconnectReason::Closed => f.write_str("closed by the peer"),
+            DisconnectReason::SlowConsumer { queued } => {
+                write!(f, "too slow: {queued} bytes queued")
+            }
+            DisconnectReason::Malformed(e) => {
+                write!(f, "sent bytes that are not Tickwire packets: {e}")
+            }
+            DisconnectReason::Io(s) => {
+                // "Connection refused (os error 111)" -> "connection refused".
+                let s = s.rfind(" (os error ").map_or(s.as_str(), |i| &s[..i]);
+                let mut c = s.chars();
+                if let Some(first) = c.next() {
+                    write!(f, "{}{}", first.to_lowercase(), c.as_str())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// What a publisher transport reports from [`Publisher::poll`].
 #[derive(Debug)]
 pub enum PubEvent<'a> {

@@ -1379,7 +1379,8 @@ impl Receiver {
             }
         }
         while let Some(g) = self.gaps.gaps.pop_front() {
-            self.unrecoverable(g.start, g.end, g.missing);
+            self.stats.unrecovered += 1;
+            self.stats.messages_unrecovered += g.missing;
             self.skip_to(g.end);
         }
         self.drain();
@@ -1388,22 +1389,43 @@ impl Receiver {
     fn unrecoverable(&mut self, a: u64, b: u64, missing: u64) {
         self.stats.unrecovered += 1;
         self.stats.messages_unrecovered += missing;
+        self.report_missing(a, b);
+    }
+
+    fn report_missing(&mut self, a: u64, b: u64) {
         self.events.push_back(Event::Unrecoverable { range: SeqRange::new(SeqNo(a), SeqNo(b)) });
     }
 
-    /// Deliver what is held in `[next, end)`, skipping what is missing.
+    /// Deliver what is held in `[next, end)` and skip what is missing, each
+    /// run of missing sequences reported as `Unrecoverable` in stream order
+    /// (a gap given up on may hold messages that did arrive: they are
+    /// delivered between the runs, so no event names a delivered message).
     fn skip_to(&mut self, end: u64) {
+        let mut missing_from: Option<u64> = None;
         while self.next < end {
             let s = self.next;
-            if s < self.buf.lo() {
-                self.next = self.buf.lo().min(end);
-            } else if s >= self.buf.hi() {
-                self.next = end;
-            } else if let Some((m, t, due)) = self.buf.get(s) {
-                self.deliver(s, m, t, due, true);
-            } else {
-                self.next = s + 1;
+            let held = if s < self.buf.lo() || s >= self.buf.hi() { None } else { self.buf.get(s) };
+            match held {
+                Some((m, t, due)) => {
+                    if let Some(a) = missing_from.take() {
+                        self.report_missing(a, s);
+                    }
+                    self.deliver(s, m, t, due, true);
+                }
+                None => {
+                    missing_from.get_or_insert(s);
+                    self.next = if s < self.buf.lo() {
+                        self.buf.lo().min(end)
+                    } else if s >= self.buf.hi() {
+                        end
+                    } else {
+                        s + 1
+                    };
+                }
             }
+        }
+        if let Some(a) = missing_from {
+            self.report_missing(a, self.next);
         }
         self.high = self.high.max(self.next);
         self.buf.advance(self.next);

@@ -18,7 +18,10 @@ use tickwire_core::publisher::{ConfigError, MAX_RETRANSMIT_WINDOW, PublisherConf
 use tickwire_server::{ServerConfig, run};
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::lossy::LossConfig;
-use tickwire_transports::select::{TransportKind, TransportOptions, parse_duration};
+use tickwire_transports::select::{
+    TransportKind, TransportOptions, io_text, parse_cpu, parse_drop_rate, parse_duration,
+    parse_ifname,
+};
 
 /// Simulate an exchange (GBM prices) and publish a sequenced market-data feed.
 #[derive(Debug, Parser)]
@@ -127,53 +130,10 @@ const MIN_PACKET: usize = tickwire_core::publisher::MIN_PACKET_LEN;
 /// Largest `--max-packet`: what a receiver accepts.
 const MAX_PACKET: usize = tickwire_core::wire::MAX_PACKET_LEN;
 
-fn parse_drop_rate(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
-        _ => Err(format!("{s:?} is not a fraction: use a number from 0 to 1 (e.g. 0.01)")),
-    }
-}
-
 fn parse_max_packet(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if (MIN_PACKET..=MAX_PACKET).contains(&n) => Ok(n),
         _ => Err(format!("{s:?}: use a packet size from {MIN_PACKET} to {MAX_PACKET} bytes")),
-    }
-}
-
-fn parse_ifname(s: &str) -> Result<String, String> {
-    // IFNAMSIZ is 16 with the terminating NUL.
-    if s.is_empty()
-        || s.len() > 15
-        || s.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control())
-    {
-        return Err(format!("{s:?} is not a network interface name (1-15 characters, e.g. eth0)"));
-    }
-    Ok(s.to_owned())
-}
-
-/// The CPUs this process may run on, from `sched_getaffinity`.
-fn allowed_cpus() -> Option<Vec<usize>> {
-    // SAFETY: cpu_set_t is plain data (zero is the empty set); sched_getaffinity
-    // writes at most size_of::<cpu_set_t>() bytes into the set we own, and
-    // CPU_ISSET reads a bit inside it (i < CPU_SETSIZE).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return None;
-        }
-        let n = 8 * std::mem::size_of::<libc::cpu_set_t>();
-        Some((0..n).filter(|&i| libc::CPU_ISSET(i, &set)).collect())
-    }
-}
-
-fn parse_cpu(s: &str) -> Result<usize, String> {
-    let cpu: usize = s.trim().parse().map_err(|_| format!("{s:?} is not a CPU number (e.g. 2)"))?;
-    match allowed_cpus() {
-        Some(cpus) if !cpus.contains(&cpu) => {
-            Err(format!("CPU {cpu} is not available to this process: use one of {cpus:?}"))
-        }
-        _ => Ok(cpu),
     }
 }
 
@@ -299,19 +259,4 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
-}
-
-/// An I/O error as a phrase: "no such file or directory", not
-/// "No such file or directory (os error 2)".
-fn io_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = match s.rfind(" (os error ") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
-    };
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
-    }
 }

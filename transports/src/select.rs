@@ -315,6 +315,67 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// Parse a loss fraction flag (`--drop-rate`): a number from 0 to 1 (NaN, inf refused).
+pub fn parse_drop_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a fraction: use a number from 0 to 1 (e.g. 0.01)")),
+    }
+}
+
+/// Parse a network interface name flag (`--ifname`).
+pub fn parse_ifname(s: &str) -> Result<String, String> {
+    // IFNAMSIZ is 16 with the terminating NUL.
+    if s.is_empty()
+        || s.len() > 15
+        || s.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{s:?} is not a network interface name (1-15 characters, e.g. eth0)"));
+    }
+    Ok(s.to_owned())
+}
+
+/// The CPUs this process may run on, from `sched_getaffinity`.
+pub fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data (zero is the empty set); sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into the set we own, and
+    // CPU_ISSET reads a bit inside it (i < CPU_SETSIZE).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let n = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        Some((0..n).filter(|&i| libc::CPU_ISSET(i, &set)).collect())
+    }
+}
+
+/// Parse `--cpu`: a CPU this process may run on.
+pub fn parse_cpu(s: &str) -> Result<usize, String> {
+    let cpu: usize = s.trim().parse().map_err(|_| format!("{s:?} is not a CPU number (e.g. 2)"))?;
+    match allowed_cpus() {
+        Some(cpus) if !cpus.contains(&cpu) => {
+            Err(format!("CPU {cpu} is not available to this process: use one of {cpus:?}"))
+        }
+        _ => Ok(cpu),
+    }
+}
+
+/// An I/O error as a phrase: "no such file or directory", not
+/// "No such file or directory (os error 2)".
+pub fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

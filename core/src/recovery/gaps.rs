@@ -49,15 +49,45 @@ impl Gap {
     }
 }
 
-/// The holes, sorted by `start`, disjoint. Pre-allocated; see `MAX_GAPS`.
+/// The holes, sorted by `start`, disjoint. Pre-allocated and bounded (see
+/// `MAX_GAPS`): at the bound, a new hole merges into its neighbour at that
+/// end, so memory stays fixed whatever the loss pattern. A merged hole is
+/// NACKed as one range; the reorder buffer still knows what arrived inside it.
 #[derive(Debug)]
 pub(super) struct GapList {
     pub gaps: VecDeque<Gap>,
+    cap: usize,
 }
 
 impl GapList {
     pub(super) fn with_capacity(n: usize) -> GapList {
-        GapList { gaps: VecDeque::with_capacity(n) }
+        GapList { gaps: VecDeque::with_capacity(n), cap: n.max(1) }
+    }
+
+    /// Adds `g`, which lies above every hole, or at the bound extends the
+    /// highest hole to cover it.
+    pub(super) fn push_back(&mut self, g: Gap) {
+        let full = self.gaps.len() >= self.cap;
+        match self.gaps.back_mut() {
+            Some(last) if full => {
+                last.end = g.end;
+                last.missing += g.missing;
+            }
+            _ => self.gaps.push_back(g),
+        }
+    }
+
+    /// Adds `g`, which lies below every hole, or at the bound extends the
+    /// lowest hole down to cover it.
+    pub(super) fn push_front(&mut self, g: Gap) {
+        let full = self.gaps.len() >= self.cap;
+        match self.gaps.front_mut() {
+            Some(first) if full => {
+                first.start = g.start;
+                first.missing += g.missing;
+            }
+            _ => self.gaps.push_front(g),
+        }
     }
 
     /// Index of the hole whose range contains `seq`.
@@ -98,5 +128,17 @@ mod tests {
         assert_eq!(l.find(11), None);
         assert!(l.intersects(1, 6) && l.intersects(7, 10) && l.intersects(10, 20));
         assert!(!l.intersects(8, 10) && !l.intersects(11, 99) && !l.intersects(1, 5));
+    }
+
+    #[test]
+    fn at_the_bound_new_holes_merge_into_the_neighbour() {
+        let t = Instant::ZERO;
+        let mut l = GapList::with_capacity(2);
+        l.push_back(Gap::new(10, 12, t, t));
+        l.push_back(Gap::new(20, 21, t, t));
+        l.push_back(Gap::new(30, 33, t, t)); // merges into [20, 21)
+        l.push_front(Gap::new(1, 5, t, t)); // merges into [10, 12)
+        let got: Vec<_> = l.gaps.iter().map(|g| (g.start, g.end, g.missing)).collect();
+        assert_eq!(got, vec![(1, 12, 6), (20, 33, 4)]);
     }
 }

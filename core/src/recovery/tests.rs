@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::msg::Quote;
+use crate::msg::SymbolState;
 use crate::wire::{LoginAck, NackReject, SnapshotHeader, emit_message, emit_record};
 
 const E: u64 = 0xE1;

@@ -1,0 +1,177 @@
+//! What a [`Receiver`](super::Receiver) can be configured with, and its bounds.
+
+use std::time::Duration;
+
+/// Wait this long after a hole appears before NACKing it. A copy on the other
+/// line or a reordered datagram normally arrives within tens of µs on a LAN;
+/// 200 µs avoids NACKing what is merely late while adding little to a recovery
+/// that costs a round trip anyway (Aeron waits 100 µs on unicast).
+pub const DEFAULT_NACK_DELAY: Duration = Duration::from_micros(200);
+/// Random extra delay, uniform in `[0, jitter]`, added to the first NACK of a
+/// hole. After a loss every receiver sees the same hole at the same instant;
+/// jitter spreads their NACKs so the request server is not hit by one burst.
+/// NACKs are unicast here (no suppression by overhearing, unlike Aeron's
+/// multicast NAKs with up to 10 ms back-off), so a short spread suffices.
+pub const DEFAULT_NACK_JITTER: Duration = Duration::from_micros(300);
+/// First retry timeout of an unanswered NACK. A loopback/LAN round trip plus
+/// the server's work is well under a millisecond, so 4 ms is generous on a
+/// busy 2-core machine. The publisher ignores an identical request repeated
+/// within its 10 ms linger (`publisher::DEFAULT_LINGER`); a retry of a range
+/// whose answer was lost is therefore served from the second retry on (4 + 8 ms),
+/// while a retry after a lost *request*, or of a range that shrank, is served at once.
+pub const DEFAULT_NACK_RETRY_INITIAL: Duration = Duration::from_millis(4);
+/// Longest retry timeout: the back-off doubles from the initial value up to this.
+pub const DEFAULT_NACK_RETRY_MAX: Duration = Duration::from_millis(50);
+/// NACK rounds without progress before a hole is handed to a snapshot. Eight
+/// rounds (4+8+16+32+50+50+50+50 ms ≈ 260 ms) survive 30 % loss on both the
+/// request and the answer path (a round succeeds with p ≈ 0.49) with
+/// probability 1 − 0.51⁹ ≈ 99.8 %; a round that brings any of the hole's
+/// messages resets the count, so a long hole served in clipped prefixes never
+/// runs out.
+pub const DEFAULT_MAX_NACK_RETRIES: u32 = 8;
+/// NACK ranges in flight at once. Aeron caps active retransmits at 16; more
+/// would let one receiver's burst of requests crowd out the server's live path.
+pub const DEFAULT_MAX_OUTSTANDING_NACKS: usize = 16;
+/// Longest range one NACK asks for, in messages: the publisher serves at most
+/// 1024 messages per NACK (`publisher::DEFAULT_MAX_NACK_MESSAGES`, ~49 KB of
+/// answers) and clips the rest, so a longer hole is asked for as several
+/// 1024-message ranges at once rather than one range re-asked round after round.
+pub const DEFAULT_MAX_NACK_LEN: u64 = 1024;
+/// The wire's limit on one NACK: its count field is a `u16`.
+pub const MAX_NACK_COUNT: u64 = u16::MAX as u64;
+/// Two holes this close (messages already held between them) are requested as
+/// one range: re-receiving up to 8 messages (≈400 bytes) is cheaper than one
+/// more request, its processing and its answer's packet.
+pub const NACK_COALESCE_MAX_HOLE: u64 = 8;
+/// Messages held out of order while a hole is recovered (and live data kept
+/// while a snapshot is fetched). 262 144 messages hold ~1.3 s of a 200 k msg/s
+/// feed (~260 ms at 1 M msg/s) in about 20 MB, allocated once: enough to
+/// assemble a 40-part snapshot over a path losing 20% of packets in both
+/// directions (a few request rounds of `DEFAULT_SNAPSHOT_TIMEOUT`) before the
+/// live data buffered meanwhile overflows. With 65 536 (~330 ms at 200 k/s)
+/// such a client lived on successive snapshots. Overflow → snapshot.
+pub const DEFAULT_MAX_BUFFERED: usize = 1 << 18;
+/// Upper bound on `max_buffered` accepted from a configuration (16 M messages,
+/// ~1.3 GB): beyond this a configuration error, not a wish, is assumed.
+pub const MAX_BUFFERED_LIMIT: usize = 1 << 24;
+/// How long to wait for a complete snapshot before asking again. A snapshot of
+/// 10 000 symbols is ~560 KB, a few ms on a LAN. The publisher serves one peer
+/// at most one snapshot per 100 ms (`publisher::DEFAULT_SNAPSHOT_MIN_INTERVAL`):
+/// 250 ms re-asks quickly when the *request* was lost (it was never served),
+/// and is already past that interval when a lost *answer* must be served again.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Snapshot requests after the first before giving up (`Unrecoverable`):
+/// twelve (3 s, about six served answers at the publisher's interval) ride out
+/// heavy loss; giving up means the server is gone or unreachable.
+pub const DEFAULT_MAX_SNAPSHOT_RETRIES: u32 = 12;
+/// First reconnect delay (stream). Short: a dropped connection to a live server
+/// should come back fast.
+pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(10);
+/// Longest reconnect delay: a server that is down is probed every 2 s at most.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// Largest snapshot (symbols) accepted. A million symbols covers every listed
+/// instrument of the major exchanges and bounds what one header can make the
+/// receiver allocate (64 B per symbol: 64 MB).
+pub const DEFAULT_MAX_SNAPSHOT_SYMBOLS: u32 = 1 << 20;
+/// Distinct holes tracked at once. Beyond this a new hole is merged into the
+/// last one; NACKs are built from the buffer, so merging loses no precision,
+/// only per-hole timing. 4096 holes is far past any loss a NACK can fix.
+pub const MAX_GAPS: usize = 4096;
+/// Sequences at or above this are rejected as malformed: no session reaches
+/// 2⁶² messages (146 years at 10⁹/s), and the bound keeps `seq + count + window`
+/// arithmetic free of overflow whatever a packet claims.
+pub const MAX_SEQ: u64 = 1 << 62;
+/// Events the queue holds beyond `max_buffered` before it has to grow: room
+/// for the control events (epoch, snapshot start/end, unrecoverable) around a
+/// full buffer's worth of messages released at once.
+pub const EVENT_QUEUE_SLACK: usize = 1024;
+/// Shortest retry, snapshot and reconnect timeout accepted from a
+/// configuration: a zero timeout would fire again at the same instant and use
+/// up its retries without any time passing.
+pub const MIN_TIMER: Duration = Duration::from_micros(1);
+/// Epochs remembered as finished: packets of a retired session still in flight
+/// after a restart must not flip the receiver back to it.
+pub(super) const RETIRED_EPOCHS: usize = 4;
+
+/// How the transport carries the feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Multicast or AF_XDP datagrams, possibly on two lines (A/B): holes are
+    /// NACKed and snapshots requested over the unicast request channel.
+    Datagram,
+    /// TCP: the client logs in (resuming from a sequence); the server answers
+    /// with a retransmission or a snapshot. A hole on the stream (should not
+    /// happen) is still NACKed in-band.
+    Stream,
+}
+
+/// What a client joining a session already under way does (datagram mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LateJoin {
+    /// Fetch a snapshot and merge into the live stream after it (the default):
+    /// the client's state is complete.
+    Snapshot,
+    /// Start delivering from the first sequence seen; earlier state is unknown.
+    FromFirstSeen,
+}
+
+/// Configuration of a [`Receiver`]. Every default is a named constant whose
+/// doc says why.
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    /// Datagram (NACK + snapshot) or stream (login/resume).
+    pub mode: Mode,
+    /// Seed of the jitter RNG (Xoshiro256PlusPlus): same inputs, same seed → same run.
+    pub seed: u64,
+    /// See [`DEFAULT_NACK_DELAY`].
+    pub nack_delay: Duration,
+    /// See [`DEFAULT_NACK_JITTER`].
+    pub nack_jitter: Duration,
+    /// See [`DEFAULT_NACK_RETRY_INITIAL`].
+    pub nack_retry_initial: Duration,
+    /// See [`DEFAULT_NACK_RETRY_MAX`].
+    pub nack_retry_max: Duration,
+    /// See [`DEFAULT_MAX_NACK_RETRIES`].
+    pub max_nack_retries: u32,
+    /// See [`DEFAULT_MAX_OUTSTANDING_NACKS`] (at least 1).
+    pub max_outstanding_nacks: usize,
+    /// See [`DEFAULT_MAX_NACK_LEN`] (clamped to `1..=`[`MAX_NACK_COUNT`]).
+    pub max_nack_len: u64,
+    /// See [`DEFAULT_MAX_BUFFERED`] (clamped to `1..=`[`MAX_BUFFERED_LIMIT`]).
+    pub max_buffered: usize,
+    /// See [`DEFAULT_SNAPSHOT_TIMEOUT`].
+    pub snapshot_timeout: Duration,
+    /// See [`DEFAULT_MAX_SNAPSHOT_RETRIES`].
+    pub max_snapshot_retries: u32,
+    /// See [`DEFAULT_RECONNECT_MIN`].
+    pub reconnect_min: Duration,
+    /// See [`DEFAULT_RECONNECT_MAX`].
+    pub reconnect_max: Duration,
+    /// What a late joiner does (datagram mode; a stream's server decides).
+    pub late_join: LateJoin,
+    /// See [`DEFAULT_MAX_SNAPSHOT_SYMBOLS`].
+    pub max_snapshot_symbols: u32,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            mode: Mode::Datagram,
+            seed: 0,
+            nack_delay: DEFAULT_NACK_DELAY,
+            nack_jitter: DEFAULT_NACK_JITTER,
+            nack_retry_initial: DEFAULT_NACK_RETRY_INITIAL,
+            nack_retry_max: DEFAULT_NACK_RETRY_MAX,
+            max_nack_retries: DEFAULT_MAX_NACK_RETRIES,
+            max_outstanding_nacks: DEFAULT_MAX_OUTSTANDING_NACKS,
+            max_nack_len: DEFAULT_MAX_NACK_LEN,
+            max_buffered: DEFAULT_MAX_BUFFERED,
+            snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
+            max_snapshot_retries: DEFAULT_MAX_SNAPSHOT_RETRIES,
+            reconnect_min: DEFAULT_RECONNECT_MIN,
+            reconnect_max: DEFAULT_RECONNECT_MAX,
+            late_join: LateJoin::Snapshot,
+            max_snapshot_symbols: DEFAULT_MAX_SNAPSHOT_SYMBOLS,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! NACK scheduling: delays with jitter, coalescing, retries with back-off,
+//! the outstanding cap, and NackReject.
+
+use super::*;
+
+impl Receiver {
+    pub(super) fn jitter(&mut self, max: Duration) -> Duration {
+        let m = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        if m == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.rng.next_u64() % m.saturating_add(1))
+    }
+
+    pub(super) fn first_nack_due(&mut self, now: Instant) -> Instant {
+        let j = self.jitter(self.cfg.nack_jitter);
+        now + self.cfg.nack_delay + j
+    }
+
+    pub(super) fn backoff(&self, retries: u32) -> Duration {
+        let f = 1u32 << retries.min(20);
+        (self.cfg.nack_retry_initial * f).min(self.cfg.nack_retry_max)
+    }
+
+    pub(super) fn can_nack(&self) -> bool {
+        self.started && !self.snap.active && (self.cfg.mode == Mode::Datagram || self.logged_in)
+    }
+
+    pub(super) fn prune_outstanding(&mut self, now: Instant) {
+        let gaps = &self.gaps;
+        self.outstanding.retain(|o| o.deadline > now && gaps.intersects(o.start, o.end));
+    }
+
+    /// Queue NACKs for every hole that is due, several at once: neighbouring
+    /// holes coalesced, ranges split at `max_nack_len`, at most
+    /// `max_outstanding_nacks` in flight. A hole whose retries ran out goes to
+    /// a snapshot.
+    pub(super) fn schedule_nacks(&mut self, now: Instant) {
+        if !self.can_nack() || self.gaps.is_empty() {
+            return;
+        }
+        self.prune_outstanding(now);
+        let chunk = self.cfg.max_nack_len;
+        let max_out = self.cfg.max_outstanding_nacks;
+        // The range being built: start, end, retry deadline.
+        let mut cur: Option<(u64, u64, Instant)> = None;
+        let mut i = 0;
+        while i < self.gaps.len() {
+            let mut g = self.gaps.gaps[i];
+            if g.due > now {
+                if let Some(c) = cur.take() {
+                    self.push_nack(c);
+                }
+                i += 1;
+                continue;
+            }
+            if g.cursor.is_none() {
+                if g.nacked {
+                    if g.missing < g.missing_at_nack {
+                        g.retries = 0;
+                    } else {
+                        g.retries += 1;
+                    }
+                    if g.retries > self.cfg.max_nack_retries {
+                        self.gaps.gaps[i] = g;
+                        self.stats.nack_retries_exhausted += 1;
+                        self.start_snapshot(now);
+                        return;
+                    }
+                }
+                g.missing_at_nack = g.missing;
+            }
+            let mut s = g.cursor.unwrap_or(g.start).max(g.start);
+            let mut blocked = false;
+            while s < g.end {
+                let mut a = s;
+                while a < g.end && self.buf.present(a) {
+                    a += 1;
+                }
+                if a >= g.end {
+                    break;
+                }
+                let mut b = a + 1;
+                while b < g.end && b - a < chunk && !self.buf.present(b) {
+                    b += 1;
+                }
+                match &mut cur {
+                    Some((cs, ce, _)) if a - *ce <= NACK_COALESCE_MAX_HOLE && b - *cs <= chunk => {
+                        *ce = b
+                    }
+                    _ => {
+                        if let Some(c) = cur.take() {
+                            self.push_nack(c);
+                        }
+                        if self.outstanding.len() >= max_out || self.tx.len() >= self.tx_cap {
+                            blocked = true;
+                            s = a;
+                            break;
+                        }
+                        cur = Some((a, b, now + self.backoff(g.retries)));
+                    }
+                }
+                s = b;
+            }
+            if blocked {
+                g.cursor = Some(s);
+                self.gaps.gaps[i] = g;
+                break;
+            }
+            g.cursor = None;
+            g.nacked = true;
+            g.due = now + self.backoff(g.retries);
+            self.gaps.gaps[i] = g;
+            i += 1;
+        }
+        if let Some(c) = cur {
+            self.push_nack(c);
+        }
+    }
+
+    pub(super) fn push_nack(&mut self, (start, end, deadline): (u64, u64, Instant)) {
+        self.outstanding.push(Outstanding { start, end, deadline });
+        // `end - start <= max_nack_len <= u16::MAX`.
+        self.tx.push_back(Tx::Nack { start, count: (end - start) as u16 });
+    }
+
+    pub(super) fn on_nack_reject(&mut self, now: Instant, repr: &PacketRepr) {
+        if !self.session_packet(repr.epoch) {
+            return;
+        }
+        self.stats.nack_rejects += 1;
+        let a = repr.first_seq.0;
+        if self.gaps.intersects(a, a + u64::from(repr.count)) {
+            self.start_snapshot(now);
+        }
+    }
+}

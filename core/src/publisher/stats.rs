@@ -1,0 +1,101 @@
+//! What the publisher counts, and what a request came to.
+
+use crate::seq::SeqNo;
+use crate::wire::{DecodeError, LoginMode, PacketKind};
+
+/// Why a request was ignored. Every reason has a counter in [`PublisherStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IgnoreReason {
+    /// The bytes are not a valid request packet (truncated, bad CRC, a NACK of
+    /// zero messages or from sequence 0, a request with a payload...).
+    Malformed(DecodeError),
+    /// The request names another session.
+    WrongEpoch,
+    /// A NACK for messages not published yet.
+    OutOfRange,
+    /// The peer's token bucket (or snapshot interval) does not allow an answer now.
+    RateLimited,
+    /// The same request was served within the linger window.
+    Duplicate,
+    /// A packet kind clients do not send.
+    NotARequest(PacketKind),
+}
+
+/// What [`Publisher::handle_request`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Replies were emitted (retransmissions, a NackReject or a snapshot).
+    Served,
+    /// A Login was answered: LoginAck, then the catch-up (retransmissions or a
+    /// snapshot), which ends exactly at `published_next`. The server must now
+    /// mark the peer live (`transport.set_live(peer, true)`): the next
+    /// published packet continues the stream without a gap or an overlap.
+    LoginAccepted {
+        /// How the client is brought up to date.
+        mode: LoginMode,
+        /// The first sequence of the catch-up (Resume) or the sequence the
+        /// snapshot is consistent at (Snapshot).
+        resume_from: SeqNo,
+    },
+    /// Nothing was sent.
+    Ignored(IgnoreReason),
+}
+
+/// Counters; every mechanism has one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Messages sequenced and sealed into live packets.
+    pub messages: u64,
+    /// Live packets queued (Data, Heartbeat, EndOfSession).
+    pub packets: u64,
+    /// Bytes of live packets.
+    pub bytes: u64,
+    /// Heartbeats queued.
+    pub heartbeats: u64,
+    /// Messages `push` refused (unknown type, or after `end_session`).
+    pub rejected_messages: u64,
+    /// Requests received (every call to `handle_request`).
+    pub requests: u64,
+    /// Well-formed NACKs of this session.
+    pub nacks: u64,
+    /// NackRejects sent (range older than the window).
+    pub nack_rejects: u64,
+    /// Messages re-sent (NACK answers and Login resumes).
+    pub retransmitted_messages: u64,
+    /// Retransmission packets sent.
+    pub retransmit_packets: u64,
+    /// NACKs served only in part (message cap, byte cap or token bucket).
+    pub clipped_requests: u64,
+    /// Snapshots served (snapshot requests and Logins in snapshot mode).
+    pub snapshots_served: u64,
+    /// Snapshots served again from a kept image because the request named its `S`.
+    pub snapshot_images_reused: u64,
+    /// Snapshot packets sent.
+    pub snapshot_packets: u64,
+    /// Logins answered.
+    pub logins: u64,
+    /// Logins answered with a resume.
+    pub login_resumes: u64,
+    /// Logins answered with a snapshot.
+    pub login_snapshots: u64,
+    /// Reply packets of any kind.
+    pub reply_packets: u64,
+    /// Reply bytes of any kind.
+    pub reply_bytes: u64,
+    /// Requests ignored as malformed.
+    pub malformed: u64,
+    /// Requests ignored for naming another epoch.
+    pub wrong_epoch: u64,
+    /// NACKs ignored for asking unpublished messages.
+    pub out_of_range: u64,
+    /// Requests ignored by the rate limits.
+    pub rate_limited: u64,
+    /// Requests ignored as duplicates within the linger window.
+    pub duplicates: u64,
+    /// Packets of a kind clients do not send.
+    pub not_a_request: u64,
+    /// Peers evicted from the bounded per-peer table.
+    pub peers_evicted: u64,
+    /// EndOfSession packets queued again after the first ([`PublisherConfig::eos_repeat`]).
+    pub eos_repeats: u64,
+}

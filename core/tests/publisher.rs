@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tickwire_core::publisher::{
-    IgnoreReason, Publisher, PublisherConfig, RequestLimits, RequestOutcome,
+    IgnoreReason, Publisher, PublisherConfig, RequestLimits, RequestOutcome, peer_host,
 };
 use tickwire_core::wire::{
-    DecodeError, FLAG_TIMING, HEADER_LEN, LoginAckRepr, LoginMode, MessageIter, NackRejectRepr,
-    Packet, PacketKind, PacketRepr, SnapshotRepr, Timing, parse_message,
+    DecodeError, FLAG_COOKIE, FLAG_TIMING, HEADER_LEN, LoginAckRepr, LoginMode, MessageIter,
+    NackRejectRepr, Packet, PacketKind, PacketRepr, SnapshotRepr, StatusRepr, TOKEN_LEN, Timing,
+    emit_token, parse_message, parse_token,
 };
 use tickwire_core::{Book, Instant, Message, Quote, SeqNo, Side, SymbolState, Trade};
 
@@ -109,7 +110,45 @@ fn nack(first_seq: u64, count: u16) -> [u8; HEADER_LEN] {
     request(PacketKind::Nack, EPOCH, first_seq, count)
 }
 
+/// The peer id of test requester `n`: host `n`, port 7 (as datagram
+/// transports number peers).
+fn peer_id(n: u64) -> u64 {
+    n.wrapping_shl(16) | 7
+}
+
+/// `bytes` with the cookie of `host` added when it is a NACK or snapshot
+/// request without one, as a client that has its cookie sends it.
+fn with_cookie(p: &Publisher, host: u64, bytes: &[u8]) -> Vec<u8> {
+    let Some(mut r) = Packet::new_checked(bytes).ok().and_then(|pk| PacketRepr::parse(&pk).ok())
+    else {
+        return bytes.to_vec();
+    };
+    if !matches!(r.kind, PacketKind::Nack | PacketKind::SnapshotRequest) || r.payload_len != 0 {
+        return bytes.to_vec();
+    }
+    r.flags |= FLAG_COOKIE;
+    r.payload_len = TOKEN_LEN;
+    let mut b = vec![0u8; HEADER_LEN + TOKEN_LEN];
+    emit_token(&mut b[HEADER_LEN..], p.cookie(host));
+    let mut pk = Packet::new_unchecked(&mut b[..]);
+    r.emit(&mut pk);
+    pk.fill_crc();
+    b
+}
+
+/// Requester `peer` (a validated host: its requests carry its cookie) sends `bytes`.
 fn call(p: &mut Publisher, now: u64, peer: u64, bytes: &[u8]) -> (RequestOutcome, Vec<Vec<u8>>) {
+    let b = with_cookie(p, peer_host(peer_id(peer)), bytes);
+    call_raw(p, now, peer_id(peer), &b)
+}
+
+/// `bytes` exactly as given, from peer id `peer`.
+fn call_raw(
+    p: &mut Publisher,
+    now: u64,
+    peer: u64,
+    bytes: &[u8],
+) -> (RequestOutcome, Vec<Vec<u8>>) {
     let mut replies = Vec::new();
     let out =
         p.handle_request(Instant(now), 7_000 + now, peer, bytes, &mut |r| replies.push(r.to_vec()));
@@ -687,6 +726,157 @@ fn logins_can_be_refused_on_datagram_transports() {
     assert_eq!(call(&mut p, 0, 1, &nack(1, 1)).0, RequestOutcome::Served, "NACKs still served");
 }
 
+// ------------------------------------------------------ address validation
+
+/// The Status among `replies` (exactly one, alone).
+fn only_status(replies: &[Vec<u8>]) -> (PacketRepr, StatusRepr) {
+    assert_eq!(replies.len(), 1, "a Status alone");
+    let pk = Packet::new_checked(&replies[0][..]).unwrap();
+    let r = PacketRepr::parse(&pk).unwrap();
+    assert_eq!(r.kind, PacketKind::Status);
+    (r, StatusRepr::parse(pk.payload()).unwrap())
+}
+
+fn probe(nonce: u64) -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_LEN + TOKEN_LEN];
+    emit_token(&mut b[HEADER_LEN..], nonce);
+    let mut pk = Packet::new_unchecked(&mut b[..]);
+    PacketRepr {
+        kind: PacketKind::Probe,
+        flags: 0,
+        epoch: EPOCH,
+        first_seq: SeqNo(1),
+        count: 0,
+        send_time: 0,
+        payload_len: TOKEN_LEN,
+    }
+    .emit(&mut pk);
+    pk.fill_crc();
+    b
+}
+
+#[test]
+fn an_unvalidated_host_gets_its_cookie_and_nothing_else_until_it_echoes_it() {
+    let mut p = Publisher::new(config(1_000, 1 << 12));
+    publish(&mut p, 2_000, 1_000);
+    let who = peer_id(0x0A00_0001);
+    let host = peer_host(who);
+    // A 40-byte NACK of 1,000 messages and a 40-byte SnapshotRequest: each
+    // draws a 72-byte Status, never the 40 KB or 58 KB they ask for.
+    let big = nack(1, 1_000);
+    let snap = request(PacketKind::SnapshotRequest, EPOCH, 0, 0);
+    for req in [&big[..], &snap[..]] {
+        let (out, replies) = call_raw(&mut p, 0, who, req);
+        assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::Unvalidated));
+        let (r, st) = only_status(&replies);
+        assert!(replies[0].len() <= 3 * req.len(), "{} bytes for {}", replies[0].len(), req.len());
+        assert_eq!((r.epoch, r.first_seq, st.echo, st.ended), (EPOCH, SeqNo(2_001), 0, false));
+        assert_eq!(st.cookie, p.cookie(host));
+    }
+    assert_eq!((p.stats().unvalidated, p.stats().statuses, p.stats().bad_cookies), (2, 2, 0));
+    assert_eq!((p.stats().retransmitted_messages, p.stats().snapshots_served), (0, 0));
+    // Echoing the cookie, from any port of that host, is served in full.
+    let other_port = (who & !0xffff) | 40_000;
+    let req = with_cookie(&p, host, &nack(1, 100));
+    let (out, replies) = call_raw(&mut p, MS, other_port, &req);
+    assert_eq!(out, RequestOutcome::Served);
+    assert_eq!(messages_of(&replies).len(), 100);
+}
+
+#[test]
+fn a_wrong_cookie_is_counted_and_served_nothing() {
+    let mut p = Publisher::new(config(8, 64));
+    publish(&mut p, 50, 8);
+    let (a, b) = (peer_id(1), peer_id(2));
+    // Host 2's cookie does not validate host 1, nor does another server's.
+    let other = Publisher::new(PublisherConfig { secret: [9; 32], ..config(8, 64) });
+    for cookie in [p.cookie(peer_host(b)), other.cookie(peer_host(a)), 0x1234] {
+        let mut req = with_cookie(&p, peer_host(a), &nack(1, 5));
+        emit_token(&mut req[HEADER_LEN..], cookie);
+        let mut pk = Packet::new_unchecked(&mut req[..]);
+        pk.fill_crc();
+        let (out, replies) = call_raw(&mut p, 0, a, &req);
+        assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::Unvalidated));
+        only_status(&replies);
+    }
+    assert_eq!((p.stats().bad_cookies, p.stats().unvalidated), (3, 3));
+    assert_ne!(p.instance(), other.instance());
+}
+
+#[test]
+fn a_flood_from_many_ports_of_one_host_shares_one_budget() {
+    let limits = RequestLimits {
+        rate_bytes_per_sec: 100_000,
+        burst_bytes: 20_000,
+        linger: Duration::ZERO,
+        ..RequestLimits::default()
+    };
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(16, 1 << 12) });
+    publish(&mut p, 3_000, 16);
+    let host = 0x0A00_0002u64;
+    let mut bytes = 0usize;
+    // 16 source ports, 1,600 NACKs over 100 ms.
+    for k in 0..1_600u64 {
+        let who = (host << 16) | (10_000 + k % 16);
+        let req = with_cookie(&p, host, &nack(1 + (k * 7) % 2_000, 50));
+        let (_, replies) = call_raw(&mut p, k * MS / 16, who, &req);
+        bytes += replies.iter().map(Vec::len).sum::<usize>();
+    }
+    // At most the burst plus 100 ms of refill, however many ports.
+    assert!(bytes <= 20_000 + 10_000 + 1_472, "{bytes} bytes");
+    assert!(p.stats().rate_limited > 1_000);
+    // Another host is served.
+    let (out, _) = call(&mut p, 100 * MS, 0x0B00_0001, &nack(1, 5));
+    assert_eq!(out, RequestOutcome::Served);
+}
+
+#[test]
+fn a_probe_is_answered_with_the_session_status() {
+    let mut p = Publisher::new(config(8, 64));
+    publish(&mut p, 30, 8);
+    let who = peer_id(5);
+    let (out, replies) = call_raw(&mut p, 0, who, &probe(0xABCD));
+    assert_eq!(out, RequestOutcome::Served);
+    let (r, st) = only_status(&replies);
+    assert_eq!((r.epoch, r.first_seq, st.echo, st.ended), (EPOCH, SeqNo(31), 0xABCD, false));
+    assert_eq!((st.cookie, st.instance), (p.cookie(peer_host(who)), p.instance()));
+    assert!(replies[0].len() <= 3 * probe(1).len());
+    p.end_session(Instant(0), 0);
+    drain(&mut p);
+    let (_, replies) = call_raw(&mut p, MS, who, &probe(7));
+    let (r, st) = only_status(&replies);
+    assert_eq!((r.first_seq, st.echo, st.ended), (SeqNo(31), 7, true));
+    assert_eq!(p.stats().probes, 2);
+    // A Probe must carry its nonce.
+    let bare = request(PacketKind::Probe, EPOCH, 1, 0);
+    assert!(matches!(
+        call_raw(&mut p, MS, who, &bare).0,
+        RequestOutcome::Ignored(IgnoreReason::Malformed(_))
+    ));
+    assert_eq!(parse_token(&probe(99)[HEADER_LEN..]).unwrap(), 99);
+}
+
+#[test]
+fn forged_sources_draw_at_most_three_times_what_they_send() {
+    // One request from each of 2,000 forged addresses (none ever sees the
+    // reply, so none has a cookie): bytes out over bytes in.
+    let mut p = Publisher::new(config(1_000, 1 << 12));
+    publish(&mut p, 4_000, 1_000);
+    let (mut sent, mut drawn) = (0usize, 0usize);
+    for k in 0..2_000u64 {
+        let req = if k % 2 == 0 {
+            nack(1 + k, 1_000).to_vec()
+        } else {
+            request(PacketKind::SnapshotRequest, EPOCH, 0, 0).to_vec()
+        };
+        let (_, replies) = call_raw(&mut p, k * MS, peer_id(0x0C00_0000 + k), &req);
+        sent += req.len();
+        drawn += replies.iter().map(Vec::len).sum::<usize>();
+    }
+    assert!(drawn <= 3 * sent, "{drawn} bytes drawn by {sent}");
+    assert_eq!(p.stats().unvalidated, 2_000);
+}
+
 // ---------------------------------------------------------------- heartbeats
 
 #[test]
@@ -771,6 +961,7 @@ fn check_replies(replies: &[Vec<u8>]) {
                 | PacketKind::NackReject
                 | PacketKind::Snapshot
                 | PacketKind::LoginAck
+                | PacketKind::Status
         ));
     }
 }
@@ -1013,7 +1204,7 @@ fn peer_churn_beyond_the_table_bound_allocates_nothing() {
     let mut round = |p: &mut Publisher, from: u64, to: u64| {
         for peer in from..to {
             let b = nack(1_000 + peer % 500, 3);
-            p.handle_request(Instant(peer * MS), 0, peer, &b, &mut |r| sink += r.len());
+            p.handle_request(Instant(peer * MS), 0, peer_id(peer), &b, &mut |r| sink += r.len());
             if peer % 5 == 0 {
                 p.forget_peer(peer - 1);
             }

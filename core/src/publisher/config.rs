@@ -104,6 +104,14 @@ pub struct RequestLimits {
     /// Minimum time between two snapshots served to one peer.
     /// Default [`DEFAULT_SNAPSHOT_MIN_INTERVAL`].
     pub snapshot_min_interval: Duration,
+    /// Serve NACKs and snapshot requests only to hosts that proved they
+    /// receive at the address they claim: the request must carry the cookie
+    /// ([`crate::wire::FLAG_COOKIE`]) that a Status packet sent to that host
+    /// gave it. Any other request is answered with that Status alone (72
+    /// bytes for a request of at least 40: under 2×), so a forged source
+    /// address draws no amplified reply. Default true; a TCP publisher, whose
+    /// peers completed a handshake, may turn it off.
+    pub validate_addresses: bool,
 }
 
 impl Default for RequestLimits {
@@ -116,6 +124,7 @@ impl Default for RequestLimits {
             linger: DEFAULT_LINGER,
             max_peers_tracked: DEFAULT_MAX_PEERS_TRACKED,
             snapshot_min_interval: DEFAULT_SNAPSHOT_MIN_INTERVAL,
+            validate_addresses: true,
         }
     }
 }
@@ -151,6 +160,12 @@ pub struct PublisherConfig {
     /// After the end of session, queue the EndOfSession again this often
     /// (default [`DEFAULT_EOS_REPEAT`]; `None`: once).
     pub eos_repeat: Option<Duration>,
+    /// Key of the address-validation cookies and of the instance id in Status
+    /// packets. **Set it to 32 random bytes** at start (the server binary
+    /// reads them from the OS): whoever knows it can forge cookies for any
+    /// address. The default is derived from the epoch, which makes runs
+    /// reproducible in tests and is predictable.
+    pub secret: [u8; 32],
 }
 
 impl PublisherConfig {
@@ -164,6 +179,7 @@ impl PublisherConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             limits: RequestLimits::default(),
             serve_logins: true,
+            secret: *blake3::hash(&epoch.to_le_bytes()).as_bytes(),
             max_delay: None,
             eos_repeat: Some(DEFAULT_EOS_REPEAT),
         }

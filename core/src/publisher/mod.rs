@@ -33,8 +33,8 @@
 //!    its `reply` callback, one complete packet per call.
 //!
 //! ```
-//! use tickwire_core::publisher::{Publisher, PublisherConfig, RequestOutcome};
-//! use tickwire_core::wire::{Packet, PacketKind, PacketRepr};
+//! use tickwire_core::publisher::{Publisher, PublisherConfig, RequestOutcome, peer_host};
+//! use tickwire_core::wire::{FLAG_COOKIE, HEADER_LEN, Packet, PacketKind, PacketRepr, TOKEN_LEN, emit_token};
 //! use tickwire_core::{Instant, Message, SeqNo, Trade, Side};
 //!
 //! let mut p = Publisher::new(PublisherConfig::new(7, 16));
@@ -45,12 +45,17 @@
 //! let live: Vec<Vec<u8>> = std::iter::from_fn(|| p.poll_packet().map(<[u8]>::to_vec)).collect();
 //! assert_eq!(live.len(), 1);
 //!
-//! // A client missed it: NACK [1, 2).
-//! let mut nack = [0u8; 40];
-//! PacketRepr { kind: PacketKind::Nack, flags: 0, epoch: 7, first_seq: SeqNo(1), count: 1,
-//!              send_time: 0, payload_len: 0 }.emit_bare(&mut nack);
+//! // A client missed it: NACK [1, 2), with the cookie its host was given
+//! // (an unvalidated request would draw a Status carrying it, and no data).
+//! let peer = (0x0A00_0001 << 16) | 5_000; // 10.0.0.1:5000
+//! let mut nack = [0u8; HEADER_LEN + TOKEN_LEN];
+//! emit_token(&mut nack[HEADER_LEN..], p.cookie(peer_host(peer)));
+//! let mut req = Packet::new_unchecked(&mut nack[..]);
+//! PacketRepr { kind: PacketKind::Nack, flags: FLAG_COOKIE, epoch: 7, first_seq: SeqNo(1),
+//!              count: 1, send_time: 0, payload_len: TOKEN_LEN }.emit(&mut req);
+//! req.fill_crc();
 //! let mut replies = Vec::new();
-//! let out = p.handle_request(now, 43, 99, &nack, &mut |r| replies.push(r.to_vec()));
+//! let out = p.handle_request(now, 43, peer, &nack, &mut |r| replies.push(r.to_vec()));
 //! assert_eq!(out, RequestOutcome::Served);
 //! let r = Packet::new_checked(&replies[0][..]).unwrap();
 //! assert_eq!(r.kind(), PacketKind::Retransmission);
@@ -81,6 +86,15 @@ pub use stats::{IgnoreReason, PublisherStats, RequestOutcome};
 pub use store::{MAX_RETRANSMIT_WINDOW, RetransmitStore, SLOT_LEN};
 
 use live::LiveQueue;
+
+/// The host part of a peer id, by which the request service keys its
+/// per-requester state (token bucket, linger, cookie), so its limits hold per
+/// host however many ports one host uses. Datagram transports number peers
+/// `(IPv4 address << 16) | port`; a transport whose peers are connections
+/// (TCP) only sends Logins, which are keyed by the whole id.
+pub const fn peer_host(peer: u64) -> u64 {
+    peer >> 16
+}
 use peers::PeerTable;
 
 /// The book as it was at one sequence, kept to answer repeated snapshot

@@ -6,7 +6,7 @@ use crate::msg::SymbolState;
 use crate::seq::SeqNo;
 use crate::wire::{
     HEADER_LEN, LoginAck, LoginAckRepr, NackReject, NackRejectRepr, Packet, PacketKind, PacketRepr,
-    SnapshotHeader, emit_record,
+    SnapshotHeader, Status, StatusRepr, emit_record,
 };
 
 /// What a reply run sent.
@@ -20,6 +20,8 @@ pub(super) struct Sent {
 pub(super) const NACK_REJECT_LEN: usize = HEADER_LEN + NackReject::<&[u8]>::LEN;
 /// Bytes of a LoginAck packet (header + 16-byte body).
 pub(super) const LOGIN_ACK_LEN: usize = HEADER_LEN + LoginAck::<&[u8]>::LEN;
+/// Bytes of a Status packet (header + 32-byte body).
+pub(super) const STATUS_LEN: usize = HEADER_LEN + Status::<&[u8]>::LEN;
 
 /// Write a header into `buf[..HEADER_LEN]` for a packet whose payload is
 /// already in place, and fill its CRC. Returns the packet length.
@@ -161,4 +163,16 @@ pub(super) fn emit_login_ack(
 ) -> usize {
     LoginAck::new_unchecked(&mut buf[HEADER_LEN..LOGIN_ACK_LEN]).emit(&body);
     seal_reply(buf, PacketKind::LoginAck, epoch, first_seq, 0, wall_ns, LOGIN_ACK_LEN - HEADER_LEN)
+}
+
+/// A Status packet: the session (`epoch`, next sequence `next`) and `body`.
+pub(super) fn emit_status(
+    buf: &mut [u8],
+    epoch: u64,
+    next: SeqNo,
+    wall_ns: u64,
+    body: StatusRepr,
+) -> usize {
+    Status::new_unchecked(&mut buf[HEADER_LEN..STATUS_LEN]).emit(&body);
+    seal_reply(buf, PacketKind::Status, epoch, next, 0, wall_ns, STATUS_LEN - HEADER_LEN)
 }

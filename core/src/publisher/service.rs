@@ -5,11 +5,12 @@
 //! then per kind: its own sanity checks, epoch, range, linger, rate.
 //! Whatever fails is counted and answered with nothing.
 
-use super::{IgnoreReason, Publisher, RequestOutcome};
+use super::{IgnoreReason, Publisher, RequestOutcome, peer_host};
 use crate::seq::SeqNo;
 use crate::time::Instant;
 use crate::wire::{
-    DecodeError, LoginAckRepr, LoginMode, NackRejectRepr, Packet, PacketKind, PacketRepr,
+    DecodeError, FLAG_COOKIE, LoginAckRepr, LoginMode, NackRejectRepr, Packet, PacketKind,
+    PacketRepr, StatusRepr, parse_token,
 };
 
 use super::peers::Recent;
@@ -39,6 +40,7 @@ impl Publisher {
                 IgnoreReason::RateLimited => s.rate_limited += 1,
                 IgnoreReason::Duplicate => s.duplicates += 1,
                 IgnoreReason::NotARequest(_) => s.not_a_request += 1,
+                IgnoreReason::Unvalidated => s.unvalidated += 1,
             }
         }
         outcome
@@ -72,23 +74,122 @@ impl Publisher {
             Err(e) => return Ignored(IgnoreReason::Malformed(e)),
         };
         let served_kind = match repr.kind {
-            PacketKind::Nack | PacketKind::SnapshotRequest => true,
+            PacketKind::Nack | PacketKind::SnapshotRequest | PacketKind::Probe => true,
             PacketKind::Login => self.cfg.serve_logins,
             _ => false,
         };
         if !served_kind {
             return Ignored(IgnoreReason::NotARequest(repr.kind));
         }
-        if repr.payload_len != 0 {
-            return Ignored(IgnoreReason::Malformed(DecodeError::Malformed(
-                "request packets carry no payload",
-            )));
+        // The one payload a request may carry is an 8-byte token: a Probe's
+        // nonce, or the cookie of a NACK or snapshot request that says so.
+        let token = match repr.kind {
+            PacketKind::Probe => Some(parse_token(packet.payload())),
+            PacketKind::Nack | PacketKind::SnapshotRequest if repr.flags & FLAG_COOKIE != 0 => {
+                Some(parse_token(packet.payload()))
+            }
+            _ if repr.payload_len == 0 => None,
+            _ => Some(Err(DecodeError::Malformed("request packets carry no payload"))),
+        };
+        let token = match token.transpose() {
+            Ok(t) => t,
+            Err(e) => return Ignored(IgnoreReason::Malformed(e)),
+        };
+        let host = peer_host(peer);
+        if repr.kind == PacketKind::Probe {
+            return self.serve_probe(now, wall_ns, host, token.unwrap_or(0), reply);
+        }
+        if repr.kind != PacketKind::Login && self.cfg.limits.validate_addresses {
+            let cookie = self.cookie(host);
+            if token != Some(cookie) {
+                if token.is_some() {
+                    self.stats.bad_cookies += 1;
+                }
+                self.challenge(now, wall_ns, host, reply);
+                return Ignored(IgnoreReason::Unvalidated);
+            }
         }
         match repr.kind {
-            PacketKind::Nack => self.serve_nack(now, wall_ns, peer, &repr, reply),
-            PacketKind::SnapshotRequest => self.serve_snapshot(now, wall_ns, peer, &repr, reply),
+            PacketKind::Nack => self.serve_nack(now, wall_ns, host, &repr, reply),
+            PacketKind::SnapshotRequest => self.serve_snapshot(now, wall_ns, host, &repr, reply),
             _ => self.serve_login(now, wall_ns, peer, &repr, reply),
         }
+    }
+
+    /// The cookie of `host` in this session: a keyed hash of the host and
+    /// the epoch, so the service keeps no state per host to check it, and a
+    /// cookie of another server instance (another secret) or session fails.
+    /// Never 0.
+    pub fn cookie(&self, host: u64) -> u64 {
+        let mut input = [0u8; 24];
+        input[..8].copy_from_slice(b"twcookie");
+        input[8..16].copy_from_slice(&host.to_le_bytes());
+        input[16..].copy_from_slice(&self.cfg.epoch.to_le_bytes());
+        let h = blake3::keyed_hash(&self.cfg.secret, &input);
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&h.as_bytes()[..8]);
+        u64::from_le_bytes(c).max(1)
+    }
+
+    /// This server instance's id in Status packets (from the secret: a
+    /// restart, even with the same epoch, changes it).
+    pub fn instance(&self) -> u64 {
+        let h = blake3::keyed_hash(&self.cfg.secret, b"twinstance");
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&h.as_bytes()[..8]);
+        u64::from_le_bytes(c)
+    }
+
+    /// A Probe: answer with the session's Status, echoing the nonce.
+    fn serve_probe(
+        &mut self,
+        now: Instant,
+        wall_ns: u64,
+        host: u64,
+        nonce: u64,
+        reply: &mut dyn FnMut(&[u8]),
+    ) -> RequestOutcome {
+        self.stats.probes += 1;
+        if self.send_status(now, wall_ns, host, nonce, reply) {
+            RequestOutcome::Served
+        } else {
+            RequestOutcome::Ignored(IgnoreReason::RateLimited)
+        }
+    }
+
+    /// An unvalidated request: its answer is the host's cookie, in a Status.
+    fn challenge(&mut self, now: Instant, wall_ns: u64, host: u64, reply: &mut dyn FnMut(&[u8])) {
+        self.send_status(now, wall_ns, host, 0, reply);
+    }
+
+    /// Send `host` a Status if its bucket allows; false if it did not.
+    fn send_status(
+        &mut self,
+        now: Instant,
+        wall_ns: u64,
+        host: u64,
+        echo: u64,
+        reply: &mut dyn FnMut(&[u8]),
+    ) -> bool {
+        let limits = self.cfg.limits;
+        let slot = self.peer_slot(host, now);
+        if self.peers.get_mut(slot).available(now, &limits) < STATUS_LEN as u64 {
+            return false;
+        }
+        let body = StatusRepr {
+            cookie: self.cookie(host),
+            echo,
+            instance: self.instance(),
+            ended: self.is_ended(),
+        };
+        let next = self.published_next();
+        let len = emit_status(&mut self.reply_buf, self.cfg.epoch, next, wall_ns, body);
+        reply(&self.reply_buf[..len]);
+        self.peers.get_mut(slot).charge(len);
+        self.stats.statuses += 1;
+        self.stats.reply_packets += 1;
+        self.stats.reply_bytes += len as u64;
+        true
     }
 
     /// The peer's slot, counting an eviction.
@@ -104,7 +205,7 @@ impl Publisher {
         &mut self,
         now: Instant,
         wall_ns: u64,
-        peer: u64,
+        host: u64,
         repr: &PacketRepr,
         reply: &mut dyn FnMut(&[u8]),
     ) -> RequestOutcome {
@@ -124,7 +225,7 @@ impl Publisher {
             return Ignored(IgnoreReason::OutOfRange);
         }
         let limits = self.cfg.limits;
-        let slot = self.peer_slot(peer, now);
+        let slot = self.peer_slot(host, now);
         let recent = Recent {
             kind: PacketKind::Nack.to_byte(),
             epoch: repr.epoch,
@@ -188,7 +289,7 @@ impl Publisher {
         &mut self,
         now: Instant,
         wall_ns: u64,
-        peer: u64,
+        host: u64,
         repr: &PacketRepr,
         reply: &mut dyn FnMut(&[u8]),
     ) -> RequestOutcome {
@@ -198,7 +299,7 @@ impl Publisher {
             return Ignored(IgnoreReason::WrongEpoch);
         }
         let limits = self.cfg.limits;
-        let slot = self.peer_slot(peer, now);
+        let slot = self.peer_slot(host, now);
         let recent = Recent {
             kind: PacketKind::SnapshotRequest.to_byte(),
             epoch: repr.epoch,

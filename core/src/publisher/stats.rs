@@ -19,6 +19,11 @@ pub enum IgnoreReason {
     Duplicate,
     /// A packet kind clients do not send.
     NotARequest(PacketKind),
+    /// A NACK or snapshot request without a valid cookie while
+    /// [`crate::publisher::RequestLimits::validate_addresses`] is on: it was
+    /// answered with a Status (the cookie) alone, or with nothing when the
+    /// host's bucket was empty.
+    Unvalidated,
 }
 
 /// What [`Publisher::handle_request`] did.
@@ -98,4 +103,14 @@ pub struct PublisherStats {
     pub peers_evicted: u64,
     /// EndOfSession packets queued again after the first ([`PublisherConfig::eos_repeat`]).
     pub eos_repeats: u64,
+    /// Probes answered with a Status.
+    pub probes: u64,
+    /// Status packets sent (answers to Probes, and challenges).
+    pub statuses: u64,
+    /// NACKs and snapshot requests from hosts without a valid cookie
+    /// (answered with a Status alone, never with data).
+    pub unvalidated: u64,
+    /// Of those, requests whose cookie was wrong (forged, or from an earlier
+    /// server instance).
+    pub bad_cookies: u64,
 }

@@ -92,6 +92,17 @@ pub const MIN_TIMER: Duration = Duration::from_micros(1);
 /// Epochs remembered as finished: packets of a retired session still in flight
 /// after a restart must not flip the receiver back to it.
 pub(super) const RETIRED_EPOCHS: usize = 4;
+/// Bytes [`Receiver::poll_transmit`](super::Receiver::poll_transmit) needs
+/// in its buffer: a header and an 8-byte token (cookie or nonce).
+pub const REQUEST_BUF_LEN: usize = crate::wire::HEADER_LEN + crate::wire::TOKEN_LEN;
+/// Wait this long for the recovery service's Status before probing again. A
+/// loopback or LAN round trip is tens of µs; 20 ms covers a loaded server
+/// and a WAN hop without delaying a real end of session noticeably.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(20);
+/// Probes sent for one question before the receiver decides without an
+/// answer (then it accepts the claim, and counts it as unconfirmed): 10 × 20 ms,
+/// so a recovery service that is down costs 200 ms at the end of a session.
+pub const DEFAULT_MAX_PROBE_RETRIES: u32 = 10;
 
 /// How the transport carries the feed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -151,6 +162,15 @@ pub struct ReceiverConfig {
     pub late_join: LateJoin,
     /// See [`DEFAULT_MAX_SNAPSHOT_SYMBOLS`].
     pub max_snapshot_symbols: u32,
+    /// Datagram mode: check claims of the live feed that no single packet may
+    /// make alone (an end of session, another epoch, a sequence beyond the
+    /// reorder window, one far behind) with the recovery service before
+    /// acting on them: a Probe, answered by a Status. Default true.
+    pub confirm_claims: bool,
+    /// See [`DEFAULT_PROBE_TIMEOUT`].
+    pub probe_timeout: Duration,
+    /// See [`DEFAULT_MAX_PROBE_RETRIES`].
+    pub max_probe_retries: u32,
 }
 
 impl Default for ReceiverConfig {
@@ -172,6 +192,9 @@ impl Default for ReceiverConfig {
             reconnect_max: DEFAULT_RECONNECT_MAX,
             late_join: LateJoin::Snapshot,
             max_snapshot_symbols: DEFAULT_MAX_SNAPSHOT_SYMBOLS,
+            confirm_claims: true,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            max_probe_retries: DEFAULT_MAX_PROBE_RETRIES,
         }
     }
 }

@@ -59,11 +59,14 @@ mod snapshot;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod validate;
 
 use config::RETIRED_EPOCHS;
 pub use config::*;
 pub use event::Event;
-pub use stats::{RECOVERY_HISTOGRAM_MAX_NS, RECOVERY_HISTOGRAM_SIGFIG, RecoveryStats};
+pub use stats::{
+    RECOVERY_HISTOGRAM_MAX_NS, RECOVERY_HISTOGRAM_SIGFIG, RecoveryStats, ValidationStats,
+};
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -76,13 +79,15 @@ use crate::msg::Message;
 use crate::seq::{SeqNo, SeqRange};
 use crate::time::Instant;
 use crate::wire::{
-    DecodeError, FLAG_TIMING, HEADER_LEN, LoginAckRepr, LoginMode, MessageIter, NackRejectRepr,
-    Packet, PacketKind, PacketRepr, SnapshotRepr, TIMING_LEN, Timing,
+    DecodeError, FLAG_COOKIE, FLAG_TIMING, HEADER_LEN, LoginAckRepr, LoginMode, MessageIter,
+    NackRejectRepr, Packet, PacketKind, PacketRepr, SnapshotRepr, StatusRepr, TIMING_LEN,
+    TOKEN_LEN, Timing, emit_token,
 };
 
 use buffer::ReorderBuffer;
 use gaps::{Gap, GapList};
 use snapshot::{Assembly, PartOutcome};
+use validate::ProbeState;
 
 /// A message's send time (its packet's) and due time (0: unknown).
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +102,7 @@ enum Tx {
     Login,
     Nack { start: u64, count: u16 },
     SnapshotRequest,
+    Probe,
 }
 
 /// A NACK range in flight.
@@ -160,6 +166,11 @@ pub struct Receiver {
     reconnect_delay: Duration,
     events: VecDeque<Event>,
     stats: RecoveryStats,
+    /// The recovery service's cookie for this host, this session.
+    cookie: Option<u64>,
+    /// The server instance its last Status named.
+    instance: Option<u64>,
+    probe: ProbeState,
 }
 
 impl Receiver {
@@ -176,7 +187,8 @@ impl Receiver {
         cfg.snapshot_timeout = cfg.snapshot_timeout.max(MIN_TIMER);
         cfg.reconnect_min = cfg.reconnect_min.max(MIN_TIMER);
         cfg.reconnect_max = cfg.reconnect_max.max(cfg.reconnect_min);
-        let tx_cap = cfg.max_outstanding_nacks + 2;
+        // NACKs in flight, a snapshot request, a Login, a Probe.
+        let tx_cap = cfg.max_outstanding_nacks + 3;
         Receiver {
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
             epoch: None,
@@ -202,6 +214,9 @@ impl Receiver {
             reconnect_delay: cfg.reconnect_min,
             events: VecDeque::with_capacity(cfg.max_buffered + EVENT_QUEUE_SLACK),
             stats: RecoveryStats::new(),
+            cookie: None,
+            instance: None,
+            probe: ProbeState::default(),
             cfg,
         }
     }
@@ -304,9 +319,14 @@ impl Receiver {
                 Ok(_) if first < MAX_SEQ => self.on_nack_reject(now, &repr),
                 _ => self.stats.malformed += 1,
             },
+            PacketKind::Status => match StatusRepr::parse(payload) {
+                Ok(st) if first != 0 && first < MAX_SEQ => self.on_status(now, &repr, &st),
+                _ => self.stats.malformed += 1,
+            },
             PacketKind::Nack
             | PacketKind::SnapshotRequest
             | PacketKind::Login
+            | PacketKind::Probe
             | PacketKind::Unknown(_) => self.stats.unexpected += 1,
         }
         self.prune_outstanding(now);
@@ -358,6 +378,9 @@ impl Receiver {
             self.stats.reconnects += 1;
             self.events.push_back(Event::Reconnect);
         }
+        if self.probe.deadline().is_some_and(|t| now >= t) {
+            self.probe_timed_out(now);
+        }
         if self.snap.active && now >= self.snap.deadline {
             self.snapshot_timed_out(now);
         }
@@ -372,12 +395,13 @@ impl Receiver {
         self.events.pop_front()
     }
 
-    /// The next request to send (Login, Nack, SnapshotRequest), encoded into
-    /// `buf` (which needs [`HEADER_LEN`] bytes); returns its length. `wall_ns`
-    /// is stamped as its send time.
+    /// The next request to send (Login, Nack, SnapshotRequest, Probe),
+    /// encoded into `buf` (which needs [`REQUEST_BUF_LEN`] bytes); returns its
+    /// length. `wall_ns` is stamped as its send time. NACKs and snapshot
+    /// requests carry the recovery service's cookie once it is known.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, wall_ns: u64, buf: &mut [u8]) -> Option<usize> {
-        if buf.len() < HEADER_LEN {
+        if buf.len() < REQUEST_BUF_LEN {
             return None;
         }
         if self.tx.is_empty() {
@@ -415,17 +439,42 @@ impl Receiver {
                     let named = self.asm.seq;
                     (PacketKind::SnapshotRequest, epoch, named, 0)
                 }
+                Tx::Probe => {
+                    if self.probe.deadline().is_none() {
+                        continue; // answered while it waited
+                    }
+                    self.probe.mark_sent();
+                    self.stats.validation.probes_sent += 1;
+                    (PacketKind::Probe, epoch, self.next, 0)
+                }
             };
+            let token = match kind {
+                PacketKind::Probe => Some(self.probe.nonce()),
+                PacketKind::Nack | PacketKind::SnapshotRequest => self.cookie,
+                _ => None,
+            };
+            let flags = match (kind, token) {
+                (PacketKind::Nack | PacketKind::SnapshotRequest, Some(_)) => FLAG_COOKIE,
+                _ => 0,
+            };
+            let payload_len = if token.is_some() { TOKEN_LEN } else { 0 };
             let repr = PacketRepr {
                 kind,
-                flags: 0,
+                flags,
                 epoch,
                 first_seq: SeqNo(first),
                 count,
                 send_time: wall_ns,
-                payload_len: 0,
+                payload_len,
             };
-            return Some(repr.emit_bare(buf));
+            let len = HEADER_LEN + payload_len;
+            if let Some(t) = token {
+                emit_token(&mut buf[HEADER_LEN..len], t);
+            }
+            let mut p = Packet::new_unchecked(&mut buf[..len]);
+            repr.emit(&mut p);
+            p.fill_crc();
+            return Some(len);
         }
         None
     }
@@ -435,6 +484,9 @@ impl Receiver {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.reconnect_at;
         let mut consider = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        if let Some(d) = self.probe.deadline() {
+            consider(d);
+        }
         if self.snap.active {
             consider(self.snap.deadline);
         } else if self.can_nack() {

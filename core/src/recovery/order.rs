@@ -24,6 +24,9 @@ impl Receiver {
         if !accepted {
             return;
         }
+        if !retrans && self.confirms() && !self.check_live_range(now, first, first + count) {
+            return;
+        }
         if count == 0 {
             self.reveal(now, first);
             return;

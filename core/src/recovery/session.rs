@@ -18,6 +18,10 @@ impl Receiver {
             self.stats.wrong_epoch += 1;
             return false;
         }
+        if self.epoch.is_some() && self.confirms() {
+            self.claim_epoch(now, epoch, first);
+            return false;
+        }
         self.switch_epoch(epoch);
         self.begin_session(now, first);
         true
@@ -64,6 +68,7 @@ impl Receiver {
         self.tx.retain(|t| *t == Tx::Login);
         self.end_of_session = None;
         self.eos_emitted = false;
+        self.cookie = None;
     }
 
     /// Start the sequence at `first`, delivering at once (`synced`) or after a snapshot.
@@ -119,7 +124,16 @@ impl Receiver {
         if !accepted {
             return;
         }
-        if repr.kind == PacketKind::EndOfSession && self.end_of_session.is_none() {
+        if self.confirms() {
+            let plausible = if repr.kind == PacketKind::EndOfSession {
+                self.check_end_claim(now, n)
+            } else {
+                self.check_live_range(now, n, n)
+            };
+            if !plausible {
+                return;
+            }
+        } else if repr.kind == PacketKind::EndOfSession && self.end_of_session.is_none() {
             self.end_of_session = Some(n);
         }
         self.reveal(now, n);

@@ -85,8 +85,45 @@ pub struct RecoveryStats {
     pub buffer_overflows: u64,
     /// Held messages dropped to make room (they are requested again or covered by the snapshot).
     pub buffer_dropped: u64,
+    /// Claims checked with the recovery service, and what came of them.
+    pub validation: ValidationStats,
     /// Time from a hole being seen to it being filled or covered by a snapshot, ns.
     recovery: Histogram<u64>,
+}
+
+/// What the receiver did with claims no single packet may make alone, and
+/// with the recovery service's Status answers. Every rejection is counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ValidationStats {
+    /// Probes sent (retries included).
+    pub probes_sent: u64,
+    /// Status packets received and taken (well-formed, of a known session).
+    pub statuses: u64,
+    /// Status packets answering no Probe in flight (late, or forged).
+    pub statuses_stale: u64,
+    /// Cookies learnt from the recovery service (first, and after a change).
+    pub cookies_learnt: u64,
+    /// EndOfSession packets refused: below the highest sequence seen, or the
+    /// service said the session is live.
+    pub eos_rejected: u64,
+    /// EndOfSession accepted without an answer from the service.
+    pub eos_unconfirmed: u64,
+    /// Live packets of another epoch dropped while that epoch was unconfirmed.
+    pub epoch_held: u64,
+    /// Epoch changes refused (the service is still in the current session).
+    pub epoch_rejected: u64,
+    /// Epoch changes accepted without an answer from the service.
+    pub epoch_unconfirmed: u64,
+    /// Live packets dropped for lying beyond the reorder window of the
+    /// highest sequence seen, until the service confirmed the stream is there.
+    pub far_ahead_held: u64,
+    /// Far-ahead claims the service contradicted (its next sequence is lower).
+    pub far_ahead_rejected: u64,
+    /// Far-ahead claims accepted without an answer from the service.
+    pub far_ahead_unconfirmed: u64,
+    /// Server restarts with the same epoch, told by a new instance id.
+    pub restarts_detected: u64,
 }
 
 impl Default for RecoveryStats {
@@ -132,6 +169,7 @@ impl RecoveryStats {
             line_b_won: 0,
             buffer_overflows: 0,
             buffer_dropped: 0,
+            validation: ValidationStats::default(),
             recovery: Histogram::new_with_bounds(
                 1,
                 RECOVERY_HISTOGRAM_MAX_NS,

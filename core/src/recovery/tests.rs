@@ -5,7 +5,10 @@ use std::time::Duration;
 use super::*;
 use crate::msg::Quote;
 use crate::msg::SymbolState;
-use crate::wire::{LoginAck, NackReject, SnapshotHeader, emit_message, emit_record};
+use crate::wire::{
+    FLAG_COOKIE, LoginAck, NackReject, SnapshotHeader, Status, emit_message, emit_record,
+    parse_token,
+};
 
 const E: u64 = 0xE1;
 const E2: u64 = 0xE2;
@@ -100,6 +103,61 @@ fn login_ack(epoch: u64, first: u64, mode: LoginMode) -> Vec<u8> {
     let mut body = [0u8; 16];
     LoginAck::new_unchecked(&mut body[..]).emit(&LoginAckRepr { oldest: SeqNo(1), mode });
     packet(PacketKind::LoginAck, epoch, first, 0, &body)
+}
+
+/// The recovery service's Status: session `epoch` at `next`.
+fn status(epoch: u64, next: u64, echo: u64, instance: u64, ended: bool) -> Vec<u8> {
+    let mut body = [0u8; 32];
+    Status::new_unchecked(&mut body[..]).emit(&StatusRepr {
+        cookie: COOKIE,
+        echo,
+        instance,
+        ended,
+    });
+    packet(PacketKind::Status, epoch, next, 0, &body)
+}
+
+const COOKIE: u64 = 0xC00C1E;
+
+/// Everything the receiver sends now, with each request's token (the
+/// Probe's nonce, a request's cookie; 0 when it carries none).
+fn sent(rx: &mut Receiver, now: Instant) -> Vec<(PacketKind, u64, u64, u16, u64)> {
+    let mut buf = [0u8; 64];
+    let mut out = Vec::new();
+    while let Some(n) = rx.poll_transmit(now, 77, &mut buf) {
+        let p = Packet::new_checked(&buf[..n]).unwrap();
+        let r = PacketRepr::parse(&p).unwrap();
+        let token = if r.payload_len > 0 { parse_token(p.payload()).unwrap() } else { 0 };
+        assert_eq!(r.flags & FLAG_COOKIE != 0, r.kind != PacketKind::Probe && token != 0);
+        out.push((r.kind, r.epoch, r.first_seq.0, r.count, token));
+    }
+    out
+}
+
+/// Take the receiver's Probe from what it sends now and answer it with the
+/// service's Status (instance 1); returns the other requests.
+fn answer_probe(
+    rx: &mut Receiver,
+    now: Instant,
+    epoch: u64,
+    next: u64,
+    ended: bool,
+) -> Vec<(PacketKind, u64, u64, u16)> {
+    answer_probe_from(rx, now, epoch, next, ended, 1)
+}
+
+fn answer_probe_from(
+    rx: &mut Receiver,
+    now: Instant,
+    epoch: u64,
+    next: u64,
+    ended: bool,
+    instance: u64,
+) -> Vec<(PacketKind, u64, u64, u16)> {
+    let all = sent(rx, now);
+    let probe = all.iter().find(|r| r.0 == PacketKind::Probe).expect("a Probe");
+    rx.handle_packet(now, Line::Unicast, &status(epoch, next, probe.4, instance, ended));
+    all.iter().filter(|r| r.0 != PacketKind::Probe).map(|r| (r.0, r.1, r.2, r.3)).collect()
 }
 
 fn nack_reject(epoch: u64, first: u64, count: u16) -> Vec<u8> {
@@ -362,6 +420,8 @@ fn end_of_session_waits_for_the_tail() {
     let mut rx = Receiver::new(cfg());
     rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
     rx.handle_packet(t(1), Line::A, &end_of_session(E, 5));
+    // The service confirms the end (and gives the cookie).
+    assert_eq!(answer_probe(&mut rx, t(1), E, 5, true), vec![]);
     let evs = events(&mut rx);
     assert!(!evs.iter().any(|e| matches!(e, Event::EndOfSession { .. })));
     rx.handle_timeout(t(300));
@@ -501,6 +561,10 @@ fn epoch_change_resets_the_sequence() {
     rx.handle_packet(t(0), Line::A, &data(E, 1, 5));
     rx.handle_packet(t(0), Line::A, &data(E, 8, 1)); // a hole the restart abandons
     rx.handle_packet(t(1), Line::A, &data(E2, 1, 2));
+    // Held until the service confirms the restart; then its line B copy counts.
+    assert_eq!(rx.stats().validation.epoch_held, 1);
+    assert_eq!(answer_probe(&mut rx, t(1), E2, 3, false), vec![]);
+    rx.handle_packet(t(1), Line::B, &data(E2, 1, 2));
     let evs = events(&mut rx);
     let i = evs.iter().position(|e| *e == Event::EpochChanged { old: Some(E), new: E2 }).unwrap();
     assert_eq!(seqs(&evs[..i]), range(1, 6));
@@ -520,6 +584,8 @@ fn epoch_change_mid_session_fetches_a_snapshot_of_the_new_one() {
     let mut rx = Receiver::new(cfg());
     rx.handle_packet(t(0), Line::A, &data(E, 1, 5));
     rx.handle_packet(t(1), Line::A, &data(E2, 40, 2));
+    assert_eq!(answer_probe(&mut rx, t(1), E2, 42, false), vec![]);
+    rx.handle_packet(t(1), Line::B, &data(E2, 40, 2));
     assert_eq!(requests(&mut rx, t(1)), vec![snap_req(E2)]);
     rx.handle_packet(t(2), Line::Unicast, &snap_part(E2, 41, 0, 1, 1, &[state(0, 41)]));
     let evs = events(&mut rx);
@@ -852,4 +918,149 @@ mod props {
             run(&ops, Mode::Stream, 16);
         }
     }
+}
+
+// ------------------------------------------------- claims the service checks
+
+#[test]
+fn an_end_of_session_below_what_was_seen_is_refused_at_once() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 10));
+    rx.handle_packet(t(1), Line::A, &end_of_session(E, 4));
+    assert_eq!(sent(&mut rx, t(1)), vec![], "no Probe needed");
+    rx.handle_packet(t(2), Line::A, &data(E, 11, 2));
+    let evs = events(&mut rx);
+    assert_eq!(seqs(&evs), range(1, 13));
+    assert!(!evs.iter().any(|e| matches!(e, Event::EndOfSession { .. })));
+    assert_eq!(rx.stats().validation.eos_rejected, 1);
+}
+
+#[test]
+fn a_forged_end_of_session_is_refused_by_the_service() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::A, &end_of_session(E, 4));
+    // The service says the session is live at 10: the claim was false, and
+    // 4..10 exist (they are NACKed, with the cookie the Status gave).
+    assert_eq!(answer_probe(&mut rx, t(1), E, 10, false), vec![]);
+    assert!(!events(&mut rx).iter().any(|e| matches!(e, Event::EndOfSession { .. })));
+    rx.handle_timeout(t(300));
+    assert_eq!(sent(&mut rx, t(300)), vec![(PacketKind::Nack, E, 4, 6, COOKIE)]);
+    rx.handle_packet(t(400), Line::Unicast, &retrans(E, 4, 6));
+    assert_eq!(seqs(&events(&mut rx)), range(4, 10));
+    let v = rx.stats().validation;
+    assert_eq!((v.eos_rejected, v.statuses, v.probes_sent, v.cookies_learnt), (1, 1, 1, 1));
+}
+
+#[test]
+fn an_end_of_session_the_service_never_answers_is_taken_after_the_retries() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::A, &end_of_session(E, 4));
+    let mut now = t(1);
+    let mut probes = 0;
+    let mut evs = events(&mut rx);
+    while let Some(next) = rx.poll_timeout() {
+        probes += sent(&mut rx, now).iter().filter(|r| r.0 == PacketKind::Probe).count();
+        assert!(!evs.iter().any(|e| matches!(e, Event::EndOfSession { .. })));
+        now = next;
+        rx.handle_timeout(now);
+        evs = events(&mut rx);
+    }
+    assert_eq!(probes as u32, DEFAULT_MAX_PROBE_RETRIES + 1);
+    assert_eq!(now, t(1) + DEFAULT_PROBE_TIMEOUT * (DEFAULT_MAX_PROBE_RETRIES + 1));
+    assert_eq!(evs, vec![Event::EndOfSession { next: SeqNo(4) }]);
+    assert_eq!(rx.stats().validation.eos_unconfirmed, 1);
+    assert_eq!(rx.poll_timeout(), None);
+}
+
+#[test]
+fn a_forged_epoch_does_not_switch_the_session() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::A, &heartbeat(E2, 1_000));
+    rx.handle_packet(t(1), Line::A, &data(E2, 5, 1));
+    assert_eq!(answer_probe(&mut rx, t(1), E, 4, false), vec![]);
+    rx.handle_packet(t(2), Line::A, &data(E, 4, 2));
+    let evs = events(&mut rx);
+    assert_eq!(seqs(&evs), range(1, 6));
+    assert_eq!(evs.iter().filter(|e| matches!(e, Event::EpochChanged { .. })).count(), 1);
+    assert_eq!(rx.epoch(), Some(E));
+    let v = rx.stats().validation;
+    assert_eq!((v.epoch_held, v.epoch_rejected, rx.stats().epoch_changes), (2, 1, 0));
+}
+
+#[test]
+fn a_sequence_far_ahead_is_checked_before_anything_is_skipped_or_nacked() {
+    let mut rx = Receiver::new(ReceiverConfig { max_buffered: 64, ..cfg() });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::A, &data(E, 10_000_000, 1));
+    rx.handle_packet(t(1), Line::A, &heartbeat(E, 20_000_000));
+    assert_eq!(answer_probe(&mut rx, t(1), E, 4, false), vec![]);
+    // Nothing to NACK, nothing skipped: the real stream goes on.
+    for now in [t(500), t(5_000), t(50_000)] {
+        rx.handle_timeout(now);
+        assert_eq!(sent(&mut rx, now), vec![]);
+    }
+    rx.handle_packet(t(60_000), Line::A, &data(E, 4, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 7));
+    let v = rx.stats().validation;
+    assert_eq!((v.far_ahead_held, v.far_ahead_rejected), (2, 1));
+    assert_eq!(
+        (rx.stats().nacks_sent, rx.stats().unrecovered, rx.stats().snapshot_requests),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn a_real_jump_beyond_the_window_is_confirmed_then_recovered() {
+    let mut rx = Receiver::new(ReceiverConfig { max_buffered: 16, ..cfg() });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::A, &data(E, 100, 1)); // 4..100 were lost
+    // The service confirms the stream is at 101: the hole is real, and too
+    // large for the buffer, so it is recovered as any overflow is.
+    assert_eq!(answer_probe(&mut rx, t(1), E, 101, false), vec![]);
+    rx.handle_timeout(t(300));
+    let reqs = sent(&mut rx, t(300));
+    assert!(!reqs.is_empty() && reqs.iter().all(|r| r.4 == COOKIE), "{reqs:?}");
+    assert_eq!(rx.stats().validation.far_ahead_rejected, 0);
+}
+
+#[test]
+fn a_restart_with_the_same_epoch_is_told_by_the_instance() {
+    let mut rx = Receiver::new(ReceiverConfig { max_buffered: 8, ..cfg() });
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 30));
+    // Something makes the receiver ask (here a packet far ahead): instance 1.
+    rx.handle_packet(t(1), Line::A, &data(E, 1_000, 1));
+    assert_eq!(answer_probe_from(&mut rx, t(1), E, 31, false, 1), vec![]);
+    // The server restarts with the same epoch: its stream starts again at 1.
+    rx.handle_packet(t(2), Line::A, &data(E, 1, 2));
+    assert_eq!(answer_probe_from(&mut rx, t(2), E, 3, false, 2), vec![]);
+    let evs = events(&mut rx);
+    assert!(evs.contains(&Event::EpochChanged { old: Some(E), new: E }));
+    assert_eq!(rx.stats().validation.restarts_detected, 1);
+    // The new session from 1 is NACKed and delivered.
+    rx.handle_timeout(t(300));
+    assert_eq!(sent(&mut rx, t(300)), vec![(PacketKind::Nack, E, 1, 2, COOKIE)]);
+    rx.handle_packet(t(400), Line::Unicast, &retrans(E, 1, 2));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 3));
+}
+
+#[test]
+fn a_challenged_nack_goes_out_again_with_the_cookie_at_once() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(0), Line::A, &data(E, 6, 1));
+    rx.handle_timeout(t(200));
+    assert_eq!(sent(&mut rx, t(200)), vec![(PacketKind::Nack, E, 4, 2, 0)]);
+    // The service answers with its challenge (a Status echoing no nonce).
+    rx.handle_packet(t(250), Line::Unicast, &status(E, 7, 0, 1, false));
+    rx.handle_timeout(t(250));
+    assert_eq!(sent(&mut rx, t(250)), vec![(PacketKind::Nack, E, 4, 2, COOKIE)]);
+    // A Status of another session, or a forged echo, teaches nothing.
+    rx.handle_packet(t(260), Line::Unicast, &status(E2, 7, 0, 1, false));
+    rx.handle_packet(t(260), Line::Unicast, &status(E, 7, 12345, 1, true));
+    let v = rx.stats().validation;
+    assert_eq!((v.cookies_learnt, v.statuses_stale), (1, 2));
+    assert!(!events(&mut rx).iter().any(|e| matches!(e, Event::EndOfSession { .. })));
 }

@@ -16,6 +16,7 @@
 //! payload = [timing block] messages (Data, Retransmission) -- see `message`, [`Timing`]
 //!         | snapshot part header + symbol records  -- see `snapshot`
 //!         | control body (LoginAck, NackReject)    -- see `control`
+//!         | Status body; 8-byte token (Probe nonce, request cookie) -- see `status`
 //!         | empty (Heartbeat, EndOfSession, Nack, SnapshotRequest, Login)
 //! ```
 
@@ -23,6 +24,7 @@ mod control;
 mod message;
 mod packet;
 mod snapshot;
+mod status;
 
 pub use control::{LoginAck, LoginAckRepr, LoginMode, NackReject, NackRejectRepr};
 pub use message::{
@@ -31,6 +33,7 @@ pub use message::{
 pub use packet::{Packet, PacketKind, PacketRepr, frame_len};
 
 pub use snapshot::{SnapshotHeader, SnapshotRecord, SnapshotRepr, emit_record, parse_record};
+pub use status::{Status, StatusRepr, TOKEN_LEN, emit_token, parse_token};
 
 /// A byte range inside a buffer.
 pub type Field = core::ops::Range<usize>;
@@ -84,6 +87,10 @@ pub const FLAG_LINE_B: u16 = 1 << 0;
 /// `flags` bit 1, Data packets only: the payload starts with a [`Timing`]
 /// block ([`TIMING_LEN`] bytes) before the messages. `payload_len` includes it.
 pub const FLAG_TIMING: u16 = 1 << 1;
+/// `flags` bit 2, Nack and SnapshotRequest only: the payload is the 8-byte
+/// cookie the recovery service gave this host in a Status packet
+/// ([`TOKEN_LEN`]), proving the request comes from the address it claims.
+pub const FLAG_COOKIE: u16 = 1 << 2;
 /// Bytes of the [`Timing`] block.
 pub const TIMING_LEN: usize = 16;
 

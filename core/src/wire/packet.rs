@@ -38,12 +38,19 @@ pub enum PacketKind {
     LoginAck,
     /// The server cannot serve a NACK'd range: it lies outside its window.
     NackReject,
+    /// The recovery service's unicast answer to a Probe, or its challenge to a
+    /// request without a valid cookie: `epoch` and `first_seq` are the
+    /// server's session and next sequence; the body carries the cookie.
+    Status,
     /// A client asks for `count` messages from `first_seq`.
     Nack,
     /// A client asks for a snapshot.
     SnapshotRequest,
     /// A TCP client opens or resumes: `epoch` it knows (0 = none), `first_seq` it wants next.
     Login,
+    /// A client asks the recovery service for its Status; the payload is an
+    /// 8-byte nonce the Status echoes.
+    Probe,
     /// A kind this version does not know.
     Unknown(u8),
 }
@@ -59,9 +66,11 @@ impl PacketKind {
             PacketKind::EndOfSession => 5,
             PacketKind::LoginAck => 6,
             PacketKind::NackReject => 7,
+            PacketKind::Status => 8,
             PacketKind::Nack => 16,
             PacketKind::SnapshotRequest => 17,
             PacketKind::Login => 18,
+            PacketKind::Probe => 19,
             PacketKind::Unknown(b) => b,
         }
     }
@@ -76,9 +85,11 @@ impl PacketKind {
             5 => PacketKind::EndOfSession,
             6 => PacketKind::LoginAck,
             7 => PacketKind::NackReject,
+            8 => PacketKind::Status,
             16 => PacketKind::Nack,
             17 => PacketKind::SnapshotRequest,
             18 => PacketKind::Login,
+            19 => PacketKind::Probe,
             b => PacketKind::Unknown(b),
         }
     }

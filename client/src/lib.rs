@@ -147,6 +147,10 @@ pub struct Summary {
     pub reconnects: u64,
     /// Session epoch changes seen (server restarts).
     pub epoch_changes: u64,
+    /// Claims of the live feed checked with the recovery service (end of
+    /// session, epoch, far ahead or behind), cookies learnt, and every
+    /// rejection.
+    pub validation: tickwire_core::recovery::ValidationStats,
     /// A/B arbitration: messages first seen on line A.
     pub line_a_won: u64,
     /// A/B arbitration: messages first seen on line B.
@@ -499,6 +503,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         snapshots: rs.snapshots_applied,
         reconnects: rs.reconnects,
         epoch_changes: rs.epoch_changes,
+        validation: rs.validation,
         line_a_won: rs.line_a_won,
         line_b_won: rs.line_b_won,
         latency_ns: st.latency.summary(),

@@ -7,9 +7,35 @@
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use tickwire_core::SeqNo;
 use tickwire_core::recovery::{Event, LateJoin, Mode, Receiver, ReceiverConfig};
+use tickwire_core::wire::{Packet, PacketKind, PacketRepr, Status, StatusRepr, parse_token};
 use tickwire_core::{Instant, Line};
-use tickwire_fuzz::valid_packet;
+use tickwire_fuzz::{EPOCH, EPOCH2, finish, valid_packet};
+
+/// The service's answer to the Probe `nonce`: a session near `near`.
+fn status(u: &mut Unstructured, nonce: u64, near: u64) -> Result<Vec<u8>> {
+    let epoch = if u.arbitrary()? { EPOCH } else { EPOCH2 };
+    let next = near.saturating_add_signed(i64::from(u.arbitrary::<i16>()?)).max(1);
+    let body = StatusRepr {
+        cookie: u.arbitrary()?,
+        echo: if u.ratio(7, 8)? { nonce } else { u.arbitrary()? },
+        instance: u64::from(u.int_in_range(1u8..=2)?),
+        ended: u.arbitrary()?,
+    };
+    let mut b = [0u8; 32];
+    Status::new_unchecked(&mut b[..]).emit(&body);
+    let repr = PacketRepr {
+        kind: PacketKind::Status,
+        flags: 0,
+        epoch,
+        first_seq: SeqNo(next),
+        count: 0,
+        send_time: 0,
+        payload_len: b.len(),
+    };
+    Ok(finish(&repr, &b))
+}
 
 /// Checks the delivered stream: each Message is the one after the last,
 /// except across an epoch change, a snapshot (which restarts the stream at
@@ -106,6 +132,17 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 let len = usize::from(u.int_in_range(0u8..=64)?) * 32;
                 while let Some(n) = rx.poll_transmit(Instant(now), now, &mut tx[..len]) {
                     assert!(n <= len);
+                    let probe = Packet::new_checked(&tx[..n])
+                        .ok()
+                        .filter(|p| p.kind() == PacketKind::Probe)
+                        .and_then(|p| parse_token(p.payload()).ok());
+                    // Sometimes the recovery service answers it.
+                    if let Some(nonce) = probe
+                        && u.arbitrary()?
+                    {
+                        let st = status(u, nonce, rx.next_expected().0)?;
+                        rx.handle_packet(Instant(now), Line::Unicast, &st);
+                    }
                 }
             }
         }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tickwire_core::publisher::{Publisher, PublisherConfig, RequestLimits};
-use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr};
+use tickwire_core::publisher::{Publisher, PublisherConfig, RequestLimits, peer_host};
+use tickwire_core::wire::{FLAG_COOKIE, HEADER_LEN, Packet, PacketKind, PacketRepr};
 use tickwire_core::{Instant, Message, Quote, SeqNo, Side, Trade};
 use tickwire_fuzz::{EPOCH, EPOCH2, finish};
 
@@ -65,7 +65,9 @@ fn run(u: &mut Unstructured) -> Result<()> {
             2 => u64::from(u.arbitrary::<u32>()?),
             _ => Duration::from_millis(u64::from(u.arbitrary::<u8>()?)).as_nanos() as u64,
         });
-        let peer = u64::from(u.int_in_range(0u8..=3)?);
+        // Four hosts, two ports each (datagram peer ids: host << 16 | port).
+        let peer =
+            (u64::from(u.int_in_range(0u8..=3)?) << 16) | u64::from(u.int_in_range(7u8..=8)?);
         let bytes: Vec<u8> = match u.int_in_range(0u8..=7)? {
             0 => {
                 let n = u.arbitrary_len::<u8>()?.min(2048);
@@ -82,10 +84,11 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 continue;
             }
             _ => {
-                let kind = match u.int_in_range(0u8..=9)? {
+                let kind = match u.int_in_range(0u8..=10)? {
                     0..=3 => PacketKind::Nack,
                     4..=5 => PacketKind::SnapshotRequest,
-                    6..=7 => PacketKind::Login,
+                    6 => PacketKind::Login,
+                    7 => PacketKind::Probe,
                     8 => PacketKind::Data,
                     _ => PacketKind::from_byte(u.arbitrary()?),
                 };
@@ -114,7 +117,26 @@ fn run(u: &mut Unstructured) -> Result<()> {
                     send_time: now,
                     payload_len: 0,
                 };
-                if u.ratio(1, 8)? {
+                // Requests usually carry their token: a Probe's nonce, the
+                // host's cookie (sometimes a wrong one).
+                let token = match kind {
+                    PacketKind::Probe => Some(u.arbitrary::<u64>()?),
+                    PacketKind::Nack | PacketKind::SnapshotRequest if u.ratio(3, 4)? => {
+                        Some(if u.ratio(7, 8)? {
+                            p.cookie(peer_host(peer))
+                        } else {
+                            u.arbitrary()?
+                        })
+                    }
+                    _ => None,
+                };
+                if let Some(t) = token {
+                    let repr = PacketRepr {
+                        flags: repr.flags | if kind == PacketKind::Probe { 0 } else { FLAG_COOKIE },
+                        ..repr
+                    };
+                    finish(&repr, &t.to_le_bytes())
+                } else if u.ratio(1, 8)? {
                     let n = usize::from(u.arbitrary::<u8>()?);
                     finish(&repr, u.bytes(n)?)
                 } else {

@@ -134,7 +134,8 @@ pub fn snapshot_payload(
 /// sequence the receiver expects next, so sequences land near it. Counts and
 /// lengths are usually consistent, sometimes off by a fuzzed amount.
 pub fn valid_packet(u: &mut Unstructured, near: u64) -> Result<Vec<u8>> {
-    let kind = match u.int_in_range(0u8..=11)? {
+    let kind = match u.int_in_range(0u8..=12)? {
+        11 => PacketKind::Status,
         0..=3 => PacketKind::Data,
         4 => PacketKind::Retransmission,
         5 => PacketKind::Heartbeat,
@@ -163,6 +164,13 @@ pub fn valid_packet(u: &mut Unstructured, near: u64) -> Result<Vec<u8>> {
             repr.count = n as u16;
             let symbols = u32::from(u.int_in_range(0u8..=16)?);
             snapshot_payload(u, part, parts, symbols, n)?
+        }
+        PacketKind::Status => {
+            let mut b = [0u8; 32];
+            u.fill_buffer(&mut b)?;
+            b[24] %= 3; // live, ended, or an unknown state
+            b[25..].fill(0);
+            b.to_vec()
         }
         PacketKind::LoginAck | PacketKind::NackReject => {
             let mut b = [0u8; 16];

@@ -36,7 +36,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tickwire_core::gbm::{GbmConfig, Generator};
 use tickwire_core::pacing::Pacer;
-use tickwire_core::publisher::{Publisher as Core, PublisherConfig, RequestOutcome};
+use tickwire_core::publisher::{Publisher as Core, PublisherConfig, RequestLimits, RequestOutcome};
 use tickwire_core::{Instant, Message};
 use tickwire_transports::affinity::{cpu_times, pin_to_cpu};
 use tickwire_transports::idle::{IdleStrategy, Idler};
@@ -186,6 +186,21 @@ pub struct Summary {
     pub max_delay_us: Option<f64>,
     /// EndOfSession packets repeated after the first.
     pub eos_repeats: u64,
+    /// Probes answered with the session's Status.
+    pub probes: u64,
+    /// NACKs and snapshot requests from hosts that had not proved their
+    /// address (answered with a cookie alone, never with data).
+    pub unvalidated_requests: u64,
+    /// Of those, requests whose cookie was wrong.
+    pub bad_cookies: u64,
+}
+
+/// 32 bytes from the OS, the key of the request service's cookies.
+fn random_secret() -> io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+    Ok(secret)
 }
 
 /// Monotonic and wall clocks for the core.
@@ -265,7 +280,15 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         // Logins are a TCP affair; over UDP a spoofed 40-byte Login could ask
         // for the whole window, so datagram transports refuse them.
         serve_logins: cfg.transport.kind == TransportKind::Tcp,
+        // Datagram requests can carry a forged source address: serve only
+        // hosts that echo their cookie. TCP peers completed a handshake.
+        limits: RequestLimits {
+            validate_addresses: cfg.transport.kind != TransportKind::Tcp,
+            ..RequestLimits::default()
+        },
         max_delay: cfg.max_delay,
+        // Cookies and the instance id must be unguessable.
+        secret: random_secret().context("reading /dev/urandom for the cookie secret")?,
         ..PublisherConfig::new(epoch, cfg.gbm.symbols)
     };
     core_cfg.validate().context("invalid publisher settings")?;
@@ -468,6 +491,9 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         idle_blocks: idler.stats().blocks,
         max_delay_us: cfg.max_delay.map(|d| d.as_secs_f64() * 1e6),
         eos_repeats: st.eos_repeats,
+        probes: st.probes,
+        unvalidated_requests: st.unvalidated,
+        bad_cookies: st.bad_cookies,
     })
 }
 

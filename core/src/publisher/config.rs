@@ -109,8 +109,11 @@ pub struct RequestLimits {
     /// ([`crate::wire::FLAG_COOKIE`]) that a Status packet sent to that host
     /// gave it. Any other request is answered with that Status alone (72
     /// bytes for a request of at least 40: under 2×), so a forged source
-    /// address draws no amplified reply. Default true; a TCP publisher, whose
-    /// peers completed a handshake, may turn it off.
+    /// address draws no amplified reply. It also keys the token buckets and
+    /// linger by host ([`super::peer_host`]), so the limits hold per host
+    /// however many ports it uses. Default true, for datagram transports,
+    /// whose peer ids carry the address; a TCP publisher (its peers are
+    /// connections, which completed a handshake) turns it off.
     pub validate_addresses: bool,
 }
 

@@ -95,7 +95,7 @@ impl Publisher {
             Ok(t) => t,
             Err(e) => return Ignored(IgnoreReason::Malformed(e)),
         };
-        let host = peer_host(peer);
+        let host = if self.cfg.limits.validate_addresses { peer_host(peer) } else { peer };
         if repr.kind == PacketKind::Probe {
             return self.serve_probe(now, wall_ns, host, token.unwrap_or(0), reply);
         }

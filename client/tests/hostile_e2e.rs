@@ -1,0 +1,179 @@
+//! A feed under attack, with the real binaries on loopback: an attacker on
+//! the same network, who knows the session's epoch, sends single forged
+//! packets with valid CRCs to the multicast group (an end of session, one
+//! far below what was seen, a heartbeat of another epoch, data ten million
+//! sequences ahead, a heartbeat far ahead) and asks the recovery service for
+//! data from an address that never proved it receives there. The subscriber
+//! must deliver exactly the stream regenerated from the seed, to its real
+//! end, count every forgery, and send no NACK storm; the service must answer
+//! the unvalidated requests with at most 3× the bytes they carried.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tickwire_core::wire::{PacketKind, PacketRepr, emit_message};
+use tickwire_core::{Message, SeqNo, Side, Trade};
+
+const EPOCH: u64 = 0x0bad_f00d;
+const RATE: u64 = 200_000;
+const SECS: u64 = 3;
+
+/// A group and recovery port unique to this process.
+fn endpoints() -> (String, String) {
+    let pid = std::process::id();
+    let group = format!("239.255.{}.{}:{}", 10 + pid % 200, 200, 24_000 + pid % 4_000);
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    (group, format!("127.0.0.1:{port}"))
+}
+
+/// A packet of `kind` with a valid CRC, as anyone who read the header format
+/// and the epoch off the group can make it.
+fn forge(kind: PacketKind, epoch: u64, first: u64, payload: &[u8], count: u16) -> Vec<u8> {
+    let repr = PacketRepr {
+        kind,
+        flags: 0,
+        epoch,
+        first_seq: SeqNo(first),
+        count,
+        send_time: 1,
+        payload_len: payload.len(),
+    };
+    let mut b = vec![0u8; repr.buffer_len()];
+    let mut p = tickwire_core::wire::Packet::new_unchecked(&mut b[..]);
+    repr.emit(&mut p);
+    p.payload_mut().copy_from_slice(payload);
+    p.fill_crc();
+    b
+}
+
+/// A socket that sends to the group over loopback only.
+fn group_sender() -> UdpSocket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    s.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+    s.set_multicast_ttl_v4(0).unwrap();
+    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into()).unwrap();
+    s.into()
+}
+
+#[test]
+fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
+    let (group, recovery) = endpoints();
+    let dir = scratch("hostile");
+    let (server_book, book) = (dir.join("server.book"), dir.join("client.book"));
+    let seed = 41u64;
+    let client = spawn_client(&args(&[
+        "--transport",
+        "multicast",
+        "--connect",
+        &recovery,
+        "--group",
+        &group,
+        "--interface",
+        "127.0.0.1",
+        "--verify",
+        &seed.to_string(),
+        "--quiet",
+        "--json",
+        "--book-out",
+        book.to_str().unwrap(),
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    let (server, _) = spawn_server(&args(&[
+        "--transport",
+        "multicast",
+        "--listen",
+        &recovery,
+        "--group",
+        &group,
+        "--interface",
+        "127.0.0.1",
+        "--rate",
+        &RATE.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--epoch",
+        &EPOCH.to_string(),
+        "--duration",
+        &format!("{SECS}s"),
+        "--linger",
+        "2s",
+        "--stats-interval",
+        "0",
+        "--json",
+        "--book-out",
+        server_book.to_str().unwrap(),
+    ]));
+    let start = Instant::now();
+    let at = |ms: u64| {
+        let t = Duration::from_millis(ms);
+        if let Some(d) = t.checked_sub(start.elapsed()) {
+            std::thread::sleep(d);
+        }
+    };
+    let g = group_sender();
+    let mut trade = vec![0u8; 64];
+    let n = emit_message(
+        &Message::Trade(Trade { symbol: 1, side: Side::Buy, price: 1, qty: 1, exch_ts: 1 }),
+        &mut trade,
+    )
+    .unwrap();
+    trade.truncate(n);
+    let attacks: [(u64, Vec<u8>); 5] = [
+        (600, forge(PacketKind::EndOfSession, EPOCH, 50_000_000, &[], 0)),
+        (800, forge(PacketKind::EndOfSession, EPOCH, 5, &[], 0)),
+        (1_000, forge(PacketKind::Heartbeat, EPOCH + 1, 1, &[], 0)),
+        (1_200, forge(PacketKind::Data, EPOCH, 10_000_000, &trade, 1)),
+        (1_400, forge(PacketKind::Heartbeat, EPOCH, 60_000_000, &[], 0)),
+    ];
+    for (ms, pkt) in &attacks {
+        at(*ms);
+        g.send_to(pkt, &group).unwrap();
+    }
+
+    // An address that never saw a Status asks for 1,000 messages and a
+    // snapshot: it draws its cookie and nothing else.
+    let asker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    asker.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let nack = forge(PacketKind::Nack, EPOCH, 1, &[], 1_000);
+    let snap = forge(PacketKind::SnapshotRequest, EPOCH, 0, &[], 0);
+    asker.send_to(&nack, &recovery).unwrap();
+    asker.send_to(&snap, &recovery).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65_536];
+    while let Ok(n) = asker.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+
+    let deadline = Duration::from_secs(SECS + 30);
+    let s = finish(server, "server", deadline);
+    let c = finish(client, "client", deadline);
+    eprintln!("server: {s}\nclient: {c}");
+
+    let sent = nack.len() + snap.len();
+    let drawn: usize = got.iter().map(Vec::len).sum();
+    assert!(!got.is_empty(), "the unvalidated requests drew no Status");
+    assert!(drawn <= 3 * sent, "{drawn} bytes drawn by {sent} bytes of requests");
+    for r in &got {
+        assert_eq!(r[3], PacketKind::Status.to_byte(), "an unvalidated host got data");
+    }
+    assert_eq!(u(&s, "unvalidated_requests"), 2, "{s}");
+
+    // The subscriber went to the real end and delivered exactly the stream.
+    assert_clean(&c, "attacked subscriber");
+    assert_eq!(c["end_of_session"], true, "{c}");
+    assert_eq!(u(&c, "messages_delivered"), u(&s, "messages"), "messages lost: {c}");
+    assert_eq!(u(&c, "epoch"), EPOCH);
+    assert_eq!(u(&c, "epoch_changes"), 0);
+    assert_same_book(&server_book, &book);
+    let v = &c["validation"];
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    assert_eq!(n("eos_rejected"), 2, "{v}");
+    assert_eq!((n("epoch_held"), n("epoch_rejected")), (1, 1), "{v}");
+    assert_eq!((n("far_ahead_held"), n("far_ahead_rejected")), (2, 2), "{v}");
+    assert_eq!(n("eos_unconfirmed") + n("epoch_unconfirmed") + n("far_ahead_unconfirmed"), 0);
+    // No NACK storm for sequences that do not exist (no loss on loopback).
+    assert!(u(&c, "nacks_sent") < 50, "NACKs for forged sequences: {c}");
+}

@@ -19,9 +19,10 @@
 
 use tickwire_core::recovery::{Event, LateJoin, Mode, Receiver, ReceiverConfig};
 use tickwire_core::wire::{
-    FLAG_TIMING, HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, MessageIter, NackReject,
-    NackRejectRepr, Packet, PacketKind, PacketRepr, SnapshotHeader, SnapshotRepr, TIMING_LEN,
-    Timing, emit_message, emit_record, message_len, parse_message,
+    FLAG_COOKIE, FLAG_TIMING, HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, MessageIter,
+    NackReject, NackRejectRepr, Packet, PacketKind, PacketRepr, SnapshotHeader, SnapshotRepr,
+    Status, StatusRepr, TIMING_LEN, TOKEN_LEN, Timing, emit_message, emit_record, emit_token,
+    message_len, parse_message, parse_token,
 };
 use tickwire_core::{Instant, Line};
 use tickwire_core::{Message, Quote, SeqNo, Side, SymbolState, Trade};
@@ -60,10 +61,21 @@ impl Msg {
 #[derive(Clone, Debug, PartialEq)]
 enum Body {
     Empty,
-    Messages { timing: Option<Timing>, messages: Vec<Msg> },
-    Snapshot { part: u16, parts: u16, symbols: u32, records: Vec<SymbolState> },
+    Messages {
+        timing: Option<Timing>,
+        messages: Vec<Msg>,
+    },
+    Snapshot {
+        part: u16,
+        parts: u16,
+        symbols: u32,
+        records: Vec<SymbolState>,
+    },
     LoginAck(LoginAckRepr),
     NackReject(NackRejectRepr),
+    Status(StatusRepr),
+    /// A request's 8-byte token: a Probe's nonce, or a cookie.
+    Token(u64),
 }
 
 impl Body {
@@ -76,6 +88,8 @@ impl Body {
             Body::Snapshot { records, .. } => SnapshotRepr::buffer_len(records.len()),
             Body::LoginAck(_) => LoginAck::<&[u8]>::LEN,
             Body::NackReject(_) => NackReject::<&[u8]>::LEN,
+            Body::Status(_) => Status::<&[u8]>::LEN,
+            Body::Token(_) => TOKEN_LEN,
         }
     }
 }
@@ -116,6 +130,8 @@ fn emit(header: &PacketRepr, body: &Body, padding: usize) -> Vec<u8> {
         }
         Body::LoginAck(r) => LoginAck::new_unchecked(&mut payload[..]).emit(r),
         Body::NackReject(r) => NackReject::new_unchecked(&mut payload[..]).emit(r),
+        Body::Status(r) => Status::new_unchecked(&mut payload[..]).emit(r),
+        Body::Token(t) => emit_token(payload, *t),
     }
     p.fill_crc();
     buf
@@ -137,6 +153,8 @@ fn kind_from_name(s: &str) -> PacketKind {
         "Nack" => PacketKind::Nack,
         "SnapshotRequest" => PacketKind::SnapshotRequest,
         "Login" => PacketKind::Login,
+        "Status" => PacketKind::Status,
+        "Probe" => PacketKind::Probe,
         other => panic!("unknown packet kind name {other:?}"),
     }
 }
@@ -276,6 +294,20 @@ fn parse_fields(name: &str, text: &str) -> Vector {
                     next: SeqNo(num(&f("next"))),
                 }));
             }
+            "status" => {
+                let f = kv(v);
+                body = Some(Body::Status(StatusRepr {
+                    cookie: num(&f("cookie")),
+                    echo: num(&f("echo")),
+                    instance: num(&f("instance")),
+                    ended: match f("ended").as_str() {
+                        "true" => true,
+                        "false" => false,
+                        other => panic!("{name}: ended={other:?}"),
+                    },
+                }));
+            }
+            "token" => body = Some(Body::Token(num(v))),
             other => panic!("{name}: unknown field {other:?}"),
         }
     }
@@ -395,6 +427,14 @@ fn parse_bytes(name: &str, bytes: &[u8]) -> Vector {
         PacketKind::NackReject => Body::NackReject(
             NackRejectRepr::parse(payload).unwrap_or_else(|e| panic!("{name}: {e}")),
         ),
+        PacketKind::Status => {
+            Body::Status(StatusRepr::parse(payload).unwrap_or_else(|e| panic!("{name}: {e}")))
+        }
+        PacketKind::Probe | PacketKind::Nack | PacketKind::SnapshotRequest
+            if !payload.is_empty() =>
+        {
+            Body::Token(parse_token(payload).unwrap_or_else(|e| panic!("{name}: {e}")))
+        }
         _ => {
             assert!(payload.is_empty(), "{name}: a {:?} packet with a payload", header.kind);
             Body::Empty
@@ -422,6 +462,9 @@ fn document_vectors_parse_verify_and_reemit() {
         "data_unknown_type",
         "data_reserved_flags",
         "heartbeat_padded",
+        "probe",
+        "status",
+        "nack_with_cookie",
     ] {
         assert!(names.contains(&required), "docs/PROTOCOL.md lacks vector {required}: {names:?}");
     }
@@ -665,6 +708,34 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
     if let Some(last) = v.last_mut() {
         last.3 = 6;
     }
+    let mut add = |name: &str, kind, flags, first_seq, count, t, body: Body| {
+        let h = header(kind, flags, first_seq, count, t, &body);
+        v.push((name.to_string(), h, body, 0));
+    };
+    add("probe", Probe, 0, 1002, 0, 2_400_000_000, Body::Token(0x0123_4567_89ab_cdef));
+    add(
+        "status",
+        Status,
+        0,
+        1005,
+        0,
+        2_400_050_000,
+        Body::Status(StatusRepr {
+            cookie: 0x5eed_c00c_1e00_0001,
+            echo: 0x0123_4567_89ab_cdef,
+            instance: 0x1a57_a1ce_0000_0007,
+            ended: false,
+        }),
+    );
+    add(
+        "nack_with_cookie",
+        Nack,
+        FLAG_COOKIE,
+        1003,
+        2,
+        2_500_000_000,
+        Body::Token(0x5eed_c00c_1e00_0001),
+    );
     v
 }
 
@@ -732,6 +803,9 @@ const RECORD_LAYOUT: &[(usize, &str)] = &[
 ];
 const LOGIN_ACK_LAYOUT: &[(usize, &str)] = &[(8, "oldest"), (1, "mode"), (7, "reserved")];
 const NACK_REJECT_LAYOUT: &[(usize, &str)] = &[(8, "oldest"), (8, "next")];
+const STATUS_LAYOUT: &[(usize, &str)] =
+    &[(8, "cookie"), (8, "echo"), (8, "instance"), (1, "state"), (7, "reserved")];
+const TOKEN_LAYOUT: &[(usize, &str)] = &[(8, "token")];
 
 fn fields_text(h: &PacketRepr, crc: u32, body: &Body) -> String {
     let mut s = String::new();
@@ -803,6 +877,13 @@ fn fields_text(h: &PacketRepr, crc: u32, body: &Body) -> String {
         Body::NackReject(r) => {
             s += &format!("nack_reject = oldest={} next={}\n", r.oldest.0, r.next.0)
         }
+        Body::Status(r) => {
+            s += &format!(
+                "status      = cookie={:#018x} echo={:#018x} instance={:#018x} ended={}\n",
+                r.cookie, r.echo, r.instance, r.ended
+            )
+        }
+        Body::Token(t) => s += &format!("token       = {t:#018x}\n"),
     }
     s
 }
@@ -860,11 +941,12 @@ fn hex_text(bytes: &[u8], body: &Body) -> String {
                 }
             }
         }
-        Body::LoginAck(_) | Body::NackReject(_) => {
-            let layout = if matches!(body, Body::LoginAck(_)) {
-                LOGIN_ACK_LAYOUT
-            } else {
-                NACK_REJECT_LAYOUT
+        Body::LoginAck(_) | Body::NackReject(_) | Body::Status(_) | Body::Token(_) => {
+            let layout = match body {
+                Body::LoginAck(_) => LOGIN_ACK_LAYOUT,
+                Body::NackReject(_) => NACK_REJECT_LAYOUT,
+                Body::Status(_) => STATUS_LAYOUT,
+                _ => TOKEN_LAYOUT,
             };
             let mut o = 0;
             for &(flen, label) in layout {

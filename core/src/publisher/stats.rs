@@ -26,7 +26,7 @@ pub enum IgnoreReason {
     Unvalidated,
 }
 
-/// What [`Publisher::handle_request`] did.
+/// What [`super::Publisher::handle_request`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestOutcome {
     /// Replies were emitted (retransmissions, a NackReject or a snapshot).
@@ -101,7 +101,7 @@ pub struct PublisherStats {
     pub not_a_request: u64,
     /// Peers evicted from the bounded per-peer table.
     pub peers_evicted: u64,
-    /// EndOfSession packets queued again after the first ([`PublisherConfig::eos_repeat`]).
+    /// EndOfSession packets queued again after the first ([`super::PublisherConfig::eos_repeat`]).
     pub eos_repeats: u64,
     /// Probes answered with a Status.
     pub probes: u64,

@@ -126,7 +126,7 @@ pub enum LateJoin {
     FromFirstSeen,
 }
 
-/// Configuration of a [`Receiver`]. Every default is a named constant whose
+/// Configuration of a [`Receiver`](super::Receiver). Every default is a named constant whose
 /// doc says why.
 #[derive(Clone, Debug)]
 pub struct ReceiverConfig {

@@ -21,10 +21,11 @@ const EPOCH: u64 = 0x0bad_f00d;
 const RATE: u64 = 200_000;
 const SECS: u64 = 3;
 
-/// A group and recovery port unique to this process.
-fn endpoints() -> (String, String) {
+/// A group and recovery port unique to this process and test.
+fn endpoints_for(test: u32) -> (String, String) {
     let pid = std::process::id();
-    let group = format!("239.255.{}.{}:{}", 10 + pid % 200, 200, 24_000 + pid % 4_000);
+    let group =
+        format!("239.255.{}.{}:{}", 10 + pid % 200, 200 + test, 24_000 + (pid % 4_000) * 4 + test);
     let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     (group, format!("127.0.0.1:{port}"))
 }
@@ -60,7 +61,7 @@ fn group_sender() -> UdpSocket {
 
 #[test]
 fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
-    let (group, recovery) = endpoints();
+    let (group, recovery) = endpoints_for(0);
     let dir = scratch("hostile");
     let (server_book, book) = (dir.join("server.book"), dir.join("client.book"));
     let seed = 41u64;
@@ -176,4 +177,70 @@ fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
     assert_eq!(n("eos_unconfirmed") + n("epoch_unconfirmed") + n("far_ahead_unconfirmed"), 0);
     // No NACK storm for sequences that do not exist (no loss on loopback).
     assert!(u(&c, "nacks_sent") < 50, "NACKs for forged sequences: {c}");
+}
+
+/// A server killed and started again with the same `--epoch` (so its
+/// sequences restart at 1 under the old epoch): the subscriber sees its line
+/// go back, asks the service, learns a new server instance from the Status,
+/// and takes the new session from its start — verified against the seed.
+#[test]
+fn a_server_restarted_with_the_same_epoch_is_detected() {
+    let (group, recovery) = endpoints_for(1);
+    let seed = 43u64;
+    let client = spawn_client(&args(&[
+        "--transport",
+        "multicast",
+        "--connect",
+        &recovery,
+        "--group",
+        &group,
+        "--interface",
+        "127.0.0.1",
+        "--verify",
+        &seed.to_string(),
+        "--quiet",
+        "--json",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    let server = |secs: u64| {
+        spawn_server(&args(&[
+            "--transport",
+            "multicast",
+            "--listen",
+            &recovery,
+            "--group",
+            &group,
+            "--interface",
+            "127.0.0.1",
+            "--rate",
+            &RATE.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--epoch",
+            &EPOCH.to_string(),
+            "--duration",
+            &format!("{secs}s"),
+            "--linger",
+            "1s",
+            "--stats-interval",
+            "0",
+            "--json",
+        ]))
+        .0
+    };
+    let mut first = server(30);
+    std::thread::sleep(Duration::from_millis(1_500));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let second = server(1);
+    let deadline = Duration::from_secs(30);
+    let s = finish(second, "restarted server", deadline);
+    let c = finish(client, "client", deadline);
+    eprintln!("server: {s}\nclient: {c}");
+    let v = &c["validation"];
+    assert_eq!(v["restarts_detected"].as_u64(), Some(1), "{v}");
+    assert_eq!(u(&c, "epoch_changes"), 1, "{c}");
+    assert_eq!(c["end_of_session"], true, "{c}");
+    assert_eq!(u(&c, "last_seq"), u(&s, "messages"), "the new session is incomplete: {c}");
+    assert_clean(&c, "subscriber across the restart");
 }

@@ -87,6 +87,7 @@ use crate::wire::{
 use buffer::ReorderBuffer;
 use gaps::{Gap, GapList};
 use snapshot::{Assembly, PartOutcome};
+pub use validate::LINE_REGRESSION_SLACK;
 use validate::ProbeState;
 
 /// A message's send time (its packet's) and due time (0: unknown).
@@ -171,6 +172,8 @@ pub struct Receiver {
     /// The server instance its last Status named.
     instance: Option<u64>,
     probe: ProbeState,
+    /// Highest sequence (end of range) seen on lines A and B.
+    line_high: [u64; 2],
 }
 
 impl Receiver {
@@ -217,6 +220,7 @@ impl Receiver {
             cookie: None,
             instance: None,
             probe: ProbeState::default(),
+            line_high: [0; 2],
             cfg,
         }
     }
@@ -299,7 +303,7 @@ impl Receiver {
                     self.stats.malformed += 1;
                     return;
                 }
-                self.on_marker(now, &repr);
+                self.on_marker(now, line, &repr);
             }
             PacketKind::Snapshot => {
                 let part = match SnapshotRepr::parse(payload, repr.count) {

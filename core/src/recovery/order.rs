@@ -24,7 +24,7 @@ impl Receiver {
         if !accepted {
             return;
         }
-        if !retrans && self.confirms() && !self.check_live_range(now, first, first + count) {
+        if !retrans && self.confirms() && !self.check_live_range(now, line, first, first + count) {
             return;
         }
         if count == 0 {

@@ -69,6 +69,7 @@ impl Receiver {
         self.end_of_session = None;
         self.eos_emitted = false;
         self.cookie = None;
+        self.line_high = [0; 2];
     }
 
     /// Start the sequence at `first`, delivering at once (`synced`) or after a snapshot.
@@ -111,7 +112,7 @@ impl Receiver {
 
     /// Heartbeat or EndOfSession: `first_seq` is the next sequence the server
     /// will send (one past the last, for EndOfSession).
-    pub(super) fn on_marker(&mut self, now: Instant, repr: &PacketRepr) {
+    pub(super) fn on_marker(&mut self, now: Instant, line: Line, repr: &PacketRepr) {
         let n = repr.first_seq.0;
         if repr.kind == PacketKind::Heartbeat {
             self.stats.heartbeats += 1;
@@ -128,7 +129,7 @@ impl Receiver {
             let plausible = if repr.kind == PacketKind::EndOfSession {
                 self.check_end_claim(now, n)
             } else {
-                self.check_live_range(now, n, n)
+                self.check_live_range(now, line, n, n)
             };
             if !plausible {
                 return;

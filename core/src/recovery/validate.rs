@@ -19,6 +19,11 @@
 use super::*;
 use crate::wire::StatusRepr;
 
+/// How far (in sequences) a live packet may go back on its own line before
+/// the receiver asks the service whether the server restarted: well beyond
+/// any reordering within one line on a LAN, far below any session's length.
+pub const LINE_REGRESSION_SLACK: u64 = 4096;
+
 /// What the live feed claimed, waiting for the service's word.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Claims {
@@ -134,22 +139,33 @@ impl Receiver {
         false
     }
 
-    /// A live packet covering `[first, end)`. False: it lies beyond the
-    /// reorder window of the highest sequence seen, and is dropped until the
-    /// service confirms the stream reached it. One far behind what was
-    /// delivered asks whether the server restarted.
-    pub(super) fn check_live_range(&mut self, now: Instant, first: u64, end: u64) -> bool {
+    /// A live packet on `line` covering `[first, end)` (a heartbeat: `first
+    /// == end`, its next sequence). False: it lies beyond the reorder window
+    /// of the highest sequence seen, and is dropped until the service
+    /// confirms the stream reached it. One that takes its own line back by
+    /// more than [`LINE_REGRESSION_SLACK`] asks whether the server restarted
+    /// with the same epoch (each line carries increasing ranges).
+    pub(super) fn check_live_range(
+        &mut self,
+        now: Instant,
+        line: Line,
+        first: u64,
+        end: u64,
+    ) -> bool {
         if !self.started {
             return true;
         }
-        let w = self.window();
-        if first > self.high.saturating_add(w) {
+        if first > self.high.saturating_add(self.window()) {
             self.stats.validation.far_ahead_held += 1;
             self.claim(now, |c| c.ahead = Some(c.ahead.map_or(end, |a| a.max(end))));
             return false;
         }
-        if end.saturating_add(w) < self.next {
-            self.claim(now, |c| c.behind = true);
+        let l = usize::from(line == Line::B);
+        if line != Line::Unicast {
+            if end.saturating_add(LINE_REGRESSION_SLACK) < self.line_high[l] {
+                self.claim(now, |c| c.behind = true);
+            }
+            self.line_high[l] = self.line_high[l].max(end);
         }
         true
     }
@@ -202,8 +218,11 @@ impl Receiver {
 
     /// Act on the service's word: session `epoch`, next sequence `next`.
     fn resolve(&mut self, now: Instant, epoch: u64, next: u64, st: &StatusRepr, c: Claims) {
-        let restarted =
-            self.epoch == Some(epoch) && self.instance.is_some_and(|i| i != st.instance);
+        // Same epoch, yet another server process, or one far behind what was
+        // delivered: the server restarted with the epoch it had.
+        let restarted = self.epoch == Some(epoch)
+            && (self.instance.is_some_and(|i| i != st.instance)
+                || next.saturating_add(LINE_REGRESSION_SLACK) < self.next);
         self.instance = Some(st.instance);
         let switched = self.epoch != Some(epoch) || restarted;
         if switched {
@@ -239,6 +258,11 @@ impl Receiver {
             }
             if c.eos.is_some_and(|n| !st.ended || n != next) {
                 self.stats.validation.eos_rejected += 1;
+            }
+            if c.behind {
+                // Not a restart (a line lagging far, or a replay): measure
+                // regressions from here on, so they do not ask again and again.
+                self.line_high = [0; 2];
             }
             self.learn_cookie(now, st.cookie);
         }

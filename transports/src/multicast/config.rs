@@ -38,10 +38,19 @@ pub struct MulticastConfig {
     pub group_a: SocketAddrV4,
     /// Feed line B (A/B feeds): the same packets are published on both.
     pub group_b: Option<SocketAddrV4>,
-    /// The local interface address: `IP_MULTICAST_IF` for sending, the join
-    /// interface for receiving; `127.0.0.1` for loopback.
+    /// The local interface address: the source address of the feed, and
+    /// (unless [`Self::ifname`] names the interface) `IP_MULTICAST_IF` for
+    /// sending and the join interface for receiving; `127.0.0.1` for
+    /// loopback. May be `0.0.0.0` when `ifname` is set: the kernel then
+    /// takes that interface's own address.
     pub interface: Ipv4Addr,
-    /// Multicast TTL (1 = this subnet only).
+    /// The network interface by name (`eth0`): when set, sends
+    /// (`IP_MULTICAST_IF`) and joins (`IP_ADD_MEMBERSHIP`) use its index, so
+    /// the choice does not depend on which interface holds `interface` or on
+    /// the routing table.
+    pub ifname: Option<String>,
+    /// Multicast TTL, 0..=[`MAX_TTL`]: each router on the way takes 1, so 1
+    /// keeps the feed on this subnet and crossing N routers takes N + 1.
     pub ttl: u32,
     /// `IP_MULTICAST_LOOP`: deliver our own multicast to local subscribers
     /// (needed when publisher and subscribers share a host; on by default).
@@ -60,6 +69,9 @@ pub struct MulticastConfig {
     /// `sendmmsg`/`recvmmsg` batch size (1..=[`MAX_BATCH`]).
     pub batch: usize,
 }
+
+/// Largest multicast TTL: the IPv4 header's TTL is one byte.
+pub const MAX_TTL: u32 = 255;
 
 /// Group of line A in [`MulticastConfig::default`] (administratively
 /// scoped, site-local range).
@@ -88,6 +100,7 @@ impl MulticastConfig {
             group_a,
             group_b: None,
             interface,
+            ifname: None,
             ttl: 1,
             loopback: true,
             request_addr,
@@ -122,10 +135,34 @@ impl MulticastConfig {
                 self.max_packet_len
             ));
         }
+        if self.ttl > MAX_TTL {
+            return bad(format!("ttl {} outside 0..={MAX_TTL}", self.ttl));
+        }
+        if let Some(name) = &self.ifname
+            && (name.is_empty() || name.len() > 15)
+        {
+            return bad(format!("{name:?} is not a network interface name (1 to 15 bytes)"));
+        }
         if !(1..=MAX_BATCH).contains(&self.batch) {
             return bad(format!("batch {} outside 1..={MAX_BATCH}", self.batch));
         }
         Ok(())
+    }
+
+    /// The interface as error messages name it: `interface eth0`,
+    /// `interface eth0 (10.77.0.1)` or `interface 10.77.0.1`.
+    pub(super) fn interface_text(&self) -> String {
+        match &self.ifname {
+            Some(n) if self.interface.is_unspecified() => format!("interface {n}"),
+            Some(n) => format!("interface {n} ({})", self.interface),
+            None => format!("interface {}", self.interface),
+        }
+    }
+
+    /// The index of [`Self::ifname`], if set (an error naming it if there is
+    /// no such interface).
+    pub(super) fn ifindex(&self) -> io::Result<Option<u32>> {
+        self.ifname.as_deref().map(super::sys::ifindex).transpose()
     }
 }
 
@@ -192,5 +229,26 @@ mod tests {
         assert!(huge_batch.validate().is_err());
         let no_batch = MulticastConfig { batch: 0, ..MulticastConfig::loopback(g, r) };
         assert!(no_batch.validate().is_err());
+        let ttl = MulticastConfig { ttl: MAX_TTL + 1, ..MulticastConfig::loopback(g, r) };
+        assert!(ttl.validate().unwrap_err().to_string().contains("ttl 256"));
+        let long = "x".repeat(16);
+        let name = MulticastConfig { ifname: Some(long), ..MulticastConfig::loopback(g, r) };
+        assert!(name.validate().is_err());
+    }
+
+    #[test]
+    fn the_interface_is_named_as_given() {
+        let g = SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 30001);
+        let r = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let by_addr = MulticastConfig::loopback(g, r);
+        assert_eq!(by_addr.interface_text(), "interface 127.0.0.1");
+        assert_eq!(by_addr.ifindex().unwrap(), None);
+        let both = MulticastConfig { ifname: Some("lo".into()), ..by_addr.clone() };
+        assert_eq!(both.interface_text(), "interface lo (127.0.0.1)");
+        assert!(both.ifindex().unwrap().is_some());
+        let name = MulticastConfig { interface: Ipv4Addr::UNSPECIFIED, ..both };
+        assert_eq!(name.interface_text(), "interface lo");
+        let missing = MulticastConfig { ifname: Some("tw-nope9".into()), ..name };
+        assert!(missing.ifindex().unwrap_err().to_string().contains("tw-nope9"));
     }
 }

@@ -41,6 +41,8 @@ pub struct MulticastPublisher {
     stats: PubStats,
     /// The configuration, with `request_addr` the address actually bound.
     config: MulticastConfig,
+    /// The interface as errors name it ([`MulticastConfig::interface_text`]).
+    iface: String,
 }
 
 impl MulticastPublisher {
@@ -48,12 +50,23 @@ impl MulticastPublisher {
     /// request socket to `cfg.request_addr`.
     pub fn new(cfg: MulticastConfig) -> io::Result<Self> {
         cfg.validate()?;
+        let iface = cfg.interface_text();
+        let named = |what: String, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} on {iface}: {}", crate::select::io_text(&e)))
+        };
+        let ifindex = cfg.ifindex()?;
         let data = udp_socket()?;
-        data.set_multicast_if_v4(&cfg.interface)?;
+        match ifindex {
+            Some(index) => sys::set_multicast_if_index(data.as_raw_fd(), index),
+            None => data.set_multicast_if_v4(&cfg.interface),
+        }
+        .map_err(|e| named("sending multicast".into(), e))?;
         data.set_multicast_ttl_v4(cfg.ttl)?;
         data.set_multicast_loop_v4(cfg.loopback)?;
         // Bind to the interface so datagrams carry its address as source.
-        data.bind(&SocketAddrV4::new(cfg.interface, 0).into())?;
+        data.bind(&SocketAddrV4::new(cfg.interface, 0).into()).map_err(|e| {
+            named(format!("binding the feed's source address {}", cfg.interface), e)
+        })?;
         let send_granted =
             set_buffer(data.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, cfg.send_buffer)?;
 
@@ -92,6 +105,7 @@ impl MulticastPublisher {
             buffers,
             stats: PubStats::default(),
             config,
+            iface,
         })
     }
 
@@ -231,7 +245,12 @@ impl Publisher for MulticastPublisher {
             }
             let dest = self.groups[g];
             if let Err(e) = self.send_batch(dest) {
-                result = result.and(Err(e));
+                let text = format!(
+                    "sending the feed to {dest} on {}: {}",
+                    self.iface,
+                    crate::select::io_text(&e)
+                );
+                result = result.and(Err(io::Error::new(e.kind(), text)));
             }
         }
         self.queued = 0;

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use socket2::{SockAddr, Socket};
+use socket2::{InterfaceIndexOrAddress, SockAddr, Socket};
 
 use super::{
     BufferSizes, MulticastConfig, drain, send_one, set_buffer, sys, timeout_is_zero, udp_socket,
@@ -30,10 +30,19 @@ pub struct MulticastSubscriber {
 }
 
 impl MulticastSubscriber {
-    /// Join group A (and B) on `cfg.interface` and open the unicast request
-    /// socket (ephemeral port on `cfg.interface`).
+    /// Join group A (and B) on `cfg.ifname` if set, else on the interface
+    /// holding `cfg.interface`, and open the unicast request socket
+    /// (ephemeral port on `cfg.interface`). Errors name the interface.
     pub fn new(cfg: MulticastConfig) -> io::Result<Self> {
         cfg.validate()?;
+        let iface = cfg.interface_text();
+        let named = |what: String, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} on {iface}: {}", crate::select::io_text(&e)))
+        };
+        let join_on = match cfg.ifindex()? {
+            Some(index) => InterfaceIndexOrAddress::Index(index),
+            None => InterfaceIndexOrAddress::Address(cfg.interface),
+        };
         let mut recv_granted = usize::MAX;
         let mut lines = Vec::new();
         for (line, group) in
@@ -52,12 +61,15 @@ impl MulticastSubscriber {
                 cfg.recv_buffer,
             )?);
             s.bind(&group.into())?;
-            s.join_multicast_v4(group.ip(), &cfg.interface)?;
+            s.join_multicast_v4_n(group.ip(), &join_on)
+                .map_err(|e| named(format!("joining {}", group.ip()), e))?;
             crate::wait::enable_rx_timestamps(s.as_raw_fd())?;
             lines.push((line, s));
         }
         let unicast = udp_socket()?;
-        unicast.bind(&SocketAddrV4::new(cfg.interface, 0).into())?;
+        unicast.bind(&SocketAddrV4::new(cfg.interface, 0).into()).map_err(|e| {
+            named(format!("binding the request socket's address {}", cfg.interface), e)
+        })?;
         // Connected to the recovery service: the kernel then delivers on this
         // socket only datagrams from that address and port, so nobody else on
         // the network can inject "replies" (forged Retransmissions, snapshots).
@@ -137,7 +149,17 @@ impl MulticastSubscriber {
 
 impl Subscriber for MulticastSubscriber {
     fn send_request(&mut self, packet: &[u8]) -> io::Result<()> {
-        if send_one(&self.unicast, packet, &self.request_addr, &mut self.stats.syscalls)? {
+        let sent = send_one(&self.unicast, packet, &self.request_addr, &mut self.stats.syscalls)
+            .map_err(|e| {
+                let to = self.request_addr.as_socket().map_or("?".into(), |a| a.to_string());
+                let text = format!(
+                    "sending a request to {to} from {}: {}",
+                    self.unicast_local,
+                    crate::select::io_text(&e)
+                );
+                io::Error::new(e.kind(), text)
+            })?;
+        if sent {
             self.stats.requests_sent += 1;
             Ok(())
         } else {

@@ -73,7 +73,15 @@ impl MulticastSubscriber {
         // Connected to the recovery service: the kernel then delivers on this
         // socket only datagrams from that address and port, so nobody else on
         // the network can inject "replies" (forged Retransmissions, snapshots).
-        unicast.connect(&cfg.request_addr.into())?;
+        unicast.connect(&cfg.request_addr.into()).map_err(|e| {
+            named(
+                format!(
+                    "reaching the recovery service {} from the request socket",
+                    cfg.request_addr
+                ),
+                e,
+            )
+        })?;
         recv_granted = recv_granted.min(set_buffer(
             unicast.as_raw_fd(),
             libc::SO_RCVBUFFORCE,

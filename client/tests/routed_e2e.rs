@@ -189,14 +189,14 @@ fn client(r: &Routed, n: usize, seed: u64, dir: &Path, how: &[&str], extra: &[&s
     r.command(&format!("cli{n}"), &client_bin()).args(a).spawn().expect("starting a client")
 }
 
-/// The server in subnet A with `ttl`, for `secs` seconds at [`RATE`]; waits
-/// until it listens.
+/// The server in subnet A with `ttl`, for `secs` seconds at [`RATE`]
+/// (multicast unless `how` names a transport); waits until it listens.
 fn server(r: &Routed, seed: u64, ttl: u32, secs: f64, dir: &Path, how: &[&str]) -> Child {
     let ready = dir.join("ready");
     let _ = std::fs::remove_file(&ready);
-    let mut a = args(&[
-        "--transport",
-        "multicast",
+    let mut a =
+        if how.contains(&"--transport") { vec![] } else { args(&["--transport", "multicast"]) };
+    a.extend(args(&[
         "--listen",
         RECOVERY,
         "--group",
@@ -218,7 +218,7 @@ fn server(r: &Routed, seed: u64, ttl: u32, secs: f64, dir: &Path, how: &[&str]) 
         dir.join("server.book").to_str().unwrap(),
         "--ready-file",
         ready.to_str().unwrap(),
-    ]);
+    ]));
     a.extend(args(how));
     let mut child = r.command("srv", &server_bin()).args(a).spawn().expect("starting the server");
     let start = Instant::now();
@@ -430,4 +430,41 @@ fn a_late_joiner_in_subnet_b_catches_up_through_a_snapshot() {
     assert!(l["verify"]["snapshot_records"].as_u64().unwrap() > 0, "{l}");
     assert!(u(&l, "messages_delivered") < u(&s, "messages"), "the late joiner saw it all: {l}");
     assert!(u(&s, "snapshots") >= 1, "the server served no snapshot: {s}");
+}
+
+/// `--ttl` reaches AF_XDP frames too (they are built by the transport, not
+/// the kernel): an xdp server's feed with TTL 2 crosses the router and a
+/// kernel multicast client in subnet B delivers the seed's stream; with
+/// TTL 1 it stops at the router.
+#[test]
+fn xdp_feed_obeys_the_ttl_across_the_router() {
+    const TEST: &str = "xdp_feed_obeys_the_ttl_across_the_router";
+    if !cfg!(feature = "xdp") {
+        eprintln!("SKIPPED: {TEST}: built without the xdp feature (--features xdp)");
+        return;
+    }
+    let Some(r) = Routed::up(TEST, "x", 1) else { return };
+    let seed = 56;
+    for ttl in [2, 1] {
+        let dir = scratch(&format!("routed-xdp-{ttl}"));
+        let ip = client_ip(1);
+        let limit = ["--duration", "4s"];
+        let c =
+            client(&r, 1, seed, &dir, &["--interface", &ip], if ttl == 1 { &limit } else { &[] });
+        std::thread::sleep(Duration::from_millis(300));
+        let (_, out_before) = r.vif_packets("b0");
+        let how = ["--transport", "xdp", "--ifname", "eth0", "--interface", SERVER_IP];
+        let s = finish(server(&r, seed, ttl, 1.0, &dir, &how), "xdp server", DEADLINE);
+        let what = format!("client behind the router, xdp feed with TTL {ttl}");
+        let c = finish(c, &what, DEADLINE);
+        eprintln!("{what}: {c}");
+        let (_, out_after) = r.vif_packets("b0");
+        if ttl == 2 {
+            assert_complete(&c, &s, &what, &dir, 1);
+            assert!(out_after > out_before, "{what}: the router forwarded nothing");
+        } else {
+            assert_eq!(u(&c, "messages_delivered"), 0, "{what}: the TTL 1 feed crossed: {c}");
+            assert_eq!(out_after, out_before, "{what}: the router forwarded TTL 1 frames");
+        }
+    }
 }

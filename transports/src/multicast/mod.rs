@@ -24,6 +24,13 @@
 //! * Datagrams that are not Tickwire packets (`Packet::new_checked` fails, or
 //!   longer than a slot) are counted in `malformed` and dropped.
 //!
+//! * The interface: [`MulticastConfig::ifname`] picks it by name for sends
+//!   (`IP_MULTICAST_IF`) and joins (`IP_ADD_MEMBERSHIP`), by index; without
+//!   it, the interface holding [`MulticastConfig::interface`] does. A join,
+//!   bind or send that fails says which interface it was on.
+//! * [`MulticastConfig::ttl`] (default 1) is what lets the feed cross
+//!   routers: each takes 1, and docs/DEPLOYMENT.md covers the rest.
+//!
 //! Loopback works with `interface = 127.0.0.1` and `loopback = true`
 //! (`IP_MULTICAST_IF` + `IP_MULTICAST_LOOP`); see [`MulticastConfig::loopback`].
 //!

@@ -73,6 +73,11 @@ impl Routed {
         }
         let prefix = format!("r{tag}{}", std::process::id() % 100_000);
         let r = Routed { prefix, clients };
+        // The prefix carries this process's pid: anything already there under
+        // it is left over from a dead process that had the same pid.
+        let _ = Command::new(script("routed.sh"))
+            .args(["down", &r.prefix, &clients.to_string()])
+            .output();
         let out = Command::new(script("routed.sh"))
             .args(["up", &r.prefix, &clients.to_string()])
             .output()

@@ -7,13 +7,14 @@
 #           although Tickwire does not use pcap).
 #   fuzz:   cargo-fuzz (cargo install), for the fuzz step of scripts/test.sh.
 #   run:    iproute2 (ip netns / veth), ethtool (checksum offload off on veths),
-#           nftables and iptables (loss injection: xdp-setup/netem.sh).
+#           nftables and iptables (loss injection: xdp-setup/netem.sh), smcroute
+#           (the multicast router of xdp-setup/routed.sh and client/tests/routed_e2e.rs).
 #
 # Idempotent: packages already installed are reported and skipped.
 # Usage: sudo xdp-setup/install-deps.sh
 set -eu
 
-PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables"
+PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables smcroute"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: must run as root (apt-get install)" >&2
@@ -43,6 +44,16 @@ else
     # shellcheck disable=SC2086 # word splitting of the package list is intended
     apt-get install -y -q --no-install-recommends $missing
     echo "installed:$missing"
+    # Debian's smcroute package enables a service that would run a multicast
+    # router in the host's own network namespace; the tests start their own
+    # smcrouted inside their router namespace. Turn off only what we installed.
+    case " $missing " in
+        *" smcroute "*)
+            if command -v systemctl >/dev/null 2>&1 && systemctl disable --now smcroute.service >/dev/null 2>&1; then
+                echo "smcroute.service disabled (xdp-setup/routed.sh runs smcrouted in its own namespace)"
+            fi
+            ;;
+    esac
 fi
 
 # cargo-fuzz, for the fuzz step of scripts/test.sh (targets in fuzz/; on the

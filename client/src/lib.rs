@@ -451,10 +451,11 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         if silent >= LIVENESS_TIMEOUT && !stalled && st.end.is_none() {
             stalled = true;
             eprintln!(
-                "client: no packet from the feed for {:.1} s (next sequence {}): is the server at {} up, and does its traffic reach this host?",
+                "client: no packet from the feed for {:.1} s (next sequence {}): is the server at {} up, and does its traffic reach this host?{}",
                 silent.as_secs_f64(),
                 st.receiver.next_expected(),
-                cfg.transport.addr
+                cfg.transport.addr,
+                cfg.transport.silence_hint()
             );
         } else if stalled && silent < LIVENESS_TIMEOUT {
             stalled = false;

@@ -6,7 +6,7 @@
 //! client --transport multicast --connect 127.0.0.1:9100 --group 239.255.0.1:30001
 //! ```
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,35 +15,20 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use tickwire_client::{ClientConfig, Summary, parse_filter, run};
+use tickwire_transports::args::TransportArgs;
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::lossy::LossConfig;
-use tickwire_transports::select::{
-    TransportKind, TransportOptions, io_text, parse_cpu, parse_drop_rate, parse_duration,
-    parse_ifname,
-};
+use tickwire_transports::select::{io_text, parse_cpu, parse_drop_rate, parse_duration};
 
 /// Receive a Tickwire market-data feed with gap recovery, a lock-free cache and latency stats.
 #[derive(Debug, Parser)]
 #[command(name = "client", version)]
 struct Args {
-    /// Transport: tcp, multicast or xdp.
-    #[arg(long, default_value = "tcp")]
-    transport: TransportKind,
+    #[command(flatten)]
+    net: TransportArgs,
     /// TCP: server address. Multicast/xdp: the server's recovery (NACK/snapshot) address.
     #[arg(long, default_value = "127.0.0.1:9000")]
     connect: SocketAddr,
-    /// Multicast group of feed line A.
-    #[arg(long, default_value = "239.255.0.1:30001")]
-    group: SocketAddrV4,
-    /// Multicast group of feed line B (A/B arbitration).
-    #[arg(long)]
-    group_b: Option<SocketAddrV4>,
-    /// Interface address for multicast (127.0.0.1 = loopback).
-    #[arg(long, default_value = "127.0.0.1")]
-    interface: Ipv4Addr,
-    /// Network interface name (xdp).
-    #[arg(long, value_parser = parse_ifname)]
-    ifname: Option<String>,
     /// Subscription filter, e.g. 0-9,42 (default: every symbol).
     #[arg(long, value_parser = parse_symbols)]
     symbols: Option<SymbolList>,
@@ -162,30 +147,8 @@ fn check(args: &Args) {
     if args.connect.port() == 0 {
         usage_error(format!("--connect {}: port 0 cannot be connected to", args.connect));
     }
-    if args.transport != TransportKind::Tcp {
-        for (flag, g) in [("--group", Some(args.group)), ("--group-b", args.group_b)] {
-            let Some(g) = g else { continue };
-            if !g.ip().is_multicast() || g.port() == 0 {
-                usage_error(format!(
-                    "{flag} {g} is not a multicast group: use an address in 224.0.0.0/4 with a nonzero port (e.g. 239.255.0.1:30001)"
-                ));
-            }
-        }
-        if !args.connect.is_ipv4() {
-            usage_error(format!(
-                "--connect {}: the {} transport needs an IPv4 recovery address",
-                args.connect, args.transport
-            ));
-        }
-        if args.interface.is_multicast() || args.interface.is_broadcast() {
-            usage_error(format!(
-                "--interface {} is not an interface address (e.g. 127.0.0.1)",
-                args.interface
-            ));
-        }
-    }
-    if args.transport == TransportKind::Xdp && args.ifname.is_none() {
-        usage_error("--transport xdp needs --ifname (e.g. eth0)".into());
+    if let Err(msg) = args.net.check("--connect", args.connect) {
+        usage_error(msg);
     }
 }
 
@@ -234,16 +197,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let cfg = ClientConfig {
-        transport: TransportOptions {
-            kind: args.transport,
-            addr: args.connect,
-            group_a: args.group,
-            group_b: args.group_b,
-            interface: args.interface,
-            ifname: args.ifname,
-            max_packet_len: args.max_packet,
-            loss: LossConfig { tx_drop: 0.0, rx_drop: args.drop_rate, seed: args.drop_seed },
-        },
+        transport: args.net.options(
+            args.connect,
+            args.max_packet,
+            1, // TTL: a subscriber sends no multicast.
+            LossConfig { tx_drop: 0.0, rx_drop: args.drop_rate, seed: args.drop_seed },
+        ),
         universe: args.universe,
         filter: args.symbols,
         duration: (!args.duration.is_zero()).then_some(args.duration),

@@ -20,6 +20,8 @@ fn every_flag_with_absurd_values() {
             "--drop-rate",
             "--max-packet",
             "--cpu",
+            "--interface",
+            "--ifname",
         ],
     });
 }

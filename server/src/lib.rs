@@ -99,6 +99,7 @@ impl Default for ServerConfig {
                 group_b: None,
                 interface: std::net::Ipv4Addr::LOCALHOST,
                 ifname: None,
+                ttl: 1,
                 max_packet_len: tickwire_core::wire::DEFAULT_MAX_PACKET,
                 loss: tickwire_transports::lossy::LossConfig {
                     tx_drop: 0.0,

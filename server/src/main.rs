@@ -5,7 +5,7 @@
 //! server --transport multicast --listen 127.0.0.1:9100 --group 239.255.0.1:30001
 //! ```
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,35 +16,27 @@ use clap::{CommandFactory, Parser};
 use tickwire_core::gbm::GbmConfig;
 use tickwire_core::publisher::{ConfigError, MAX_RETRANSMIT_WINDOW, PublisherConfig};
 use tickwire_server::{ServerConfig, run};
+use tickwire_transports::args::TransportArgs;
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::lossy::LossConfig;
 use tickwire_transports::select::{
-    TransportKind, TransportOptions, io_text, parse_cpu, parse_drop_rate, parse_duration,
-    parse_ifname,
+    TransportKind, io_text, parse_cpu, parse_drop_rate, parse_duration,
 };
 
 /// Simulate an exchange (GBM prices) and publish a sequenced market-data feed.
 #[derive(Debug, Parser)]
 #[command(name = "server", version)]
 struct Args {
-    /// Transport: tcp, multicast or xdp.
-    #[arg(long, default_value = "tcp")]
-    transport: TransportKind,
+    #[command(flatten)]
+    net: TransportArgs,
     /// TCP: address to listen on. Multicast/xdp: unicast recovery (NACK/snapshot) address.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
-    /// Multicast group of feed line A.
-    #[arg(long, default_value = "239.255.0.1:30001")]
-    group: SocketAddrV4,
-    /// Multicast group of feed line B (publishes the same stream twice: A/B feeds).
-    #[arg(long)]
-    group_b: Option<SocketAddrV4>,
-    /// Interface address for multicast (127.0.0.1 = loopback).
-    #[arg(long, default_value = "127.0.0.1")]
-    interface: Ipv4Addr,
-    /// Network interface name (xdp).
-    #[arg(long, value_parser = parse_ifname)]
-    ifname: Option<String>,
+    /// Multicast and xdp: IP TTL of the feed's datagrams. Each router on the
+    /// way takes 1: the default 1 keeps the feed on this subnet, crossing N
+    /// routers needs N + 1 (keep groups in 239.0.0.0/8 inside your site).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
+    ttl: u32,
     /// Number of symbols in the universe.
     #[arg(long, default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SYMBOLS)))]
@@ -143,36 +135,14 @@ fn usage_error(msg: String) -> ! {
 }
 
 fn check(args: &Args) {
-    if args.wait_clients > 0 && args.transport != TransportKind::Tcp {
+    if args.wait_clients > 0 && args.net.transport != TransportKind::Tcp {
         usage_error(format!(
             "--wait-clients needs --transport tcp (got {}): datagram subscribers join the group without logging in",
-            args.transport
+            args.net.transport
         ));
     }
-    if args.transport != TransportKind::Tcp {
-        for (flag, g) in [("--group", Some(args.group)), ("--group-b", args.group_b)] {
-            let Some(g) = g else { continue };
-            if !g.ip().is_multicast() || g.port() == 0 {
-                usage_error(format!(
-                    "{flag} {g} is not a multicast group: use an address in 224.0.0.0/4 with a nonzero port (e.g. 239.255.0.1:30001)"
-                ));
-            }
-        }
-        if !args.listen.is_ipv4() {
-            usage_error(format!(
-                "--listen {}: the {} transport needs an IPv4 recovery address",
-                args.listen, args.transport
-            ));
-        }
-        if args.interface.is_multicast() || args.interface.is_broadcast() {
-            usage_error(format!(
-                "--interface {} is not an interface address (e.g. 127.0.0.1)",
-                args.interface
-            ));
-        }
-    }
-    if args.transport == TransportKind::Xdp && args.ifname.is_none() {
-        usage_error("--transport xdp needs --ifname (e.g. eth0)".into());
+    if let Err(msg) = args.net.check("--listen", args.listen) {
+        usage_error(msg);
     }
     // The snapshot of the universe must be numberable at this packet size.
     let core_cfg = PublisherConfig {
@@ -198,16 +168,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let cfg = ServerConfig {
-        transport: TransportOptions {
-            kind: args.transport,
-            addr: args.listen,
-            group_a: args.group,
-            group_b: args.group_b,
-            interface: args.interface,
-            ifname: args.ifname,
-            max_packet_len: args.max_packet,
-            loss: LossConfig { tx_drop: args.drop_rate, rx_drop: 0.0, seed: args.drop_seed },
-        },
+        transport: args.net.options(
+            args.listen,
+            args.max_packet,
+            args.ttl,
+            LossConfig { tx_drop: args.drop_rate, rx_drop: 0.0, seed: args.drop_seed },
+        ),
         gbm: GbmConfig { seed: args.seed, symbols: args.symbols, ..GbmConfig::default() },
         rate: args.rate,
         duration: (!args.duration.is_zero()).then_some(args.duration),

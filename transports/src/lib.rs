@@ -29,6 +29,7 @@ use std::time::Duration;
 pub use tickwire_core::wire::DecodeError;
 
 pub mod affinity;
+pub mod args;
 pub mod conformance;
 pub mod idle;
 pub mod lossy;

@@ -54,14 +54,36 @@ pub struct TransportOptions {
     pub group_a: SocketAddrV4,
     /// Multicast: optional line B group (A/B feeds).
     pub group_b: Option<SocketAddrV4>,
-    /// Multicast: the interface address to send and join on.
+    /// Multicast: the interface address to send and join on (`0.0.0.0` with
+    /// `ifname`: that interface's own address).
     pub interface: Ipv4Addr,
-    /// Xdp: the network interface name.
+    /// Xdp: the network interface to bind. Multicast: when set, the
+    /// interface joins and sends use (by index), whatever `interface` is.
     pub ifname: Option<String>,
+    /// Multicast and xdp publishers: IP TTL of the feed's datagrams (1 =
+    /// this subnet only; each router on the way takes 1).
+    pub ttl: u32,
     /// Largest packet.
     pub max_packet_len: usize,
     /// Seeded in-process loss (a [`Lossy`] wrapper) when either rate is nonzero.
     pub loss: LossConfig,
+}
+
+impl TransportOptions {
+    /// What a subscriber that hears nothing should check, beyond "is the
+    /// server up": for datagram feeds, the TTL and the interface (a feed
+    /// sent with TTL 1 dies at the first router; a join on the wrong
+    /// interface hears nothing). Empty for TCP.
+    pub fn silence_hint(&self) -> &'static str {
+        match self.kind {
+            TransportKind::Tcp => "",
+            TransportKind::Multicast | TransportKind::Xdp => {
+                " If a router lies between them: the feed crosses N routers only with the server's --ttl above N \
+                 (the default 1 stops at the first), and the router must forward the group; \
+                 check too that --interface/--ifname name the interface facing the server."
+            }
+        }
+    }
 }
 
 /// Build the server side.
@@ -127,6 +149,8 @@ fn multicast_config(opts: &TransportOptions) -> io::Result<crate::multicast::Mul
         group_a: opts.group_a,
         group_b: opts.group_b,
         interface: opts.interface,
+        ifname: opts.ifname.clone(),
+        ttl: opts.ttl,
         request_addr,
         max_packet_len: opts.max_packet_len,
         ..Default::default()
@@ -168,7 +192,10 @@ fn xdp_config(
             "the xdp transport carries one feed line: drop --group-b",
         ));
     }
-    Ok(side(ifname, opts.group_a, request))
+    let ttl = u8::try_from(opts.ttl).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("ttl {} outside 0..=255", opts.ttl))
+    })?;
+    Ok(crate::xdp::XdpConfig { ttl, ..side(ifname, opts.group_a, request) })
 }
 
 #[cfg(feature = "xdp")]
@@ -413,6 +440,7 @@ mod tests {
             group_b: None,
             interface: Ipv4Addr::UNSPECIFIED,
             ifname: Some("eth0".into()),
+            ttl: 1,
             max_packet_len: 1400,
             loss: LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 1 },
         }
@@ -447,6 +475,9 @@ mod tests {
         assert_eq!(cfg.listen_port, 30001);
         assert_eq!(SocketAddr::V4(cfg.request), xdp_opts().addr);
         assert_eq!(cfg.ring_size, crate::xdp::DEFAULT_RING_SIZE);
+        assert_eq!(cfg.ttl, 1, "--ttl reaches the frames");
+        let ttl = TransportOptions { ttl: 256, ..xdp_opts() };
+        assert!(err_of(build_publisher(&ttl)).to_string().contains("ttl 256"));
         let sub = xdp_config(&xdp_opts(), crate::xdp::XdpConfig::subscriber).unwrap();
         assert_eq!(
             sub.ring_size,

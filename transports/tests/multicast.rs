@@ -183,6 +183,40 @@ fn three_subscribers_receive_every_packet_byte_identical() {
     assert!(ps.syscalls <= N.div_ceil(cfg.batch) as u64 + 8, "syscalls {}", ps.syscalls);
 }
 
+/// `ifname` picks the interface of sends and joins by index: on `lo`, with
+/// the address given or left to the kernel (`0.0.0.0`), every packet arrives.
+#[test]
+fn the_interface_chosen_by_name_carries_the_feed() {
+    for interface in [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED] {
+        let cfg = MulticastConfig { ifname: Some("lo".into()), interface, ..loopback_cfg() };
+        let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
+        let mut subs = vec![MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap()];
+        let (sent, got) = publish_lockstep(&mut publisher, &mut subs, 300, 1);
+        assert_eq!(got[0].len(), sent.len(), "interface lo ({interface})");
+        assert!(got[0].iter().zip(&sent).all(|((_, g), s)| g == s));
+    }
+}
+
+/// A join or a send that cannot use the interface fails at start-up with an
+/// error naming the interface (no packet leaves: these fail in setsockopt/bind).
+#[test]
+fn errors_name_the_interface() {
+    let text = |r: std::io::Result<()>| r.unwrap_err().to_string();
+    let missing = MulticastConfig { ifname: Some("tw-nosuch0".into()), ..loopback_cfg() };
+    let e = text(MulticastPublisher::new(missing.clone()).map(drop));
+    assert!(e.contains("tw-nosuch0"), "{e}");
+    let e = text(MulticastSubscriber::new(missing).map(drop));
+    assert!(e.contains("tw-nosuch0"), "{e}");
+    // An address no interface of this host has (TEST-NET-3, never routed).
+    let foreign = MulticastConfig { interface: Ipv4Addr::new(203, 0, 113, 7), ..loopback_cfg() };
+    let e = text(MulticastPublisher::new(foreign.clone()).map(drop));
+    assert!(e.contains("interface 203.0.113.7"), "{e}");
+    let e = text(MulticastSubscriber::new(foreign.clone()).map(drop));
+    assert!(e.contains("joining") && e.contains("interface 203.0.113.7"), "{e}");
+    let ttl = MulticastConfig { ttl: 300, ..loopback_cfg() };
+    assert!(text(MulticastPublisher::new(ttl).map(drop)).contains("ttl 300"));
+}
+
 #[test]
 fn ab_feeds_deliver_every_packet_on_both_lines() {
     const N: usize = 2_000;

@@ -1,6 +1,6 @@
 //! The few system calls the multicast transport needs that socket2 does not
-//! wrap: `sendmmsg`, `recvmmsg`, `ppoll` and integer `setsockopt`s such as
-//! `SO_RCVBUFFORCE`. Every `unsafe` block of the transport lives here, each in
+//! wrap: `sendmmsg`, `recvmmsg`, `ppoll`, integer `setsockopt`s such as
+//! `SO_RCVBUFFORCE`, and choosing an interface by name. Every `unsafe` block of the transport lives here, each in
 //! a small function with its `SAFETY` argument, and each is unit tested below.
 
 use std::io;
@@ -55,6 +55,45 @@ pub(crate) fn get_int_opt(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     let rc =
         unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
     if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+}
+
+/// The index of network interface `name` in this network namespace
+/// (`if_nametoindex`); the error names the interface.
+pub(crate) fn ifindex(name: &str) -> io::Result<u32> {
+    let missing = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no network interface named {name:?} in this network namespace"),
+        )
+    };
+    let c = std::ffi::CString::new(name).map_err(|_| missing())?;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call; the
+    // function only reads it and returns 0 when there is no such interface.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 { Err(missing()) } else { Ok(index) }
+}
+
+/// `IP_MULTICAST_IF` by interface index (`struct ip_mreqn`): multicast sent
+/// on `fd` leaves through that interface, whatever its addresses.
+pub(crate) fn set_multicast_if_index(fd: RawFd, index: u32) -> io::Result<()> {
+    let req = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: index as libc::c_int,
+    };
+    // SAFETY: `req` is a live ip_mreqn on our stack and we pass its exact
+    // size; the kernel reads at most that many bytes (it accepts in_addr,
+    // ip_mreq or ip_mreqn for this option, told apart by the length).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&req as *const libc::ip_mreqn).cast(),
+            mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Wait until one of `fds` is ready or `timeout` passes, to the nanosecond.
@@ -318,6 +357,20 @@ mod tests {
         assert_eq!(get_int_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap(), 131_072);
         let err = set_int_opt(-1, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn interfaces_by_name() {
+        let lo = ifindex("lo").unwrap();
+        assert!(lo > 0);
+        let e = ifindex("tw-no-such0").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("tw-no-such0"), "{e}");
+        assert!(ifindex("bad\0name").is_err());
+        let (a, _) = pair();
+        set_multicast_if_index(a.as_raw_fd(), lo).unwrap();
+        let e = set_multicast_if_index(a.as_raw_fd(), u32::MAX >> 1).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{e}");
     }
 
     #[test]

@@ -1,0 +1,295 @@
+//! [`MulticastPublisher`]: the server side of the multicast transport.
+
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use socket2::Socket;
+use tickwire_core::wire::Packet;
+
+use super::{
+    BufferSizes, MAX_SEND_RETRIES, MulticastConfig, SEND_RETRY_WAIT, drain, peer_addr, peer_id,
+    send_one, set_buffer, sys, timeout_is_zero, transient, udp_socket, v4, warn_if_small,
+};
+use crate::{DisconnectReason, PeerId, PubEvent, PubStats, Publisher};
+
+/// Set `flags` bit 0 (line B) of a packet in place and refresh its CRC.
+/// Bytes that are not a packet are left alone (the publisher only queues packets).
+fn mark_line_b(bytes: &mut [u8]) {
+    let mut p = Packet::new_unchecked(bytes);
+    if p.check_len().is_ok() {
+        let flags = p.flags() | tickwire_core::wire::FLAG_LINE_B;
+        p.set_flags(flags);
+        p.fill_crc();
+    }
+}
+
+/// The server side: publishes to group A (and B) and answers requests by
+/// unicast. See the module docs.
+#[derive(Debug)]
+pub struct MulticastPublisher {
+    data: Socket,
+    request: Socket,
+    request_local: SocketAddrV4,
+    groups: Vec<SocketAddrV4>,
+    tx: sys::Slots,
+    queued: usize,
+    rx: sys::Slots,
+    pollfd: [libc::pollfd; 1],
+    buffers: BufferSizes,
+    stats: PubStats,
+    /// The configuration, with `request_addr` the address actually bound.
+    config: MulticastConfig,
+    /// The interface as errors name it ([`MulticastConfig::interface_text`]).
+    iface: String,
+}
+
+impl MulticastPublisher {
+    /// Open the data socket (multicast out on `cfg.interface`) and bind the
+    /// request socket to `cfg.request_addr`.
+    pub fn new(cfg: MulticastConfig) -> io::Result<Self> {
+        cfg.validate()?;
+        let iface = cfg.interface_text();
+        let named = |what: String, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} on {iface}: {}", crate::select::io_text(&e)))
+        };
+        let ifindex = cfg.ifindex()?;
+        let data = udp_socket()?;
+        match ifindex {
+            Some(index) => sys::set_multicast_if_index(data.as_raw_fd(), index),
+            None => data.set_multicast_if_v4(&cfg.interface),
+        }
+        .map_err(|e| named("sending multicast".into(), e))?;
+        data.set_multicast_ttl_v4(cfg.ttl)?;
+        data.set_multicast_loop_v4(cfg.loopback)?;
+        // Bind to the interface so datagrams carry its address as source.
+        data.bind(&SocketAddrV4::new(cfg.interface, 0).into()).map_err(|e| {
+            named(format!("binding the feed's source address {}", cfg.interface), e)
+        })?;
+        let send_granted =
+            set_buffer(data.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, cfg.send_buffer)?;
+
+        let request = udp_socket()?;
+        request.bind(&cfg.request_addr.into())?;
+        let recv_granted = set_buffer(
+            request.as_raw_fd(),
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            cfg.recv_buffer,
+        )?;
+        // Replies leave from the request socket too: size its send side.
+        set_buffer(request.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, cfg.send_buffer)?;
+        let request_local = v4(request.local_addr()?)?;
+
+        let buffers = BufferSizes {
+            send_requested: cfg.send_buffer,
+            send_granted,
+            recv_requested: cfg.recv_buffer,
+            recv_granted,
+        };
+        warn_if_small("send", buffers.send_requested, buffers.send_granted);
+        warn_if_small("receive", buffers.recv_requested, buffers.recv_granted);
+
+        let config = MulticastConfig { request_addr: request_local, ..cfg.clone() };
+        let pollfd = [libc::pollfd { fd: request.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        Ok(MulticastPublisher {
+            data,
+            request,
+            request_local,
+            groups: std::iter::once(cfg.group_a).chain(cfg.group_b).collect(),
+            tx: sys::Slots::new(cfg.batch, cfg.max_packet_len),
+            queued: 0,
+            rx: sys::Slots::new(cfg.batch, cfg.max_packet_len),
+            pollfd,
+            buffers,
+            stats: PubStats::default(),
+            config,
+            iface,
+        })
+    }
+
+    /// The address requests go to (the bound port if `request_addr` said 0).
+    pub fn request_addr(&self) -> SocketAddr {
+        SocketAddr::V4(self.request_local)
+    }
+
+    /// Socket buffer sizes requested and granted.
+    pub fn buffer_sizes(&self) -> BufferSizes {
+        self.buffers
+    }
+
+    /// The configuration this publisher runs with, `request_addr` being the
+    /// address actually bound: a subscriber on the same interface can be
+    /// made from it as it is (`MulticastSubscriber::new(p.config().clone())`).
+    pub fn config(&self) -> &MulticastConfig {
+        &self.config
+    }
+
+    /// Packets waiting in the batch for the next flush.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Send slots `0..queued` to `dest`, resuming after partial sends and
+    /// retrying transient errors a bounded number of times. Returns the first
+    /// hard error, after trying every packet.
+    fn send_batch(&mut self, dest: SocketAddrV4) -> io::Result<()> {
+        let fd = self.data.as_raw_fd();
+        let mut next = 0;
+        let mut retries = 0;
+        let mut first_err = None;
+        while next < self.queued {
+            self.stats.syscalls += 1;
+            match self.tx.sendmmsg(fd, next, self.queued, dest) {
+                Ok(n) => {
+                    for i in next..next + n {
+                        self.stats.packets_sent += 1;
+                        self.stats.bytes_sent += self.tx.packet(i).len() as u64;
+                    }
+                    next += n;
+                }
+                Err(e) if transient(&e) && retries < MAX_SEND_RETRIES => {
+                    retries += 1;
+                    sys::wait_writable(fd, SEND_RETRY_WAIT)?;
+                }
+                Err(e) if transient(&e) => {
+                    self.stats.send_errors += (self.queued - next) as u64;
+                    break;
+                }
+                Err(e) => {
+                    // The first packet of the rest failed for good: skip it.
+                    self.stats.send_errors += 1;
+                    next += 1;
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Publisher for MulticastPublisher {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.request_addr())
+    }
+
+    fn max_packet_len(&self) -> usize {
+        self.tx.slot_len()
+    }
+
+    fn publish_with(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> io::Result<()> {
+        if self.queued == self.tx.count() {
+            self.flush()?;
+        }
+        let slot = self.queued;
+        let len = fill(self.tx.slot_mut(slot));
+        if len > self.tx.slot_len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("packet of {len} bytes exceeds max_packet_len {}", self.tx.slot_len()),
+            ));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        self.tx.set_len(slot, len);
+        self.queued += 1;
+        if self.queued == self.tx.count() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn send_to(&mut self, peer: PeerId, packet: &[u8]) -> io::Result<()> {
+        let addr = peer_addr(peer).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("unknown peer {peer:#x}"))
+        })?;
+        match send_one(&self.request, packet, &addr.into(), &mut self.stats.syscalls) {
+            Ok(true) => {
+                self.stats.packets_sent += 1;
+                self.stats.bytes_sent += packet.len() as u64;
+                Ok(())
+            }
+            Ok(false) => {
+                self.stats.send_errors += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.send_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    fn set_live(&mut self, _peer: PeerId, _live: bool) {
+        // Datagram transport: subscribers join the group themselves.
+    }
+
+    fn disconnect(&mut self, _peer: PeerId, _reason: DisconnectReason) {
+        // No connection to close; the core ignores the peer's requests.
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.queued == 0 {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for g in 0..self.groups.len() {
+            if g == 1 {
+                // Line B carries the same packets with `flags` bit 0 set (and
+                // so another CRC), as docs/PROTOCOL.md § 2.1 specifies.
+                for i in 0..self.queued {
+                    mark_line_b(self.tx.packet_mut(i));
+                }
+            }
+            let dest = self.groups[g];
+            if let Err(e) = self.send_batch(dest) {
+                let text = format!(
+                    "sending the feed to {dest} on {}: {}",
+                    self.iface,
+                    crate::select::io_text(&e)
+                );
+                result = result.and(Err(io::Error::new(e.kind(), text)));
+            }
+        }
+        self.queued = 0;
+        result
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(PubEvent<'_>),
+    ) -> io::Result<()> {
+        let fd = self.request.as_raw_fd();
+        let mut pass = |this: &mut Self| {
+            let requests = &mut this.stats.requests;
+            let mut deliver = |src: Option<SocketAddrV4>, packet: &[u8], _rx: Option<u64>| {
+                if let Some(src) = src {
+                    *requests += 1;
+                    on_event(PubEvent::Request { peer: peer_id(src), packet });
+                }
+            };
+            drain(
+                fd,
+                &mut this.rx,
+                &mut this.stats.syscalls,
+                &mut this.stats.malformed,
+                &mut deliver,
+            )
+        };
+        if pass(self)?.datagrams > 0 || timeout_is_zero(timeout) {
+            return Ok(());
+        }
+        self.pollfd[0].revents = 0;
+        if sys::wait(&mut self.pollfd, timeout)? > 0 {
+            pass(self)?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> PubStats {
+        self.stats.clone()
+    }
+}

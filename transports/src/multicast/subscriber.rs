@@ -1,0 +1,205 @@
+//! [`MulticastSubscriber`]: the client side of the multicast transport.
+
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use socket2::{InterfaceIndexOrAddress, SockAddr, Socket};
+
+use super::{
+    BufferSizes, MulticastConfig, drain, send_one, set_buffer, sys, timeout_is_zero, udp_socket,
+    v4, warn_if_small,
+};
+use crate::{Line, SubEvent, SubStats, Subscriber};
+
+/// The client side: receives line A (and B) and exchanges requests/replies
+/// with the publisher's request port. See the module docs.
+#[derive(Debug)]
+pub struct MulticastSubscriber {
+    /// One socket per feed line, bound to its group.
+    lines: Vec<(Line, Socket)>,
+    unicast: Socket,
+    unicast_local: SocketAddrV4,
+    request_addr: SockAddr,
+    rx: sys::Slots,
+    /// Lines first, unicast last (same order as `lines`).
+    pollfds: Vec<libc::pollfd>,
+    buffers: BufferSizes,
+    stats: SubStats,
+}
+
+impl MulticastSubscriber {
+    /// Join group A (and B) on `cfg.ifname` if set, else on the interface
+    /// holding `cfg.interface`, and open the unicast request socket
+    /// (ephemeral port on `cfg.interface`). Errors name the interface.
+    pub fn new(cfg: MulticastConfig) -> io::Result<Self> {
+        cfg.validate()?;
+        let iface = cfg.interface_text();
+        let named = |what: String, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} on {iface}: {}", crate::select::io_text(&e)))
+        };
+        let join_on = match cfg.ifindex()? {
+            Some(index) => InterfaceIndexOrAddress::Index(index),
+            None => InterfaceIndexOrAddress::Address(cfg.interface),
+        };
+        let mut recv_granted = usize::MAX;
+        let mut lines = Vec::new();
+        for (line, group) in
+            std::iter::once((Line::A, cfg.group_a)).chain(cfg.group_b.map(|g| (Line::B, g)))
+        {
+            let s = udp_socket()?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            // Only the groups this socket joined, not every group any socket
+            // on the host joined (Linux's default for sockets on the port).
+            s.set_multicast_all_v4(false)?;
+            recv_granted = recv_granted.min(set_buffer(
+                s.as_raw_fd(),
+                libc::SO_RCVBUFFORCE,
+                libc::SO_RCVBUF,
+                cfg.recv_buffer,
+            )?);
+            s.bind(&group.into())?;
+            s.join_multicast_v4_n(group.ip(), &join_on)
+                .map_err(|e| named(format!("joining {}", group.ip()), e))?;
+            crate::wait::enable_rx_timestamps(s.as_raw_fd())?;
+            lines.push((line, s));
+        }
+        let unicast = udp_socket()?;
+        unicast.bind(&SocketAddrV4::new(cfg.interface, 0).into()).map_err(|e| {
+            named(format!("binding the request socket's address {}", cfg.interface), e)
+        })?;
+        // Connected to the recovery service: the kernel then delivers on this
+        // socket only datagrams from that address and port, so nobody else on
+        // the network can inject "replies" (forged Retransmissions, snapshots).
+        unicast.connect(&cfg.request_addr.into()).map_err(|e| {
+            named(
+                format!(
+                    "reaching the recovery service {} from the request socket",
+                    cfg.request_addr
+                ),
+                e,
+            )
+        })?;
+        recv_granted = recv_granted.min(set_buffer(
+            unicast.as_raw_fd(),
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            cfg.recv_buffer,
+        )?);
+        let unicast_local = v4(unicast.local_addr()?)?;
+
+        let buffers = BufferSizes {
+            send_requested: 0,
+            send_granted: 0,
+            recv_requested: cfg.recv_buffer,
+            recv_granted,
+        };
+        warn_if_small("receive", buffers.recv_requested, buffers.recv_granted);
+
+        let pollfds = lines
+            .iter()
+            .map(|(_, s)| s.as_raw_fd())
+            .chain(std::iter::once(unicast.as_raw_fd()))
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
+        Ok(MulticastSubscriber {
+            lines,
+            unicast,
+            unicast_local,
+            request_addr: cfg.request_addr.into(),
+            rx: sys::Slots::new(cfg.batch, cfg.max_packet_len),
+            pollfds,
+            buffers,
+            stats: SubStats::default(),
+        })
+    }
+
+    /// The address this subscriber's requests come from (the publisher's
+    /// replies go back there).
+    pub fn unicast_addr(&self) -> SocketAddr {
+        SocketAddr::V4(self.unicast_local)
+    }
+
+    /// Socket buffer sizes requested and granted.
+    pub fn buffer_sizes(&self) -> BufferSizes {
+        self.buffers
+    }
+
+    /// One receive pass over every socket; returns the datagrams read.
+    fn pass(&mut self, on_event: &mut dyn FnMut(SubEvent<'_>)) -> io::Result<usize> {
+        let mut total = 0;
+        for k in 0..=self.lines.len() {
+            let (line, fd) = match self.lines.get(k) {
+                Some((line, s)) => (*line, s.as_raw_fd()),
+                None => (Line::Unicast, self.unicast.as_raw_fd()),
+            };
+            let packets = &mut self.stats.packets_received;
+            let bytes = &mut self.stats.bytes_received;
+            let mut deliver = |_src: Option<SocketAddrV4>, packet: &[u8], rx: Option<u64>| {
+                *packets += 1;
+                *bytes += packet.len() as u64;
+                on_event(SubEvent::Packet { line, packet, kernel_rx_ns: rx });
+            };
+            total += drain(
+                fd,
+                &mut self.rx,
+                &mut self.stats.syscalls,
+                &mut self.stats.malformed,
+                &mut deliver,
+            )?
+            .datagrams;
+        }
+        Ok(total)
+    }
+}
+
+impl Subscriber for MulticastSubscriber {
+    fn send_request(&mut self, packet: &[u8]) -> io::Result<()> {
+        let sent = send_one(&self.unicast, packet, &self.request_addr, &mut self.stats.syscalls)
+            .map_err(|e| {
+                let to = self.request_addr.as_socket().map_or("?".into(), |a| a.to_string());
+                let text = format!(
+                    "sending a request to {to} from {}: {}",
+                    self.unicast_local,
+                    crate::select::io_text(&e)
+                );
+                io::Error::new(e.kind(), text)
+            })?;
+        if sent {
+            self.stats.requests_sent += 1;
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "request dropped: send buffer full after retries",
+            ))
+        }
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        on_event: &mut dyn FnMut(SubEvent<'_>),
+    ) -> io::Result<()> {
+        if self.pass(on_event)? > 0 || timeout_is_zero(timeout) {
+            return Ok(());
+        }
+        for p in &mut self.pollfds {
+            p.revents = 0;
+        }
+        if sys::wait(&mut self.pollfds, timeout)? > 0 {
+            self.pass(on_event)?;
+        }
+        Ok(())
+    }
+
+    fn reconnect(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn stats(&self) -> SubStats {
+        self.stats.clone()
+    }
+}

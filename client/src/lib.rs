@@ -137,6 +137,8 @@ pub struct Summary {
     pub crc_errors: u64,
     /// Malformed packets.
     pub malformed: u64,
+    /// Datagram feeds: packets from a sender other than the publisher, dropped.
+    pub wrong_source: u64,
     /// NACKs sent.
     pub nacks_sent: u64,
     /// NACKs rejected by the server (outside its window).
@@ -499,6 +501,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         duplicates: rs.duplicates,
         crc_errors: rs.bad_crc,
         malformed: rs.malformed + transport.stats().malformed,
+        wrong_source: transport.stats().wrong_source,
         nacks_sent: rs.nacks_sent,
         nack_rejects: rs.nack_rejects,
         snapshots: rs.snapshots_applied,

@@ -42,12 +42,20 @@ struct Args {
     /// Keep running after the server's end of session.
     #[arg(long)]
     stay: bool,
+    /// Multicast: take the feed only from this address (IP or IP:PORT): the
+    /// groups are joined source-specifically (IP_ADD_SOURCE_MEMBERSHIP) and
+    /// every datagram from another sender is counted and dropped. Default:
+    /// the recovery service's address (--connect), checked on every datagram.
+    #[arg(long, value_name = "ADDR")]
+    source: Option<tickwire_transports::multicast::FeedSource>,
     /// Check every message against the stream regenerated from this seed (the server's --seed).
     #[arg(long)]
     verify: Option<u64>,
-    /// Seed of the NACK jitter.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Seed of the recovery RNG (NACK jitter, Probe nonces). Default: drawn
+    /// from the OS, so the nonces cannot be guessed; give one to make a run
+    /// reproducible.
+    #[arg(long)]
+    seed: Option<u64>,
     /// No live view.
     #[arg(long)]
     quiet: bool,
@@ -187,6 +195,16 @@ fn print_summary(s: &Summary) {
     eprint!("client latency breakdown:\n{}", s.breakdown_table);
 }
 
+/// 8 bytes from the OS.
+fn random_seed() -> anyhow::Result<u64> {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).map_err(|e| {
+        anyhow::anyhow!("reading /dev/urandom for the recovery seed: {}", io_text(&e))
+    })?;
+    Ok(u64::from_le_bytes(b))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     check(&args);
@@ -196,19 +214,24 @@ fn main() -> anyhow::Result<()> {
             anyhow::bail!("cannot write {}: {}", path.display(), io_text(&e));
         }
     }
+    let mut transport = args.net.options(
+        args.connect,
+        args.max_packet,
+        1, // TTL: a subscriber sends no multicast.
+        LossConfig { tx_drop: 0.0, rx_drop: args.drop_rate, seed: args.drop_seed },
+    );
+    transport.source = args.source;
     let cfg = ClientConfig {
-        transport: args.net.options(
-            args.connect,
-            args.max_packet,
-            1, // TTL: a subscriber sends no multicast.
-            LossConfig { tx_drop: 0.0, rx_drop: args.drop_rate, seed: args.drop_seed },
-        ),
+        transport,
         universe: args.universe,
         filter: args.symbols,
         duration: (!args.duration.is_zero()).then_some(args.duration),
         exit_on_end: !args.stay,
         verify_seed: args.verify,
-        seed: args.seed,
+        seed: match args.seed {
+            Some(s) => s,
+            None => random_seed()?,
+        },
         live_view: !args.quiet,
         idle: args.idle,
         cpu: args.cpu,

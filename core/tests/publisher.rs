@@ -136,6 +136,25 @@ fn with_cookie(p: &Publisher, host: u64, bytes: &[u8]) -> Vec<u8> {
     b
 }
 
+/// A NACK carrying `host`'s cookie, built without allocating.
+fn cookie_nack(
+    p: &Publisher,
+    host: u64,
+    first_seq: u64,
+    count: u16,
+) -> [u8; HEADER_LEN + TOKEN_LEN] {
+    let mut r =
+        PacketRepr::parse(&Packet::new_checked(&nack(first_seq, count)[..]).unwrap()).unwrap();
+    r.flags |= FLAG_COOKIE;
+    r.payload_len = TOKEN_LEN;
+    let mut b = [0u8; HEADER_LEN + TOKEN_LEN];
+    emit_token(&mut b[HEADER_LEN..], p.cookie(host));
+    let mut pk = Packet::new_unchecked(&mut b[..]);
+    r.emit(&mut pk);
+    pk.fill_crc();
+    b
+}
+
 /// Requester `peer` (a validated host: its requests carry its cookie) sends `bytes`.
 fn call(p: &mut Publisher, now: u64, peer: u64, bytes: &[u8]) -> (RequestOutcome, Vec<Vec<u8>>) {
     let b = with_cookie(p, peer_host(peer_id(peer)), bytes);
@@ -492,7 +511,7 @@ fn forget_and_evict_reset_peer_state() {
     let mut p = Publisher::new(PublisherConfig { limits, ..config(5, 1024) });
     publish(&mut p, 100, 5);
     assert_eq!(call(&mut p, 0, 1, &nack(10, 5)).0, RequestOutcome::Served);
-    p.forget_peer(1);
+    p.forget_peer(peer_id(1));
     assert_eq!(p.peers_tracked(), 0);
     assert_eq!(call(&mut p, 0, 1, &nack(10, 5)).0, RequestOutcome::Served, "linger forgotten");
     call(&mut p, MS, 2, &nack(1, 1));
@@ -805,9 +824,12 @@ fn a_wrong_cookie_is_counted_and_served_nothing() {
 
 #[test]
 fn a_flood_from_many_ports_of_one_host_shares_one_budget() {
+    // Each port alone could draw far more than the host is allowed.
     let limits = RequestLimits {
-        rate_bytes_per_sec: 100_000,
-        burst_bytes: 20_000,
+        rate_bytes_per_sec: 1_000_000,
+        burst_bytes: 200_000,
+        host_rate_bytes_per_sec: 100_000,
+        host_burst_bytes: 20_000,
         linger: Duration::ZERO,
         ..RequestLimits::default()
     };
@@ -825,9 +847,60 @@ fn a_flood_from_many_ports_of_one_host_shares_one_budget() {
     // At most the burst plus 100 ms of refill, however many ports.
     assert!(bytes <= 20_000 + 10_000 + 1_472, "{bytes} bytes");
     assert!(p.stats().rate_limited > 1_000);
+    assert_eq!(p.stats().host_limited, p.stats().rate_limited, "{:?}", p.stats());
     // Another host is served.
     let (out, _) = call(&mut p, 100 * MS, 0x0B00_0001, &nack(1, 5));
     assert_eq!(out, RequestOutcome::Served);
+}
+
+/// Several feed handlers on one host (one port each) recover independently:
+/// the same NACK from two of them inside the linger window, and a snapshot
+/// for each inside the snapshot interval, are all served.
+#[test]
+fn clients_sharing_a_host_do_not_suppress_each_other() {
+    let mut p = Publisher::new(config(16, 1 << 12));
+    publish(&mut p, 500, 16);
+    let host = 0x0A00_0003u64;
+    let (a, b) = ((host << 16) | 4_001, (host << 16) | 4_002);
+    let asked = with_cookie(&p, host, &nack(10, 20));
+    for who in [a, b] {
+        let (out, replies) = call_raw(&mut p, 0, who, &asked);
+        assert_eq!(out, RequestOutcome::Served);
+        let got: Vec<u64> = messages_of(&replies).iter().map(|m| m.0.0).collect();
+        assert_eq!(got, (10..30).collect::<Vec<_>>());
+    }
+    let (out, _) = call_raw(&mut p, MS, a, &asked);
+    assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::Duplicate), "linger holds per peer");
+    let snap = with_cookie(&p, host, &request(PacketKind::SnapshotRequest, EPOCH, 0, 0));
+    for who in [a, b] {
+        let (out, parts) = call_raw(&mut p, 2 * MS, who, &snap);
+        assert_eq!(out, RequestOutcome::Served);
+        assert_eq!(snapshot_of(&parts, 16).1, oracle_book(16, 501).states());
+    }
+}
+
+/// The global budget caps what the service sends in total, however many
+/// validated hosts ask, and each refusal it causes is counted as such.
+#[test]
+fn the_global_budget_caps_all_replies_together() {
+    let limits = RequestLimits {
+        global_rate_bytes_per_sec: 200_000,
+        global_burst_bytes: 30_000,
+        linger: Duration::ZERO,
+        ..RequestLimits::default()
+    };
+    let mut p = Publisher::new(PublisherConfig { limits, ..config(16, 1 << 12) });
+    publish(&mut p, 3_000, 16);
+    let mut bytes = 0usize;
+    // 200 hosts, 2,000 NACKs over 100 ms: each host's own budget would allow
+    // them all.
+    for k in 0..2_000u64 {
+        let (_, replies) = call(&mut p, k * MS / 20, 100 + k % 200, &nack(1 + (k * 7) % 2_000, 50));
+        bytes += replies.iter().map(Vec::len).sum::<usize>();
+    }
+    assert!(bytes <= 30_000 + 20_000 + 1_472, "{bytes} bytes");
+    assert!(p.stats().global_limited > 1_000, "{:?}", p.stats());
+    assert_eq!(p.stats().global_limited, p.stats().rate_limited);
 }
 
 #[test]
@@ -1203,10 +1276,10 @@ fn peer_churn_beyond_the_table_bound_allocates_nothing() {
     let mut sink = 0usize;
     let mut round = |p: &mut Publisher, from: u64, to: u64| {
         for peer in from..to {
-            let b = nack(1_000 + peer % 500, 3);
+            let b = cookie_nack(p, peer_host(peer_id(peer)), 1_000 + peer % 500, 3);
             p.handle_request(Instant(peer * MS), 0, peer_id(peer), &b, &mut |r| sink += r.len());
             if peer % 5 == 0 {
-                p.forget_peer(peer - 1);
+                p.forget_peer(peer_id(peer - 1));
             }
         }
     };

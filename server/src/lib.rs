@@ -106,6 +106,7 @@ impl Default for ServerConfig {
                     rx_drop: 0.0,
                     seed: 0,
                 },
+                source: None,
             },
             gbm: GbmConfig::default(),
             rate: 200_000,
@@ -194,6 +195,12 @@ pub struct Summary {
     pub unvalidated_requests: u64,
     /// Of those, requests whose cookie was wrong.
     pub bad_cookies: u64,
+    /// Requests refused by the rate limits (per peer, per host or global).
+    pub rate_limited: u64,
+    /// Of those, refused by a host's bucket (all its ports together).
+    pub host_limited: u64,
+    /// Of those, refused by the service's global reply budget.
+    pub global_limited: u64,
 }
 
 /// 32 bytes from the OS, the key of the request service's cookies.
@@ -495,6 +502,9 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         probes: st.probes,
         unvalidated_requests: st.unvalidated,
         bad_cookies: st.bad_cookies,
+        rate_limited: st.rate_limited,
+        host_limited: st.host_limited,
+        global_limited: st.global_limited,
     })
 }
 

@@ -119,6 +119,7 @@ impl TransportArgs {
             ttl,
             max_packet_len,
             loss,
+            source: None,
         }
     }
 }

@@ -223,6 +223,9 @@ pub struct SubStats {
     pub malformed: u64,
     /// Successful (re)connections.
     pub connects: u64,
+    /// Datagram feeds: packets on a feed line from an address other than
+    /// the publisher's, dropped.
+    pub wrong_source: u64,
 }
 
 /// The client side of a transport.

@@ -67,6 +67,9 @@ pub struct TransportOptions {
     pub max_packet_len: usize,
     /// Seeded in-process loss (a [`Lossy`] wrapper) when either rate is nonzero.
     pub loss: LossConfig,
+    /// Multicast subscribers: the feed's source (source-specific joins and a
+    /// check of every datagram); `None`: the recovery service's address.
+    pub source: Option<crate::multicast::FeedSource>,
 }
 
 impl TransportOptions {
@@ -153,6 +156,7 @@ fn multicast_config(opts: &TransportOptions) -> io::Result<crate::multicast::Mul
         ttl: opts.ttl,
         request_addr,
         max_packet_len: opts.max_packet_len,
+        source: opts.source,
         ..Default::default()
     })
 }
@@ -443,6 +447,7 @@ mod tests {
             ttl: 1,
             max_packet_len: 1400,
             loss: LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 1 },
+            source: None,
         }
     }
 

@@ -13,7 +13,7 @@ use common::*;
 use tickwire_core::wire::{DEFAULT_MAX_PACKET, FLAG_LINE_B, HEADER_LEN, Packet, PacketKind};
 use tickwire_transports::conformance::{self, Delivery, Params, Profile};
 use tickwire_transports::multicast::{
-    MulticastConfig, MulticastPublisher, MulticastSubscriber, peer_addr, peer_id,
+    FeedSource, MulticastConfig, MulticastPublisher, MulticastSubscriber, peer_addr, peer_id,
 };
 use tickwire_transports::{Line, PubEvent, Publisher, SubEvent, Subscriber};
 
@@ -711,4 +711,62 @@ fn topology_script_up_makes_and_down_removes_the_namespaces() {
     }
     let after = run("ip", &["netns", "list"]).unwrap();
     assert!(!after.contains(prefix.as_str()), "down removed every namespace: {after}");
+}
+
+/// A socket sending to the loopback groups from `from`.
+fn sender_from(from: Ipv4Addr) -> socket2::Socket {
+    let mc = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    mc.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+    mc.set_multicast_loop_v4(true).unwrap();
+    mc.bind(&SocketAddrV4::new(from, 0).into()).unwrap();
+    mc
+}
+
+#[test]
+fn feed_datagrams_from_another_sender_are_counted_and_dropped() {
+    let cfg = loopback_cfg();
+    let publisher = MulticastPublisher::new(cfg.clone()).unwrap();
+    let mut sub = MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap();
+    // Another host on the segment (127.0.0.2) sends well-formed packets to
+    // the group; the publisher (127.0.0.1, the recovery service's address) too.
+    let stranger = sender_from(Ipv4Addr::new(127, 0, 0, 2));
+    let forged = make_packet(1, 64);
+    stranger.send_to(&forged, &cfg.group_a.into()).unwrap();
+    let genuine = make_packet(2, 64);
+    sender_from(Ipv4Addr::LOCALHOST).send_to(&genuine, &cfg.group_a.into()).unwrap();
+    let mut got = Vec::new();
+    recv_until(&mut sub, &mut got, 1);
+    assert_eq!(got, vec![(Line::A, genuine)]);
+    assert_eq!(sub.stats().wrong_source, 1);
+}
+
+#[test]
+fn a_source_specific_join_takes_only_that_sender() {
+    let cfg = loopback_cfg();
+    let publisher = MulticastPublisher::new(cfg.clone()).unwrap();
+    let from = Ipv4Addr::new(127, 0, 0, 3);
+    let scfg = MulticastConfig {
+        source: Some(FeedSource { addr: from, port: None }),
+        ..sub_cfg(&cfg, &publisher)
+    };
+    let mut sub = MulticastSubscriber::new(scfg).unwrap();
+    let other = make_packet(1, 64);
+    sender_from(Ipv4Addr::LOCALHOST).send_to(&other, &cfg.group_a.into()).unwrap();
+    let wanted = make_packet(2, 64);
+    sender_from(from).send_to(&wanted, &cfg.group_a.into()).unwrap();
+    let mut got = Vec::new();
+    recv_until(&mut sub, &mut got, 1);
+    std::thread::sleep(Duration::from_millis(50));
+    sub.poll(Some(Duration::ZERO), &mut |ev| {
+        if let SubEvent::Packet { line, packet, .. } = ev {
+            got.push((line, packet.to_vec()));
+        }
+    })
+    .unwrap();
+    assert_eq!(got, vec![(Line::A, wanted)], "only the named source's packets");
+    // The kernel filtered the other sender (IP_ADD_SOURCE_MEMBERSHIP), or
+    // the check did: either way it was not delivered.
+    assert!(sub.stats().wrong_source <= 1);
+    assert_eq!("127.0.0.3:5000".parse::<FeedSource>().unwrap().port, Some(5000));
+    assert!("nonsense".parse::<FeedSource>().is_err());
 }

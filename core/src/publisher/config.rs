@@ -49,6 +49,19 @@ pub const DEFAULT_RATE_BYTES_PER_SEC: u64 = 4 << 20;
 /// Default token-bucket depth per requester: 256 KiB, enough for a few full
 /// NACK answers back to back after a loss burst, or a snapshot of ~4500 symbols.
 pub const DEFAULT_BURST_BYTES: u64 = 256 << 10;
+/// Default sustained reply rate per host, whatever number of ports (and
+/// processes) it asks from: 16 MiB/s, four requesters at the full per-peer
+/// rate. Feed handlers on one machine share it; a host that opens ports to
+/// multiply its allowance gets no more than this.
+pub const DEFAULT_HOST_RATE_BYTES_PER_SEC: u64 = 16 << 20;
+/// Default token-bucket depth per host: 1 MiB, four per-peer bursts.
+pub const DEFAULT_HOST_BURST_BYTES: u64 = 1 << 20;
+/// Default cap on everything the request service sends, per second: 64 MiB/s
+/// (about half of a 1 Gb/s link), so recovery traffic for all peers together
+/// cannot crowd out the live feed however many hosts ask.
+pub const DEFAULT_GLOBAL_RATE_BYTES_PER_SEC: u64 = 64 << 20;
+/// Default depth of the global bucket: 4 MiB.
+pub const DEFAULT_GLOBAL_BURST_BYTES: u64 = 4 << 20;
 /// Default linger: an identical request from the same peer within 10 ms is
 /// served once (Aeron's value): duplicates from A/B lines or an impatient
 /// client cost nothing.
@@ -95,6 +108,17 @@ pub struct RequestLimits {
     pub rate_bytes_per_sec: u64,
     /// Token-bucket depth per requester. Default [`DEFAULT_BURST_BYTES`].
     pub burst_bytes: u64,
+    /// Sustained reply bytes per second per host (all its ports together;
+    /// the host of a peer is [`super::peer_host`] when `validate_addresses`
+    /// is on, the peer itself otherwise). Default [`DEFAULT_HOST_RATE_BYTES_PER_SEC`].
+    pub host_rate_bytes_per_sec: u64,
+    /// Token-bucket depth per host. Default [`DEFAULT_HOST_BURST_BYTES`].
+    pub host_burst_bytes: u64,
+    /// Sustained reply bytes per second of the whole service.
+    /// Default [`DEFAULT_GLOBAL_RATE_BYTES_PER_SEC`].
+    pub global_rate_bytes_per_sec: u64,
+    /// Depth of the service's bucket. Default [`DEFAULT_GLOBAL_BURST_BYTES`].
+    pub global_burst_bytes: u64,
     /// An identical request (same peer, kind, epoch, range) within this window
     /// of a served one is ignored as a duplicate. Default [`DEFAULT_LINGER`].
     pub linger: Duration,
@@ -109,9 +133,11 @@ pub struct RequestLimits {
     /// ([`crate::wire::FLAG_COOKIE`]) that a Status packet sent to that host
     /// gave it. Any other request is answered with that Status alone (72
     /// bytes for a request of at least 40: under 2×), so a forged source
-    /// address draws no amplified reply. It also keys the token buckets and
-    /// linger by host ([`super::peer_host`]), so the limits hold per host
-    /// however many ports it uses. Default true, for datagram transports,
+    /// address draws no amplified reply. The cookie, and the host's bucket,
+    /// are per host ([`super::peer_host`]), so neither can be multiplied by
+    /// using more ports; linger, the per-peer bucket and the snapshot
+    /// interval stay per peer, so several clients on one host do not
+    /// suppress each other's requests. Default true, for datagram transports,
     /// whose peer ids carry the address; a TCP publisher (its peers are
     /// connections, which completed a handshake) turns it off.
     pub validate_addresses: bool,
@@ -124,6 +150,10 @@ impl Default for RequestLimits {
             max_bytes_per_request: DEFAULT_MAX_BYTES_PER_REQUEST,
             rate_bytes_per_sec: DEFAULT_RATE_BYTES_PER_SEC,
             burst_bytes: DEFAULT_BURST_BYTES,
+            host_rate_bytes_per_sec: DEFAULT_HOST_RATE_BYTES_PER_SEC,
+            host_burst_bytes: DEFAULT_HOST_BURST_BYTES,
+            global_rate_bytes_per_sec: DEFAULT_GLOBAL_RATE_BYTES_PER_SEC,
+            global_burst_bytes: DEFAULT_GLOBAL_BURST_BYTES,
             linger: DEFAULT_LINGER,
             max_peers_tracked: DEFAULT_MAX_PEERS_TRACKED,
             snapshot_min_interval: DEFAULT_SNAPSHOT_MIN_INTERVAL,
@@ -207,11 +237,17 @@ impl PublisherConfig {
             return Err(ConfigError::TooManySymbols { symbols: self.symbols, parts });
         }
         let l = &self.limits;
-        if l.max_nack_messages == 0 || l.rate_bytes_per_sec == 0 || l.max_peers_tracked == 0 {
+        if l.max_nack_messages == 0
+            || l.rate_bytes_per_sec == 0
+            || l.host_rate_bytes_per_sec == 0
+            || l.global_rate_bytes_per_sec == 0
+            || l.max_peers_tracked == 0
+        {
             return Err(ConfigError::ZeroLimit);
         }
+        let packet = self.max_packet_len as u64;
         if l.max_bytes_per_request < self.max_packet_len
-            || l.burst_bytes < self.max_packet_len as u64
+            || l.burst_bytes.min(l.host_burst_bytes).min(l.global_burst_bytes) < packet
         {
             return Err(ConfigError::BudgetBelowPacket(self.max_packet_len));
         }
@@ -242,11 +278,11 @@ pub enum ConfigError {
         /// Parts they would need.
         parts: usize,
     },
-    /// `max_nack_messages`, `rate_bytes_per_sec` or `max_peers_tracked` is zero.
+    /// `max_nack_messages`, a rate or `max_peers_tracked` is zero.
     #[error("request limits must be nonzero")]
     ZeroLimit,
-    /// `max_bytes_per_request` or `burst_bytes` cannot hold one full packet, so
+    /// `max_bytes_per_request` or a burst cannot hold one full packet, so
     /// some answers could never be sent.
-    #[error("max_bytes_per_request and burst_bytes must be at least max_packet_len ({0})")]
+    #[error("max_bytes_per_request and the bursts must be at least max_packet_len ({0})")]
     BudgetBelowPacket(usize),
 }

@@ -87,15 +87,14 @@ pub use store::{MAX_RETRANSMIT_WINDOW, RetransmitStore, SLOT_LEN};
 
 use live::LiveQueue;
 
-/// The host part of a peer id, by which the request service keys its
-/// per-requester state (token bucket, linger, cookie), so its limits hold per
-/// host however many ports one host uses. Datagram transports number peers
+/// The host part of a peer id, by which the request service keys its cookies
+/// and per-host buckets, so neither can be multiplied by using more ports. Datagram transports number peers
 /// `(IPv4 address << 16) | port`; a transport whose peers are connections
 /// (TCP) only sends Logins, which are keyed by the whole id.
 pub const fn peer_host(peer: u64) -> u64 {
     peer >> 16
 }
-use peers::PeerTable;
+use peers::{PeerTable, TokenBucket};
 
 /// The book as it was at one sequence, kept to answer repeated snapshot
 /// requests with the same `S` (see [`SNAPSHOT_IMAGES`]).
@@ -132,6 +131,10 @@ pub struct Publisher {
     /// Scratch buffer for replies (one packet at a time).
     reply_buf: Vec<u8>,
     peers: PeerTable,
+    /// Per-host buckets (only their buckets are used).
+    hosts: PeerTable,
+    /// The service's global reply budget.
+    global: TokenBucket,
     /// Kept snapshot images (at most [`SNAPSHOT_IMAGES`]) and the slot the next capture replaces.
     images: Vec<SnapshotImage>,
     image_next: usize,
@@ -182,6 +185,8 @@ impl Publisher {
             last_eos: Instant::ZERO,
             reply_buf: vec![0; cfg.max_packet_len],
             peers: PeerTable::new(cfg.limits.max_peers_tracked),
+            hosts: PeerTable::new(cfg.limits.max_peers_tracked),
+            global: TokenBucket::full(cfg.limits.global_burst_bytes, Instant::ZERO),
             images: Vec::with_capacity(SNAPSHOT_IMAGES),
             image_next: 0,
             stats: PublisherStats::default(),

@@ -1,5 +1,5 @@
 //! Per-peer state of the request service: token buckets, linger, and the
-//! bounded LRU peer table.
+//! bounded LRU table that holds it (one for peers, one for hosts).
 
 use std::collections::HashMap;
 
@@ -25,35 +25,26 @@ pub(super) struct Recent {
     pub(super) at: Instant,
 }
 
-/// What the service remembers about one peer.
-#[derive(Clone, Debug)]
-pub(super) struct PeerState {
-    id: u64,
-    /// Token bucket in byte·ns; negative after a snapshot larger than the burst.
+/// A token bucket of reply bytes, in byte·ns; negative after a snapshot
+/// larger than the burst (later requests wait the debt out).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TokenBucket {
     tokens: i128,
     refilled_at: Instant,
-    pub(super) last_snapshot: Option<Instant>,
-    recent: [Option<Recent>; LINGER_SLOTS],
-    recent_next: usize,
 }
 
-impl PeerState {
-    pub(super) fn new(id: u64, now: Instant, limits: &RequestLimits) -> PeerState {
-        PeerState {
-            id,
-            tokens: i128::from(limits.burst_bytes) * NANOS_PER_SEC,
-            refilled_at: now,
-            last_snapshot: None,
-            recent: [None; LINGER_SLOTS],
-            recent_next: 0,
-        }
+impl TokenBucket {
+    /// A bucket holding its whole `burst`.
+    pub(super) fn full(burst: u64, now: Instant) -> TokenBucket {
+        TokenBucket { tokens: i128::from(burst) * NANOS_PER_SEC, refilled_at: now }
     }
 
-    /// Refill the bucket up to `now`; returns whole bytes available (0 in debt).
-    pub(super) fn available(&mut self, now: Instant, limits: &RequestLimits) -> u64 {
+    /// Refill at `rate` bytes/s up to `now`, capped at `burst`; returns whole
+    /// bytes available (0 in debt).
+    pub(super) fn available(&mut self, now: Instant, rate: u64, burst: u64) -> u64 {
         let elapsed = i128::from(now.0.saturating_sub(self.refilled_at.0));
-        let cap = i128::from(limits.burst_bytes) * NANOS_PER_SEC;
-        self.tokens = (self.tokens + elapsed * i128::from(limits.rate_bytes_per_sec)).min(cap);
+        let cap = i128::from(burst) * NANOS_PER_SEC;
+        self.tokens = (self.tokens + elapsed * i128::from(rate)).min(cap);
         if now > self.refilled_at {
             self.refilled_at = now;
         }
@@ -62,6 +53,34 @@ impl PeerState {
 
     pub(super) fn charge(&mut self, bytes: usize) {
         self.tokens -= bytes as i128 * NANOS_PER_SEC;
+    }
+}
+
+/// What the service remembers about one peer (or one host: then only the
+/// bucket is used).
+#[derive(Clone, Debug)]
+pub(super) struct PeerState {
+    id: u64,
+    pub(super) bucket: TokenBucket,
+    pub(super) last_snapshot: Option<Instant>,
+    recent: [Option<Recent>; LINGER_SLOTS],
+    recent_next: usize,
+}
+
+impl PeerState {
+    pub(super) fn new(id: u64, now: Instant, burst: u64) -> PeerState {
+        PeerState {
+            id,
+            bucket: TokenBucket::full(burst, now),
+            last_snapshot: None,
+            recent: [None; LINGER_SLOTS],
+            recent_next: 0,
+        }
+    }
+
+    /// The peer's own bucket at the per-peer rate of `limits`.
+    pub(super) fn available(&mut self, now: Instant, limits: &RequestLimits) -> u64 {
+        self.bucket.available(now, limits.rate_bytes_per_sec, limits.burst_bytes)
     }
 
     pub(super) fn is_duplicate(&self, r: &Recent, linger: std::time::Duration) -> bool {
@@ -148,20 +167,16 @@ impl PeerTable {
         self.head = i;
     }
 
-    /// The slot of `peer`, created (evicting the least recently seen peer if
-    /// the table is full) if needed. Returns the slot and whether a peer was evicted.
-    pub(super) fn touch(
-        &mut self,
-        peer: u64,
-        now: Instant,
-        limits: &RequestLimits,
-    ) -> (usize, bool) {
+    /// The slot of `peer`, created with a full bucket of `burst` bytes
+    /// (evicting the least recently seen peer if the table is full) if
+    /// needed. Returns the slot and whether a peer was evicted.
+    pub(super) fn touch(&mut self, peer: u64, now: Instant, burst: u64) -> (usize, bool) {
         if let Some(&i) = self.index.get(&peer) {
             self.unlink(i);
             self.push_front(i);
             return (i, false);
         }
-        let state = PeerState::new(peer, now, limits);
+        let state = PeerState::new(peer, now, burst);
         let (i, evicted) = if let Some(i) = self.free.pop() {
             self.slots[i].state = state;
             (i, false)
@@ -208,9 +223,9 @@ mod tests {
     #[test]
     fn bucket_refills_exactly_and_caps_at_burst() {
         let l = limits();
-        let mut p = PeerState::new(1, Instant(0), &l);
+        let mut p = PeerState::new(1, Instant(0), l.burst_bytes);
         assert_eq!(p.available(Instant(0), &l), 2000);
-        p.charge(1500);
+        p.bucket.charge(1500);
         assert_eq!(p.available(Instant(0), &l), 500);
         // 1 ns at a time for 1 ms: 1000 B/s × 1 ms = 1 byte, not lost to rounding.
         for t in 1..=1_000_000u64 {
@@ -218,7 +233,7 @@ mod tests {
         }
         assert_eq!(p.available(Instant(1_000_000), &l), 501);
         assert_eq!(p.available(Instant(10_000_000_000), &l), 2000, "capped at the burst");
-        p.charge(5000);
+        p.bucket.charge(5000);
         assert_eq!(p.available(Instant(10_000_000_000), &l), 0, "in debt");
         assert_eq!(p.available(Instant(13_000_000_000), &l), 0, "debt of 3000 repaid");
         assert_eq!(p.available(Instant(13_500_000_000), &l), 500);
@@ -227,7 +242,7 @@ mod tests {
     #[test]
     fn linger_matches_only_identical_requests_inside_the_window() {
         let l = RequestLimits { linger: Duration::from_millis(10), ..limits() };
-        let mut p = PeerState::new(1, Instant(0), &l);
+        let mut p = PeerState::new(1, Instant(0), l.burst_bytes);
         let r = Recent { kind: 16, epoch: 1, first_seq: 5, count: 3, at: Instant(0) };
         p.remember(r);
         assert!(p.is_duplicate(&Recent { at: Instant(9_999_999), ..r }, l.linger));
@@ -240,24 +255,24 @@ mod tests {
     fn peer_table_evicts_least_recently_seen_and_forgets() {
         let l = limits();
         let mut t = PeerTable::new(2);
-        assert_eq!(t.touch(10, Instant(1), &l), (0, false));
-        assert_eq!(t.touch(20, Instant(2), &l), (1, false));
-        assert_eq!(t.touch(10, Instant(3), &l), (0, false));
+        assert_eq!(t.touch(10, Instant(1), l.burst_bytes), (0, false));
+        assert_eq!(t.touch(20, Instant(2), l.burst_bytes), (1, false));
+        assert_eq!(t.touch(10, Instant(3), l.burst_bytes), (0, false));
         // 20 was seen least recently.
-        assert_eq!(t.touch(30, Instant(4), &l), (1, true));
+        assert_eq!(t.touch(30, Instant(4), l.burst_bytes), (1, true));
         assert!(t.index.contains_key(&10) && t.index.contains_key(&30));
         assert!(!t.index.contains_key(&20));
         // Now 10 is the least recently seen.
-        assert_eq!(t.touch(40, Instant(5), &l), (0, true));
+        assert_eq!(t.touch(40, Instant(5), l.burst_bytes), (0, true));
         assert!(!t.index.contains_key(&10));
         t.forget(30);
         assert_eq!(t.len(), 1);
         t.forget(99);
         assert_eq!(t.len(), 1);
         // The freed slot is reused without evicting anyone.
-        assert_eq!(t.touch(50, Instant(6), &l), (1, false));
+        assert_eq!(t.touch(50, Instant(6), l.burst_bytes), (1, false));
         assert_eq!(t.len(), 2);
-        assert_eq!(t.touch(60, Instant(7), &l), (0, true), "40 was least recent");
+        assert_eq!(t.touch(60, Instant(7), l.burst_bytes), (0, true), "40 was least recent");
         assert_eq!(t.get_mut(0).id, 60);
     }
 
@@ -275,7 +290,7 @@ mod tests {
                 t.forget(peer);
                 model.retain(|&p| p != peer);
             } else {
-                let (_, evicted) = t.touch(peer, Instant(step), &l);
+                let (_, evicted) = t.touch(peer, Instant(step), l.burst_bytes);
                 let known = model.contains(&peer);
                 model.retain(|&p| p != peer);
                 let model_evicts = !known && model.len() == 5;

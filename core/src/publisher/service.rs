@@ -49,6 +49,10 @@ impl Publisher {
     /// Forget a peer's state (its connection closed).
     pub fn forget_peer(&mut self, peer: u64) {
         self.peers.forget(peer);
+        if !self.cfg.limits.validate_addresses {
+            // Then the peer is its own host.
+            self.hosts.forget(peer);
+        }
     }
 
     /// Peers the service currently tracks.
@@ -110,8 +114,10 @@ impl Publisher {
             }
         }
         match repr.kind {
-            PacketKind::Nack => self.serve_nack(now, wall_ns, host, &repr, reply),
-            PacketKind::SnapshotRequest => self.serve_snapshot(now, wall_ns, host, &repr, reply),
+            PacketKind::Nack => self.serve_nack(now, wall_ns, (peer, host), &repr, reply),
+            PacketKind::SnapshotRequest => {
+                self.serve_snapshot(now, wall_ns, (peer, host), &repr, reply)
+            }
             _ => self.serve_login(now, wall_ns, peer, &repr, reply),
         }
     }
@@ -162,7 +168,10 @@ impl Publisher {
         self.send_status(now, wall_ns, host, 0, reply);
     }
 
-    /// Send `host` a Status if its bucket allows; false if it did not.
+    /// Send `host` a Status if its bucket and the global one allow; false if
+    /// they did not. Statuses are charged to the host alone: an unvalidated
+    /// peer has no state of its own, so a flood from ever new ports (or
+    /// forged addresses) cannot evict the peers being served.
     fn send_status(
         &mut self,
         now: Instant,
@@ -171,9 +180,11 @@ impl Publisher {
         echo: u64,
         reply: &mut dyn FnMut(&[u8]),
     ) -> bool {
-        let limits = self.cfg.limits;
-        let slot = self.peer_slot(host, now);
-        if self.peers.get_mut(slot).available(now, &limits) < STATUS_LEN as u64 {
+        let slots = Slots { peer: None, host: self.host_slot(host, now) };
+        if let (allowed, bound) = self.allowance(now, slots)
+            && allowed < STATUS_LEN as u64
+        {
+            self.count_refusal(bound);
             return false;
         }
         let body = StatusRepr {
@@ -185,7 +196,7 @@ impl Publisher {
         let next = self.published_next();
         let len = emit_status(&mut self.reply_buf, self.cfg.epoch, next, wall_ns, body);
         reply(&self.reply_buf[..len]);
-        self.peers.get_mut(slot).charge(len);
+        self.spend(slots, len);
         self.stats.statuses += 1;
         self.stats.reply_packets += 1;
         self.stats.reply_bytes += len as u64;
@@ -194,18 +205,73 @@ impl Publisher {
 
     /// The peer's slot, counting an eviction.
     fn peer_slot(&mut self, peer: u64, now: Instant) -> usize {
-        let (i, evicted) = self.peers.touch(peer, now, &self.cfg.limits);
+        let (i, evicted) = self.peers.touch(peer, now, self.cfg.limits.burst_bytes);
         if evicted {
             self.stats.peers_evicted += 1;
         }
         i
     }
 
+    /// The host's slot in the host table.
+    fn host_slot(&mut self, host: u64, now: Instant) -> usize {
+        self.hosts.touch(host, now, self.cfg.limits.host_burst_bytes).0
+    }
+
+    /// The slots of a (peer, host) pair.
+    fn slots(&mut self, (peer, host): (u64, u64), now: Instant) -> Slots {
+        Slots { peer: Some(self.peer_slot(peer, now)), host: self.host_slot(host, now) }
+    }
+
+    /// Reply bytes that may be sent now: the least of the peer's bucket, its
+    /// host's and the service's, and which of them bound it.
+    fn allowance(&mut self, now: Instant, slots: Slots) -> (u64, Bound) {
+        let l = self.cfg.limits;
+        let global = self.global.available(now, l.global_rate_bytes_per_sec, l.global_burst_bytes);
+        let host = self.hosts.get_mut(slots.host).bucket.available(
+            now,
+            l.host_rate_bytes_per_sec,
+            l.host_burst_bytes,
+        );
+        let peer = slots.peer.map_or(u64::MAX, |i| self.peers.get_mut(i).available(now, &l));
+        if peer <= host && peer <= global {
+            (peer, Bound::Peer)
+        } else if host <= global {
+            (host, Bound::Host)
+        } else {
+            (global, Bound::Global)
+        }
+    }
+
+    /// Charge sent reply bytes to every bucket they came out of.
+    fn spend(&mut self, slots: Slots, bytes: usize) {
+        self.global.charge(bytes);
+        self.hosts.get_mut(slots.host).bucket.charge(bytes);
+        if let Some(i) = slots.peer {
+            self.peers.get_mut(i).bucket.charge(bytes);
+        }
+    }
+
+    /// Count a refusal by the bucket that caused it (the caller returns
+    /// `RateLimited`, which counts it in `rate_limited`).
+    fn count_refusal(&mut self, bound: Bound) {
+        match bound {
+            Bound::Peer => {}
+            Bound::Host => self.stats.host_limited += 1,
+            Bound::Global => self.stats.global_limited += 1,
+        }
+    }
+
+    /// A refusal by `bound`, counted.
+    fn refuse(&mut self, bound: Bound) -> RequestOutcome {
+        self.count_refusal(bound);
+        RequestOutcome::Ignored(IgnoreReason::RateLimited)
+    }
+
     fn serve_nack(
         &mut self,
         now: Instant,
         wall_ns: u64,
-        host: u64,
+        who: (u64, u64),
         repr: &PacketRepr,
         reply: &mut dyn FnMut(&[u8]),
     ) -> RequestOutcome {
@@ -225,7 +291,8 @@ impl Publisher {
             return Ignored(IgnoreReason::OutOfRange);
         }
         let limits = self.cfg.limits;
-        let slot = self.peer_slot(host, now);
+        let slots = self.slots(who, now);
+        let slot = slots.peer.expect("a peer slot");
         let recent = Recent {
             kind: PacketKind::Nack.to_byte(),
             epoch: repr.epoch,
@@ -236,13 +303,13 @@ impl Publisher {
         if self.peers.get_mut(slot).is_duplicate(&recent, limits.linger) {
             return Ignored(IgnoreReason::Duplicate);
         }
-        let available = self.peers.get_mut(slot).available(now, &limits);
+        let (available, bound) = self.allowance(now, slots);
         let budget =
             usize::try_from(available).unwrap_or(usize::MAX).min(limits.max_bytes_per_request);
         let oldest = self.store.oldest();
         if s < oldest {
             if budget < NACK_REJECT_LEN {
-                return Ignored(IgnoreReason::RateLimited);
+                return self.refuse(bound);
             }
             let len = emit_nack_reject(
                 &mut self.reply_buf,
@@ -252,9 +319,8 @@ impl Publisher {
                 NackRejectRepr { oldest, next },
             );
             reply(&self.reply_buf[..len]);
-            let p = self.peers.get_mut(slot);
-            p.charge(len);
-            p.remember(recent);
+            self.spend(slots, len);
+            self.peers.get_mut(slot).remember(recent);
             self.stats.nack_rejects += 1;
             self.stats.reply_packets += 1;
             self.stats.reply_bytes += len as u64;
@@ -273,14 +339,13 @@ impl Publisher {
             reply,
         );
         if sent.packets == 0 {
-            return Ignored(IgnoreReason::RateLimited);
+            return self.refuse(bound);
         }
         if served_to < SeqNo(asked_end.0.min(next.0)) {
             self.stats.clipped_requests += 1;
         }
-        let p = self.peers.get_mut(slot);
-        p.charge(sent.bytes);
-        p.remember(recent);
+        self.spend(slots, sent.bytes);
+        self.peers.get_mut(slot).remember(recent);
         self.count_retransmission(s, served_to, sent);
         RequestOutcome::Served
     }
@@ -289,7 +354,7 @@ impl Publisher {
         &mut self,
         now: Instant,
         wall_ns: u64,
-        host: u64,
+        who: (u64, u64),
         repr: &PacketRepr,
         reply: &mut dyn FnMut(&[u8]),
     ) -> RequestOutcome {
@@ -299,7 +364,8 @@ impl Publisher {
             return Ignored(IgnoreReason::WrongEpoch);
         }
         let limits = self.cfg.limits;
-        let slot = self.peer_slot(host, now);
+        let slots = self.slots(who, now);
+        let slot = slots.peer.expect("a peer slot");
         let recent = Recent {
             kind: PacketKind::SnapshotRequest.to_byte(),
             epoch: repr.epoch,
@@ -316,13 +382,15 @@ impl Publisher {
             if p.last_snapshot.is_some_and(|t| now < t + limits.snapshot_min_interval) {
                 return Ignored(IgnoreReason::RateLimited);
             }
-            // All parts or none: a snapshot needs a bucket holding all of it, or
-            // a full bucket if it is larger than the burst (it then leaves the
-            // bucket in debt, which later requests wait out).
-            let need = (total as u64).min(limits.burst_bytes);
-            if p.available(now, &limits) < need {
-                return Ignored(IgnoreReason::RateLimited);
-            }
+        }
+        // All parts or none: a snapshot needs buckets holding all of it, or
+        // a full per-peer bucket if it is larger than the burst (it then
+        // leaves the buckets in debt, which later requests wait out).
+        let need = (total as u64).min(limits.burst_bytes);
+        if let (allowed, bound) = self.allowance(now, slots)
+            && allowed < need
+        {
+            return self.refuse(bound);
         }
         let image = self.snapshot_image(repr.first_seq);
         let sent = emit_snapshot(
@@ -334,8 +402,8 @@ impl Publisher {
             reply,
         );
         debug_assert_eq!(sent.bytes, total);
+        self.spend(slots, sent.bytes);
         let p = self.peers.get_mut(slot);
-        p.charge(sent.bytes);
         p.remember(recent);
         p.last_snapshot = Some(now);
         self.count_snapshot(sent);
@@ -458,4 +526,20 @@ impl Publisher {
         self.stats.reply_packets += sent.packets;
         self.stats.reply_bytes += sent.bytes as u64;
     }
+}
+
+/// The table slots of a request's buckets: the peer's (none for a Status to
+/// an unvalidated host) and its host's.
+#[derive(Clone, Copy)]
+struct Slots {
+    peer: Option<usize>,
+    host: usize,
+}
+
+/// Which bucket bound an allowance.
+#[derive(Clone, Copy)]
+enum Bound {
+    Peer,
+    Host,
+    Global,
 }

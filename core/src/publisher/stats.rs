@@ -13,7 +13,8 @@ pub enum IgnoreReason {
     WrongEpoch,
     /// A NACK for messages not published yet.
     OutOfRange,
-    /// The peer's token bucket (or snapshot interval) does not allow an answer now.
+    /// The peer's, its host's or the service's token bucket (or the
+    /// snapshot interval) does not allow an answer now.
     RateLimited,
     /// The same request was served within the linger window.
     Duplicate,
@@ -93,8 +94,12 @@ pub struct PublisherStats {
     pub wrong_epoch: u64,
     /// NACKs ignored for asking unpublished messages.
     pub out_of_range: u64,
-    /// Requests ignored by the rate limits.
+    /// Requests ignored by the rate limits (any of them).
     pub rate_limited: u64,
+    /// Of those, refused because the host's bucket (all its ports) was empty.
+    pub host_limited: u64,
+    /// Of those, refused because the service's global bucket was empty.
+    pub global_limited: u64,
     /// Requests ignored as duplicates within the linger window.
     pub duplicates: u64,
     /// Packets of a kind clients do not send.

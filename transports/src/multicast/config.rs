@@ -68,6 +68,51 @@ pub struct MulticastConfig {
     pub max_packet_len: usize,
     /// `sendmmsg`/`recvmmsg` batch size (1..=[`MAX_BATCH`]).
     pub batch: usize,
+    /// Subscribers: where the feed must come from. Given, the groups are
+    /// joined source-specifically (`IP_ADD_SOURCE_MEMBERSHIP`, so the network
+    /// does not even deliver other senders' traffic for them); in any case a
+    /// datagram on a feed line from any other address (or port, when given)
+    /// is counted in [`crate::SubStats::wrong_source`] and dropped. `None`:
+    /// the feed must come from the recovery service's address.
+    pub source: Option<FeedSource>,
+}
+
+/// The address (and, optionally, the port) a subscriber takes the feed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedSource {
+    /// The publisher's address: its `--interface`.
+    pub addr: Ipv4Addr,
+    /// Its port, if known (the publisher's data socket picks an ephemeral
+    /// one unless configured).
+    pub port: Option<u16>,
+}
+
+impl FeedSource {
+    /// `addr` or `addr:port`.
+    pub fn text(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{p}", self.addr),
+            None => self.addr.to_string(),
+        }
+    }
+
+    /// Whether a datagram from `from` is from this source.
+    pub fn admits(&self, from: Option<SocketAddrV4>) -> bool {
+        from.is_some_and(|f| *f.ip() == self.addr && self.port.is_none_or(|p| p == f.port()))
+    }
+}
+
+impl std::str::FromStr for FeedSource {
+    type Err = String;
+    /// `IP` or `IP:PORT`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<SocketAddrV4>() {
+            return Ok(FeedSource { addr: *a.ip(), port: Some(a.port()) });
+        }
+        s.parse::<Ipv4Addr>()
+            .map(|addr| FeedSource { addr, port: None })
+            .map_err(|_| format!("{s:?} is not an IPv4 address or IPv4 address:port"))
+    }
 }
 
 /// Largest multicast TTL: the IPv4 header's TTL is one byte.
@@ -101,6 +146,7 @@ impl MulticastConfig {
             group_b: None,
             interface,
             ifname: None,
+            source: None,
             ttl: 1,
             loopback: true,
             request_addr,

@@ -64,7 +64,7 @@ mod sys;
 
 pub use config::{
     BufferSizes, DEFAULT_BATCH, DEFAULT_GROUP_A, DEFAULT_REQUEST_ADDR, DEFAULT_SOCKET_BUFFER,
-    MAX_BATCH, MAX_TTL, MAX_UDP_PAYLOAD, MulticastConfig, peer_addr, peer_id,
+    FeedSource, MAX_BATCH, MAX_TTL, MAX_UDP_PAYLOAD, MulticastConfig, peer_addr, peer_id,
 };
 pub use publisher::MulticastPublisher;
 pub use subscriber::MulticastSubscriber;

@@ -63,10 +63,13 @@ impl MulticastPublisher {
         .map_err(|e| named("sending multicast".into(), e))?;
         data.set_multicast_ttl_v4(cfg.ttl)?;
         data.set_multicast_loop_v4(cfg.loopback)?;
-        // Bind to the interface so datagrams carry its address as source.
-        data.bind(&SocketAddrV4::new(cfg.interface, 0).into()).map_err(|e| {
-            named(format!("binding the feed's source address {}", cfg.interface), e)
-        })?;
+        // Bind to the interface so datagrams carry its address as source;
+        // with the interface named instead, to the recovery service's
+        // address, which subscribers expect the feed from by default.
+        let source =
+            if cfg.interface.is_unspecified() { *cfg.request_addr.ip() } else { cfg.interface };
+        data.bind(&SocketAddrV4::new(source, 0).into())
+            .map_err(|e| named(format!("binding the feed's source address {source}"), e))?;
         let send_granted =
             set_buffer(data.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, cfg.send_buffer)?;
 

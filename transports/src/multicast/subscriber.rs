@@ -8,8 +8,8 @@ use std::time::Duration;
 use socket2::{InterfaceIndexOrAddress, SockAddr, Socket};
 
 use super::{
-    BufferSizes, MulticastConfig, drain, send_one, set_buffer, sys, timeout_is_zero, udp_socket,
-    v4, warn_if_small,
+    BufferSizes, FeedSource, MulticastConfig, drain, send_one, set_buffer, sys, timeout_is_zero,
+    udp_socket, v4, warn_if_small,
 };
 use crate::{Line, SubEvent, SubStats, Subscriber};
 
@@ -27,6 +27,8 @@ pub struct MulticastSubscriber {
     pollfds: Vec<libc::pollfd>,
     buffers: BufferSizes,
     stats: SubStats,
+    /// Where feed datagrams must come from.
+    source: FeedSource,
 }
 
 impl MulticastSubscriber {
@@ -61,8 +63,16 @@ impl MulticastSubscriber {
                 cfg.recv_buffer,
             )?);
             s.bind(&group.into())?;
-            s.join_multicast_v4_n(group.ip(), &join_on)
-                .map_err(|e| named(format!("joining {}", group.ip()), e))?;
+            match cfg.source {
+                // Source-specific: the kernel (and IGMPv3 snooping switches)
+                // deliver only that sender's datagrams for the group.
+                Some(src) => s.join_ssm_v4(&src.addr, group.ip(), &cfg.interface).map_err(|e| {
+                    named(format!("joining {} for source {}", group.ip(), src.addr), e)
+                })?,
+                None => s
+                    .join_multicast_v4_n(group.ip(), &join_on)
+                    .map_err(|e| named(format!("joining {}", group.ip()), e))?,
+            }
             crate::wait::enable_rx_timestamps(s.as_raw_fd())?;
             lines.push((line, s));
         }
@@ -113,6 +123,7 @@ impl MulticastSubscriber {
             pollfds,
             buffers,
             stats: SubStats::default(),
+            source: cfg.source.unwrap_or(FeedSource { addr: *cfg.request_addr.ip(), port: None }),
         })
     }
 
@@ -137,7 +148,24 @@ impl MulticastSubscriber {
             };
             let packets = &mut self.stats.packets_received;
             let bytes = &mut self.stats.bytes_received;
-            let mut deliver = |_src: Option<SocketAddrV4>, packet: &[u8], rx: Option<u64>| {
+            let wrong = &mut self.stats.wrong_source;
+            let source = self.source;
+            // The request socket is connected: the kernel already admits
+            // only the recovery service there.
+            let check = line != Line::Unicast;
+            let mut deliver = |src: Option<SocketAddrV4>, packet: &[u8], rx: Option<u64>| {
+                if check && !source.admits(src) {
+                    if *wrong == 0 {
+                        let from = src.map_or("an unknown address".into(), |a| a.to_string());
+                        eprintln!(
+                            "multicast subscriber: dropping feed packets from {from}: the feed is taken only from {} \
+                             (pass --source with the publisher's address if that is it)",
+                            source.text()
+                        );
+                    }
+                    *wrong += 1;
+                    return;
+                }
                 *packets += 1;
                 *bytes += packet.len() as u64;
                 on_event(SubEvent::Packet { line, packet, kernel_rx_ns: rx });

@@ -77,6 +77,9 @@ struct Classifier {
     feed_port: u16,
     /// Our request socket's local port (replies to it are Line::Unicast).
     unicast_port: u16,
+    /// The recovery service: feed frames must come from its address, and
+    /// replies from it exactly (frames bypass the kernel socket's connect).
+    server: SocketAddrV4,
 }
 
 /// AF_XDP subscriber. See the [module doc](super).
@@ -163,7 +166,12 @@ impl XdpSubscriber {
             rx_descs: vec![FrameDesc::default(); cfg.batch],
             in_kernel: 0,
             frame_count,
-            classifier: Classifier { feed_ip, feed_port: cfg.listen_port, unicast_port },
+            classifier: Classifier {
+                feed_ip,
+                feed_port: cfg.listen_port,
+                unicast_port,
+                server: cfg.request,
+            },
             busy_poll: cfg.busy_poll,
             requests,
             unicast_buf: vec![0; UNICAST_BUF_LEN],
@@ -343,6 +351,14 @@ fn handle_frame(
         x.not_ours += 1;
         return;
     };
+    let from_server = match line {
+        Line::Unicast => d.src == c.server,
+        _ => d.src.ip() == c.server.ip(),
+    };
+    if !from_server {
+        stats.wrong_source += 1;
+        return;
+    }
     let Ok(p) = Packet::new_checked(d.payload) else {
         x.not_tickwire += 1;
         stats.malformed += 1;

@@ -139,6 +139,8 @@ pub struct Summary {
     pub malformed: u64,
     /// Datagram feeds: packets from a sender other than the publisher, dropped.
     pub wrong_source: u64,
+    /// Packets dropped for a missing or wrong MAC (`--key-file`).
+    pub auth_rejected: u64,
     /// NACKs sent.
     pub nacks_sent: u64,
     /// NACKs rejected by the server (outside its window).
@@ -380,10 +382,15 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     let mut last_packet = Instant::ZERO;
     let mut stalled = false;
     let mut req = vec![0u8; tickwire_core::wire::MAX_PACKET_LEN];
+    // Reconnects wait for the receiver's timer and for this gate, which only a
+    // session that lasted resets (a Login alone does not: see backoff).
+    let mut backoff = tickwire_transports::backoff::Backoff::new(u64::from(std::process::id()));
 
     loop {
         let t = now();
-        let timer = st.receiver.poll_timeout().map(|d| d.saturating_duration_since(t));
+        let gate = backoff.poll_timeout().filter(|_| st.reconnect_due);
+        let timer = st.receiver.poll_timeout().into_iter().chain(gate).min();
+        let timer = timer.map(|d| d.saturating_duration_since(t));
         let timeout = idler.timeout(Some(
             timer.unwrap_or(Duration::from_millis(50)).min(Duration::from_millis(50)),
         ));
@@ -392,7 +399,10 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
             work += 1;
             let t = now();
             match ev {
-                SubEvent::Connected => st.receiver.handle_connected(t),
+                SubEvent::Connected => {
+                    backoff.handle_connected(t);
+                    st.receiver.handle_connected(t);
+                }
                 SubEvent::Packet { line, packet, kernel_rx_ns } => {
                     last_packet = t;
                     let stamps = PacketStamps {
@@ -409,6 +419,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
                         "client: connection to {} lost: {reason}; reconnecting with back-off",
                         cfg.transport.addr
                     );
+                    backoff.handle_disconnected(t);
                     st.receiver.handle_disconnected(t);
                 }
             }
@@ -428,9 +439,10 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
             }
             work += 1;
         }
-        if st.reconnect_due {
+        if st.reconnect_due && backoff.may_reconnect(t) {
             st.reconnect_due = false;
             if let Err(e) = transport.reconnect() {
+                backoff.handle_disconnected(t);
                 eprintln!(
                     "client: cannot connect to {}: {e}; retrying with back-off",
                     cfg.transport.addr
@@ -502,6 +514,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         crc_errors: rs.bad_crc,
         malformed: rs.malformed + transport.stats().malformed,
         wrong_source: transport.stats().wrong_source,
+        auth_rejected: transport.stats().auth_rejected,
         nacks_sent: rs.nacks_sent,
         nack_rejects: rs.nack_rejects,
         snapshots: rs.snapshots_applied,

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod catchup;
 pub mod gbm;
 pub mod latency;
 pub mod msg;

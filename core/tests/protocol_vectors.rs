@@ -1093,3 +1093,151 @@ fn receiver_handles_the_behaviour_vectors_as_documented() {
     assert_eq!(p.as_bytes().len(), HEADER_LEN);
     assert!(p.payload().is_empty());
 }
+
+// ------------------------------------------------------------ authentication
+
+/// The key of the MAC vectors: the bytes 0x00, 0x01, ... 0x1f.
+fn mac_key() -> tickwire_core::wire::auth::AuthKey {
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    tickwire_core::wire::auth::AuthKey::new(k)
+}
+
+/// The MAC vectors of § 12: `#### MAC vector: \`<plain>_mac\``, a `mac-key`
+/// block (64 hex digits) and a `mac-hex` block (the sealed packet), each
+/// sealing the § 11 vector `<plain>`. Returns (name, key bytes, sealed bytes).
+fn document_mac_vectors() -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    let (mut name, mut key) = (None::<String>, None::<Vec<u8>>);
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.strip_prefix("#### MAC vector: ") {
+            name = Some(rest.trim().trim_matches('`').to_string());
+            continue;
+        }
+        let fence = line.trim_start();
+        if fence == "```mac-key" || fence == "```mac-hex" {
+            let mut block = String::new();
+            for l in lines.by_ref() {
+                if l.trim_start().starts_with("```") {
+                    break;
+                }
+                block.push_str(l);
+                block.push('\n');
+            }
+            let n = name.clone().unwrap_or_else(|| panic!("a {fence} block outside a MAC vector"));
+            if fence == "```mac-key" {
+                let hex = block.trim();
+                assert_eq!(hex.len(), 64, "{n}: the key is 64 hex digits");
+                key = Some(
+                    (0..32)
+                        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                        .collect(),
+                );
+            } else {
+                let k = key.take().unwrap_or_else(|| panic!("{n}: mac-hex before mac-key"));
+                out.push((n, k, parse_hex(&name.take().unwrap(), &block)));
+            }
+        }
+    }
+    out
+}
+
+/// Seal § 11's `plain` with [`mac_key`].
+fn sealed(plain: &str) -> Vec<u8> {
+    let (_, bytes) = document_vectors()
+        .into_iter()
+        .find(|(v, _)| v.name == plain)
+        .unwrap_or_else(|| panic!("no vector {plain}"));
+    let mut buf = bytes.clone();
+    buf.resize(bytes.len() + tickwire_core::wire::auth::TAG_LEN, 0);
+    let n = tickwire_core::wire::auth::seal(&mac_key(), &mut buf, bytes.len()).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn mac_vectors_seal_verify_and_open() {
+    use tickwire_core::wire::auth::{AuthError, AuthKey, FLAG_MAC, TAG_LEN, open, verify};
+    let vectors = document_mac_vectors();
+    let names: Vec<&str> = vectors.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["heartbeat_mac", "data_timed_mac"], "the MAC vectors of § 12");
+    let key_bytes = |k: &[u8]| -> [u8; 32] { k.try_into().unwrap() };
+    for (name, key_raw, doc) in &vectors {
+        let plain_name = name.strip_suffix("_mac").unwrap();
+        let (_, plain) =
+            document_vectors().into_iter().find(|(v, _)| v.name == plain_name).unwrap();
+        let key = AuthKey::from_file_bytes(key_raw).unwrap();
+        assert_eq!(
+            &sealed(plain_name),
+            doc,
+            "{name}: sealing {plain_name} gives the documented bytes"
+        );
+        let p = Packet::new_checked(&doc[..]).unwrap();
+        assert_eq!(p.flags() & FLAG_MAC, FLAG_MAC, "{name}: bit 3 set");
+        assert_eq!(
+            p.payload_len(),
+            plain.len() - HEADER_LEN + TAG_LEN,
+            "{name}: payload_len grew by 16"
+        );
+        p.verify_crc().unwrap_or_else(|e| panic!("{name}: the CRC covers the tag: {e}"));
+        // The tag, computed from the specification's words with the blake3
+        // crate's one-shot keyed hash (not the code under test).
+        let len = doc.len();
+        let covered = [&doc[..36], &doc[HEADER_LEN..len - TAG_LEN]].concat();
+        let k = key_bytes(key_raw);
+        assert_eq!(
+            &blake3::keyed_hash(&k, &covered).as_bytes()[..TAG_LEN],
+            &doc[len - TAG_LEN..],
+            "{name}"
+        );
+        assert_eq!(verify(&key, doc), Ok(plain.len()), "{name}");
+        let mut out = vec![0u8; doc.len()];
+        assert_eq!(open(&key, doc, &mut out), Ok(plain.len()));
+        assert_eq!(&out[..plain.len()], &plain[..], "{name}: opening gives {plain_name} back");
+        let mut other = [0u8; 32];
+        other[0] = 1;
+        assert_eq!(
+            verify(&AuthKey::new(other), doc),
+            Err(AuthError::Mismatch),
+            "{name}: wrong key"
+        );
+        let mut forged = doc.clone();
+        forged[16] ^= 1; // first_seq, CRC refilled as a forger would
+        Packet::new_unchecked(&mut forged[..]).fill_crc();
+        assert_eq!(verify(&key, &forged), Err(AuthError::Mismatch), "{name}: forged first_seq");
+        // The unauthenticated vector is refused by a receiver with a key.
+        assert_eq!(verify(&key, &plain), Err(AuthError::Missing), "{name}: no MAC");
+    }
+}
+
+/// Prints § 12's vectors from the code:
+/// `cargo test -p tickwire-core --test protocol_vectors -- --ignored --nocapture print_mac_vectors`.
+#[test]
+#[ignore = "prints the MAC vectors' markdown"]
+fn print_mac_vectors() {
+    for plain in ["heartbeat", "data_timed"] {
+        let b = sealed(plain);
+        println!("#### MAC vector: `{plain}_mac`\n");
+        println!("```mac-key\n{}\n```\n", (0..32).map(|i| format!("{i:02x}")).collect::<String>());
+        println!("```mac-hex");
+        for (i, chunk) in b.chunks(8).enumerate() {
+            let hex: Vec<String> = chunk.iter().map(|x| format!("{x:02x}")).collect();
+            let what = match i * 8 {
+                0 => "magic, version, kind, count, flags (bit 3: MAC)",
+                8 => "epoch",
+                16 => "first_seq",
+                24 => "send_time",
+                32 => "payload_len (grown by 16), crc (over everything, tag included)",
+                o if o >= b.len() - 16 => "tag",
+                _ => "payload",
+            };
+            println!("{:<24} # {:>3}  {what}", hex.join(" "), i * 8);
+        }
+        println!("```\n");
+    }
+}

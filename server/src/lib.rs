@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
+use tickwire_core::catchup::{self, CatchUp, LoginPlan};
 use tickwire_core::gbm::{GbmConfig, Generator};
 use tickwire_core::pacing::Pacer;
 use tickwire_core::publisher::{Publisher as Core, PublisherConfig, RequestLimits, RequestOutcome};
@@ -41,7 +42,10 @@ use tickwire_core::{Instant, Message};
 use tickwire_transports::affinity::{cpu_times, pin_to_cpu};
 use tickwire_transports::idle::{IdleStrategy, Idler};
 use tickwire_transports::metrics::{self, Kind, Metrics};
-use tickwire_transports::select::{TransportKind, TransportOptions, build_publisher};
+use tickwire_transports::select::{
+    TcpLimits, TransportKind, TransportOptions, build_publisher_with_limits,
+};
+use tickwire_transports::tcp::{CATCHUP_BUDGET, LogLimiter};
 use tickwire_transports::wait::set_min_timer_slack;
 use tickwire_transports::{DisconnectReason, PeerId, PubEvent, Publisher};
 
@@ -87,6 +91,8 @@ pub struct ServerConfig {
     pub book_out: Option<std::path::PathBuf>,
     /// Once listening, write the bound address here (for `--listen 127.0.0.1:0`).
     pub ready_file: Option<std::path::PathBuf>,
+    /// TCP connection limits (per host, total, login and idle timeouts).
+    pub tcp_limits: TcpLimits,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +113,7 @@ impl Default for ServerConfig {
                     seed: 0,
                 },
                 source: None,
+                auth_key: None,
             },
             gbm: GbmConfig::default(),
             rate: 200_000,
@@ -123,6 +130,7 @@ impl Default for ServerConfig {
             metrics: None,
             book_out: None,
             ready_file: None,
+            tcp_limits: TcpLimits::default(),
         }
     }
 }
@@ -201,6 +209,26 @@ pub struct Summary {
     pub host_limited: u64,
     /// Of those, refused by the service's global reply budget.
     pub global_limited: u64,
+    /// Logins answered with a catch-up streamed from the retransmit store (tcp).
+    pub catchup_logins: u64,
+    /// Catch-ups the feed overtook (messages left the window before the
+    /// connection drained them): connection closed, counted (tcp).
+    pub catchup_overruns: u64,
+    /// Second Logins on a connection already logged in, ignored (tcp).
+    pub repeated_logins: u64,
+    /// Connections closed for not logging in within the login timeout (tcp).
+    pub login_timeouts: u64,
+    /// Connections closed for moving no byte for the idle timeout (tcp).
+    pub idle_timeouts: u64,
+    /// Connections refused: their host held `--max-per-host` connections (tcp).
+    pub refused_per_host: u64,
+    /// Connections refused: the server held its maximum (tcp).
+    pub refused_full: u64,
+    /// The most bytes ever queued over all connections at once (tcp): the
+    /// server's send-queue memory, bounded per connection whatever a client asks.
+    pub peak_queued_bytes: u64,
+    /// Requests dropped for a missing or wrong MAC (`--key-file`).
+    pub auth_rejected: u64,
 }
 
 /// 32 bytes from the OS, the key of the request service's cookies.
@@ -261,6 +289,129 @@ impl Inbox {
     }
 }
 
+/// Resume Logins served by streaming (TCP): each connection's catch-up is
+/// framed from the retransmit store as its socket drains, at most
+/// [`CATCHUP_BUDGET`] bytes queued at a time, so a Login from sequence 1 costs
+/// O(budget) memory instead of the whole window. The connection turns live
+/// once its cursor reaches the live stream.
+#[derive(Debug, Default)]
+struct CatchUps {
+    active: Vec<(PeerId, CatchUp)>,
+    /// Peers that logged in through this path (a second Login is ignored).
+    logged: std::collections::HashSet<PeerId>,
+    buf: Vec<u8>,
+    logins: u64,
+    overruns: u64,
+    repeated: u64,
+    /// Messages replayed.
+    messages: u64,
+    /// Per-connection log lines.
+    log: LogLimiter,
+}
+
+impl CatchUps {
+    /// If `bytes` is a valid Login that resumes inside the window, answer it
+    /// here (LoginAck now, the replay by [`Self::pump`]) and return true; the
+    /// rest (snapshot Logins, other requests, malformed input) goes to the core.
+    fn try_serve(
+        &mut self,
+        core: &Core,
+        transport: &mut dyn Publisher,
+        peer: PeerId,
+        bytes: &[u8],
+        wall: u64,
+    ) -> bool {
+        let Ok(packet) = tickwire_core::wire::Packet::new_checked(bytes) else {
+            return false;
+        };
+        let Ok(repr) = tickwire_core::wire::PacketRepr::parse(&packet) else {
+            return false;
+        };
+        if repr.kind != tickwire_core::wire::PacketKind::Login || repr.payload_len != 0 {
+            return false;
+        }
+        if self.logged.contains(&peer) {
+            self.repeated += 1;
+            return true;
+        }
+        let LoginPlan::Resume { from } = catchup::plan_login(core.epoch(), core.store(), &repr)
+        else {
+            return false;
+        };
+        self.buf.resize(core.config().max_packet_len, 0);
+        let n =
+            catchup::emit_login_ack(&mut self.buf, core.epoch(), wall, from, core.store().oldest());
+        if let Err(e) = transport.send_to(peer, &self.buf[..n]) {
+            eprintln!("server: reply to peer {peer} failed: {e}");
+            return true;
+        }
+        transport.logged_in(peer);
+        transport.watch_drain(peer, Some(CATCHUP_BUDGET / 2));
+        self.logged.insert(peer);
+        self.active.push((peer, CatchUp::new(from)));
+        self.logins += 1;
+        true
+    }
+
+    /// Top up every catch-up's queue to [`CATCHUP_BUDGET`]; turn live those
+    /// that reached the live stream. Call only after every sealed packet was
+    /// handed to the transport (the live stream continues at `store.next()`).
+    fn pump(&mut self, core: &Core, transport: &mut dyn Publisher, wall: u64) {
+        let mut k = 0;
+        while k < self.active.len() {
+            let (peer, cursor) = &mut self.active[k];
+            let peer = *peer;
+            let done = loop {
+                let Some(queued) = transport.queued(peer) else { break true };
+                if let Some(overrun) = cursor.overrun(core.store()) {
+                    self.overruns += 1;
+                    if self.log.allow(std::time::Instant::now()).0 {
+                        eprintln!("server: closing peer {peer}: {overrun}");
+                    }
+                    transport.disconnect(peer, DisconnectReason::SlowConsumer { queued });
+                    break true;
+                }
+                if queued >= CATCHUP_BUDGET {
+                    break false;
+                }
+                self.buf.resize(core.config().max_packet_len, 0);
+                let at = cursor.next();
+                match cursor.poll_transmit(core.store(), core.epoch(), wall, &mut self.buf) {
+                    Ok(Some(n)) => {
+                        self.messages += cursor.next().0 - at.0;
+                        if transport.send_to(peer, &self.buf[..n]).is_err() {
+                            break true;
+                        }
+                    }
+                    Ok(None) => {
+                        transport.watch_drain(peer, None);
+                        transport.set_live(peer, true);
+                        break true;
+                    }
+                    Err(overrun) => {
+                        self.overruns += 1;
+                        if self.log.allow(std::time::Instant::now()).0 {
+                            eprintln!("server: closing peer {peer}: {overrun}");
+                        }
+                        transport.disconnect(peer, DisconnectReason::SlowConsumer { queued });
+                        break true;
+                    }
+                }
+            };
+            if done {
+                self.active.swap_remove(k);
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    fn forget(&mut self, peer: PeerId) {
+        self.logged.remove(&peer);
+        self.active.retain(|(p, _)| *p != peer);
+    }
+}
+
 /// Run the server until the duration or message limit is reached or `stop` is set.
 pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     if let Some(cpu) = cfg.cpu {
@@ -270,9 +421,10 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         eprintln!("server: cannot lower the timer slack ({e}): timed waits may end 50 µs late");
     }
     let mut generator = Generator::new(cfg.gbm.clone()).context("invalid generator settings")?;
-    let mut transport = build_publisher(&cfg.transport).with_context(|| {
-        format!("starting the {} transport on {}", cfg.transport.kind, cfg.transport.addr)
-    })?;
+    let mut transport =
+        build_publisher_with_limits(&cfg.transport, &cfg.tcp_limits).with_context(|| {
+            format!("starting the {} transport on {}", cfg.transport.kind, cfg.transport.addr)
+        })?;
     let bound = transport.local_addr().unwrap_or(cfg.transport.addr);
     if let Some(path) = &cfg.ready_file {
         // Write then rename, so a reader never sees a half-written address.
@@ -330,6 +482,9 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
     let mut metrics_due = Instant::ZERO;
     let mut idler = Idler::new(cfg.idle);
     let mut inbox = Inbox::default();
+    let mut catchups = CatchUps::default();
+    let stream_logins = cfg.transport.kind == TransportKind::Tcp;
+    let mut drop_log = LogLimiter::default();
     let mut start = clock.now();
     let mut pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
     let mut end_at = cfg.duration.map(|d| start + d);
@@ -346,7 +501,8 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         let now = clock.now();
         let mut did_work = false;
 
-        if waiting && (core.stats().logins >= cfg.wait_clients || stop.load(Ordering::Relaxed)) {
+        let logins = core.stats().logins + catchups.logins;
+        if waiting && (logins >= cfg.wait_clients || stop.load(Ordering::Relaxed)) {
             // The session (and its pacing) starts now.
             waiting = false;
             start = now;
@@ -423,7 +579,15 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
                 PubEvent::Connected(_) => {}
                 PubEvent::Request { peer, packet } => inbox.push(peer, packet),
                 PubEvent::Disconnected { peer, reason } => {
-                    if !matches!(reason, DisconnectReason::Closed) {
+                    // The transport logs (rate-limited) what it decided itself.
+                    let logged = matches!(
+                        reason,
+                        DisconnectReason::Closed
+                            | DisconnectReason::LoginTimeout
+                            | DisconnectReason::Idle
+                            | DisconnectReason::SlowConsumer { .. }
+                    );
+                    if !logged && drop_log.allow(std::time::Instant::now()).0 {
                         eprintln!("server: dropped peer {peer}: {reason}");
                     }
                     inbox.disconnected.push(peer);
@@ -433,12 +597,18 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         did_work |= events > 0;
         for peer in inbox.disconnected.drain(..) {
             core.forget_peer(peer);
+            catchups.forget(peer);
         }
         if inbox.used > 0 {
             // Publish everything sealed first, so a TCP catch-up ends exactly where
             // the live stream continues.
             transmit(&mut core, transport.as_mut())?;
-            serve_requests(&mut core, transport.as_mut(), &mut inbox, clock.now());
+            let streams = stream_logins.then_some(&mut catchups);
+            serve_requests(&mut core, transport.as_mut(), &mut inbox, streams, clock.now());
+        }
+        if !catchups.active.is_empty() {
+            transmit(&mut core, transport.as_mut())?;
+            catchups.pump(&core, transport.as_mut(), wall_ns());
         }
         idler.record(did_work);
 
@@ -479,10 +649,10 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         rate: st.messages as f64 / secs,
         clients: ts.connections,
         slow_disconnects: ts.slow_disconnects,
-        requests: st.requests,
+        requests: st.requests + catchups.logins + catchups.repeated,
         nacks: st.nacks,
         nack_rejects: st.nack_rejects,
-        retransmitted_messages: st.retransmitted_messages,
+        retransmitted_messages: st.retransmitted_messages + catchups.messages,
         snapshots: st.snapshots_served,
         malformed: st.malformed + ts.malformed,
         ignored_requests: st.wrong_epoch + st.out_of_range + st.rate_limited + st.duplicates,
@@ -505,6 +675,15 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         rate_limited: st.rate_limited,
         host_limited: st.host_limited,
         global_limited: st.global_limited,
+        catchup_logins: catchups.logins,
+        catchup_overruns: catchups.overruns,
+        repeated_logins: catchups.repeated,
+        login_timeouts: ts.login_timeouts,
+        idle_timeouts: ts.idle_timeouts,
+        refused_per_host: ts.refused_per_host,
+        refused_full: ts.refused_full,
+        peak_queued_bytes: ts.peak_queued_bytes,
+        auth_rejected: ts.auth_rejected,
     })
 }
 
@@ -531,10 +710,21 @@ fn transmit(core: &mut Core, transport: &mut dyn Publisher) -> io::Result<bool> 
 }
 
 /// Answer the requests copied into `inbox` (the core replies through the transport).
-fn serve_requests(core: &mut Core, transport: &mut dyn Publisher, inbox: &mut Inbox, now: Instant) {
+fn serve_requests(
+    core: &mut Core,
+    transport: &mut dyn Publisher,
+    inbox: &mut Inbox,
+    mut streams: Option<&mut CatchUps>,
+    now: Instant,
+) {
     let wall = wall_ns();
     for (peer, bytes) in &inbox.requests[..inbox.used] {
         let peer = *peer;
+        if let Some(c) = streams.as_deref_mut()
+            && c.try_serve(core, transport, peer, bytes, wall)
+        {
+            continue;
+        }
         let mut send_err: Option<io::Error> = None;
         let outcome = core.handle_request(now, wall, peer, bytes, &mut |reply| {
             if let Err(e) = transport.send_to(peer, reply) {
@@ -587,6 +777,12 @@ const SERVER_METRICS: &[(&str, &str, Kind)] = &[
     ("cpu_sys_ns_total", "System CPU time, ns.", Kind::Counter),
     ("idle_spins_total", "Loop polls that spun (zero timeout).", Kind::Counter),
     ("idle_blocks_total", "Loop polls allowed to block.", Kind::Counter),
+    ("login_timeouts_total", "Connections closed for not logging in in time (tcp).", Kind::Counter),
+    ("idle_timeouts_total", "Connections closed for being idle (tcp).", Kind::Counter),
+    ("refused_per_host_total", "Connections refused: per-host limit (tcp).", Kind::Counter),
+    ("refused_full_total", "Connections refused: server full (tcp).", Kind::Counter),
+    ("queued_bytes", "Bytes queued over all connections now (tcp).", Kind::Gauge),
+    ("peak_queued_bytes", "Most bytes ever queued over all connections (tcp).", Kind::Gauge),
 ];
 
 fn publish_metrics(
@@ -618,6 +814,12 @@ fn publish_metrics(
         cpu.sys.as_nanos() as u64,
         idler.stats().spins,
         idler.stats().blocks,
+        ts.login_timeouts,
+        ts.idle_timeouts,
+        ts.refused_per_host,
+        ts.refused_full,
+        ts.queued_bytes,
+        ts.peak_queued_bytes,
     ];
     for (i, v) in values.into_iter().enumerate() {
         m.set(i, v);

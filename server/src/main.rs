@@ -108,7 +108,15 @@ struct Args {
     /// Once listening, write the bound address to this file (for --listen 127.0.0.1:0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// tcp: connections accepted from one source address (any port); more are
+    /// refused at once and counted (refused_per_host).
+    #[arg(long, default_value_t = tickwire_transports::tcp::DEFAULT_MAX_PER_HOST as u64,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_PER_HOST))]
+    max_per_host: u64,
 }
+
+/// Largest `--max-per-host`: no server holds more connections than this.
+const MAX_PER_HOST: u64 = 65_536;
 
 /// Largest `--symbols`: the generator's own bound ([`GbmConfig`] refuses
 /// more), so the flag says so instead of failing at start-up.
@@ -189,6 +197,10 @@ fn main() -> anyhow::Result<()> {
         metrics: args.metrics,
         book_out: args.book_out,
         ready_file: args.ready_file,
+        tcp_limits: tickwire_transports::select::TcpLimits {
+            max_per_host: args.max_per_host as usize,
+            ..Default::default()
+        },
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

@@ -21,8 +21,16 @@ fn every_flag_with_absurd_values() {
             "--retransmit-window",
             "--epoch",
             "--max-packet",
+            "--max-per-host",
         ],
-        u32_max_refused: &["--symbols", "--max-packet", "--rate", "--retransmit-window", "--ttl"],
+        u32_max_refused: &[
+            "--symbols",
+            "--max-packet",
+            "--rate",
+            "--retransmit-window",
+            "--max-per-host",
+            "--ttl",
+        ],
         known: &[
             "--transport",
             "--symbols",

@@ -33,7 +33,7 @@ use crate::select::{TransportKind, TransportOptions, parse_ifname};
 pub const DEFAULT_INTERFACE: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// The transport flags shared by `server` and `client`.
-#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct TransportArgs {
     /// Transport: tcp, multicast or xdp.
     #[arg(long, default_value = "tcp")]
@@ -54,6 +54,12 @@ pub struct TransportArgs {
     /// interface joins and sends use (by index, whatever --interface is).
     #[arg(long, value_parser = parse_ifname)]
     pub ifname: Option<String>,
+    /// Authenticate every packet with this key (32 raw bytes or 64 hex
+    /// digits), the same on the server and its clients: each packet sent
+    /// carries a MAC, and packets or requests without a valid one are
+    /// dropped and counted (auth_rejected).
+    #[arg(long, value_parser = crate::select::load_key_file)]
+    pub key_file: Option<tickwire_core::wire::auth::AuthKey>,
 }
 
 impl TransportArgs {
@@ -120,6 +126,7 @@ impl TransportArgs {
             max_packet_len,
             loss,
             source: None,
+            auth_key: self.key_file.clone(),
         }
     }
 }

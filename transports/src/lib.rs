@@ -30,6 +30,8 @@ pub use tickwire_core::wire::DecodeError;
 
 pub mod affinity;
 pub mod args;
+pub mod auth;
+pub mod backoff;
 pub mod conformance;
 pub mod idle;
 pub mod lossy;
@@ -59,6 +61,10 @@ pub enum DisconnectReason {
     Malformed(DecodeError),
     /// An I/O error on its socket.
     Io(String),
+    /// It did not log in within the publisher's login timeout.
+    LoginTimeout,
+    /// Nothing was read from it or written to it for the idle timeout.
+    Idle,
 }
 
 impl std::fmt::Display for DisconnectReason {
@@ -71,6 +77,8 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::Malformed(e) => {
                 write!(f, "sent bytes that are not Tickwire packets: {e}")
             }
+            DisconnectReason::LoginTimeout => f.write_str("did not log in in time"),
+            DisconnectReason::Idle => f.write_str("idle for too long"),
             DisconnectReason::Io(s) => {
                 // "Connection refused (os error 111)" -> "connection refused".
                 let s = s.rfind(" (os error ").map_or(s.as_str(), |i| &s[..i]);
@@ -129,6 +137,20 @@ pub struct PubStats {
     /// Packets that could not be sent (queue full, error), and packets a
     /// datagram socket refused.
     pub send_errors: u64,
+    /// Connections closed for not logging in within the login timeout.
+    pub login_timeouts: u64,
+    /// Connections closed for being idle (nothing read or written) too long.
+    pub idle_timeouts: u64,
+    /// Connections refused because their host held its per-host maximum.
+    pub refused_per_host: u64,
+    /// Connections refused because the server held its maximum.
+    pub refused_full: u64,
+    /// Bytes queued now over all peers (not yet handed to the kernel).
+    pub queued_bytes: u64,
+    /// The most [`Self::queued_bytes`] ever reached.
+    pub peak_queued_bytes: u64,
+    /// Requests refused for a missing or wrong MAC (with a key: [`auth`]).
+    pub auth_rejected: u64,
 }
 
 /// The server side of a transport.
@@ -165,6 +187,23 @@ pub trait Publisher {
 
     /// Push out anything batched (sendmmsg batches, XDP TX ring).
     fn flush(&mut self) -> io::Result<()>;
+
+    /// Stream transports: the peer has logged in (its login timer stops) but
+    /// is not live yet (its catch-up is being streamed). [`Self::set_live`]
+    /// with `true` implies it. Datagram transports ignore it.
+    fn logged_in(&mut self, _peer: PeerId) {}
+
+    /// Stream transports: bytes queued for `peer` and not yet handed to the
+    /// kernel. `None` for an unknown peer, and on datagram transports.
+    fn queued(&self, _peer: PeerId) -> Option<usize> {
+        None
+    }
+
+    /// Stream transports: while `peer`'s queue is at or below `low_water`
+    /// bytes and its socket can take more, [`Self::poll`] does not block, so
+    /// the caller can refill it (a catch-up streamed as the socket drains).
+    /// `None` stops watching. Datagram transports ignore it.
+    fn watch_drain(&mut self, _peer: PeerId, _low_water: Option<usize>) {}
 
     /// Do pending I/O and report events; see the crate's polling contract.
     fn poll(
@@ -226,6 +265,8 @@ pub struct SubStats {
     /// Datagram feeds: packets on a feed line from an address other than
     /// the publisher's, dropped.
     pub wrong_source: u64,
+    /// Packets refused for a missing or wrong MAC (with a key: [`auth`]).
+    pub auth_rejected: u64,
 }
 
 /// The client side of a transport.
@@ -270,6 +311,15 @@ impl<P: Publisher + ?Sized> Publisher for Box<P> {
     }
     fn flush(&mut self) -> io::Result<()> {
         (**self).flush()
+    }
+    fn logged_in(&mut self, peer: PeerId) {
+        (**self).logged_in(peer)
+    }
+    fn queued(&self, peer: PeerId) -> Option<usize> {
+        (**self).queued(peer)
+    }
+    fn watch_drain(&mut self, peer: PeerId, low_water: Option<usize>) {
+        (**self).watch_drain(peer, low_water)
     }
     fn poll(
         &mut self,

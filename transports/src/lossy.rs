@@ -176,6 +176,18 @@ impl<P: Publisher> Publisher for Lossy<P> {
         self.inner.flush()
     }
 
+    fn logged_in(&mut self, peer: PeerId) {
+        self.inner.logged_in(peer)
+    }
+
+    fn queued(&self, peer: PeerId) -> Option<usize> {
+        self.inner.queued(peer)
+    }
+
+    fn watch_drain(&mut self, peer: PeerId, low_water: Option<usize>) {
+        self.inner.watch_drain(peer, low_water)
+    }
+
     fn poll(
         &mut self,
         timeout: Option<Duration>,

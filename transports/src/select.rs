@@ -70,6 +70,9 @@ pub struct TransportOptions {
     /// Multicast subscribers: the feed's source (source-specific joins and a
     /// check of every datagram); `None`: the recovery service's address.
     pub source: Option<crate::multicast::FeedSource>,
+    /// Seal every packet sent and accept only packets that verify under this
+    /// key (an [`Authenticated`](crate::auth::Authenticated) wrapper).
+    pub auth_key: Option<tickwire_core::wire::auth::AuthKey>,
 }
 
 impl TransportOptions {
@@ -89,13 +92,59 @@ impl TransportOptions {
     }
 }
 
+/// Read a key file (`--key-file`): 32 raw bytes or 64 hex digits. The error
+/// names the file and says what is wrong with it.
+pub fn load_key_file(path: &str) -> Result<tickwire_core::wire::auth::AuthKey, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read key file {path:?}: {}", io_text(&e)))?;
+    tickwire_core::wire::auth::AuthKey::from_file_bytes(&bytes)
+        .map_err(|e| format!("key file {path:?}: {e}"))
+}
+
+/// Connection limits of the TCP publisher (other transports ignore them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// See [`crate::tcp::TcpPublisherConfig::max_clients`].
+    pub max_clients: usize,
+    /// See [`crate::tcp::TcpPublisherConfig::max_per_host`].
+    pub max_per_host: usize,
+    /// See [`crate::tcp::TcpPublisherConfig::login_timeout`].
+    pub login_timeout: std::time::Duration,
+    /// See [`crate::tcp::TcpPublisherConfig::idle_timeout`].
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        let d = crate::tcp::TcpPublisherConfig::default();
+        TcpLimits {
+            max_clients: d.max_clients,
+            max_per_host: d.max_per_host,
+            login_timeout: d.login_timeout,
+            idle_timeout: d.idle_timeout,
+        }
+    }
+}
+
 /// Build the server side.
 pub fn build_publisher(opts: &TransportOptions) -> io::Result<Box<dyn Publisher>> {
+    build_publisher_with_limits(opts, &TcpLimits::default())
+}
+
+/// Build the server side, with these TCP connection limits.
+pub fn build_publisher_with_limits(
+    opts: &TransportOptions,
+    limits: &TcpLimits,
+) -> io::Result<Box<dyn Publisher>> {
     let inner: Box<dyn Publisher> = match opts.kind {
         TransportKind::Tcp => Box::new(crate::tcp::TcpPublisher::bind(
             opts.addr,
             crate::tcp::TcpPublisherConfig {
                 max_packet_len: opts.max_packet_len,
+                max_clients: limits.max_clients,
+                max_per_host: limits.max_per_host,
+                login_timeout: limits.login_timeout,
+                idle_timeout: limits.idle_timeout,
                 ..Default::default()
             },
         )?),
@@ -103,6 +152,10 @@ pub fn build_publisher(opts: &TransportOptions) -> io::Result<Box<dyn Publisher>
             Box::new(crate::multicast::MulticastPublisher::new(multicast_config(opts)?)?)
         }
         TransportKind::Xdp => xdp_publisher(opts)?,
+    };
+    let inner: Box<dyn Publisher> = match &opts.auth_key {
+        Some(key) => Box::new(crate::auth::Authenticated::new(inner, key.clone())),
+        None => inner,
     };
     Ok(wrap_pub(inner, &opts.loss))
 }
@@ -121,6 +174,10 @@ pub fn build_subscriber(opts: &TransportOptions) -> io::Result<Box<dyn Subscribe
             Box::new(crate::multicast::MulticastSubscriber::new(multicast_config(opts)?)?)
         }
         TransportKind::Xdp => xdp_subscriber(opts)?,
+    };
+    let inner: Box<dyn Subscriber> = match &opts.auth_key {
+        Some(key) => Box::new(crate::auth::Authenticated::new(inner, key.clone())),
+        None => inner,
     };
     Ok(wrap_sub(inner, &opts.loss))
 }
@@ -448,6 +505,7 @@ mod tests {
             max_packet_len: 1400,
             loss: LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 1 },
             source: None,
+            auth_key: None,
         }
     }
 

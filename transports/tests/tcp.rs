@@ -719,3 +719,122 @@ fn a_50us_poll_is_not_rounded_to_a_millisecond() {
         assert!(b < Duration::from_micros(900), "{who}: best 50 µs poll took {b:?}");
     }
 }
+
+/// Poll `server` until `s` is closed by it (EOF or reset), failing after `within`.
+fn wait_closed(server: &mut Server, s: &mut TcpStream, within: Duration, what: &str) -> Duration {
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        assert!(start.elapsed() < within, "{what}: not closed within {within:?}");
+        server.poll(POLL);
+        match s.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return start.elapsed(),
+            Ok(_) | Err(_) => {} // bytes (a live feed) or the read timeout: not closed yet
+        }
+    }
+}
+
+#[test]
+fn a_partial_header_is_closed_after_the_login_timeout() {
+    let login_timeout = Duration::from_millis(300);
+    let mut server = Server::new(TcpPublisherConfig { login_timeout, ..Default::default() });
+    // Half a header, then silence: without a timeout this would hold a slot forever.
+    let mut partial = raw_send(server.addr(), &login()[..17], false);
+    // A silent connection, and one that sent a complete packet that is not a
+    // Login (a NACK): the test's server marks only Logins logged in.
+    let mut silent = TcpStream::connect(server.addr()).unwrap();
+    let mut nack_only = raw_send(server.addr(), &bare(PacketKind::Nack, 5), false);
+    // A client that logs in stays.
+    let mut good = Client::new(server.addr());
+    let deadline = Instant::now() + DEADLINE;
+    drive(&mut server, &mut [&mut good], deadline, "the login", |s, _| s.logins.len() == 1);
+    let took = wait_closed(&mut server, &mut partial, Duration::from_secs(5), "partial header");
+    assert!(took + Duration::from_millis(100) >= login_timeout, "closed too early: {took:?}");
+    wait_closed(&mut server, &mut silent, Duration::from_secs(5), "silent connection");
+    wait_closed(&mut server, &mut nack_only, Duration::from_secs(5), "NACK without a Login");
+    drive(&mut server, &mut [&mut good], deadline, "the reports", |s, _| s.disconnected.len() == 3);
+    assert!(s_all(&server, |r| *r == DisconnectReason::LoginTimeout), "{:?}", server.disconnected);
+    let st = server.p.stats();
+    assert_eq!((st.login_timeouts, st.connected), (3, 1), "{st:?}");
+    // The logged-in client still gets the feed.
+    let stream = test_stream(3, 20, 1472);
+    publish_all(&mut server, &mut [&mut good], &stream, deadline, |_| true);
+    assert_got_stream(&good, 0, &stream, "the logged-in client");
+    assert!(good.disconnects.is_empty());
+}
+
+fn s_all(server: &Server, f: impl Fn(&DisconnectReason) -> bool) -> bool {
+    server.disconnected.iter().all(|(_, r)| f(r))
+}
+
+#[test]
+fn an_idle_connection_is_closed() {
+    let idle_timeout = Duration::from_millis(300);
+    let mut server = Server::new(TcpPublisherConfig { idle_timeout, ..Default::default() });
+    let mut idle = raw_login(server.addr());
+    let deadline = Instant::now() + DEADLINE;
+    drive(&mut server, &mut [], deadline, "the login", |s, _| s.logins.len() == 1);
+    // Logged in and live, but nothing published: no byte moves either way.
+    let took = wait_closed(&mut server, &mut idle, Duration::from_secs(5), "idle connection");
+    assert!(took + Duration::from_millis(100) >= idle_timeout, "closed too early: {took:?}");
+    drive(&mut server, &mut [], deadline, "the report", |s, _| !s.disconnected.is_empty());
+    assert_eq!(server.disconnected[0].1, DisconnectReason::Idle);
+    assert_eq!(server.p.stats().idle_timeouts, 1);
+}
+
+/// A TCP connection from `local` (an address of the loopback interface) to `to`.
+fn connect_from(local: &str, to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&format!("{local}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+#[test]
+fn one_host_cannot_take_every_slot() {
+    let cfg = TcpPublisherConfig { max_per_host: 4, max_clients: 6, ..Default::default() };
+    let mut server = Server::new(cfg);
+    let to = server.addr();
+    let deadline = Instant::now() + DEADLINE;
+    let login_from = |server: &mut Server, ip: &str| {
+        let mut s = connect_from(ip, to);
+        s.write_all(&login()).unwrap();
+        let n = server.logins.len();
+        drive(server, &mut [], deadline, "a login", |s, _| s.logins.len() == n + 1);
+        s
+    };
+    // 127.0.0.1 takes its four slots (from four ports) and tries for more.
+    let _held: Vec<TcpStream> = (0..4).map(|_| login_from(&mut server, "127.0.0.1")).collect();
+    for i in 0..3 {
+        let mut s = connect_from("127.0.0.1", to);
+        wait_closed(
+            &mut server,
+            &mut s,
+            Duration::from_secs(5),
+            &format!("refused connection {i}"),
+        );
+    }
+    let st = server.p.stats();
+    assert_eq!((st.refused_per_host, st.refused_full, st.connected), (3, 0, 4), "{st:?}");
+    // Another host still gets in and receives the feed.
+    let mut other = login_from(&mut server, "127.0.0.2");
+    let peer = *server.logins.last().unwrap();
+    assert_eq!(server.p.peer_addr(peer).unwrap().ip().to_string(), "127.0.0.2");
+    let packet = &test_stream(1, 1, 200)[0];
+    server.p.publish(packet).unwrap();
+    server.p.flush().unwrap();
+    other.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; packet.len()];
+    other.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, packet, "the other host got the feed");
+    // The overall cap holds too: the sixth connection fills the server, the
+    // seventh (from yet another address) is refused as full.
+    let _sixth = login_from(&mut server, "127.0.0.3");
+    let mut full = connect_from("127.0.0.4", to);
+    wait_closed(&mut server, &mut full, Duration::from_secs(5), "connection beyond max_clients");
+    let st = server.p.stats();
+    assert_eq!((st.refused_per_host, st.refused_full, st.connected), (3, 1, 6), "{st:?}");
+}

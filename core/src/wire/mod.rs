@@ -20,6 +20,7 @@
 //!         | empty (Heartbeat, EndOfSession, Nack, SnapshotRequest, Login)
 //! ```
 
+pub mod auth;
 mod control;
 mod message;
 mod packet;

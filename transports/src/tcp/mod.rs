@@ -21,6 +21,15 @@
 //!   [`TcpPublisherConfig::slow_timeout`], or exceeds
 //!   [`TcpPublisherConfig::max_queue`] at once, is disconnected with
 //!   [`DisconnectReason::SlowConsumer`]; the others never notice.
+//! * **No peer exhausts the server.** A connection's memory is bounded by
+//!   [`TcpPublisherConfig::max_queue`] whatever it asks for (a Login's
+//!   catch-up is streamed as the socket drains: [`Publisher::watch_drain`],
+//!   [`CATCHUP_BUDGET`]); one that has not logged in within
+//!   [`TcpPublisherConfig::login_timeout`] or moved no byte for
+//!   [`TcpPublisherConfig::idle_timeout`] is closed; one source address holds
+//!   at most [`TcpPublisherConfig::max_per_host`] connections. Each refusal and
+//!   timeout is counted in [`crate::PubStats`]; per-connection log lines are
+//!   rate-limited ([`LOG_LINES_PER_INTERVAL`] per [`LOG_INTERVAL`]).
 //! * **Framing.** Both directions carry Tickwire packets back to back; the
 //!   receiver cuts the stream with [`tickwire_core::wire::frame_len`]. A bad
 //!   magic, bad version or impossible length closes the connection
@@ -48,11 +57,14 @@
 //! ```
 
 mod framer;
+mod guard;
 mod publisher;
 mod subscriber;
 
+pub use guard::{LOG_INTERVAL, LOG_LINES_PER_INTERVAL, LogLimiter};
 pub use publisher::{
-    DEFAULT_HIGH_WATER, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_QUEUE, DEFAULT_PUB_RECV_BUFFER,
+    CATCHUP_BUDGET, DEFAULT_HIGH_WATER, DEFAULT_IDLE_TIMEOUT, DEFAULT_LOGIN_TIMEOUT,
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PER_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PUB_RECV_BUFFER,
     DEFAULT_SEND_BUFFER, DEFAULT_SLOW_TIMEOUT, TcpPublisher, TcpPublisherConfig,
 };
 pub use subscriber::{DEFAULT_SUB_RECV_BUFFER, TcpSubscriber, TcpSubscriberConfig};

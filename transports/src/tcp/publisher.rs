@@ -11,6 +11,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tickwire_core::wire::DEFAULT_MAX_PACKET;
 
 use super::framer::FrameBuf;
+use super::guard::{ConnTimers, HostTable, LogLimiter, Refusal, log_limited};
 use super::{EVENTS_CAPACITY, MAX_READS_PER_POLL};
 use crate::{DisconnectReason, PeerId, PubEvent, PubStats, Publisher};
 
@@ -18,16 +19,48 @@ use crate::{DisconnectReason, PeerId, PubEvent, PubStats, Publisher};
 /// and never reach `usize::MAX`.
 const LISTENER: Token = Token(usize::MAX);
 
-/// Default [`TcpPublisherConfig::high_water`]: 4 MiB is several seconds of a
-/// busy feed at 1 MB/s, far more than a healthy client on a LAN ever lags,
-/// yet small enough that a thousand lagging clients stay under a few GB.
-pub const DEFAULT_HIGH_WATER: usize = 4 << 20;
+/// Default [`TcpPublisherConfig::high_water`]: 512 KiB on top of the kernel's
+/// send buffer (1 MiB requested) is a few hundred ms of a busy feed at
+/// 10 MB/s, more than a healthy client on a LAN ever lags, yet small enough
+/// that a thousand lagging clients stay around half a GB.
+pub const DEFAULT_HIGH_WATER: usize = 512 << 10;
 /// Default [`TcpPublisherConfig::slow_timeout`]: 2 s rides out a GC pause or a
 /// scheduling hiccup on the client, and still drops a stalled one quickly.
 pub const DEFAULT_SLOW_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default [`TcpPublisherConfig::max_queue`]: 64 MiB, the memory we accept to
+/// Default [`TcpPublisherConfig::max_queue`]: 2 MiB, the memory we accept to
 /// spend on one client before dropping it without waiting for the timeout.
-pub const DEFAULT_MAX_QUEUE: usize = 64 << 20;
+/// It bounds a connection's memory whatever it asked for: a Login's catch-up
+/// is streamed from the retransmit store as the socket drains (the server
+/// keeps it under [`CATCHUP_BUDGET`]), never queued whole. With the request
+/// buffer (two packets) this makes a connection cost at most about 2 MiB of
+/// user memory, and [`DEFAULT_MAX_CLIENTS`] of them about 2 GiB.
+pub const DEFAULT_MAX_QUEUE: usize = 2 << 20;
+/// Bytes a catch-up (the replay a Login asked for) may hold in a connection's
+/// queue: 256 KiB, refilled from the retransmit store each time the socket
+/// drains below half of it. Enough to keep a LAN connection busy between two
+/// polls (≈ 2.5 ms at 100 MB/s), small enough that 500 connections replaying
+/// the whole window hold 128 MiB.
+pub const CATCHUP_BUDGET: usize = 256 << 10;
+/// Default [`TcpPublisherConfig::login_timeout`]: 1 s. A client sends its
+/// Login right after connecting (40 bytes); a connection that has not been
+/// accepted as logged in by then is a port scan, a stuck peer or an attacker
+/// holding slots with partial headers.
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default [`TcpPublisherConfig::idle_timeout`]: 10 s without a byte read from
+/// or written to a connection. A live client is written heartbeats every
+/// 100 ms even when the feed is quiet, so only a dead or stalled one gets
+/// there. The same value goes to `TCP_USER_TIMEOUT`, so the kernel also drops
+/// a peer that stops acknowledging (or holds a zero window) for that long.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`TcpPublisherConfig::max_per_host`]: 128 connections from one
+/// source address (ports ignored), an eighth of [`DEFAULT_MAX_CLIENTS`]: one
+/// host cannot lock others out, and a benchmark running 100 clients on one
+/// machine still fits.
+pub const DEFAULT_MAX_PER_HOST: usize = 128;
+/// How often (at most) the connection timers are checked: 50 ms, so a timeout
+/// fires at most that late and a poll loop at 1M msgs/s reads no extra clock
+/// and walks no connection list per poll for it.
+const TIMER_GRANULARITY: Duration = Duration::from_millis(50);
 /// Default [`TcpPublisherConfig::send_buffer`]: 1 MiB of kernel send buffer
 /// absorbs bursts without touching our queue (Linux caps it at
 /// `net.core.wmem_max`; the size granted is logged).
@@ -67,6 +100,16 @@ pub struct TcpPublisherConfig {
     pub recv_buffer: usize,
     /// Connections beyond this many are closed as soon as they are accepted.
     pub max_clients: usize,
+    /// Connections from one source address (any port) beyond this many are
+    /// closed as soon as they are accepted.
+    pub max_per_host: usize,
+    /// A connection not marked logged in ([`Publisher::logged_in`] or
+    /// [`Publisher::set_live`]) this long after it was accepted is closed
+    /// ([`DisconnectReason::LoginTimeout`]).
+    pub login_timeout: Duration,
+    /// A connection with no byte read from it or written to it for this long
+    /// is closed ([`DisconnectReason::Idle`]); also set as `TCP_USER_TIMEOUT`.
+    pub idle_timeout: Duration,
 }
 
 impl Default for TcpPublisherConfig {
@@ -79,6 +122,9 @@ impl Default for TcpPublisherConfig {
             send_buffer: DEFAULT_SEND_BUFFER,
             recv_buffer: DEFAULT_PUB_RECV_BUFFER,
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_per_host: DEFAULT_MAX_PER_HOST,
+            login_timeout: DEFAULT_LOGIN_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -103,6 +149,11 @@ struct Client {
     in_ready: bool,
     /// When the queue went above the high-water mark (None: it is below).
     over_since: Option<Instant>,
+    /// Login and idle timers.
+    timers: ConnTimers,
+    /// [`Publisher::watch_drain`]: poll returns at once while the queue is
+    /// at or below this many bytes.
+    low_water: Option<usize>,
 }
 
 /// The server side of the TCP transport. See the [module docs](super).
@@ -131,6 +182,14 @@ pub struct TcpPublisher {
     stats: PubStats,
     granted_send_buffer: usize,
     granted_recv_buffer: usize,
+    /// Connections per source address.
+    hosts: HostTable,
+    /// Per-connection log lines.
+    log: LogLimiter,
+    /// Bytes queued over all clients.
+    queued_total: usize,
+    /// When the connection timers are next checked.
+    next_timer_check: Instant,
 }
 
 impl TcpPublisher {
@@ -180,6 +239,10 @@ impl TcpPublisher {
             stats: PubStats::default(),
             granted_send_buffer,
             granted_recv_buffer,
+            hosts: HostTable::default(),
+            log: LogLimiter::default(),
+            queued_total: 0,
+            next_timer_check: Instant::now() + TIMER_GRANULARITY,
         })
     }
 
@@ -216,15 +279,24 @@ impl TcpPublisher {
         // Deregistering can only fail if the socket is already gone from epoll;
         // dropping the stream closes it either way.
         let _ = self.poll.registry().deregister(&mut c.stream);
+        self.hosts.release(c.addr.ip());
+        self.queued_total -= c.out.len();
+        self.stats.queued_bytes = self.queued_total as u64;
         match &reason {
             DisconnectReason::SlowConsumer { queued } => {
                 self.stats.slow_disconnects += 1;
-                eprintln!(
-                    "tcp publisher: disconnecting slow consumer {peer} ({}): {queued} bytes queued",
-                    c.addr
+                log_limited(
+                    &mut self.log,
+                    Instant::now(),
+                    format_args!(
+                        "tcp publisher: disconnecting slow consumer {peer} ({}): {queued} bytes queued",
+                        c.addr
+                    ),
                 );
             }
             DisconnectReason::Malformed(_) => self.stats.malformed += 1,
+            DisconnectReason::LoginTimeout => self.stats.login_timeouts += 1,
+            DisconnectReason::Idle => self.stats.idle_timeouts += 1,
             _ => {}
         }
         self.stats.connected = self.clients.len() as u64;
@@ -264,17 +336,40 @@ impl TcpPublisher {
                     return;
                 }
             };
-            if self.clients.len() >= self.cfg.max_clients {
-                eprintln!(
-                    "tcp publisher {}: refusing {addr}: {} clients connected (max_clients)",
-                    self.local_addr,
-                    self.clients.len()
-                );
-                continue; // dropping `stream` closes it
+            let now = Instant::now();
+            match self.hosts.admit(addr.ip(), self.cfg.max_per_host, self.cfg.max_clients) {
+                Ok(()) => {}
+                Err(refusal) => {
+                    let why = match refusal {
+                        Refusal::ServerFull => {
+                            self.stats.refused_full += 1;
+                            "max_clients connections"
+                        }
+                        Refusal::HostFull => {
+                            self.stats.refused_per_host += 1;
+                            "max_per_host connections from its host"
+                        }
+                    };
+                    log_limited(
+                        &mut self.log,
+                        now,
+                        format_args!(
+                            "tcp publisher {}: refusing {addr}: {why} already connected",
+                            self.local_addr
+                        ),
+                    );
+                    continue; // dropping `stream` closes it
+                }
             }
             // Nagle would hold small packets back for up to 40 ms.
             if let Err(e) = SockRef::from(&stream).set_tcp_nodelay(true) {
                 eprintln!("tcp publisher: TCP_NODELAY on {addr} failed: {e}");
+            }
+            // The kernel drops a peer that leaves our data unacknowledged
+            // (or its window shut) for the idle timeout.
+            if let Err(e) = SockRef::from(&stream).set_tcp_user_timeout(Some(self.cfg.idle_timeout))
+            {
+                eprintln!("tcp publisher: TCP_USER_TIMEOUT on {addr} failed: {e}");
             }
             let peer = self.next_peer;
             self.next_peer += 1;
@@ -284,6 +379,7 @@ impl TcpPublisher {
                 Interest::READABLE | Interest::WRITABLE,
             ) {
                 eprintln!("tcp publisher: cannot register {addr}: {e}");
+                self.hosts.release(addr.ip());
                 continue;
             }
             let buf_len = self.cfg.max_packet_len.saturating_mul(REQUEST_BUF_PACKETS);
@@ -301,8 +397,11 @@ impl TcpPublisher {
                 writable: true,
                 in_ready: true,
                 over_since: None,
+                timers: ConnTimers::new(now),
+                low_water: None,
             });
             self.ready.push(peer);
+            self.next_timer_check = self.next_timer_check.min(now + self.cfg.login_timeout);
             self.stats.connections += 1;
             self.stats.connected = self.clients.len() as u64;
             on_event(PubEvent::Connected(peer));
@@ -311,6 +410,7 @@ impl TcpPublisher {
 
     /// Read and frame requests from the clients with pending readiness.
     fn read_ready(&mut self, on_event: &mut dyn FnMut(PubEvent<'_>)) {
+        let mut now: Option<Instant> = None;
         let mut k = 0;
         while k < self.ready.len() {
             let peer = self.ready[k];
@@ -328,6 +428,10 @@ impl TcpPublisher {
                 if let Err(reason) = c.rx.read_step(&mut c.stream, &mut c.readable) {
                     failed = Some(reason);
                     break;
+                }
+                if c.readable {
+                    // Bytes arrived (or a signal interrupted the read: close enough).
+                    c.timers.progress(*now.get_or_insert_with(Instant::now));
                 }
                 loop {
                     match c.rx.next_packet() {
@@ -362,6 +466,7 @@ impl TcpPublisher {
     /// then apply the slow-consumer rules.
     fn write_queues(&mut self) {
         let mut now: Option<Instant> = None;
+        let mut wrote = 0usize;
         for c in &mut self.clients {
             while c.writable && !c.out.is_empty() {
                 let (a, b) = c.out.as_slices();
@@ -374,7 +479,9 @@ impl TcpPublisher {
                     }
                     Ok(n) => {
                         c.out.drain(..n);
+                        wrote += n;
                         self.stats.bytes_sent += n as u64;
+                        c.timers.progress(*now.get_or_insert_with(Instant::now));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -395,7 +502,50 @@ impl TcpPublisher {
                 c.over_since = None;
             }
         }
+        self.queued_total -= wrote;
+        self.stats.queued_bytes = self.queued_total as u64;
         self.close_doomed();
+    }
+
+    /// Close connections whose login or idle timer expired, at most every
+    /// [`TIMER_GRANULARITY`]. Returns how long until the next check.
+    fn check_timers(&mut self) -> Duration {
+        let now = Instant::now();
+        if now < self.next_timer_check {
+            return self.next_timer_check - now;
+        }
+        let (login, idle) = (self.cfg.login_timeout, self.cfg.idle_timeout);
+        // Deadlines only move later (progress, a login), so the earliest one
+        // seen now is a safe time for the next check.
+        let mut earliest = now + idle;
+        for c in &self.clients {
+            if let Some(reason) = c.timers.expired(now, login, idle) {
+                self.doomed.push((c.peer, reason));
+            } else {
+                earliest = earliest.min(c.timers.deadline(login, idle));
+            }
+        }
+        if !self.doomed.is_empty() {
+            for (peer, reason) in &self.doomed {
+                if let Some(&i) = self.index.get(peer) {
+                    let addr = self.clients[i].addr;
+                    log_limited(
+                        &mut self.log,
+                        now,
+                        format_args!("tcp publisher: closing {peer} ({addr}): {reason}"),
+                    );
+                }
+            }
+            self.close_doomed();
+        }
+        self.next_timer_check = earliest.max(now + TIMER_GRANULARITY);
+        self.next_timer_check - now
+    }
+
+    /// A client watching its drain ([`Publisher::watch_drain`]) is at or
+    /// below its low-water mark and its socket can take more.
+    fn wants_refill(&self) -> bool {
+        self.clients.iter().any(|c| c.writable && c.low_water.is_some_and(|lw| c.out.len() <= lw))
     }
 
     /// Append `packet` to client `i`'s queue, or doom it if the queue would
@@ -406,16 +556,24 @@ impl TcpPublisher {
         max_queue: usize,
         stats: &mut PubStats,
         doomed: &mut Vec<(PeerId, DisconnectReason)>,
-    ) {
+    ) -> usize {
         if c.out.len() + packet.len() > max_queue {
             stats.send_errors += 1;
             if !doomed.iter().any(|(p, _)| *p == c.peer) {
                 doomed.push((c.peer, DisconnectReason::SlowConsumer { queued: c.out.len() }));
             }
-            return;
+            return 0;
         }
         c.out.extend(packet);
         stats.packets_sent += 1;
+        packet.len()
+    }
+
+    /// Account for `n` bytes just queued.
+    fn queued_more(&mut self, n: usize) {
+        self.queued_total += n;
+        self.stats.queued_bytes = self.queued_total as u64;
+        self.stats.peak_queued_bytes = self.stats.peak_queued_bytes.max(self.stats.queued_bytes);
     }
 
     fn report_pending(&mut self, on_event: &mut dyn FnMut(PubEvent<'_>)) {
@@ -449,11 +607,14 @@ impl Publisher for TcpPublisher {
             return Ok(());
         }
         let packet = &self.scratch[..len];
+        let mut queued = 0;
         for c in &mut self.clients {
             if c.live {
-                Self::enqueue(c, packet, self.cfg.max_queue, &mut self.stats, &mut self.doomed);
+                queued +=
+                    Self::enqueue(c, packet, self.cfg.max_queue, &mut self.stats, &mut self.doomed);
             }
         }
+        self.queued_more(queued);
         self.close_doomed();
         Ok(())
     }
@@ -468,14 +629,36 @@ impl Publisher for TcpPublisher {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "no such peer"));
         };
         let c = &mut self.clients[i];
-        Self::enqueue(c, packet, self.cfg.max_queue, &mut self.stats, &mut self.doomed);
+        let n = Self::enqueue(c, packet, self.cfg.max_queue, &mut self.stats, &mut self.doomed);
+        self.queued_more(n);
         self.close_doomed();
         Ok(())
     }
 
+    /// Also marks the peer logged in (its login timer stops) when `live`.
     fn set_live(&mut self, peer: PeerId, live: bool) {
         if let Some(&i) = self.index.get(&peer) {
-            self.clients[i].live = live;
+            let c = &mut self.clients[i];
+            c.live = live;
+            if live {
+                c.timers.logged_in();
+            }
+        }
+    }
+
+    fn logged_in(&mut self, peer: PeerId) {
+        if let Some(&i) = self.index.get(&peer) {
+            self.clients[i].timers.logged_in();
+        }
+    }
+
+    fn queued(&self, peer: PeerId) -> Option<usize> {
+        TcpPublisher::queued(self, peer)
+    }
+
+    fn watch_drain(&mut self, peer: PeerId, low_water: Option<usize>) {
+        if let Some(&i) = self.index.get(&peer) {
+            self.clients[i].low_water = low_water;
         }
     }
 
@@ -493,8 +676,10 @@ impl Publisher for TcpPublisher {
         Ok(())
     }
 
-    /// Reports pending disconnections, writes queued bytes, waits in epoll
-    /// (not at all while a socket is known to be ready), accepts, reads and
+    /// Closes connections whose login or idle timer expired, reports pending
+    /// disconnections, writes queued bytes, waits in epoll (not at all while
+    /// a socket is known to be ready or a watched queue is at its low-water
+    /// mark; at most until the next timer check), accepts, reads and
     /// frames requests (a fixed budget of `read` calls per client), writes
     /// again and applies the slow-consumer rules. `syscalls` counts `read`
     /// and `write` calls, not `epoll_wait` or `accept`.
@@ -503,12 +688,17 @@ impl Publisher for TcpPublisher {
         timeout: Option<Duration>,
         on_event: &mut dyn FnMut(PubEvent<'_>),
     ) -> io::Result<()> {
+        let until_timers = self.check_timers();
         self.report_pending(on_event);
         self.write_queues();
-        let timeout = if self.accept_ready || !self.ready.is_empty() || !self.pending.is_empty() {
+        let busy = self.accept_ready || !self.ready.is_empty() || !self.pending.is_empty();
+        let timeout = if busy || self.wants_refill() {
             Some(Duration::ZERO)
-        } else {
+        } else if self.clients.is_empty() {
             timeout
+        } else {
+            // Wake for the connection timers.
+            Some(timeout.map_or(until_timers, |t| t.min(until_timers)))
         };
         crate::wait::poll_mio(&mut self.poll, &mut self.events, timeout)?;
         for ev in self.events.iter() {

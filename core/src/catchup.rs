@@ -44,8 +44,9 @@
 //! ```
 
 use crate::publisher::RetransmitStore;
+use crate::publisher::replies;
 use crate::seq::SeqNo;
-use crate::wire::{HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, Packet, PacketKind, PacketRepr};
+use crate::wire::{HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, PacketKind, PacketRepr};
 
 /// Bytes of a LoginAck packet (header + body).
 pub const LOGIN_ACK_LEN: usize = HEADER_LEN + LoginAck::<&[u8]>::LEN;
@@ -90,9 +91,13 @@ pub fn emit_login_ack(
     from: SeqNo,
     oldest: SeqNo,
 ) -> usize {
-    LoginAck::new_unchecked(&mut buf[HEADER_LEN..LOGIN_ACK_LEN])
-        .emit(&LoginAckRepr { oldest, mode: LoginMode::Resume });
-    seal(buf, PacketKind::LoginAck, epoch, from, 0, wall_ns, LOGIN_ACK_LEN - HEADER_LEN)
+    replies::emit_login_ack(
+        buf,
+        epoch,
+        wall_ns,
+        from,
+        LoginAckRepr { oldest, mode: LoginMode::Resume },
+    )
 }
 
 /// The catch-up fell out of the retransmit window: the messages it still had
@@ -178,7 +183,7 @@ impl CatchUp {
         }
         self.next = s;
         let count = (s.0 - first.0) as u16;
-        Ok(Some(seal(
+        Ok(Some(replies::seal_reply(
             buf,
             PacketKind::Retransmission,
             epoch,
@@ -188,22 +193,4 @@ impl CatchUp {
             off - HEADER_LEN,
         )))
     }
-}
-
-/// Header and CRC for a reply whose payload is in place (as the publisher's).
-fn seal(
-    buf: &mut [u8],
-    kind: PacketKind,
-    epoch: u64,
-    first_seq: SeqNo,
-    count: u16,
-    wall_ns: u64,
-    payload_len: usize,
-) -> usize {
-    let len = HEADER_LEN + payload_len;
-    let mut p = Packet::new_unchecked(&mut buf[..len]);
-    PacketRepr { kind, flags: 0, epoch, first_seq, count, send_time: wall_ns, payload_len }
-        .emit(&mut p);
-    p.fill_crc();
-    len
 }

@@ -76,7 +76,7 @@ use crate::wire::{
 mod config;
 mod live;
 mod peers;
-mod replies;
+pub(crate) mod replies;
 mod service;
 mod stats;
 mod store;

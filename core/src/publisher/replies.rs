@@ -18,14 +18,13 @@ pub(super) struct Sent {
 
 /// Bytes of a NackReject packet (header + 16-byte body).
 pub(super) const NACK_REJECT_LEN: usize = HEADER_LEN + NackReject::<&[u8]>::LEN;
-/// Bytes of a LoginAck packet (header + 16-byte body).
-pub(super) const LOGIN_ACK_LEN: usize = HEADER_LEN + LoginAck::<&[u8]>::LEN;
+pub(super) use crate::catchup::LOGIN_ACK_LEN;
 /// Bytes of a Status packet (header + 32-byte body).
 pub(super) const STATUS_LEN: usize = HEADER_LEN + Status::<&[u8]>::LEN;
 
 /// Write a header into `buf[..HEADER_LEN]` for a packet whose payload is
 /// already in place, and fill its CRC. Returns the packet length.
-pub(super) fn seal_reply(
+pub(crate) fn seal_reply(
     buf: &mut [u8],
     kind: PacketKind,
     epoch: u64,
@@ -154,7 +153,8 @@ pub(super) fn emit_nack_reject(
     )
 }
 
-pub(super) fn emit_login_ack(
+/// A LoginAck packet (`first_seq` where the stream resumes) with `body`.
+pub(crate) fn emit_login_ack(
     buf: &mut [u8],
     epoch: u64,
     wall_ns: u64,

@@ -44,8 +44,10 @@ struct Args {
     stay: bool,
     /// Multicast: take the feed only from this address (IP or IP:PORT): the
     /// groups are joined source-specifically (IP_ADD_SOURCE_MEMBERSHIP) and
-    /// every datagram from another sender is counted and dropped. Default:
-    /// the recovery service's address (--connect), checked on every datagram.
+    /// every datagram from another sender is counted and dropped. A port left
+    /// out is --connect's (the server sends its feed from its recovery port).
+    /// Default: the recovery service's address and port (--connect), checked
+    /// on every datagram.
     #[arg(long, value_name = "ADDR")]
     source: Option<tickwire_transports::multicast::FeedSource>,
     /// Check every message against the stream regenerated from this seed (the server's --seed).

@@ -2,17 +2,19 @@
 //! on loopback multicast: a subscriber losing 5% of what it receives recovers
 //! everything through sealed NACKs and retransmissions and delivers exactly the
 //! seed's stream, while a forger without the key sends in-sequence Data (valid
-//! CRC, the session's epoch) to the group and NACKs to the recovery port: the
+//! CRC, the session's epoch, the publisher's own address and port) to the
+//! group and NACKs to the recovery port: the
 //! server counts every forged request it refused, and nothing forged is
 //! delivered (the verified stream would show it).
 
 mod support;
 
-use std::net::UdpSocket;
+use std::net::{SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use support::spoof::Spoofer;
 use support::*;
 use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr};
 use tickwire_core::{Message, Quote, SeqNo};
@@ -66,6 +68,7 @@ fn forged_nack(seq: u64) -> Vec<u8> {
 
 #[test]
 fn with_a_key_forged_packets_are_refused_and_the_stream_is_complete() {
+    const TEST: &str = "with_a_key_forged_packets_are_refused_and_the_stream_is_complete";
     let dir = scratch("auth-e2e");
     let key = dir.join("feed.key");
     std::fs::write(&key, format!("{}\n", "3c".repeat(32))).unwrap();
@@ -130,19 +133,38 @@ fn with_a_key_forged_packets_are_refused_and_the_stream_is_complete() {
         &key,
     ]));
     // The forger: in-sequence Data to the group, NACKs to the recovery port.
+    // Without spoofing the publisher's source, the Data would stop at the
+    // source check and never reach the MAC.
+    let spoofer = match Spoofer::new(recovery.parse().unwrap()) {
+        Ok(sp) => Some(sp),
+        Err(why) => {
+            eprintln!(
+                "SKIPPED: {TEST}: forged Data from the publisher's own address and port needs {why}; \
+                 sent from another port instead, where the source check stops it"
+            );
+            None
+        }
+    };
+    let spoofed = spoofer.is_some();
     let stop = Arc::new(AtomicBool::new(false));
-    let nacks = Arc::new(AtomicU64::new(0));
+    let (nacks, forged) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let forger = {
-        let (stop, nacks, group, recovery) =
-            (stop.clone(), nacks.clone(), group.clone(), recovery.clone());
+        let (stop, nacks, forged, group, recovery) =
+            (stop.clone(), nacks.clone(), forged.clone(), group.clone(), recovery.clone());
         std::thread::spawn(move || {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
             s.set_multicast_loop_v4(true).unwrap();
+            let to: SocketAddrV4 = group.parse().unwrap();
             let mut seq = 1u64;
             while !stop.load(Ordering::Relaxed) {
-                // Ahead of the real feed and at its current position alike.
+                // Ahead of the real feed and at its current position alike,
+                // from the publisher's own address and port when it can.
                 for d in [0u64, 1, 50, 1000] {
-                    let _ = s.send_to(&forged_data(seq + d), &group);
+                    let _ = match &spoofer {
+                        Some(sp) => sp.send(&forged_data(seq + d), to),
+                        None => s.send_to(&forged_data(seq + d), &group).map(|_| ()),
+                    };
+                    forged.fetch_add(1, Ordering::Relaxed);
                 }
                 if s.send_to(&forged_nack(seq), &recovery).is_ok() {
                     nacks.fetch_add(1, Ordering::Relaxed);
@@ -164,6 +186,12 @@ fn with_a_key_forged_packets_are_refused_and_the_stream_is_complete() {
     assert_eq!(c["end_of_session"].as_bool(), Some(true), "{c}");
     assert!(u(&c, "nacks_sent") > 0, "no loss was recovered: {c}");
     assert_eq!(u(&c, "malformed"), 0, "nothing forged got as far as parsing: {c}");
+    // Forged Data was refused: by the MAC when it came from the publisher's
+    // own address and port, by the source check otherwise. (The subscriber
+    // loses 5% of what it receives first, and some arrive after it ended.)
+    let forged = forged.load(Ordering::Relaxed);
+    let refused = if spoofed { u(&c, "auth_rejected") } else { u(&c, "wrong_source") };
+    assert!(refused > forged / 2, "{forged} forged Data sent, {refused} refused: {c}");
     assert_same_book(&server_book, &book);
     // Every forged NACK that reached the server was refused and counted; the
     // real subscriber's sealed NACKs were served.

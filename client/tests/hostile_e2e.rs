@@ -1,18 +1,23 @@
 //! A feed under attack, with the real binaries on loopback: an attacker on
-//! the same network, who knows the session's epoch, sends single forged
-//! packets with valid CRCs to the multicast group (an end of session, one
+//! the same network, who knows the session's epoch and spoofs the
+//! publisher's address and port (a raw socket: root, or the test says
+//! SKIPPED), sends single forged packets with valid CRCs to the multicast
+//! group (an end of session, one
 //! far below what was seen, a heartbeat of another epoch, data ten million
 //! sequences ahead, a heartbeat far ahead) and asks the recovery service for
 //! data from an address that never proved it receives there. The subscriber
 //! must deliver exactly the stream regenerated from the seed, to its real
 //! end, count every forgery, and send no NACK storm; the service must answer
-//! the unvalidated requests with at most 3× the bytes they carried.
+//! the unvalidated requests with at most 3× the bytes they carried. The same
+//! packets sent from an ordinary socket (another port) are dropped by the
+//! source check and counted in `wrong_source`.
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
+use support::spoof::Spoofer;
 use support::*;
 use tickwire_core::wire::{PacketKind, PacketRepr, emit_message};
 use tickwire_core::{Message, SeqNo, Side, Trade};
@@ -50,7 +55,8 @@ fn forge(kind: PacketKind, epoch: u64, first: u64, payload: &[u8], count: u16) -
     b
 }
 
-/// A socket that sends to the group over loopback only.
+/// A socket that sends to the group over loopback only, from a port of its
+/// own: what anyone on the host can do without privileges.
 fn group_sender() -> UdpSocket {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
     s.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
@@ -61,7 +67,17 @@ fn group_sender() -> UdpSocket {
 
 #[test]
 fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
+    const TEST: &str = "single_forged_packets_neither_end_switch_nor_skip_the_session";
     let (group, recovery) = endpoints_for(0);
+    // The forger spoofs the publisher's address and port (the source check
+    // would drop anything else before the consistency checks saw it).
+    let spoofer = match Spoofer::new(recovery.parse().unwrap()) {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("SKIPPED: {TEST}: forging the feed's source needs {why}");
+            return;
+        }
+    };
     let dir = scratch("hostile");
     let (server_book, book) = (dir.join("server.book"), dir.join("client.book"));
     let seed = 41u64;
@@ -115,6 +131,7 @@ fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
         }
     };
     let g = group_sender();
+    let to: SocketAddrV4 = group.parse().unwrap();
     let mut trade = vec![0u8; 64];
     let n = emit_message(
         &Message::Trade(Trade { symbol: 1, side: Side::Buy, price: 1, qty: 1, exch_ts: 1 }),
@@ -131,6 +148,8 @@ fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
     ];
     for (ms, pkt) in &attacks {
         at(*ms);
+        spoofer.send(pkt, to).unwrap();
+        // The same packet from an ordinary socket: the wrong port.
         g.send_to(pkt, &group).unwrap();
     }
 
@@ -169,6 +188,7 @@ fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
     assert_eq!(u(&c, "epoch"), EPOCH);
     assert_eq!(u(&c, "epoch_changes"), 0);
     assert_same_book(&server_book, &book);
+    assert_eq!(u(&c, "wrong_source"), attacks.len() as u64, "unspoofed forgeries: {c}");
     let v = &c["validation"];
     let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
     assert_eq!(n("eos_rejected"), 2, "{v}");

@@ -45,7 +45,7 @@ use tickwire_transports::metrics::{self, Kind, Metrics};
 use tickwire_transports::select::{
     TcpLimits, TransportKind, TransportOptions, build_publisher_with_limits,
 };
-use tickwire_transports::tcp::{CATCHUP_BUDGET, LogLimiter};
+use tickwire_transports::tcp::{CATCHUP_BUDGET, LogLimiter, log_limited};
 use tickwire_transports::wait::set_min_timer_slack;
 use tickwire_transports::{DisconnectReason, PeerId, PubEvent, Publisher};
 
@@ -365,9 +365,12 @@ impl CatchUps {
                 let Some(queued) = transport.queued(peer) else { break true };
                 if let Some(overrun) = cursor.overrun(core.store()) {
                     self.overruns += 1;
-                    if self.log.allow(std::time::Instant::now()).0 {
-                        eprintln!("server: closing peer {peer}: {overrun}");
-                    }
+                    log_limited(
+                        &mut self.log,
+                        std::time::Instant::now(),
+                        "server",
+                        format_args!("server: closing peer {peer}: {overrun}"),
+                    );
                     transport.disconnect(peer, DisconnectReason::SlowConsumer { queued });
                     break true;
                 }
@@ -390,9 +393,12 @@ impl CatchUps {
                     }
                     Err(overrun) => {
                         self.overruns += 1;
-                        if self.log.allow(std::time::Instant::now()).0 {
-                            eprintln!("server: closing peer {peer}: {overrun}");
-                        }
+                        log_limited(
+                            &mut self.log,
+                            std::time::Instant::now(),
+                            "server",
+                            format_args!("server: closing peer {peer}: {overrun}"),
+                        );
                         transport.disconnect(peer, DisconnectReason::SlowConsumer { queued });
                         break true;
                     }
@@ -587,8 +593,13 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
                             | DisconnectReason::Idle
                             | DisconnectReason::SlowConsumer { .. }
                     );
-                    if !logged && drop_log.allow(std::time::Instant::now()).0 {
-                        eprintln!("server: dropped peer {peer}: {reason}");
+                    if !logged {
+                        log_limited(
+                            &mut drop_log,
+                            std::time::Instant::now(),
+                            "server",
+                            format_args!("server: dropped peer {peer}: {reason}"),
+                        );
                     }
                     inbox.disconnected.push(peer);
                 }
@@ -628,6 +639,10 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         }
     }
     transport.flush()?;
+    let suppressed = drop_log.take_suppressed() + catchups.log.take_suppressed();
+    if suppressed > 0 {
+        eprintln!("server: {suppressed} similar connection log lines suppressed");
+    }
     if let Some(path) = &cfg.book_out {
         let mut text = String::new();
         core.book().write_text(&mut text).expect("formatting into a String");

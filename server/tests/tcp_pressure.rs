@@ -1,7 +1,8 @@
 //! A TCP server under connection pressure, on loopback: Logins from sequence 1
 //! that never read cost the server a bounded amount of queue memory (the
 //! catch-up is streamed as the socket drains, never queued whole), and a
-//! client that does read gets every message from 1 to the end, in order.
+//! client that does read gets every message from 1 to the end, in order and
+//! equal to the stream regenerated from the seed.
 //! A thousand connections, half asking for the whole window and never reading,
 //! half never finishing a header, keep the server's memory under a stated bound.
 
@@ -12,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tickwire_core::SeqNo;
-use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr, frame_len};
+use tickwire_core::gbm::{GbmConfig, Generator};
+use tickwire_core::wire::{HEADER_LEN, MessageIter, Packet, PacketKind, PacketRepr, frame_len};
 use tickwire_server::{ServerConfig, run};
 use tickwire_transports::tcp::{CATCHUP_BUDGET, DEFAULT_LOGIN_TIMEOUT, DEFAULT_MAX_QUEUE};
 
@@ -62,8 +64,10 @@ fn serve(
 }
 
 /// Read the feed from a Login at sequence 1 to the EndOfSession; returns the
-/// last sequence, having checked that every message came once, in order.
-fn read_all(addr: SocketAddr) -> u64 {
+/// last sequence, having checked that every message came once, in order, and
+/// equal to the stream regenerated from the server's seed (`gbm`).
+fn read_all(addr: SocketAddr, gbm: &GbmConfig) -> u64 {
+    let mut expected = Generator::new(gbm.clone()).unwrap();
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&login_from_1()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -83,7 +87,15 @@ fn read_all(addr: SocketAddr) -> u64 {
             match r.kind {
                 PacketKind::Data | PacketKind::Retransmission => {
                     assert_eq!(r.first_seq, SeqNo(expect), "{:?} out of order", r.kind);
-                    expect += u64::from(r.count);
+                    for m in MessageIter::new(p.messages(), r.count) {
+                        let m = m.expect("a message");
+                        assert_eq!(
+                            m,
+                            expected.next_message(),
+                            "message {expect} is not the seed's"
+                        );
+                        expect += 1;
+                    }
                 }
                 PacketKind::EndOfSession => {
                     assert_eq!(r.first_seq, SeqNo(expect), "end of session where expected");
@@ -113,6 +125,7 @@ fn logins_from_sequence_1_that_never_read_keep_memory_bounded() {
         ready_file: Some(ready.clone()),
         ..ServerConfig::default()
     };
+    let gbm = cfg.gbm.clone();
     let (server, addr) = serve(cfg, &ready);
     // Let the store fill (≈ 150K messages, 7 MB), then 8 Logins that ask for all of it.
     std::thread::sleep(Duration::from_millis(500));
@@ -124,7 +137,7 @@ fn logins_from_sequence_1_that_never_read_keep_memory_bounded() {
         })
         .collect();
     // A reader beside them gets everything from 1 to the end.
-    let last = read_all(addr);
+    let last = read_all(addr, &gbm);
     let summary = server.join().unwrap();
     drop(hogs);
     std::fs::remove_dir_all(&dir).ok();
@@ -213,6 +226,7 @@ fn a_thousand_hostile_connections_keep_memory_bounded_and_a_reader_gets_everythi
         ready_file: Some(ready.clone()),
         ..ServerConfig::default()
     };
+    let gbm = cfg.gbm.clone();
     let (server, addr) = serve(cfg, &ready);
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampling = Arc::new(AtomicBool::new(true));
@@ -228,7 +242,7 @@ fn a_thousand_hostile_connections_keep_memory_bounded_and_a_reader_gets_everythi
     // Let the store fill, then the flood: 500 Logins from sequence 1 that never
     // read, 500 connections that send half a header and stop, from 8 hosts.
     std::thread::sleep(Duration::from_millis(500));
-    let reader = std::thread::spawn(move || read_all(addr));
+    let reader = std::thread::spawn(move || read_all(addr, &gbm));
     let mut hogs = Vec::new();
     let mut partial = Vec::new();
     for i in 0..1000u32 {

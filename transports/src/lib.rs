@@ -262,8 +262,8 @@ pub struct SubStats {
     pub malformed: u64,
     /// Successful (re)connections.
     pub connects: u64,
-    /// Datagram feeds: packets on a feed line from an address other than
-    /// the publisher's, dropped.
+    /// Datagram feeds: packets on a feed line from an address or port other
+    /// than the publisher's, dropped.
     pub wrong_source: u64,
     /// Packets refused for a missing or wrong MAC (with a key: [`auth`]).
     pub auth_rejected: u64,

@@ -375,8 +375,11 @@ fn garbage_datagrams_are_counted_malformed_and_dropped() {
     for g in &garbage {
         mc.send_to(g, &cfg.group_a.into()).unwrap();
     }
+    // Garbage is counted malformed whoever sends it; a packet counts only
+    // from the publisher (its own socket, the source subscribers check).
     let good = make_packet(2, 64);
-    mc.send_to(&good, &cfg.group_a.into()).unwrap();
+    publisher.publish(&good).unwrap();
+    publisher.flush().unwrap();
     let mut rx = Vec::new();
     recv_until(&mut sub, &mut rx, 1);
     assert_eq!(rx, vec![(Line::A, good)]);
@@ -725,35 +728,71 @@ fn sender_from(from: Ipv4Addr) -> socket2::Socket {
 #[test]
 fn feed_datagrams_from_another_sender_are_counted_and_dropped() {
     let cfg = loopback_cfg();
-    let publisher = MulticastPublisher::new(cfg.clone()).unwrap();
+    let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
     let mut sub = MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap();
     // Another host on the segment (127.0.0.2) sends well-formed packets to
-    // the group; the publisher (127.0.0.1, the recovery service's address) too.
-    let stranger = sender_from(Ipv4Addr::new(127, 0, 0, 2));
+    // the group, and so does another socket on the publisher's own address
+    // (127.0.0.1, another port); the publisher sends from the recovery
+    // service's address and port.
     let forged = make_packet(1, 64);
-    stranger.send_to(&forged, &cfg.group_a.into()).unwrap();
+    sender_from(Ipv4Addr::new(127, 0, 0, 2)).send_to(&forged, &cfg.group_a.into()).unwrap();
+    sender_from(Ipv4Addr::LOCALHOST).send_to(&forged, &cfg.group_a.into()).unwrap();
     let genuine = make_packet(2, 64);
-    sender_from(Ipv4Addr::LOCALHOST).send_to(&genuine, &cfg.group_a.into()).unwrap();
+    publisher.publish(&genuine).unwrap();
+    publisher.flush().unwrap();
     let mut got = Vec::new();
     recv_until(&mut sub, &mut got, 1);
     assert_eq!(got, vec![(Line::A, genuine)]);
-    assert_eq!(sub.stats().wrong_source, 1);
+    assert_eq!(sub.stats().wrong_source, 2);
+}
+
+/// The feed leaves from the recovery service's address and port even when
+/// it has a socket of its own (the interface address is another): a
+/// subscriber told only that address (`--source IP`) checks the port too.
+#[test]
+fn the_feed_leaves_from_the_recovery_port_whatever_the_interface() {
+    let group = unique_group();
+    let cfg = MulticastConfig {
+        interface: Ipv4Addr::new(127, 0, 0, 4),
+        ..MulticastConfig::loopback(group, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+    };
+    let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
+    let port = publisher.request_addr().port();
+    let scfg = MulticastConfig {
+        interface: Ipv4Addr::LOCALHOST,
+        source: Some(FeedSource { addr: Ipv4Addr::new(127, 0, 0, 4), port: None }),
+        ..publisher.config().clone()
+    };
+    let mut sub = MulticastSubscriber::new(scfg).unwrap();
+    let forged = make_packet(1, 64);
+    sender_from(Ipv4Addr::new(127, 0, 0, 4)).send_to(&forged, &group.into()).unwrap();
+    let genuine = make_packet(2, 64);
+    publisher.publish(&genuine).unwrap();
+    publisher.flush().unwrap();
+    let mut got = Vec::new();
+    recv_until(&mut sub, &mut got, 1);
+    assert_eq!(got, vec![(Line::A, genuine)], "the feed from 127.0.0.4:{port}");
+    assert!(sub.stats().wrong_source <= 1, "the other port was not delivered");
 }
 
 #[test]
 fn a_source_specific_join_takes_only_that_sender() {
     let cfg = loopback_cfg();
     let publisher = MulticastPublisher::new(cfg.clone()).unwrap();
-    let from = Ipv4Addr::new(127, 0, 0, 3);
+    let from =
+        SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), 5000 + std::process::id() as u16 % 20_000);
     let scfg = MulticastConfig {
-        source: Some(FeedSource { addr: from, port: None }),
+        source: Some(FeedSource { addr: *from.ip(), port: Some(from.port()) }),
         ..sub_cfg(&cfg, &publisher)
     };
     let mut sub = MulticastSubscriber::new(scfg).unwrap();
     let other = make_packet(1, 64);
     sender_from(Ipv4Addr::LOCALHOST).send_to(&other, &cfg.group_a.into()).unwrap();
     let wanted = make_packet(2, 64);
-    sender_from(from).send_to(&wanted, &cfg.group_a.into()).unwrap();
+    let named = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    named.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+    named.bind(&from.into()).unwrap();
+    named.send_to(&wanted, &cfg.group_a.into()).unwrap();
     let mut got = Vec::new();
     recv_until(&mut sub, &mut got, 1);
     std::thread::sleep(Duration::from_millis(50));

@@ -512,7 +512,8 @@ fn raw_udp_frame(t: &Topology, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     let ep = UdpEndpoints {
         src_mac: t.mac_a,
         dst_mac: t.mac_b,
-        src: SocketAddrV4::new(t.ip_a, 40_000),
+        // From the recovery service's address and port, as the feed is.
+        src: t.request_addr(),
         dst: SocketAddrV4::new(t.ip_b, dst_port),
         ttl: 64,
     };
@@ -625,7 +626,7 @@ fn garbage_frames_are_counted_and_dropped() {
     let publ = {
         let (cfg, ready, if_a, good) =
             (pub_config(&t, feed, Some(t.mac_b)), ready.clone(), t.if_a.clone(), good.clone());
-        let (ip_a, ip_b, kernel_packet) = (t.ip_a, t.ip_b, kernel_packet.clone());
+        let (ip_b, kernel_packet) = (t.ip_b, kernel_packet.clone());
         Topology::spawn_in(&t.ns_a, move || {
             let mut p = XdpPublisher::new(&cfg).expect("publisher");
             ready.wait();
@@ -633,8 +634,10 @@ fn garbage_frames_are_counted_and_dropped() {
             // A datagram from the kernel with TX checksum offload on: over a
             // veth it leaves with a partial checksum (FACTS pitfall 3).
             run(&format!("ethtool -K {if_a} tx on >/dev/null"));
-            let udp = UdpSocket::bind((ip_a, 0)).expect("kernel udp socket");
-            udp.send_to(&kernel_packet, (ip_b, FEED_PORT)).expect("kernel send");
+            // From the publisher's kernel socket: the recovery service's
+            // address and port, which the subscriber takes the feed from.
+            let to = tickwire_transports::multicast::peer_id(SocketAddrV4::new(ip_b, FEED_PORT));
+            p.send_to(to, &kernel_packet).expect("kernel send");
             p.publish(&good).expect("publish");
             p.flush().expect("flush");
         })

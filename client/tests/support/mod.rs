@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod spoof;
 
 use std::io::Read;
 use std::net::SocketAddr;

@@ -71,9 +71,11 @@ pub struct MulticastConfig {
     /// Subscribers: where the feed must come from. Given, the groups are
     /// joined source-specifically (`IP_ADD_SOURCE_MEMBERSHIP`, so the network
     /// does not even deliver other senders' traffic for them); in any case a
-    /// datagram on a feed line from any other address (or port, when given)
-    /// is counted in [`crate::SubStats::wrong_source`] and dropped. `None`:
-    /// the feed must come from the recovery service's address.
+    /// datagram on a feed line from any other address or port is counted in
+    /// [`crate::SubStats::wrong_source`] and dropped. The port, when not
+    /// given, is `request_addr`'s: the publisher sends its feed from the
+    /// recovery service's port. `None`: the feed must come from
+    /// `request_addr` itself.
     pub source: Option<FeedSource>,
 }
 
@@ -82,8 +84,8 @@ pub struct MulticastConfig {
 pub struct FeedSource {
     /// The publisher's address: its `--interface`.
     pub addr: Ipv4Addr,
-    /// Its port, if known (the publisher's data socket picks an ephemeral
-    /// one unless configured).
+    /// Its port; `None`: the recovery service's port, which the publisher
+    /// sends its feed from.
     pub port: Option<u16>,
 }
 

@@ -3,12 +3,18 @@
 //!
 //! ```text
 //!   MulticastPublisher                                     MulticastSubscriber (×N)
-//!   data socket ── sendmmsg ──▶ group A (239.x:port) ────▶ socket bound to group A  ─▶ Line::A
-//!               └─ sendmmsg ──▶ group B (optional) ──────▶ socket bound to group B  ─▶ Line::B
-//!   request socket (request_addr) ◀── NACK / snapshot req ── unicast socket (ephemeral)
-//!                                 ── reply (send_to) ─────▶                          ─▶ Line::Unicast
+//!   request socket ─ sendmmsg ──▶ group A (239.x:port) ──▶ socket bound to group A  ─▶ Line::A
+//!   (request_addr) └ sendmmsg ──▶ group B (optional) ────▶ socket bound to group B  ─▶ Line::B
+//!                  ◀── NACK / snapshot req ──────────────── unicast socket (ephemeral,
+//!                  ── reply (send_to) ───────────────────▶  connected)               ─▶ Line::Unicast
 //! ```
 //!
+//! * The feed leaves from the recovery service's address and port
+//!   (`request_addr`), so a subscriber takes feed datagrams only from that
+//!   address and port, without being told anything more: datagrams from any
+//!   other are counted in `wrong_source` and dropped. When the interface
+//!   address differs from the service's, the feed has a socket of its own,
+//!   bound to the interface address and the service's port.
 //! * Packets are written straight into a preallocated `sendmmsg` batch
 //!   ([`MulticastConfig::batch`] slots of [`MulticastConfig::max_packet_len`]
 //!   bytes); [`Publisher::flush`] sends it with one `sendmmsg` per group, and a

@@ -29,7 +29,10 @@ fn mark_line_b(bytes: &mut [u8]) {
 /// unicast. See the module docs.
 #[derive(Debug)]
 pub struct MulticastPublisher {
-    data: Socket,
+    /// The feed's own socket when the interface address differs from the
+    /// recovery service's (bound to it and the service's port); `None`: the
+    /// feed leaves from `request`.
+    data: Option<Socket>,
     request: Socket,
     request_local: SocketAddrV4,
     groups: Vec<SocketAddrV4>,
@@ -54,36 +57,54 @@ impl MulticastPublisher {
         let named = |what: String, e: io::Error| {
             io::Error::new(e.kind(), format!("{what} on {iface}: {}", crate::select::io_text(&e)))
         };
-        let ifindex = cfg.ifindex()?;
-        let data = udp_socket()?;
-        match ifindex {
-            Some(index) => sys::set_multicast_if_index(data.as_raw_fd(), index),
-            None => data.set_multicast_if_v4(&cfg.interface),
-        }
-        .map_err(|e| named("sending multicast".into(), e))?;
-        data.set_multicast_ttl_v4(cfg.ttl)?;
-        data.set_multicast_loop_v4(cfg.loopback)?;
-        // Bind to the interface so datagrams carry its address as source;
-        // with the interface named instead, to the recovery service's
-        // address, which subscribers expect the feed from by default.
-        let source =
-            if cfg.interface.is_unspecified() { *cfg.request_addr.ip() } else { cfg.interface };
-        data.bind(&SocketAddrV4::new(source, 0).into())
-            .map_err(|e| named(format!("binding the feed's source address {source}"), e))?;
-        let send_granted =
-            set_buffer(data.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, cfg.send_buffer)?;
-
         let request = udp_socket()?;
-        request.bind(&cfg.request_addr.into())?;
+        request.bind(&cfg.request_addr.into()).map_err(|e| {
+            named(format!("binding the recovery service's address {}", cfg.request_addr), e)
+        })?;
         let recv_granted = set_buffer(
             request.as_raw_fd(),
             libc::SO_RCVBUFFORCE,
             libc::SO_RCVBUF,
             cfg.recv_buffer,
         )?;
-        // Replies leave from the request socket too: size its send side.
-        set_buffer(request.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, cfg.send_buffer)?;
         let request_local = v4(request.local_addr()?)?;
+
+        // The feed leaves from the recovery service's address and port, so a
+        // subscriber can check both on every datagram without being told
+        // anything (docs/PROTOCOL.md § 2.1). With the interface's address
+        // the same as the service's (or either unspecified) that is the
+        // service's own socket; with another interface address, a socket
+        // bound to that address and the service's port, which never reads.
+        let source =
+            if cfg.interface.is_unspecified() { *request_local.ip() } else { cfg.interface };
+        let data = if source == *request_local.ip() || request_local.ip().is_unspecified() {
+            None
+        } else {
+            let s = udp_socket()?;
+            let at = SocketAddrV4::new(source, request_local.port());
+            s.bind(&at.into()).map_err(|e| named(format!("binding the feed's source {at}"), e))?;
+            Some(s)
+        };
+        let feed = data.as_ref().unwrap_or(&request);
+        match cfg.ifindex()? {
+            Some(index) => sys::set_multicast_if_index(feed.as_raw_fd(), index),
+            None => feed.set_multicast_if_v4(&cfg.interface),
+        }
+        .map_err(|e| named("sending multicast".into(), e))?;
+        feed.set_multicast_ttl_v4(cfg.ttl)?;
+        feed.set_multicast_loop_v4(cfg.loopback)?;
+        // Size the feed's send side, and the replies' when they leave from
+        // another socket.
+        let send_granted =
+            set_buffer(feed.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, cfg.send_buffer)?;
+        if data.is_some() {
+            set_buffer(
+                request.as_raw_fd(),
+                libc::SO_SNDBUFFORCE,
+                libc::SO_SNDBUF,
+                cfg.send_buffer,
+            )?;
+        }
 
         let buffers = BufferSizes {
             send_requested: cfg.send_buffer,
@@ -138,7 +159,7 @@ impl MulticastPublisher {
     /// retrying transient errors a bounded number of times. Returns the first
     /// hard error, after trying every packet.
     fn send_batch(&mut self, dest: SocketAddrV4) -> io::Result<()> {
-        let fd = self.data.as_raw_fd();
+        let fd = self.data.as_ref().unwrap_or(&self.request).as_raw_fd();
         let mut next = 0;
         let mut retries = 0;
         let mut first_err = None;

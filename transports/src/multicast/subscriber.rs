@@ -37,6 +37,7 @@ impl MulticastSubscriber {
     /// (ephemeral port on `cfg.interface`). Errors name the interface.
     pub fn new(cfg: MulticastConfig) -> io::Result<Self> {
         cfg.validate()?;
+        let source = cfg.source.unwrap_or(FeedSource { addr: *cfg.request_addr.ip(), port: None });
         let iface = cfg.interface_text();
         let named = |what: String, e: io::Error| {
             io::Error::new(e.kind(), format!("{what} on {iface}: {}", crate::select::io_text(&e)))
@@ -123,7 +124,12 @@ impl MulticastSubscriber {
             pollfds,
             buffers,
             stats: SubStats::default(),
-            source: cfg.source.unwrap_or(FeedSource { addr: *cfg.request_addr.ip(), port: None }),
+            // The publisher sends the feed from its recovery service's port
+            // (whatever its address), so the port is checked in any case.
+            source: FeedSource {
+                port: Some(source.port.unwrap_or(cfg.request_addr.port())),
+                ..source
+            },
         })
     }
 

@@ -166,11 +166,26 @@ impl LogLimiter {
     }
 }
 
-/// Print `line` unless `limiter` says too many lines went out lately.
-pub(crate) fn log_limited(limiter: &mut LogLimiter, now: Instant, line: std::fmt::Arguments<'_>) {
+impl LogLimiter {
+    /// The lines suppressed since the last summary, now taken (print them
+    /// when the run ends, so no count is lost after a flood stops).
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
+}
+
+/// Print `line` to stderr unless `limiter` says too many lines went out
+/// lately; when an interval starts after lines were suppressed, first say how
+/// many, as `{who}: N similar connection log lines suppressed`.
+pub fn log_limited(
+    limiter: &mut LogLimiter,
+    now: Instant,
+    who: &str,
+    line: std::fmt::Arguments<'_>,
+) {
     let (ok, dropped) = limiter.allow(now);
     if dropped > 0 {
-        eprintln!("tcp publisher: {dropped} similar connection log lines suppressed");
+        eprintln!("{who}: {dropped} similar connection log lines suppressed");
     }
     if ok {
         eprintln!("{line}");
@@ -232,5 +247,10 @@ mod tests {
         assert_eq!(printed, LOG_LINES_PER_INTERVAL as usize);
         assert_eq!(l.allow(t0 + LOG_INTERVAL), (true, 100 - u64::from(LOG_LINES_PER_INTERVAL)));
         assert_eq!(l.allow(t0 + LOG_INTERVAL), (true, 0));
+        for i in 0..20 {
+            l.allow(t0 + LOG_INTERVAL + i * MS);
+        }
+        assert_eq!(l.take_suppressed(), 20 + 2 - u64::from(LOG_LINES_PER_INTERVAL));
+        assert_eq!(l.take_suppressed(), 0);
     }
 }

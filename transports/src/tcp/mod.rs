@@ -61,7 +61,7 @@ mod guard;
 mod publisher;
 mod subscriber;
 
-pub use guard::{LOG_INTERVAL, LOG_LINES_PER_INTERVAL, LogLimiter};
+pub use guard::{LOG_INTERVAL, LOG_LINES_PER_INTERVAL, LogLimiter, log_limited};
 pub use publisher::{
     CATCHUP_BUDGET, DEFAULT_HIGH_WATER, DEFAULT_IDLE_TIMEOUT, DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PER_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PUB_RECV_BUFFER,

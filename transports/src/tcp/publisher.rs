@@ -288,6 +288,7 @@ impl TcpPublisher {
                 log_limited(
                     &mut self.log,
                     Instant::now(),
+                    "tcp publisher",
                     format_args!(
                         "tcp publisher: disconnecting slow consumer {peer} ({}): {queued} bytes queued",
                         c.addr
@@ -353,6 +354,7 @@ impl TcpPublisher {
                     log_limited(
                         &mut self.log,
                         now,
+                        "tcp publisher",
                         format_args!(
                             "tcp publisher {}: refusing {addr}: {why} already connected",
                             self.local_addr
@@ -532,6 +534,7 @@ impl TcpPublisher {
                     log_limited(
                         &mut self.log,
                         now,
+                        "tcp publisher",
                         format_args!("tcp publisher: closing {peer} ({addr}): {reason}"),
                     );
                 }
@@ -579,6 +582,17 @@ impl TcpPublisher {
     fn report_pending(&mut self, on_event: &mut dyn FnMut(PubEvent<'_>)) {
         while let Some((peer, reason)) = self.pending.pop_front() {
             on_event(PubEvent::Disconnected { peer, reason });
+        }
+    }
+}
+
+impl Drop for TcpPublisher {
+    /// Say how many connection log lines the limit held back at the end, so
+    /// no count is lost when a flood stops before the next line.
+    fn drop(&mut self) {
+        let n = self.log.take_suppressed();
+        if n > 0 {
+            eprintln!("tcp publisher: {n} similar connection log lines suppressed");
         }
     }
 }

@@ -185,9 +185,9 @@ pub const DEFAULT_BUSY_POLL_BUDGET: u32 = 64;
 
 /// Configuration of an AF_XDP publisher or subscriber.
 ///
-/// Publisher: sends feed frames from `src_ip:src_port` to `dst` (a unicast
-/// peer or a multicast group) and answers requests on a kernel UDP socket
-/// bound to `request`.
+/// Publisher: sends feed frames from `src_ip:src_port` (the request port
+/// unless set) to `dst` (a unicast peer or a multicast group) and answers
+/// requests on a kernel UDP socket bound to `request`.
 ///
 /// Subscriber: accepts feed frames to `listen_port` addressed to `dst`'s IP
 /// when it is a multicast group (the subscriber joins it), or else to its own
@@ -207,7 +207,9 @@ pub struct XdpConfig {
     /// Publisher: the next hop's MAC. `None`: derived for a multicast group
     /// (01:00:5e:..), looked up in the kernel's neighbour table for unicast.
     pub dst_mac: Option<[u8; 6]>,
-    /// UDP source port of feed frames.
+    /// UDP source port of feed frames; 0 (the default): the port the
+    /// recovery service's socket is bound to, which subscribers expect the
+    /// feed from (docs/PROTOCOL.md § 10).
     pub src_port: u16,
     /// Subscriber: UDP port feed frames are accepted on (and steered by the program).
     pub listen_port: u16,
@@ -261,7 +263,7 @@ impl XdpConfig {
             src_mac: None,
             dst,
             dst_mac: None,
-            src_port: dst.port(),
+            src_port: 0,
             listen_port: dst.port(),
             request,
             frame_count: DEFAULT_FRAME_COUNT,

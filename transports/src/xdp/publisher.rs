@@ -127,16 +127,22 @@ impl XdpPublisher {
                 )
             })?,
         };
-        let endpoints = UdpEndpoints {
-            src_mac: cfg.src_mac.unwrap_or(info.mac),
-            dst_mac,
-            src: SocketAddrV4::new(src_ip, cfg.src_port),
-            dst: cfg.dst,
-            ttl: cfg.ttl,
-        };
         let requests = UdpSocket::bind(cfg.request).map_err(|e| {
             io::Error::new(e.kind(), format!("binding the request socket to {}: {e}", cfg.request))
         })?;
+        // The feed leaves from the recovery service's port unless told
+        // otherwise: subscribers check the source port of every frame.
+        let src_port = match cfg.src_port {
+            0 => requests.local_addr()?.port(),
+            p => p,
+        };
+        let endpoints = UdpEndpoints {
+            src_mac: cfg.src_mac.unwrap_or(info.mac),
+            dst_mac,
+            src: SocketAddrV4::new(src_ip, src_port),
+            dst: cfg.dst,
+            ttl: cfg.ttl,
+        };
         requests.set_nonblocking(true)?;
 
         let mut xsk = xsk::open(cfg, Steering::TxOnly, "publisher")?;

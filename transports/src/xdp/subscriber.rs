@@ -77,8 +77,8 @@ struct Classifier {
     feed_port: u16,
     /// Our request socket's local port (replies to it are Line::Unicast).
     unicast_port: u16,
-    /// The recovery service: feed frames must come from its address, and
-    /// replies from it exactly (frames bypass the kernel socket's connect).
+    /// The recovery service: feed frames and replies alike must come from
+    /// its address and port (frames bypass the kernel socket's connect).
     server: SocketAddrV4,
 }
 
@@ -351,11 +351,9 @@ fn handle_frame(
         x.not_ours += 1;
         return;
     };
-    let from_server = match line {
-        Line::Unicast => d.src == c.server,
-        _ => d.src.ip() == c.server.ip(),
-    };
-    if !from_server {
+    // Feed and replies alike come from the recovery service's address and
+    // port (docs/PROTOCOL.md § 10).
+    if d.src != c.server {
         stats.wrong_source += 1;
         return;
     }

@@ -977,6 +977,32 @@ fn an_end_of_session_the_service_never_answers_is_taken_after_the_retries() {
     assert_eq!(rx.poll_timeout(), None);
 }
 
+/// The tail before an end of session nobody confirms was lost too (the
+/// server has gone): the end's sequence says it existed, so it is NACKed and,
+/// with no answer, given up and counted; the session then ends instead of
+/// waiting forever for messages that will never come.
+#[test]
+fn the_tail_before_an_unconfirmed_end_is_recovered_or_given_up_then_the_session_ends() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    // 4..10 lost; the end says the session stopped at 10.
+    rx.handle_packet(t(1), Line::A, &end_of_session(E, 10));
+    let mut now = t(1);
+    let mut nacked = Vec::new();
+    let mut evs = events(&mut rx);
+    while let Some(next) = rx.poll_timeout() {
+        nacked.extend(sent(&mut rx, now).into_iter().filter(|r| r.0 == PacketKind::Nack));
+        assert!(now < t(60_000_000), "the receiver never gave up");
+        now = next;
+        rx.handle_timeout(now);
+        evs.extend(events(&mut rx));
+    }
+    assert_eq!(rx.stats().validation.eos_unconfirmed, 1);
+    assert!(nacked.iter().any(|r| (r.2, r.3) == (4, 6)), "the tail was NACKed: {nacked:?}");
+    assert_eq!(rx.stats().unrecovered, 1, "{:?}", rx.stats());
+    assert_eq!(evs.last(), Some(&Event::EndOfSession { next: SeqNo(10) }), "{evs:?}");
+}
+
 #[test]
 fn a_forged_epoch_does_not_switch_the_session() {
     let mut rx = Receiver::new(cfg());

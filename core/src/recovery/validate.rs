@@ -306,6 +306,9 @@ impl Receiver {
             {
                 self.stats.validation.eos_unconfirmed += 1;
                 self.end_of_session = Some(n);
+                // What it claims up to its end exists: recover the tail (or
+                // give it up, counted) instead of waiting for it forever.
+                self.reveal(now, n);
             }
         }
         self.end_probe_round(now);

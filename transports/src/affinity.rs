@@ -1,7 +1,24 @@
 //! Process-level helpers the binaries share: CPU pinning and CPU-time accounting.
 
+#![allow(unsafe_code)] // sched_{get,set}affinity and getrusage: libc calls on owned plain data
+
 use std::io;
 use std::time::Duration;
+
+/// The CPUs this process may run on, from `sched_getaffinity`.
+pub fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data (zero is the empty set); sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into the set we own, and
+    // CPU_ISSET reads a bit inside it (i < CPU_SETSIZE).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let n = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        Some((0..n).filter(|&i| libc::CPU_ISSET(i, &set)).collect())
+    }
+}
 
 /// Pin the calling thread to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {

@@ -22,6 +22,10 @@
 //! something happens. Spurious wake-ups are allowed: a `poll` may report nothing.
 
 #![warn(missing_docs)]
+// Unsafe code lives only in the modules that talk to the kernel directly
+// (each says `allow(unsafe_code)`), every block with its SAFETY comment.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::io;
 use std::time::Duration;

@@ -6,6 +6,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 
+pub use crate::affinity::allowed_cpus;
 use crate::lossy::{LossConfig, Lossy};
 use crate::{Publisher, Subscriber};
 
@@ -421,21 +422,6 @@ pub fn parse_ifname(s: &str) -> Result<String, String> {
         return Err(format!("{s:?} is not a network interface name (1-15 characters, e.g. eth0)"));
     }
     Ok(s.to_owned())
-}
-
-/// The CPUs this process may run on, from `sched_getaffinity`.
-pub fn allowed_cpus() -> Option<Vec<usize>> {
-    // SAFETY: cpu_set_t is plain data (zero is the empty set); sched_getaffinity
-    // writes at most size_of::<cpu_set_t>() bytes into the set we own, and
-    // CPU_ISSET reads a bit inside it (i < CPU_SETSIZE).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return None;
-        }
-        let n = 8 * std::mem::size_of::<libc::cpu_set_t>();
-        Some((0..n).filter(|&i| libc::CPU_ISSET(i, &set)).collect())
-    }
 }
 
 /// Parse `--cpu`: a CPU this process may run on.

@@ -20,6 +20,8 @@
 //! wall-clock instant the kernel took the packet in (for TCP: of the last
 //! segment the read returned). [`parse_rx_timestamp`] reads it.
 
+#![allow(unsafe_code)] // poll(2), recvmsg control messages and socket options
+
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;

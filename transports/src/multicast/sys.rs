@@ -3,6 +3,8 @@
 //! `SO_RCVBUFFORCE`, and choosing an interface by name. Every `unsafe` block of the transport lives here, each in
 //! a small function with its `SAFETY` argument, and each is unit tested below.
 
+#![allow(unsafe_code)] // sendmmsg/recvmmsg over preallocated slots, socket options
+
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddrV4};

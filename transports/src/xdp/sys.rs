@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `SO_BUSY_POLL` from `asm-generic/socket.h` (the libc crate does not export
 /// it for every Linux target): microseconds to busy-poll the device queue.
@@ -79,9 +79,9 @@ pub(crate) fn if_info(name: &str) -> io::Result<IfInfo> {
             ),
         ));
     }
-    let sock = OwnedFd::inet_dgram()?;
+    let sock = inet_dgram()?;
     let mac = {
-        let req = sock.ifreq_ioctl(name, libc::SIOCGIFHWADDR)?;
+        let req = ifreq_ioctl(&sock, name, libc::SIOCGIFHWADDR)?;
         // SAFETY: SIOCGIFHWADDR succeeded, so the kernel wrote `ifru_hwaddr`.
         let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
         let mut mac = [0u8; 6];
@@ -90,7 +90,7 @@ pub(crate) fn if_info(name: &str) -> io::Result<IfInfo> {
         }
         mac
     };
-    let ipv4 = match sock.ifreq_ioctl(name, libc::SIOCGIFADDR) {
+    let ipv4 = match ifreq_ioctl(&sock, name, libc::SIOCGIFADDR) {
         Ok(req) => {
             // SAFETY: SIOCGIFADDR succeeded, so the kernel wrote an AF_INET
             // `sockaddr_in` into `ifru_addr` (same size as `sockaddr`).
@@ -103,7 +103,7 @@ pub(crate) fn if_info(name: &str) -> io::Result<IfInfo> {
         Err(e) => return Err(e),
     };
     let mtu = {
-        let req = sock.ifreq_ioctl(name, libc::SIOCGIFMTU)?;
+        let req = ifreq_ioctl(&sock, name, libc::SIOCGIFMTU)?;
         // SAFETY: SIOCGIFMTU succeeded, so the kernel wrote `ifru_mtu`.
         let mtu = unsafe { req.ifr_ifru.ifru_mtu };
         mtu.max(0) as u32
@@ -250,41 +250,33 @@ pub(crate) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     libc::pollfd { fd, events, revents: 0 }
 }
 
-/// A file descriptor closed on drop (for short-lived ioctl sockets).
-struct OwnedFd(RawFd);
-
-impl OwnedFd {
-    fn inet_dgram() -> io::Result<OwnedFd> {
-        // SAFETY: socket(2) takes no pointers; the fd is owned by the result.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(OwnedFd(fd))
+/// A short-lived socket for the SIOCGIF* ioctls (std's `OwnedFd` closes it).
+fn inet_dgram() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers; the fd it returns is owned by no
+    // one else, so the `OwnedFd` made from it closes it exactly once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
-
-    fn ifreq_ioctl(&self, name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
-        // SAFETY: ifreq is plain old data; all-zero is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        // The caller checked name.len() < IFNAMSIZ, so the name stays NUL-terminated.
-        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        // SAFETY: `req` is a valid ifreq for these SIOCGIF* requests, which only
-        // write inside it.
-        let r = unsafe { libc::ioctl(self.0, request as _, &mut req as *mut libc::ifreq) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(req)
-    }
+    // SAFETY: as above: `fd` is open and ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-impl Drop for OwnedFd {
-    fn drop(&mut self) {
-        // SAFETY: the fd is owned by this value and closed exactly once.
-        unsafe { libc::close(self.0) };
+/// One SIOCGIF* request about interface `name` on `sock`.
+fn ifreq_ioctl(sock: &OwnedFd, name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // The caller checked name.len() < IFNAMSIZ, so the name stays NUL-terminated.
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
     }
+    // SAFETY: `req` is a valid ifreq for these SIOCGIF* requests, which only
+    // write inside it; the fd is open for the call (borrowed from `sock`).
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), request as _, &mut req as *mut libc::ifreq) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(req)
 }
 
 #[cfg(test)]

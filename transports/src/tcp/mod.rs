@@ -56,17 +56,19 @@
 //! # Ok(()) }
 //! ```
 
+mod config;
 mod framer;
 mod guard;
 mod publisher;
 mod subscriber;
 
-pub use guard::{LOG_INTERVAL, LOG_LINES_PER_INTERVAL, LogLimiter, log_limited};
-pub use publisher::{
+pub use config::{
     CATCHUP_BUDGET, DEFAULT_HIGH_WATER, DEFAULT_IDLE_TIMEOUT, DEFAULT_LOGIN_TIMEOUT,
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PER_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PUB_RECV_BUFFER,
-    DEFAULT_SEND_BUFFER, DEFAULT_SLOW_TIMEOUT, TcpPublisher, TcpPublisherConfig,
+    DEFAULT_SEND_BUFFER, DEFAULT_SLOW_TIMEOUT, TcpPublisherConfig,
 };
+pub use guard::{LOG_INTERVAL, LOG_LINES_PER_INTERVAL, LogLimiter, log_limited};
+pub use publisher::TcpPublisher;
 pub use subscriber::{DEFAULT_SUB_RECV_BUFFER, TcpSubscriber, TcpSubscriberConfig};
 
 #[allow(unused_imports)] // for doc links

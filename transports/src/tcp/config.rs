@@ -1,9 +1,11 @@
-//! [`TcpPublisherConfig`] and the limits a [`TcpPublisher`](super::TcpPublisher) works within.
+//! [`TcpPublisherConfig`] and the limits a [`TcpPublisher`] works within.
 
 use std::time::Duration;
 
 use tickwire_core::wire::DEFAULT_MAX_PACKET;
 
+#[allow(unused_imports)] // for doc links
+use super::TcpPublisher;
 #[allow(unused_imports)] // for doc links
 use crate::{DisconnectReason, Publisher};
 

@@ -36,6 +36,7 @@ pub mod affinity;
 pub mod args;
 pub mod auth;
 pub mod backoff;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod idle;
 pub mod lossy;

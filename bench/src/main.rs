@@ -86,8 +86,9 @@ struct Args {
     /// Directory holding the `server` and `client` binaries (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// First port (default: chosen from the process id, so that concurrent runs differ).
-    #[arg(long)]
+    /// First of the 1000 ports the run uses (default: 20000 + 1000 × (pid mod 40), so that
+    /// concurrent runs differ).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1024..=64_000))]
     base_port: Option<u16>,
 }
 
@@ -100,7 +101,8 @@ struct Ports {
 
 impl Ports {
     fn take(&mut self) -> u16 {
-        let p = self.base + (self.next % 2000 * 4) as u16;
+        // 250 runs of 4 ports before a port is used again (long closed by then).
+        let p = self.base + (self.next % 250 * 4) as u16;
         self.next += 1;
         p
     }
@@ -130,6 +132,11 @@ fn machine() -> String {
 fn has_xdp(bin: &Path) -> bool {
     let needle = b"the xdp transport is not built into this binary";
     std::fs::read(bin).is_ok_and(|b| !b.windows(needle.len()).any(|w| w == needle))
+}
+
+/// Namespace names start with this: `twc` and the harness's pid.
+fn netns_prefix() -> String {
+    format!("twc{}", std::process::id())
 }
 
 fn is_root() -> bool {
@@ -256,7 +263,7 @@ fn main() -> anyhow::Result<()> {
     if need_netns {
         let max_clients =
             plan.cells.iter().filter(|c| c.net == Net::Netns).map(|c| c.clients).max().unwrap_or(1);
-        let prefix = format!("twc{}", std::process::id());
+        let prefix = netns_prefix();
         eprintln!(
             "compare: making namespaces {prefix}srv, {prefix}mid (bridge br0), {prefix}cli1..{max_clients}"
         );
@@ -327,7 +334,7 @@ fn main() -> anyhow::Result<()> {
         pa.messages,
         out.display()
     );
-    let base_port = a.base_port.unwrap_or(20_000 + (std::process::id() % 4) as u16 * 8_000);
+    let base_port = a.base_port.unwrap_or(20_000 + (std::process::id() % 40) as u16 * 1_000);
     let env = RunEnv {
         bins: &bins,
         dir: &raw,
@@ -376,7 +383,7 @@ fn main() -> anyhow::Result<()> {
         "kernel_losses_percent": pa.kernel_losses, "modes": pa.modes, "messages": pa.messages,
         "floor_secs": floor_secs, "linger_ms": a.linger_ms, "verify": a.verify,
         "transports": a.transports.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-        "root": root, "sockperf": sockperf, "xdp_in_binaries": xdp_bins, "netns": topo.is_some(),
+        "root": root, "sockperf": sockperf, "xdp_in_binaries": xdp_bins, "netns": topo.is_some(), "netns_prefix": netns_prefix(),
         "bins": bins.display().to_string(), "machine": machine(),
     });
     drop(topo);

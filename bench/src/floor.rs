@@ -12,7 +12,7 @@ use crate::netns::Topology;
 use crate::proc::{Proc, port_bound, shown, strs, wrap};
 
 /// Where a floor (or a cell) runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Net {
     /// Host loopback, 127.0.0.1.

@@ -74,9 +74,12 @@ struct Args {
     /// No warm-up run before the repetitions.
     #[arg(long)]
     no_warmup: bool,
-    /// Leave out the namespace topology even as root.
+    /// Leave out the namespace topology even as root (same as --nets loopback).
     #[arg(long)]
     no_netns: bool,
+    /// Paths to run cells on: loopback, netns (namespaces: root).
+    #[arg(long, value_delimiter = ',', default_value = "loopback,netns")]
+    nets: Vec<Net>,
     /// Check every delivered message against the seed in the clients (costs client CPU).
     #[arg(long)]
     verify: bool,
@@ -206,7 +209,7 @@ fn main() -> anyhow::Result<()> {
     let full = a.full;
     let root = is_root();
     let ip = available("ip", "-V");
-    let want_netns = !a.no_netns;
+    let want_netns = !a.no_netns && a.nets.contains(&Net::Netns);
     let netns_ok = want_netns && root && ip;
     let xdp_bins = has_xdp(&bins.join("server")) && has_xdp(&bins.join("client"));
     let sockperf = available("sockperf", "--version");
@@ -233,8 +236,9 @@ fn main() -> anyhow::Result<()> {
             vec![]
         }),
         netns: netns_ok,
-        netns_skip_reason: if a.no_netns {
-            "--no-netns".into()
+        loopback: a.nets.contains(&Net::Loopback),
+        netns_skip_reason: if !want_netns {
+            "not asked for (--no-netns or --nets)".into()
         } else if !root {
             "not root (needs ip netns, veth, nftables or netem)".into()
         } else {

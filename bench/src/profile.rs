@@ -30,6 +30,8 @@ pub struct ProfileArgs {
     pub messages: u64,
     /// Idle modes besides `default`.
     pub modes: Vec<Mode>,
+    /// Whether to run the loopback cells.
+    pub loopback: bool,
     /// Whether the namespace cells can run (root, `ip` present).
     pub netns: bool,
     /// Why they cannot, when they cannot.
@@ -99,49 +101,55 @@ pub fn plan(a: &ProfileArgs) -> Plan {
     let kernel: Vec<TransportKind> =
         [TransportKind::Tcp, TransportKind::Multicast].into_iter().filter(|&k| has(k)).collect();
 
-    let s = p.scenario("rate", "Offered rate (loopback, 1 client)".into());
-    for &k in &kernel {
-        for &r in std::iter::once(&a.rate).chain(&a.rates) {
-            p.add(s, CellSpec { rate: r, ..base(k, Net::Loopback) });
-        }
-    }
-    let s = p.scenario("clients", format!("Subscribers (loopback, {} msg/s)", a.rate));
-    for &k in &kernel {
-        for &n in &a.clients {
-            p.add(s, CellSpec { clients: n, ..base(k, Net::Loopback) });
-        }
-    }
-    if has(TransportKind::Multicast) {
-        let s = p.scenario(
-            "inproc-loss",
-            "Seeded in-process loss at each client (loopback, multicast, --drop-rate)".into(),
-        );
-        p.add(s, base(TransportKind::Multicast, Net::Loopback));
-        for &d in &a.drop_rates {
-            p.add(s, CellSpec { drop_rate: d, ..base(TransportKind::Multicast, Net::Loopback) });
-        }
-        let s =
-            p.scenario("ab", "A/B feeds (loopback, multicast, --group-b, in-process loss)".into());
-        let d = a.drop_rates.iter().copied().fold(0.0, f64::max);
-        for ab in [false, true] {
-            p.add(
-                s,
-                CellSpec { drop_rate: d, ab, ..base(TransportKind::Multicast, Net::Loopback) },
-            );
-        }
-    } else {
-        p.skipped.push("in-process loss and A/B rows: multicast not among --transports".into());
-    }
-    if !a.modes.is_empty() {
-        let s = p.scenario("idle", "Idle mode (loopback, 1 client)".into());
+    if a.loopback {
+        let s = p.scenario("rate", "Offered rate (loopback, 1 client)".into());
         for &k in &kernel {
-            p.add(s, base(k, Net::Loopback));
-            for &m in &a.modes {
-                p.add(s, CellSpec { mode: m, ..base(k, Net::Loopback) });
+            for &r in std::iter::once(&a.rate).chain(&a.rates) {
+                p.add(s, CellSpec { rate: r, ..base(k, Net::Loopback) });
+            }
+        }
+        let s = p.scenario("clients", format!("Subscribers (loopback, {} msg/s)", a.rate));
+        for &k in &kernel {
+            for &n in &a.clients {
+                p.add(s, CellSpec { clients: n, ..base(k, Net::Loopback) });
+            }
+        }
+        if has(TransportKind::Multicast) {
+            let s = p.scenario(
+                "inproc-loss",
+                "Seeded in-process loss at each client (loopback, multicast, --drop-rate)".into(),
+            );
+            p.add(s, base(TransportKind::Multicast, Net::Loopback));
+            for &d in &a.drop_rates {
+                p.add(
+                    s,
+                    CellSpec { drop_rate: d, ..base(TransportKind::Multicast, Net::Loopback) },
+                );
+            }
+            let s = p.scenario(
+                "ab",
+                "A/B feeds (loopback, multicast, --group-b, in-process loss)".into(),
+            );
+            let d = a.drop_rates.iter().copied().fold(0.0, f64::max);
+            for ab in [false, true] {
+                p.add(
+                    s,
+                    CellSpec { drop_rate: d, ab, ..base(TransportKind::Multicast, Net::Loopback) },
+                );
+            }
+        } else {
+            p.skipped.push("in-process loss and A/B rows: multicast not among --transports".into());
+        }
+        if !a.modes.is_empty() {
+            let s = p.scenario("idle", "Idle mode (loopback, 1 client)".into());
+            for &k in &kernel {
+                p.add(s, base(k, Net::Loopback));
+                for &m in &a.modes {
+                    p.add(s, CellSpec { mode: m, ..base(k, Net::Loopback) });
+                }
             }
         }
     }
-
     let mut netns: Vec<TransportKind> = kernel.clone();
     if has(TransportKind::Xdp) {
         if a.xdp {
@@ -164,9 +172,8 @@ pub fn plan(a: &ProfileArgs) -> Plan {
     }
     let s = p.scenario("netns", format!("Across the namespace topology ({} msg/s)", a.rate));
     for &k in &netns {
-        p.add(s, base(k, Net::Netns));
-        if a.full {
-            p.add(s, CellSpec { rate: 0, ..base(k, Net::Netns) });
+        for &r in std::iter::once(&a.rate).chain(&a.rates) {
+            p.add(s, CellSpec { rate: r, ..base(k, Net::Netns) });
         }
     }
     let s = p.scenario("kernel-loss", "Real kernel loss on the bridge (namespaces)".into());
@@ -208,6 +215,7 @@ mod tests {
             kernel_losses: vec![0.1, 1.0, 5.0, 20.0],
             messages: 1000,
             modes: vec![],
+            loopback: true,
             netns,
             netns_skip_reason: "not root".into(),
             xdp: netns,
@@ -222,7 +230,7 @@ mod tests {
         assert_eq!(p.scenarios.len(), 4);
         assert_eq!(p.skipped.len(), 1);
         let p = plan(&args(true));
-        assert_eq!(p.cells.len(), 9 + 3 + 12);
+        assert_eq!(p.cells.len(), 9 + 6 + 12);
         assert!(p.skipped.is_empty());
     }
 }

@@ -252,7 +252,7 @@ fn tiny_profile_across_namespaces_with_kernel_loss() {
     }
     for t in &want {
         let n = report.lines().filter(|l| l.starts_with(&format!("| {t} | netns |"))).count();
-        assert_eq!(n, 2, "{t}: a clean and a lossy row\n{report}");
+        assert_eq!(n, 3, "{t}: two rates and a lossy row\n{report}");
         assert!(
             report
                 .lines()

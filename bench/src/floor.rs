@@ -80,7 +80,7 @@ pub struct FloorRun {
 }
 
 /// Remove ANSI colour sequences (sockperf colours some lines).
-fn strip_ansi(s: &str) -> String {
+pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -98,7 +98,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// The first number in `s` (after skipping spaces and `=`).
-fn lead_num(s: &str) -> Option<f64> {
+pub fn lead_num(s: &str) -> Option<f64> {
     let s = s.trim_start_matches([' ', '=']);
     let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).unwrap_or(s.len());
     s[..end].parse().ok()

@@ -34,7 +34,7 @@ use tickwire_transports::select::TransportKind;
 #[derive(Debug, Parser)]
 #[command(name = "compare")]
 struct Args {
-    /// Report directory (default: results/<UTC timestamp>/).
+    /// Report directory (default: `results/<UTC timestamp>/`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Wider sweeps: more rates, up to 32 clients, more loss rates, idle modes, more repetitions.

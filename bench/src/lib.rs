@@ -10,7 +10,7 @@
 //! ([`report`]) gives medians with min and max, and [`plots`] draws them.
 //!
 //! ```text
-//! cargo build --release --bins --features xdp
+//! cargo build --release --bins --all-features
 //! target/release/compare                     # default profile, report in results/<timestamp>/
 //! target/release/compare --full --out /tmp/r  # wider sweeps
 //! ```

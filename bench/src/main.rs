@@ -8,7 +8,7 @@
 //! and PNG) and a `.hgrm` per cell. Every command line is printed as it runs.
 //!
 //! ```text
-//! cargo build --release --bins --features xdp && target/release/compare
+//! cargo build --release --bins --all-features && target/release/compare
 //! target/release/compare --full --out /tmp/full
 //! target/release/compare --transports tcp,multicast --clients 1,4,16,32 --rate 50000
 //! ```
@@ -40,7 +40,7 @@ struct Args {
     /// Wider sweeps: more rates, up to 32 clients, more loss rates, idle modes, more repetitions.
     #[arg(long)]
     full: bool,
-    /// Transports (xdp runs across the namespaces: root, binaries built with --features xdp).
+    /// Transports (xdp runs across the namespaces: root, binaries built with --all-features).
     #[arg(long, value_delimiter = ',', default_value = "tcp,multicast,xdp")]
     transports: Vec<TransportKind>,
     /// The fixed offered rate of most cells, msgs/s.

@@ -157,7 +157,7 @@ pub fn plan(a: &ProfileArgs) -> Plan {
         } else if a.netns {
             p.skipped.push(
                 "xdp: the server/client binaries were built without the xdp feature \
-                 (cargo build --release --bins --features xdp)"
+                 (cargo build --release --bins --all-features)"
                     .into(),
             );
         }

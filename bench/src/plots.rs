@@ -22,6 +22,18 @@ pub const FONTS: [&str; 4] = [
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
 ];
 
+/// Series colours (matplotlib's tab10: distinct on white, no yellow).
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
 /// Pixel size of every plot.
 const SIZE: (u32, u32) = (960, 600);
 
@@ -123,7 +135,7 @@ fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> Result<
         .draw()
         .map_err(e)?;
     for (i, (name, pts)) in c.series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()].to_rgba();
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
             .map_err(e)?
@@ -282,41 +294,40 @@ pub fn draw_all(r: &Results, dir: &Path, base_rate: u64) -> Result<Vec<String>, 
     };
     save(dir, "server_cpu_vs_clients", &[cpu], &mut out)?;
 
-    // 4. Recovery time p99 and unrecovered gaps vs loss, per transport and mechanism.
-    let lossy = |f: fn(&CellRun) -> Option<f64>| {
-        group(
-            r.plan
-                .cells
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.ab && s.clients == 1 && s.mode == Mode::Default)
-                .filter_map(move |(i, s)| {
-                    let (label, x) = if s.kernel_loss > 0.0 {
-                        (format!("{} (bridge)", s.transport), s.kernel_loss)
-                    } else if s.drop_rate > 0.0 {
-                        (format!("{} (in-process)", s.transport), s.drop_rate * 100.0)
-                    } else {
-                        return None;
-                    };
-                    Some((label, x, med(r, i, f)?))
-                }),
-        )
+    // 4. Recovery time p99 and unrecovered gaps vs loss (log scale), per transport and mechanism.
+    let lossy = |f: fn(&CellRun) -> Option<f64>, with_tcp: bool| {
+        let cells = r.plan.cells.iter().enumerate();
+        group(cells.filter(|(_, s)| !s.ab && s.clients == 1 && s.mode == Mode::Default).filter_map(
+            move |(i, s)| {
+                if s.transport == tickwire_transports::select::TransportKind::Tcp && !with_tcp {
+                    return None;
+                }
+                let (label, x) = if s.kernel_loss > 0.0 {
+                    (format!("{} (bridge)", s.transport), s.kernel_loss)
+                } else if s.drop_rate > 0.0 {
+                    (format!("{} (in-process)", s.transport), s.drop_rate * 100.0)
+                } else {
+                    return None;
+                };
+                Some((label, x.log10(), med(r, i, f)?))
+            },
+        ))
     };
     let rec = Chart {
-        title: "Recovery time p99 vs loss".into(),
-        x_label: "loss %",
+        title: "Recovery time p99 vs loss (NACK/snapshot; tcp recovers in the kernel)".into(),
+        x_label: "loss % (log)",
         y_label: "recovery p99 µs",
-        series: lossy(|x| x.recovery_p99_us),
-        x_fmt: plain,
+        series: lossy(|x| x.recovery_p99_us, false),
+        x_fmt: pow10_label,
         y_fmt: plain,
         integer_x: false,
     };
     let unrec = Chart {
         title: "Unrecovered gaps vs loss".into(),
-        x_label: "loss %",
+        x_label: "loss % (log)",
         y_label: "unrecovered gaps (median)",
-        series: lossy(|x| x.unrecovered),
-        x_fmt: plain,
+        series: lossy(|x| x.unrecovered, true),
+        x_fmt: pow10_label,
         y_fmt: plain,
         integer_x: false,
     };

@@ -289,6 +289,23 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "## Failed runs\n\n{}\n", failures.join("\n"));
     }
     let _ = writeln!(s, "## Command lines (rerun any cell by hand)\n");
+    if let Some(prefix) = r.config["netns_prefix"].as_str().filter(|_| r.config["netns"] == true) {
+        let n = r
+            .plan
+            .cells
+            .iter()
+            .filter(|c| c.net == crate::floor::Net::Netns)
+            .map(|c| c.clients)
+            .max();
+        let _ = writeln!(
+            s,
+            "The namespace cells ran in namespaces removed at the end of the run; \
+             `xdp-setup/topology.sh up {prefix} {}` makes the same ones (names, addresses) to rerun them, \
+             `xdp-setup/topology.sh down {prefix} {0}` removes them. Datagram clients start before their server, \
+             the tcp server before its clients, in the order shown.\n",
+            n.unwrap_or(1)
+        );
+    }
     for f in &r.floors {
         let _ = writeln!(s, "{}:\n\n```sh\n{}\n```\n", f.key.label(), f.commands.join("\n"));
     }

@@ -275,6 +275,10 @@ fn tiny_profile_across_namespaces_with_kernel_loss() {
     assert!(ids.iter().any(|i| i.ends_with("-loss1")));
     assert!(stderr.contains("bridge loss 1% by "), "{stderr}");
     let prefix = json["config"]["netns_prefix"].as_str().unwrap();
+    assert!(
+        report.contains(&format!("xdp-setup/topology.sh up {prefix} 1")),
+        "how to rerun a netns cell"
+    );
     let list = String::from_utf8_lossy(
         &Command::new("ip").args(["netns", "list"]).output().unwrap().stdout,
     )

@@ -282,8 +282,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let nets: Vec<Net> =
-        if topo.is_some() { vec![Net::Loopback, Net::Netns] } else { vec![Net::Loopback] };
+    // The floor of every path that has cells.
+    let nets: Vec<Net> = [Net::Loopback, Net::Netns]
+        .into_iter()
+        .filter(|&n| {
+            plan.cells.iter().any(|c| c.net == n) && (n == Net::Loopback || topo.is_some())
+        })
+        .collect();
     let mut floors: Vec<FloorResult> = Vec::new();
     if sockperf {
         for &net in &nets {

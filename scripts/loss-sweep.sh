@@ -4,7 +4,7 @@
 # on the bridge" tables, with recovery time and unrecovered gaps plotted
 # against the loss rate; docs/BENCHMARKS.md, docs/LOSS.md).
 #
-#   scripts/loss-sweep.sh [inproc|netem|both]      (default: both; netem needs root)
+#   scripts/loss-sweep.sh [inproc|netem|both] [compare flags...]   (default: both; netem needs root)
 #
 # Environment: LOSSES (percent, default "0.1 1 5 20"), RATE (msg/s, default
 # 100000), BIN (directory of the binaries, default target/fast-test), OUT (the
@@ -30,4 +30,4 @@ esac
 args=(--nets "$nets" --transports "$transports" --rate "${RATE:-100000}" --clients 1
       --drop-rates "$frac" --kernel-losses "$pct" --bin-dir "$BIN")
 [ -n "${OUT:-}" ] && args+=(--out "$OUT")
-exec "$BIN/compare" "${args[@]}"
+exec "$BIN/compare" "${args[@]}" "${@:2}"

@@ -5,7 +5,7 @@
 # own namespaces, measures the sockperf floor beside the cells and writes a
 # report with plots (docs/BENCHMARKS.md).
 #
-#   compare-ns.sh [RUNS] [MESSAGES] [FIXED_RATE]     defaults: 3 100000 100000
+#   compare-ns.sh [RUNS] [MESSAGES] [FIXED_RATE] [compare flags...]     defaults: 3 100000 100000
 #
 # Runs: compare --nets netns --runs RUNS --messages MESSAGES --rate FIXED_RATE
 # with the binaries in $BIN (default target/fast-test, built with
@@ -16,4 +16,4 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 BIN="${BIN:-$HERE/../target/fast-test}"
 args=(--nets netns --runs "${1:-3}" --messages "${2:-100000}" --rate "${3:-100000}" --bin-dir "$BIN")
 [ -n "${OUT:-}" ] && args+=(--out "$OUT")
-exec "$BIN/compare" "${args[@]}"
+exec "$BIN/compare" "${args[@]}" "${@:4}"

@@ -159,10 +159,10 @@ pub fn markdown(r: &Results) -> String {
     let c = &r.config;
     let _ = writeln!(
         s,
-        "Profile `{}`; {} repetitions after a warm-up run per transport and path; medians, \
-         min–max in brackets. Wall time {:.0} s.{}\n",
+        "Profile `{}`; {} repetitions{}; medians, min–max in brackets. Wall time {:.0} s.{}\n",
         c["profile"].as_str().unwrap_or("?"),
         c["repetitions"],
+        if c["warmup"] == true { " after a warm-up run per transport and path" } else { "" },
         r.wall_s,
         if r.interrupted { " **Interrupted (Ctrl-C): partial.**" } else { "" }
     );

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: build, run a server and a client over loopback with the
 # client's live view (10 s of TCP by default; TRANSPORT=multicast, DURATION=30s,
-# RATE=500000 change it), then a short side-by-side comparison of tcp and
-# multicast with 1 and 4 subscribers (COMPARE=0 skips it).
+# RATE=500000 change it), then a short comparison run of tcp and multicast on
+# loopback, one repetition of each cell, with its report, plots and JSON in
+# target/demo-compare/ (COMPARE=0 skips it; target/release/compare alone runs
+# the default profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then
@@ -39,6 +41,7 @@ echo "latency histogram: target/demo-latency.hgrm"
 
 if [ "${COMPARE:-1}" != 0 ]; then
     echo
-    echo "== side by side: tcp vs multicast (docs/BENCHMARKS.md has the full sweep)"
-    ./target/release/compare --transports tcp,multicast --clients 1,4 --rate 100000 --messages 200000 --runs 1
+    echo "== side by side: tcp vs multicast on loopback (docs/BENCHMARKS.md has the default profile)"
+    ./target/release/compare --transports tcp,multicast --nets loopback --clients 1,4 --rate 100000 \
+        --runs 1 --out target/demo-compare
 fi

@@ -9,12 +9,15 @@
 #   run:    iproute2 (ip netns / veth), ethtool (checksum offload off on veths),
 #           nftables and iptables (loss injection: xdp-setup/netem.sh), smcroute
 #           (the multicast router of xdp-setup/routed.sh and client/tests/routed_e2e.rs).
+#   bench:  sockperf (the kernel floor that `compare` and `latency` measure beside
+#           the transports), fonts-dejavu-core (the TrueType font compare's plots
+#           are drawn with; plotters rasterises it itself, no fontconfig).
 #
 # Idempotent: packages already installed are reported and skipped.
 # Usage: sudo xdp-setup/install-deps.sh
 set -eu
 
-PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables smcroute"
+PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables smcroute sockperf fonts-dejavu-core"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: must run as root (apt-get install)" >&2

@@ -26,7 +26,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, ValueEnum};
 use serde_json::{Value, json};
+use tickwire_bench::proc::{Proc, shown, strs, wait_all, wait_ready, wrap};
+use tickwire_bench::stats::{Agg, agg, med_range, num, ratio};
 use tickwire_transports::select::{TransportKind, parse_duration};
 
 /// Namespace prefix of the xdp topology (`xdp-setup/topology.sh up twlat 1`).
@@ -252,58 +254,6 @@ const PARTS: [(&str, &str); 4] = [
     ("received_to_applied", "received→applied"),
 ];
 
-/// Median, min and max of the values that are present.
-#[derive(Debug, Clone, Copy, Default)]
-struct Agg {
-    /// Median (mean of the middle two for an even count).
-    median: Option<f64>,
-    /// Smallest.
-    min: Option<f64>,
-    /// Largest.
-    max: Option<f64>,
-    /// Values present.
-    n: usize,
-}
-
-/// Aggregate the present, finite values.
-fn agg(values: impl IntoIterator<Item = Option<f64>>) -> Agg {
-    let mut v: Vec<f64> = values.into_iter().flatten().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return Agg::default();
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Agg { median: Some(median), min: Some(v[0]), max: Some(v[n - 1]), n }
-}
-
-impl Agg {
-    /// `{median, min, max, n}`.
-    fn to_json(self) -> Value {
-        json!({ "median": self.median, "min": self.min, "max": self.max, "n": self.n })
-    }
-}
-
-/// A number with precision to suit its size, or `n/a`.
-fn num(v: Option<f64>) -> String {
-    match v {
-        None => "n/a".into(),
-        Some(x) if x.abs() < 10.0 => format!("{x:.2}"),
-        Some(x) if x.abs() < 1000.0 => format!("{x:.1}"),
-        Some(x) => format!("{x:.0}"),
-    }
-}
-
-/// The median with the min–max range when there was more than one run.
-fn med_range(a: Agg) -> String {
-    match (a.median, a.min, a.max) {
-        (Some(m), Some(lo), Some(hi)) if a.n > 1 => {
-            format!("{} ({}–{})", num(Some(m)), num(Some(lo)), num(Some(hi)))
-        }
-        _ => num(a.median),
-    }
-}
-
 /// A latency field of a `LatencySummary` JSON object, ns → µs; absent, or
 /// `count` 0 (not measured on this path), is `None`.
 fn lat_us(summary: &Value, field: &str) -> Option<f64> {
@@ -311,167 +261,6 @@ fn lat_us(summary: &Value, field: &str) -> Option<f64> {
         return None;
     }
     summary.get(field)?.as_f64().map(|ns| ns / 1e3)
-}
-
-/// `a / b` when both are present and `b` is positive.
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    }
-}
-
-/// A command line as it would be typed (arguments with spaces quoted).
-fn shown(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| if a.contains(' ') || a.is_empty() { format!("'{a}'") } else { a.clone() })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A child process with its output in files; killed if still running when dropped.
-#[derive(Debug)]
-struct Proc {
-    /// The process.
-    child: Child,
-    /// Name for messages.
-    name: String,
-    /// File holding its stdout.
-    out: PathBuf,
-    /// File holding its stderr.
-    err: PathBuf,
-}
-
-impl Proc {
-    /// Start `argv` with stdout and stderr in `dir/tag.out` and `dir/tag.err`.
-    fn spawn(name: &str, argv: &[String], dir: &Path, tag: &str) -> anyhow::Result<Proc> {
-        let out = dir.join(format!("{tag}.out"));
-        let err = dir.join(format!("{tag}.err"));
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out)?)
-            .stderr(std::fs::File::create(&err)?)
-            .spawn()
-            .with_context(|| format!("starting {name}: {}", shown(argv)))?;
-        Ok(Proc { child, name: name.into(), out, err })
-    }
-
-    /// The exit status, if it has exited.
-    fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        Ok(self.child.try_wait()?)
-    }
-
-    /// Everything it printed on stdout so far.
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    /// The last `n` lines of stderr, indented, for error messages.
-    fn stderr_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.err).unwrap_or_default();
-        // An anyhow error with RUST_BACKTRACE set: the error, not the backtrace.
-        let text = text.split("Stack backtrace:").next().unwrap_or("");
-        let lines: Vec<&str> = text.trim_end().lines().collect();
-        let mut s = String::new();
-        for l in &lines[lines.len().saturating_sub(n)..] {
-            let _ = writeln!(s, "    {l}");
-        }
-        let _ = write!(s, "    (full stderr: {})", self.err.display());
-        s
-    }
-
-    /// The last line of stdout that is a JSON object.
-    fn json(&self) -> anyhow::Result<Value> {
-        let out = self.stdout();
-        let line = out
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .with_context(|| format!("{} printed no JSON summary", self.name))?;
-        serde_json::from_str(line).with_context(|| format!("{}'s JSON summary", self.name))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Wait until every process has exited successfully; the first failure,
-/// Ctrl-C or the deadline is an error (the processes are killed on drop).
-fn wait_all(procs: &mut [&mut Proc], limit: Duration, stop: &AtomicBool) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        let mut running = Vec::new();
-        for p in procs.iter_mut() {
-            match p.exited()? {
-                Some(st) if !st.success() => {
-                    bail!("{} exited with {st}:\n{}", p.name, p.stderr_tail(6))
-                }
-                Some(_) => {}
-                None => running.push(p.name.clone()),
-            }
-        }
-        if running.is_empty() {
-            return Ok(());
-        }
-        if stop.load(Ordering::Relaxed) {
-            bail!("interrupted");
-        }
-        if start.elapsed() > limit {
-            bail!("{} still running after {limit:?}", running.join(", "));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Wait until `ready()` holds while `proc` keeps running.
-fn wait_ready(
-    proc: &mut Proc,
-    what: &str,
-    limit: Duration,
-    stop: &AtomicBool,
-    mut ready: impl FnMut() -> bool,
-) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !ready() {
-        if let Some(st) = proc.exited()? {
-            bail!("{} exited ({st}) before {what}:\n{}", proc.name, proc.stderr_tail(6));
-        }
-        if stop.load(Ordering::Relaxed) {
-            bail!("interrupted");
-        }
-        if start.elapsed() > limit {
-            bail!("{} not {what} after {limit:?}:\n{}", proc.name, proc.stderr_tail(6));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
-}
-
-/// True when process `pid`'s network namespace has a `proto` socket bound to
-/// `port` (listening, for tcp); reads `/proc/PID/net/{udp,tcp}`, so it works
-/// for a process inside another namespace too.
-fn port_bound(pid: u32, proto: Proto, port: u16) -> bool {
-    let file = match proto {
-        Proto::Udp => "udp",
-        Proto::Tcp => "tcp",
-    };
-    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
-        return false;
-    };
-    let want = format!(":{port:04X}");
-    table.lines().skip(1).any(|l| {
-        let mut f = l.split_whitespace();
-        let local = f.nth(1).unwrap_or("");
-        let state = f.nth(1).unwrap_or("");
-        local.ends_with(&want) && (proto == Proto::Udp || state == "0A")
-    })
 }
 
 /// Everything one repetition needs to know about the environment.
@@ -487,19 +276,6 @@ struct Env {
     stop: Arc<AtomicBool>,
 }
 
-/// Prefix `argv` with `ip netns exec NS` and/or `taskset -c CPU`.
-fn wrap(ns: Option<&str>, cpu: Option<usize>, argv: Vec<String>) -> Vec<String> {
-    let mut v = Vec::new();
-    if let Some(ns) = ns {
-        v.extend(["ip", "netns", "exec", ns].map(String::from));
-    }
-    if let Some(cpu) = cpu {
-        v.extend(["taskset".to_string(), "-c".to_string(), cpu.to_string()]);
-    }
-    v.extend(argv);
-    v
-}
-
 /// Append `flag value` pairs to a command line.
 fn pairs(argv: &mut Vec<String>, flags: &[(&str, &str)]) {
     for (flag, value) in flags {
@@ -508,44 +284,16 @@ fn pairs(argv: &mut Vec<String>, flags: &[(&str, &str)]) {
     }
 }
 
-/// Owned copies of string literals.
-fn strs(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
-}
-
-/// Remove ANSI colour sequences (sockperf colours some lines).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The first number in `s` (after skipping spaces and `=`).
-fn lead_num(s: &str) -> Option<f64> {
-    let s = s.trim_start_matches([' ', '=']);
-    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).unwrap_or(s.len());
-    s[..end].parse().ok()
-}
-
 /// Parse `sockperf ping-pong` output: `---> percentile 50.000 =   38.712`,
 /// `====> avg-latency=37.319 (std-dev=...)`, `---> <MAX> observation = ...`,
 /// `Total N observations`, `# dropped messages = N; ...` (µs, half round trip).
 fn parse_sockperf(text: &str) -> FloorRun {
-    let text = strip_ansi(text);
+    let text = tickwire_bench::floor::strip_ansi(text);
     let mut r = FloorRun::default();
     for line in text.lines() {
-        let after = |key: &str| line.find(key).and_then(|i| lead_num(&line[i + key.len()..]));
+        let after = |key: &str| {
+            line.find(key).and_then(|i| tickwire_bench::floor::lead_num(&line[i + key.len()..]))
+        };
         if let Some(v) = after("percentile 50.000") {
             r.p50 = Some(v);
         } else if let Some(v) = after("percentile 99.000") {
@@ -610,7 +358,7 @@ fn floor_run(
     let mut server = Proc::spawn("sockperf server", &srv, &env.dir, &format!("{tag}.srv"))?;
     let pid = server.child.id();
     wait_ready(&mut server, "listening", Duration::from_secs(10), &env.stop, || {
-        port_bound(pid, key.proto, port)
+        tickwire_bench::proc::port_bound(pid, key.proto == Proto::Tcp, port)
     })?;
     let mut client = Proc::spawn("sockperf ping-pong", &cli, &env.dir, &format!("{tag}.cli"))?;
     wait_all(&mut [&mut client], Duration::from_secs(u64::from(args.floor_secs) + 30), &env.stop)?;

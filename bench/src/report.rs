@@ -1,0 +1,389 @@
+//! What a comparison run produced, and how it is written: `report.md` (a
+//! table per scenario, the floor, the skipped parts, every command line) and
+//! `results.json` (every figure, every run, the raw summaries).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tickwire_transports::select::TransportKind;
+
+use crate::cell::{CellRun, CellSpec};
+use crate::floor::{FloorKey, FloorRun, Test};
+use crate::profile::Plan;
+use crate::stats::{Agg, agg, med_range, num, ratio};
+
+/// One successful run of a cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// Its figures.
+    pub figures: CellRun,
+    /// The server's `--json` summary.
+    pub server: Value,
+    /// Each client's `--json` summary.
+    pub clients: Vec<Value>,
+}
+
+/// A cell and its repetitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellResult {
+    /// The configuration.
+    pub spec: CellSpec,
+    /// One per repetition (`Err`: why it failed).
+    pub runs: Vec<Result<RunRecord, String>>,
+    /// The command lines of the last repetition, in start order.
+    pub commands: Vec<String>,
+    /// The `.hgrm` of the cell (client 1 of the last successful repetition), relative to the report.
+    pub hgrm: Option<String>,
+    /// Kernel loss mechanism used (netem or nftables), for loss cells.
+    pub loss_mechanism: Option<&'static str>,
+}
+
+impl CellResult {
+    /// The successful runs' figures.
+    pub fn ok(&self) -> impl Iterator<Item = &CellRun> {
+        self.runs.iter().filter_map(|r| r.as_ref().ok().map(|r| &r.figures))
+    }
+
+    /// One figure over the successful runs.
+    pub fn agg(&self, f: fn(&CellRun) -> Option<f64>) -> Agg {
+        agg(self.ok().map(f))
+    }
+
+    /// Every run succeeded and was complete.
+    pub fn complete(&self) -> bool {
+        !self.runs.is_empty()
+            && self.runs.iter().all(|r| r.as_ref().is_ok_and(|r| r.figures.complete))
+    }
+}
+
+/// A floor configuration and its repetitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorResult {
+    /// The configuration.
+    pub key: FloorKey,
+    /// One per repetition.
+    pub runs: Vec<Result<FloorRun, String>>,
+    /// The sockperf command lines (server, client).
+    pub commands: Vec<String>,
+}
+
+impl FloorResult {
+    /// One figure over the successful runs.
+    pub fn agg(&self, f: fn(&FloorRun) -> Option<f64>) -> Agg {
+        agg(self.runs.iter().filter_map(|r| r.as_ref().ok()).map(f))
+    }
+}
+
+/// Reads one figure of a cell run.
+pub type Figure = fn(&CellRun) -> Option<f64>;
+
+/// The named figures of a cell run, for the JSON summary.
+pub const FIELDS: [(&str, Figure); 22] = [
+    ("delivered_msgs_per_s", |r| r.delivered_msgs_per_s),
+    ("published_msgs_per_s", |r| r.published_msgs_per_s),
+    ("tick_to_cache_p50_us", |r| r.t2c_p50_us),
+    ("tick_to_cache_p99_us", |r| r.t2c_p99_us),
+    ("tick_to_cache_p999_us", |r| r.t2c_p999_us),
+    ("tick_to_cache_max_us", |r| r.t2c_max_us),
+    ("server_cpu_user_ns_per_msg", |r| r.server_user_ns_per_msg),
+    ("server_cpu_sys_ns_per_msg", |r| r.server_sys_ns_per_msg),
+    ("client_cpu_user_ns_per_msg", |r| r.client_user_ns_per_msg),
+    ("client_cpu_sys_ns_per_msg", |r| r.client_sys_ns_per_msg),
+    ("packets_per_msg", |r| r.packets_per_msg),
+    ("wire_bytes_per_msg", |r| r.wire_bytes_per_msg),
+    ("wire_packets_per_msg", |r| r.wire_packets_per_msg),
+    ("gaps", |r| r.gaps),
+    ("nacks", |r| r.nacks),
+    ("snapshots", |r| r.snapshots),
+    ("unrecovered", |r| r.unrecovered),
+    ("recovery_p50_us", |r| r.recovery_p50_us),
+    ("recovery_p99_us", |r| r.recovery_p99_us),
+    ("bridge_drops", |r| r.bridge_drops),
+    ("messages_delivered_min", |r| r.delivered_min),
+    ("messages_published", |r| r.published),
+];
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct Results {
+    /// The plan that was run.
+    pub plan: Plan,
+    /// One per plan cell.
+    pub cells: Vec<CellResult>,
+    /// The floors.
+    pub floors: Vec<FloorResult>,
+    /// Configuration and environment, for the JSON and the report's head.
+    pub config: Value,
+    /// Plot files written, relative to the report.
+    pub plots: Vec<String>,
+    /// Why plots are missing, if they are.
+    pub plot_error: Option<String>,
+    /// Wall time of the run.
+    pub wall_s: f64,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+}
+
+impl Results {
+    /// The ping-pong floor a cell is compared with: the same path (tcp for tcp, udp otherwise).
+    pub fn floor_for(&self, spec: &CellSpec) -> Option<&FloorResult> {
+        let tcp = spec.transport == TransportKind::Tcp;
+        self.floors
+            .iter()
+            .find(|f| f.key.net == spec.net && f.key.tcp == tcp && f.key.test == Test::PingPong)
+    }
+}
+
+fn loss_label(c: &CellResult) -> String {
+    let s = &c.spec;
+    if s.kernel_loss > 0.0 {
+        format!("bridge {}% ({})", s.kernel_loss, c.loss_mechanism.unwrap_or("?"))
+    } else if s.drop_rate > 0.0 {
+        format!("in-process {}%", s.drop_rate * 100.0)
+    } else {
+        "none".into()
+    }
+}
+
+/// Sum-free "a + b" of two medians.
+fn plus(a: Agg, b: Agg) -> String {
+    format!("{} + {}", num(a.median), num(b.median))
+}
+
+/// The report's Markdown.
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Tickwire comparison report\n");
+    let c = &r.config;
+    let _ = writeln!(
+        s,
+        "Profile `{}`; {} repetitions{}; medians, min–max in brackets. Wall time {:.0} s.{}\n",
+        c["profile"].as_str().unwrap_or("?"),
+        c["repetitions"],
+        if c["warmup"] == true { " after a warm-up run per transport and path" } else { "" },
+        r.wall_s,
+        if r.interrupted { " **Interrupted (Ctrl-C): partial.**" } else { "" }
+    );
+    let _ = writeln!(s, "Machine: {}\n", c["machine"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        s,
+        "Latency is tick-to-cache (due time of each message at the simulated exchange → applied \
+         to the client's cache), in µs; ratios divide it by the sockperf ping-pong floor (half \
+         round trip, 48 B, blocking sockets) of the same path measured in this run. CPU is user + \
+         system ns per message (server: per published message; client: per delivered message, \
+         median over the clients). Packets/msg: packets the server's transport sent per message; \
+         wire B/msg and frames/msg: the server namespace's eth0 counters (netns only: loopback is \
+         shared with the rest of the machine). Gaps, NACKs, snapshots, unrecovered: summed over \
+         the clients; recovery p50/p99: the slowest client's.\n"
+    );
+    if !r.plan.skipped.is_empty() {
+        let _ = writeln!(s, "## Skipped\n");
+        for k in &r.plan.skipped {
+            let _ = writeln!(s, "- {k}");
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "## Kernel floor (sockperf, same run)\n");
+    let _ = writeln!(s, "| path | p50 µs | p99 µs | p99.9 µs | max µs | msgs/s | runs ok |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    if r.floors.is_empty() {
+        let _ = writeln!(s, "| (sockperf not installed: floor not measured) | | | | | | |");
+    }
+    for f in &r.floors {
+        let ok = f.runs.iter().filter(|x| x.is_ok()).count();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {ok}/{} |",
+            f.key.label(),
+            med_range(f.agg(|x| x.p50_us)),
+            med_range(f.agg(|x| x.p99_us)),
+            med_range(f.agg(|x| x.p999_us)),
+            med_range(f.agg(|x| x.max_us)),
+            med_range(f.agg(|x| x.msgs_per_s)),
+            f.runs.len()
+        );
+    }
+    let _ = writeln!(s);
+    for sc in &r.plan.scenarios {
+        let _ = writeln!(s, "## {}\n", sc.title);
+        let _ = writeln!(
+            s,
+            "| transport | net | rate | clients | loss | A/B | idle | delivered msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | p50 / floor | p99 / floor | server CPU ns/msg | client CPU ns/msg | packets/msg | wire B/msg | frames/msg | gaps | NACKs | snapshots | unrecovered | recovery p50 / p99 µs | runs ok | complete |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---|---|---|{}---:|---|", "---:|".repeat(18));
+        for &i in &sc.cells {
+            let c = &r.cells[i];
+            let sp = &c.spec;
+            let floor = r.floor_for(sp);
+            let x = |cell: Option<f64>, fl: Option<f64>| {
+                ratio(cell, fl).map_or("n/a".into(), |v| format!("{v:.2}×"))
+            };
+            let fl = |f: fn(&FloorRun) -> Option<f64>| floor.and_then(|fr| fr.agg(f).median);
+            let ok = c.runs.iter().filter(|x| x.is_ok()).count();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {ok}/{} | {} |",
+                sp.transport,
+                sp.net.name(),
+                sp.rate_label(),
+                sp.clients,
+                loss_label(c),
+                if sp.ab { "on" } else { "off" },
+                sp.mode.name(),
+                med_range(c.agg(|x| x.delivered_msgs_per_s)),
+                med_range(c.agg(|x| x.t2c_p50_us)),
+                med_range(c.agg(|x| x.t2c_p99_us)),
+                med_range(c.agg(|x| x.t2c_p999_us)),
+                med_range(c.agg(|x| x.t2c_max_us)),
+                x(c.agg(|x| x.t2c_p50_us).median, fl(|f| f.p50_us)),
+                x(c.agg(|x| x.t2c_p99_us).median, fl(|f| f.p99_us)),
+                plus(c.agg(|x| x.server_user_ns_per_msg), c.agg(|x| x.server_sys_ns_per_msg)),
+                plus(c.agg(|x| x.client_user_ns_per_msg), c.agg(|x| x.client_sys_ns_per_msg)),
+                num(c.agg(|x| x.packets_per_msg).median),
+                num(c.agg(|x| x.wire_bytes_per_msg).median),
+                num(c.agg(|x| x.wire_packets_per_msg).median),
+                num(c.agg(|x| x.gaps).median),
+                num(c.agg(|x| x.nacks).median),
+                num(c.agg(|x| x.snapshots).median),
+                num(c.agg(|x| x.unrecovered).max),
+                num(c.agg(|x| x.recovery_p50_us).median),
+                num(c.agg(|x| x.recovery_p99_us).median),
+                c.runs.len(),
+                if c.complete() { "yes" } else { "NO" },
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(
+        s,
+        "(unrecovered: the largest over the repetitions; complete: every client of every repetition delivered up to the last sequence, 0 unrecovered)\n"
+    );
+    if !r.plots.is_empty() || r.plot_error.is_some() {
+        let _ = writeln!(s, "## Plots\n");
+        for p in r.plots.iter().filter(|p| p.ends_with(".svg")) {
+            let _ = writeln!(s, "![{p}]({p})\n");
+        }
+        if let Some(e) = &r.plot_error {
+            let _ = writeln!(s, "Plots not drawn: {e}\n");
+        }
+    }
+    let failures: Vec<String> = r
+        .cells
+        .iter()
+        .flat_map(|c| {
+            c.runs.iter().enumerate().filter_map(move |(i, x)| {
+                x.as_ref().err().map(|e| {
+                    format!(
+                        "- `{}` repetition {}: {}",
+                        c.spec.id(),
+                        i + 1,
+                        e.lines().next().unwrap_or("")
+                    )
+                })
+            })
+        })
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(s, "## Failed runs\n\n{}\n", failures.join("\n"));
+    }
+    let _ = writeln!(s, "## Command lines (rerun any cell by hand)\n");
+    if let Some(prefix) = r.config["netns_prefix"].as_str().filter(|_| r.config["netns"] == true) {
+        let n = r
+            .plan
+            .cells
+            .iter()
+            .filter(|c| c.net == crate::floor::Net::Netns)
+            .map(|c| c.clients)
+            .max();
+        let _ = writeln!(
+            s,
+            "The namespace cells ran in namespaces removed at the end of the run; \
+             `xdp-setup/topology.sh up {prefix} {}` makes the same ones (names, addresses) to rerun them, \
+             `xdp-setup/topology.sh down {prefix} {0}` removes them. Datagram clients start before their server, \
+             the tcp server before its clients, in the order shown.\n",
+            n.unwrap_or(1)
+        );
+    }
+    for f in &r.floors {
+        let _ = writeln!(s, "{}:\n\n```sh\n{}\n```\n", f.key.label(), f.commands.join("\n"));
+    }
+    for c in &r.cells {
+        let hg = c.hgrm.as_deref().map_or(String::new(), |h| format!(" (histogram: `{h}`)"));
+        let _ = writeln!(s, "`{}`{hg}:\n\n```sh\n{}\n```\n", c.spec.id(), c.commands.join("\n"));
+    }
+    s
+}
+
+/// Every figure, as one JSON document.
+pub fn json(r: &Results) -> Value {
+    let floors: Vec<Value> = r
+        .floors
+        .iter()
+        .map(|f| {
+            json!({
+                "label": f.key.label(), "key": f.key,
+                "summary": {
+                    "p50_us": f.agg(|x| x.p50_us).to_json(),
+                    "p99_us": f.agg(|x| x.p99_us).to_json(),
+                    "p999_us": f.agg(|x| x.p999_us).to_json(),
+                    "max_us": f.agg(|x| x.max_us).to_json(),
+                    "msgs_per_s": f.agg(|x| x.msgs_per_s).to_json(),
+                },
+                "runs": f.runs.iter().map(|x| match x {
+                    Ok(v) => json!(v), Err(e) => json!({ "error": e }) }).collect::<Vec<_>>(),
+                "commands": f.commands,
+            })
+        })
+        .collect();
+    let cells: Vec<Value> = r
+        .cells
+        .iter()
+        .map(|c| {
+            let mut summary = serde_json::Map::new();
+            for (name, get) in FIELDS {
+                summary.insert(name.into(), c.agg(get).to_json());
+            }
+            let floor = r.floor_for(&c.spec);
+            let fl = |f: fn(&FloorRun) -> Option<f64>| floor.and_then(|fr| fr.agg(f).median);
+            summary.insert(
+                "ratio_p50_to_floor".into(),
+                json!(ratio(c.agg(|x| x.t2c_p50_us).median, fl(|f| f.p50_us))),
+            );
+            summary.insert(
+                "ratio_p99_to_floor".into(),
+                json!(ratio(c.agg(|x| x.t2c_p99_us).median, fl(|f| f.p99_us))),
+            );
+            json!({
+                "id": c.spec.id(), "spec": c.spec, "complete": c.complete(),
+                "floor": floor.map(|f| f.key.label()),
+                "loss_mechanism": c.loss_mechanism, "hgrm": c.hgrm,
+                "summary": summary,
+                "runs": c.runs.iter().map(|x| match x {
+                    Ok(v) => json!(v), Err(e) => json!({ "error": e }) }).collect::<Vec<_>>(),
+                "commands": c.commands,
+            })
+        })
+        .collect();
+    json!({
+        "config": r.config,
+        "wall_time_s": r.wall_s,
+        "interrupted": r.interrupted,
+        "skipped": r.plan.skipped,
+        "scenarios": r.plan.scenarios.iter().map(|s| json!({
+            "key": s.key, "title": s.title,
+            "cells": s.cells.iter().map(|&i| r.cells[i].spec.id()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "floor": floors,
+        "cells": cells,
+        "plots": r.plots,
+    })
+}
+
+/// Write `report.md` and `results.json` into `dir`.
+pub fn write(r: &Results, dir: &Path) -> anyhow::Result<()> {
+    std::fs::write(dir.join("report.md"), markdown(r))?;
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json(r))? + "\n")?;
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! End-to-end: `compare` with a tiny profile (seconds) into a scratch
+//! directory; the report has the expected tables and rows, the JSON parses
+//! with the figures, the plots and a `.hgrm` per cell exist, and every cell
+//! delivered every message (0 unrecovered). The namespace tests need root:
+//! without it they print `SKIPPED: ...` and return. Traffic goes only to
+//! loopback and to the namespaces the harness makes (named after its pid).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn compare_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_compare"))
+}
+
+/// The `server` and `client` binaries are built into the same directory.
+fn bin_dir() -> PathBuf {
+    let d = compare_bin().parent().unwrap().to_path_buf();
+    for b in ["server", "client"] {
+        assert!(
+            d.join(b).exists(),
+            "{} is missing: build it first (scripts/test.sh runs `cargo build --profile fast-test --workspace --all-features --bins`)",
+            d.join(b).display()
+        );
+    }
+    d
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tickwire-compare-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn sockperf() -> bool {
+    Command::new("sockperf")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// The tiny profile's flags (plus `extra`), reporting into `out`.
+fn tiny(out: &Path, base_port: u16, extra: &[&str]) -> Vec<String> {
+    let messages = if extra.contains(&"--messages") { None } else { Some("3000") };
+    let mut v: Vec<String> = [
+        "--out",
+        &out.display().to_string(),
+        "--bin-dir",
+        &bin_dir().display().to_string(),
+        "--base-port",
+        &base_port.to_string(),
+        "--rate",
+        "20000",
+        "--rates",
+        "0",
+        "--runs",
+        "1",
+        "--floor-secs",
+        "1",
+        "--drop-rates",
+        "0.02",
+        "--linger-ms",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(m) = messages {
+        v.extend(["--messages".to_string(), m.to_string()]);
+    }
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run_compare(args: &[String]) -> (String, String) {
+    let out = Command::new(compare_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("starting compare");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "compare failed ({}):\n{se}", out.status);
+    (so, se)
+}
+
+/// Every cell of the JSON: complete, no failed run, 0 unrecovered, delivered = published.
+fn check_cells(json: &Value) -> Vec<String> {
+    let cells = json["cells"].as_array().expect("cells");
+    assert!(!cells.is_empty());
+    let mut ids = Vec::new();
+    for c in cells {
+        let id = c["id"].as_str().unwrap().to_string();
+        for r in c["runs"].as_array().unwrap() {
+            assert!(r.get("error").is_none(), "{id}: a run failed: {r}");
+        }
+        assert_eq!(c["complete"], true, "{id}: incomplete");
+        let s = &c["summary"];
+        assert_eq!(s["unrecovered"]["max"].as_f64(), Some(0.0), "{id}");
+        let published = s["messages_published"]["median"].as_f64().unwrap();
+        assert!(published > 0.0, "{id}");
+        assert_eq!(
+            s["messages_delivered_min"]["min"].as_f64(),
+            Some(published),
+            "{id}: delivered all"
+        );
+        assert!(s["tick_to_cache_p50_us"]["median"].as_f64().unwrap() > 0.0, "{id}");
+        assert!(s["server_cpu_user_ns_per_msg"]["median"].as_f64().is_some(), "{id}");
+        assert!(s["packets_per_msg"]["median"].as_f64().unwrap() > 0.0, "{id}");
+        ids.push(id);
+    }
+    ids
+}
+
+/// The report's files: report.md, results.json, 4 plots in SVG and PNG, a .hgrm per cell.
+fn check_files(out: &Path) -> (String, Value) {
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
+    )
+    .expect("JSON");
+    for p in
+        ["latency_percentiles", "delivered_vs_offered", "server_cpu_vs_clients", "recovery_vs_loss"]
+    {
+        let svg = std::fs::read_to_string(out.join(format!("{p}.svg"))).expect("svg");
+        assert!(svg.contains("<svg"), "{p}.svg");
+        let png = std::fs::read(out.join(format!("{p}.png"))).expect("png");
+        assert!(png.starts_with(b"\x89PNG"), "{p}.png");
+        assert!(report.contains(&format!("({p}.svg)")), "report embeds {p}");
+    }
+    for c in json["cells"].as_array().unwrap() {
+        let h = c["hgrm"].as_str().unwrap_or_else(|| panic!("{}: no .hgrm", c["id"]));
+        let text = std::fs::read_to_string(out.join(h)).expect("hgrm");
+        assert!(text.contains("Percentile") && text.contains("#[Max"), "{h}");
+    }
+    (report, json)
+}
+
+#[test]
+fn tiny_profile_on_loopback_writes_the_full_report() {
+    let out = scratch("loopback");
+    let (stdout, stderr) = run_compare(&tiny(
+        &out,
+        42_000,
+        &["--no-netns", "--transports", "tcp,multicast", "--clients", "1,2"],
+    ));
+    let (report, json) = check_files(&out);
+    assert!(stdout.contains("| transport |"), "the tables are printed too");
+    assert!(
+        stderr.contains("compare: cell 1 of ") && stderr.contains("remaining"),
+        "progress lines"
+    );
+    assert!(stderr.contains("server: ") && stderr.contains("client: "), "command lines printed");
+    for t in [
+        "## Offered rate (loopback, 1 client)",
+        "## Subscribers (loopback, 20000 msg/s)",
+        "## Seeded in-process loss",
+        "## A/B feeds",
+        "## Kernel floor",
+        "## Skipped",
+        "## Command lines",
+    ] {
+        assert!(report.contains(t), "report.md lacks {t:?}");
+    }
+    let rows = |needle: &str| report.lines().filter(|l| l.starts_with(needle)).count();
+    // rate table: 2 each; subscribers: 2 each; loss: mc 2; A/B: mc 2.
+    assert_eq!(rows("| tcp | loopback |"), 4, "{report}");
+    assert_eq!(rows("| multicast | loopback |"), 8, "{report}");
+    assert!(
+        report.lines().any(|l| l.starts_with("| multicast | loopback |") && l.contains("| on |")),
+        "an A/B row"
+    );
+    assert!(report.lines().any(|l| l.contains("in-process 2%")), "a loss row");
+    let ids = check_cells(&json);
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    // In-process loss was injected and recovered.
+    let lossy = json["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "multicast-loopback-r20000-c1-drop0.02")
+        .unwrap();
+    assert!(lossy["summary"]["gaps"]["median"].as_f64().unwrap() > 0.0);
+    if sockperf() {
+        for f in
+            ["udp ping-pong (loopback)", "tcp ping-pong (loopback)", "udp throughput (loopback)"]
+        {
+            assert!(report.contains(&format!("| {f} |")), "floor row {f}");
+        }
+        let floor = json["floor"].as_array().unwrap();
+        assert!(
+            floor.iter().any(|f| f["summary"]["p50_us"]["median"].as_f64().is_some()),
+            "floor figures"
+        );
+        let tcp = json["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "tcp-loopback-r20000-c1")
+            .unwrap();
+        assert!(tcp["summary"]["ratio_p50_to_floor"].as_f64().is_some(), "ratio to the floor");
+    } else {
+        eprintln!(
+            "SKIPPED: tiny_profile_on_loopback_writes_the_full_report: floor rows (sockperf not installed)"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn tiny_profile_across_namespaces_with_kernel_loss() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED: tiny_profile_across_namespaces_with_kernel_loss: needs root (network namespaces)"
+        );
+        return;
+    }
+    let out = scratch("netns");
+    let (_, stderr) = run_compare(&tiny(
+        &out,
+        43_000,
+        &["--transports", "tcp,multicast,xdp", "--clients", "1", "--kernel-losses", "1"],
+    ));
+    let (report, json) = check_files(&out);
+    let xdp = json["config"]["xdp_in_binaries"] == true;
+    for t in [
+        "## Across the namespace topology",
+        "## Real kernel loss on the bridge",
+        "udp ping-pong (netns)",
+    ] {
+        assert!(report.contains(t) || (!sockperf() && t.contains("ping")), "report.md lacks {t:?}");
+    }
+    let mut want = vec!["tcp", "multicast"];
+    if xdp {
+        want.push("xdp");
+    } else {
+        assert!(
+            report.contains("xdp: the server/client binaries were built without"),
+            "xdp skip named"
+        );
+    }
+    for t in &want {
+        let n = report.lines().filter(|l| l.starts_with(&format!("| {t} | netns |"))).count();
+        assert_eq!(n, 3, "{t}: two rates and a lossy row\n{report}");
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with(&format!("| {t} | netns |")) && l.contains("bridge 1%"))
+        );
+    }
+    let ids = check_cells(&json);
+    for t in &want {
+        let c = json["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == format!("{t}-netns-r20000-c1"))
+            .unwrap();
+        assert!(
+            c["summary"]["wire_bytes_per_msg"]["median"].as_f64().unwrap() > 0.0,
+            "{t}: bytes on the wire"
+        );
+    }
+    assert!(ids.iter().any(|i| i.ends_with("-loss1")));
+    assert!(stderr.contains("bridge loss 1% by "), "{stderr}");
+    let prefix = json["config"]["netns_prefix"].as_str().unwrap();
+    assert!(
+        report.contains(&format!("xdp-setup/topology.sh up {prefix} 1")),
+        "how to rerun a netns cell"
+    );
+    let list = String::from_utf8_lossy(
+        &Command::new("ip").args(["netns", "list"]).output().unwrap().stdout,
+    )
+    .into_owned();
+    assert!(!list.contains(prefix), "namespaces {prefix}* left behind:\n{list}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn ctrl_c_removes_the_namespaces_and_writes_a_partial_report() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED: ctrl_c_removes_the_namespaces_and_writes_a_partial_report: needs root (network namespaces)"
+        );
+        return;
+    }
+    let out = scratch("ctrlc");
+    let mut child = Command::new(compare_bin())
+        .args(tiny(
+            &out,
+            44_000,
+            &["--transports", "tcp,multicast", "--clients", "1", "--messages", "200000"],
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting compare");
+    let prefix = format!("twc{}", child.id());
+    let listed = || {
+        let o = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).contains(&format!("{prefix}mid"))
+    };
+    let start = Instant::now();
+    while !listed() {
+        assert!(child.try_wait().unwrap().is_none(), "compare exited before making its namespaces");
+        assert!(start.elapsed() < Duration::from_secs(60), "no namespaces {prefix}* after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted exit status");
+    assert!(!listed(), "namespaces {prefix}* left behind after Ctrl-C");
+    let report = std::fs::read_to_string(out.join("report.md")).expect("a partial report.md");
+    assert!(report.contains("Interrupted"));
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -1,5 +1,5 @@
 // Run: cargo run --release -p tickwire-examples --example subscribe -- 127.0.0.1:9000 42
-// (after starting a server: cargo run --release --bin server -- --transport tcp --listen 127.0.0.1:9000 --seed 7 --messages 200000)
+// (after starting a server: cargo run --release --bin server -- --transport tcp --listen 127.0.0.1:9000 --seed 7 --rate 1000 --duration 30s)
 //
 //! Subscribe to a TCP feed and print one symbol's quotes, in sequence
 //! order and with every gap recovered, until the server's session ends.

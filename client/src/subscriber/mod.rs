@@ -94,13 +94,13 @@ pub(crate) struct Peer {
 /// let cache = sub.cache();
 /// std::thread::spawn(move || loop {
 ///     if let Some(state) = cache.read(3) {
-///         println!("symbol 3 bid {} ask {}", state.bid, state.ask);
+///         println!("symbol 3 bid {} ask {}", state.bid_px, state.ask_px);
 ///     }
 ///     std::thread::sleep(std::time::Duration::from_millis(100));
 /// });
 /// for ev in sub.events() {
 ///     if let Event::Message { seq, msg: Message::Quote(q), .. } = ev? {
-///         println!("{seq}: {} x {}", q.bid, q.ask);
+///         println!("{seq}: {} x {}", q.bid_px, q.ask_px);
 ///     }
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -24,7 +24,7 @@ use crate::verify::Verifier;
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The transport could not be set up (socket, bind, group join, connect).
-    #[error("starting the {kind} transport towards {addr}: {source}")]
+    #[error("starting the {kind} transport towards {addr}")]
     Transport {
         /// Which transport.
         kind: TransportKind,
@@ -35,7 +35,7 @@ pub enum BuildError {
         source: io::Error,
     },
     /// The verification stream cannot be generated for this universe.
-    #[error("verifying against the seed's stream: {0}")]
+    #[error("cannot regenerate the seed's stream to verify against")]
     Verify(#[from] GbmError),
 }
 

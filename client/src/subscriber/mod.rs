@@ -76,7 +76,8 @@ pub(crate) struct Peer {
 /// A subscription to a Tickwire feed: in-order, recovered messages, a
 /// lock-free per-symbol cache that other threads read, and latency figures.
 ///
-/// Build one with [`Subscriber::builder`], then drive it from one thread:
+/// Build one with [`Subscriber::builder`] on the thread that will drive it
+/// (the transport is not `Send`), then drive it from that thread:
 /// with a callback ([`Self::run`], or [`Self::poll`] in a loop of your own),
 /// or as an iterator ([`Self::events`]). Events are the receiver's
 /// [`Event`]s, in sequence order, with gaps already recovered; `Message` and

@@ -69,7 +69,8 @@ fn steady_state_polls_allocate_nothing() {
     }
     let allocations = alloc_count::count() - before;
     let measured = sub.stats().messages_delivered - from;
-    // The iterator, too: its queue keeps its capacity across polls.
+    // The iterator, too: its queue keeps its capacity across polls. What it
+    // has received past the break goes to the callback of the next poll.
     let before = alloc_count::count();
     let mut iterated = 0u64;
     for ev in sub.events() {

@@ -16,8 +16,12 @@ use tickwire_core::gbm::Generator;
 /// symbols `0..symbols()`, so every message's symbol must be below it.
 ///
 /// `next_message` is called on the publishing thread, in its hot loop: it
-/// should not block (a source with nothing ready yet is a source paced too
-/// fast) and, for the feed's latency, not allocate.
+/// should not block and, for the feed's latency, not allocate. The source is
+/// pulled at the pace: it suits generated or recorded streams. A live
+/// source whose messages come from elsewhere when they come (a gateway, a
+/// channel from another thread) has no way yet to say "nothing now" and be
+/// asked again later: it would have to block, which stalls the recovery
+/// service with it.
 ///
 /// ```
 /// use tickwire_core::{Message, Quote};

@@ -158,7 +158,14 @@ impl Subscriber {
     /// One turn of the loop (see the module docs): wait for the transport at
     /// most until the next timer (and at most [`MAX_POLL_WAIT`]), as the idle
     /// strategy says, and hand every event to `on_event`.
+    ///
+    /// Events an [`Events`] iterator had received but not yet yielded when
+    /// it was dropped are handed to `on_event` first, so switching from the
+    /// iterator to callbacks loses nothing.
     pub fn poll<F: FnMut(&Event)>(&mut self, on_event: &mut F) -> io::Result<()> {
+        while let Some(ev) = self.queue.pop_front() {
+            on_event(&ev);
+        }
         if !self.slack_set {
             // The thread that polls is the one whose waits must be precise.
             self.slack_set = true;
@@ -264,6 +271,10 @@ impl Subscriber {
     pub fn run(&mut self, stop: &AtomicBool, mut on_event: impl FnMut(&Event)) -> io::Result<()> {
         while !self.is_done() && !stop.load(Ordering::Relaxed) {
             self.poll(&mut on_event)?;
+        }
+        // What an earlier iterator left behind, had no poll run since.
+        while let Some(ev) = self.queue.pop_front() {
+            on_event(&ev);
         }
         Ok(())
     }

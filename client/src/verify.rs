@@ -2,7 +2,7 @@
 //! seed in lockstep with delivery and compares every message and every
 //! snapshot record with what the server must have sent.
 
-use tickwire_core::gbm::{GbmConfig, Generator};
+use tickwire_core::gbm::{GbmConfig, GbmError, Generator};
 use tickwire_core::{Book, Message, SeqNo, SymbolState};
 
 /// Lockstep verifier. Message `n` of a session is a pure function of
@@ -26,7 +26,7 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier for a session generated with `cfg`.
-    pub fn new(cfg: GbmConfig) -> anyhow::Result<Verifier> {
+    pub fn new(cfg: GbmConfig) -> Result<Verifier, GbmError> {
         Ok(Verifier {
             generator: Generator::new(cfg.clone())?,
             book: Book::new(cfg.symbols),
@@ -40,7 +40,7 @@ impl Verifier {
     }
 
     /// A new session began (the server restarted): start again from message 1.
-    pub fn restart(&mut self) -> anyhow::Result<()> {
+    pub fn restart(&mut self) -> Result<(), GbmError> {
         self.generator = Generator::new(self.cfg.clone())?;
         self.book = Book::new(self.cfg.symbols);
         Ok(())

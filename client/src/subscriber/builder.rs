@@ -1,0 +1,278 @@
+//! [`SubscriberBuilder`]: how a [`Subscriber`] is set up.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use tickwire_core::cache;
+use tickwire_core::gbm::{GbmConfig, GbmError};
+use tickwire_core::latency::{Latency, TickToCache};
+use tickwire_core::recovery::{Mode, Receiver, ReceiverConfig};
+use tickwire_core::{Instant, SymbolId};
+use tickwire_transports::affinity::cpu_times;
+use tickwire_transports::backoff::Backoff;
+use tickwire_transports::idle::{IdleStrategy, Idler};
+use tickwire_transports::lossy::LossConfig;
+use tickwire_transports::select::{TransportKind, TransportOptions, build_subscriber};
+
+use super::state::State;
+use super::{APPLIED_CAPACITY, EVENT_QUEUE_CAPACITY, Peer, Subscriber};
+use crate::verify::Verifier;
+
+/// Why [`SubscriberBuilder::build`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The transport could not be set up (socket, bind, group join, connect).
+    #[error("starting the {kind} transport towards {addr}")]
+    Transport {
+        /// Which transport.
+        kind: TransportKind,
+        /// The address it was set up towards.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The verification stream cannot be generated for this universe.
+    #[error("cannot regenerate the seed's stream to verify against")]
+    Verify(#[from] GbmError),
+}
+
+/// How a [`Subscriber`] is set up; start from [`Subscriber::builder`].
+///
+/// Defaults: TCP to `127.0.0.1:9000`, a universe of 1000 symbols, every
+/// symbol, the core's default recovery settings, the `auto` idle strategy,
+/// no time limit, and the subscription ends with the server's session.
+///
+/// ```no_run
+/// use tickwire_client::Subscriber;
+/// let mut sub = Subscriber::builder()
+///     .tcp("127.0.0.1:9000".parse().unwrap())
+///     .universe(1000)
+///     .symbols([3, 4])
+///     .build()
+///     .unwrap();
+/// let cache = sub.cache(); // read it from any thread
+/// # let _ = cache;
+/// ```
+#[derive(Clone, Debug)]
+pub struct SubscriberBuilder {
+    transport: TransportOptions,
+    universe: u32,
+    filter: Option<Vec<SymbolId>>,
+    recovery: ReceiverConfig,
+    idle: IdleStrategy,
+    verify_seed: Option<u64>,
+    duration: Option<Duration>,
+    exit_on_end: bool,
+}
+
+impl Default for SubscriberBuilder {
+    fn default() -> Self {
+        SubscriberBuilder {
+            transport: TransportOptions {
+                kind: TransportKind::Tcp,
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9000)),
+                group_a: SocketAddrV4::new(Ipv4Addr::new(239, 255, 0, 1), 30001),
+                group_b: None,
+                interface: Ipv4Addr::LOCALHOST,
+                ifname: None,
+                ttl: 1,
+                max_packet_len: tickwire_core::wire::DEFAULT_MAX_PACKET,
+                loss: LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 0 },
+                source: None,
+                auth_key: None,
+            },
+            universe: 1000,
+            filter: None,
+            recovery: ReceiverConfig::default(),
+            idle: IdleStrategy::default(),
+            verify_seed: None,
+            duration: None,
+            exit_on_end: true,
+        }
+    }
+}
+
+impl SubscriberBuilder {
+    /// Every transport option at once (the `client` binary maps its flags
+    /// onto them): kind, addresses, groups, interface, packet size, loss
+    /// injection, MAC key.
+    pub fn transport(mut self, opts: TransportOptions) -> Self {
+        self.transport = opts;
+        self
+    }
+
+    /// TCP to the server at `addr` (resume from the next sequence on reconnect).
+    pub fn tcp(mut self, addr: SocketAddr) -> Self {
+        self.transport.kind = TransportKind::Tcp;
+        self.transport.addr = addr;
+        self
+    }
+
+    /// UDP multicast: the feed on `group`, recovery (NACK, snapshot) from the
+    /// server's unicast service at `recovery`. The interface is loopback
+    /// unless [`Self::transport`] says otherwise.
+    pub fn multicast(mut self, recovery: SocketAddr, group: SocketAddrV4) -> Self {
+        self.transport.kind = TransportKind::Multicast;
+        self.transport.addr = recovery;
+        self.transport.group_a = group;
+        self
+    }
+
+    /// Size of the server's symbol universe: the cache has one slot per symbol.
+    pub fn universe(mut self, symbols: u32) -> Self {
+        self.universe = symbols;
+        self
+    }
+
+    /// Subscribe to these symbols only: only they reach the cache and the
+    /// callbacks (the receiver still recovers the whole sequenced stream).
+    /// Symbols outside the universe are ignored. Default: every symbol.
+    pub fn symbols(mut self, symbols: impl IntoIterator<Item = SymbolId>) -> Self {
+        self.filter = Some(symbols.into_iter().collect());
+        self
+    }
+
+    /// Recovery settings (NACK delays and retries, buffer bounds, snapshot
+    /// timeouts...). Its `mode` is replaced by the transport's (stream for
+    /// TCP, datagram otherwise).
+    pub fn recovery(mut self, cfg: ReceiverConfig) -> Self {
+        self.recovery = cfg;
+        self
+    }
+
+    /// Seed of the recovery RNG (NACK jitter, Probe nonces): draw it from the
+    /// OS on a real feed, so the nonces cannot be guessed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.recovery.seed = seed;
+        self
+    }
+
+    /// How [`Subscriber::poll`] waits when there is nothing to do.
+    pub fn idle(mut self, idle: IdleStrategy) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Check every delivered message and snapshot record against the stream
+    /// the server generates from `seed` (its `--seed`; GBM servers only).
+    /// The outcome is in [`Subscriber::summary`].
+    pub fn verify(mut self, seed: Option<u64>) -> Self {
+        self.verify_seed = seed;
+        self
+    }
+
+    /// End the subscription ([`Subscriber::is_done`]) after this long.
+    pub fn duration(mut self, limit: Option<Duration>) -> Self {
+        self.duration = limit;
+        self
+    }
+
+    /// End the subscription once the server's end of session is seen and
+    /// everything before it delivered (default true; false keeps listening,
+    /// e.g. for the next session of a restarted server).
+    pub fn exit_on_end(mut self, exit: bool) -> Self {
+        self.exit_on_end = exit;
+        self
+    }
+
+    /// The transport options as set so far.
+    pub fn transport_options(&self) -> &TransportOptions {
+        &self.transport
+    }
+
+    /// Bring the transport up (socket bound, group joined, connection
+    /// started) and allocate everything the loop needs.
+    pub fn build(self) -> Result<Subscriber, BuildError> {
+        let opts = &self.transport;
+        let transport = build_subscriber(opts).map_err(|source| BuildError::Transport {
+            kind: opts.kind,
+            addr: opts.addr,
+            source,
+        })?;
+        let mode = match opts.kind {
+            TransportKind::Tcp => Mode::Stream,
+            TransportKind::Multicast | TransportKind::Xdp => Mode::Datagram,
+        };
+        let peer = Peer {
+            kind: opts.kind.to_string(),
+            addr: opts.addr.to_string(),
+            hint: opts.silence_hint(),
+        };
+        self.finish(transport, mode, peer)
+    }
+
+    /// Use `transport`, any [`tickwire_transports::Subscriber`] (a custom
+    /// one, or a wrapper around a built-in one), instead of building one from
+    /// the transport options. `mode` says whether it is a stream (resume by
+    /// Login on each connection) or a datagram feed (NACKs and snapshots to a
+    /// recovery service).
+    pub fn build_with(
+        self,
+        transport: Box<dyn tickwire_transports::Subscriber>,
+        mode: Mode,
+    ) -> Result<Subscriber, BuildError> {
+        let peer = Peer { kind: "custom".into(), addr: "the server".into(), hint: "" };
+        self.finish(transport, mode, peer)
+    }
+
+    fn finish(
+        self,
+        transport: Box<dyn tickwire_transports::Subscriber>,
+        mode: Mode,
+        peer: Peer,
+    ) -> Result<Subscriber, BuildError> {
+        let verifier = match self.verify_seed {
+            Some(seed) => Some(Verifier::new(GbmConfig {
+                seed,
+                symbols: self.universe,
+                ..GbmConfig::default()
+            })?),
+            None => None,
+        };
+        let filter = self.filter.as_ref().map(|syms| {
+            let mut f = vec![false; self.universe as usize];
+            for &s in syms {
+                if let Some(x) = f.get_mut(s as usize) {
+                    *x = true;
+                }
+            }
+            f
+        });
+        let (writer, reader) = cache::new(self.universe);
+        let st = State {
+            receiver: Receiver::new(ReceiverConfig { mode, ..self.recovery }),
+            writer,
+            latency: Latency::new(),
+            timing: TickToCache::default(),
+            applied: Vec::with_capacity(APPLIED_CAPACITY),
+            verifier,
+            filter,
+            activity: vec![0; self.universe as usize],
+            end: None,
+            reconnect_due: false,
+        };
+        Ok(Subscriber {
+            transport,
+            st,
+            reader,
+            peer,
+            idle: self.idle,
+            idler: Idler::new(self.idle),
+            // Reconnects wait for the receiver's timer and for this gate, which
+            // only a session that lasted resets (a Login alone does not: see backoff).
+            backoff: Backoff::new(u64::from(std::process::id())),
+            req: vec![0u8; tickwire_core::wire::MAX_PACKET_LEN],
+            start: std::time::Instant::now(),
+            cpu_start: cpu_times(),
+            last_packet: Instant::ZERO,
+            stalled: false,
+            slack_set: false,
+            duration: self.duration,
+            exit_on_end: self.exit_on_end,
+            queue: VecDeque::with_capacity(EVENT_QUEUE_CAPACITY),
+        })
+    }
+}

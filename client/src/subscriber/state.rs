@@ -1,0 +1,136 @@
+//! What the loop does with the receiver's events: cache, verification,
+//! the caller's callback, latency.
+
+use tickwire_core::cache::CacheWriter;
+use tickwire_core::latency::{Latency, Run, TickToCache};
+use tickwire_core::recovery::{Event, Receiver};
+use tickwire_core::{SeqNo, SymbolId};
+
+use super::wall_ns;
+use crate::verify::Verifier;
+
+/// Everything the event handler touches; separate from the transport so the
+/// transport's poll callback can borrow it.
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) receiver: Receiver,
+    pub(super) writer: CacheWriter,
+    pub(super) latency: Latency,
+    pub(super) timing: TickToCache,
+    /// (due, send time) of the messages applied in the current drain (reused).
+    pub(super) applied: Vec<(u64, u64)>,
+    pub(super) verifier: Option<Verifier>,
+    pub(super) filter: Option<Vec<bool>>,
+    pub(super) activity: Vec<u64>,
+    pub(super) end: Option<SeqNo>,
+    pub(super) reconnect_due: bool,
+}
+
+/// The stamps of the packet being handled (T1 sent, T2 kernel rx, T3 app rx).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PacketStamps {
+    pub(super) send_time: u64,
+    pub(super) kernel_rx: Option<u64>,
+    pub(super) app_rx: u64,
+}
+
+impl State {
+    fn subscribed(&self, symbol: Option<SymbolId>) -> bool {
+        match (&self.filter, symbol) {
+            (None, _) => true,
+            (Some(f), Some(s)) => f.get(s as usize).copied().unwrap_or(false),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Apply every event the receiver has, handing each to `on_event`;
+    /// `packet` names the packet just handed to it (None: events after a
+    /// timer). Latencies are recorded once the messages are in the cache: one
+    /// clock read per drain, not per message.
+    pub(super) fn drain_events<F: FnMut(&Event)>(
+        &mut self,
+        packet: Option<PacketStamps>,
+        on_event: &mut F,
+    ) {
+        self.applied.clear();
+        while let Some(ev) = self.receiver.poll_event() {
+            match &ev {
+                Event::Message { seq, msg, send_time, due_time, .. } => {
+                    if *due_time != 0 {
+                        self.applied.push((*due_time, *send_time));
+                    }
+                    if let Some(v) = &mut self.verifier {
+                        v.message(*seq, msg);
+                    }
+                    if !self.subscribed(msg.symbol()) {
+                        continue;
+                    }
+                    self.writer.apply(seq.0, msg);
+                    if let Some(a) = msg.symbol().and_then(|s| self.activity.get_mut(s as usize)) {
+                        *a += 1;
+                    }
+                }
+                Event::SnapshotStart { seq, .. } => {
+                    if let Some(v) = &mut self.verifier {
+                        v.snapshot_start(*seq);
+                    }
+                }
+                Event::SymbolState(s) => {
+                    if let Some(v) = &mut self.verifier {
+                        v.snapshot_record(s);
+                    }
+                    self.writer.set(s);
+                    if !self.subscribed(Some(s.symbol)) {
+                        continue;
+                    }
+                }
+                Event::SnapshotEnd { .. } | Event::EpochChanged { old: None, .. } => {}
+                Event::EpochChanged { old: Some(old), new } => {
+                    eprintln!("client: session epoch changed {old} -> {new}: the server restarted");
+                    if let Some(v) = &mut self.verifier
+                        && let Err(e) = v.restart()
+                    {
+                        eprintln!("client: verifier: {e}");
+                    }
+                    self.end = None;
+                }
+                Event::Reconnect => {
+                    self.reconnect_due = true;
+                    continue;
+                }
+                Event::EndOfSession { next } => self.end = Some(*next),
+                Event::Unrecoverable { range } => {
+                    eprintln!("client: gave up on {range}");
+                }
+            }
+            on_event(&ev);
+        }
+        if !self.applied.is_empty() {
+            self.record_latencies(packet, wall_ns());
+        }
+    }
+
+    /// Record the latencies of the messages applied by this drain, all in the
+    /// cache at `applied` (T4).
+    fn record_latencies(&mut self, packet: Option<PacketStamps>, applied: u64) {
+        let t = &mut self.timing;
+        let mut from_packet = 0u64;
+        let (mut total, mut queued) = (Run::default(), Run::default());
+        for &(due, sent) in &self.applied {
+            t.tick_to_cache.record_between_in(&mut total, due, applied);
+            t.due_to_sent.record_between_in(&mut queued, due, sent);
+            from_packet += u64::from(packet.is_some_and(|p| p.send_time == sent));
+        }
+        t.tick_to_cache.end_run(&mut total);
+        t.due_to_sent.end_run(&mut queued);
+        // The messages of the packet just handled share its stamps.
+        if let Some(p) = packet.filter(|_| from_packet > 0) {
+            self.latency.record_between_n(p.send_time, p.app_rx, from_packet);
+            if let Some(k) = p.kernel_rx {
+                t.sent_to_kernel.record_between_n(p.send_time, k, from_packet);
+                t.kernel_to_app.record_between_n(k, p.app_rx, from_packet);
+            }
+            t.received_to_applied.record_between_n(p.app_rx, applied, from_packet);
+        }
+    }
+}

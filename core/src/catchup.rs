@@ -3,7 +3,7 @@
 //! instead of being copied whole into the connection's queue.
 //!
 //! A Login from sequence 1 asks for the whole retransmit window (2^20
-//! messages ≈ 60 MB by default). [`crate::publisher::Publisher::handle_request`]
+//! messages ≈ 60 MB by default). [`crate::publisher::Sequencer::handle_request`]
 //! answers a Login at once, through its reply callback; a server that must keep
 //! the memory of each connection bounded answers resume Logins with this
 //! module instead: [`plan_login`] decides what the Login gets (exactly as the
@@ -18,11 +18,11 @@
 //!
 //! ```
 //! use tickwire_core::catchup::{CatchUp, LoginPlan, emit_login_ack, plan_login};
-//! use tickwire_core::publisher::{Publisher, PublisherConfig};
+//! use tickwire_core::publisher::{Sequencer, SequencerConfig};
 //! use tickwire_core::wire::{PacketKind, PacketRepr};
 //! use tickwire_core::{Instant, Message, SeqNo, Side, Trade};
 //!
-//! let mut p = Publisher::new(PublisherConfig::new(7, 16));
+//! let mut p = Sequencer::new(SequencerConfig::new(7, 16));
 //! for i in 0..100 {
 //!     p.push(Instant(0), 0, &Message::Trade(Trade { symbol: 1, side: Side::Buy, price: i, qty: 1, exch_ts: 0 }));
 //! }

@@ -6,7 +6,7 @@
 //! deliver, timers to arm). Transports only move bytes.
 //!
 //! ```text
-//!  gbm::Generator ──Message──▶ publisher::Publisher ──packets──▶ Transport ─ ─ ▶
+//!  gbm::Generator ──Message──▶ publisher::Sequencer ──packets──▶ Transport ─ ─ ▶
 //!                                   ▲  retransmit store, snapshot state
 //!                                   └── requests (NACK, snapshot, login)
 //!

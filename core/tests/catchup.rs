@@ -4,17 +4,17 @@
 //! sending a gap.
 
 use tickwire_core::catchup::{CatchUp, LoginPlan, Overrun, emit_login_ack, plan_login};
-use tickwire_core::publisher::{Publisher, PublisherConfig, RequestOutcome};
+use tickwire_core::publisher::{RequestOutcome, Sequencer, SequencerConfig};
 use tickwire_core::wire::{HEADER_LEN, LoginMode, PacketKind, PacketRepr};
 use tickwire_core::{Instant, Message, Quote, SeqNo, Side, Trade};
 
 const EPOCH: u64 = 77;
 const WALL: u64 = 1_234_567;
 
-fn publisher(window: u64, messages: u64) -> Publisher {
-    let mut p = Publisher::new(PublisherConfig {
+fn publisher(window: u64, messages: u64) -> Sequencer {
+    let mut p = Sequencer::new(SequencerConfig {
         retransmit_window: window,
-        ..PublisherConfig::new(EPOCH, 8)
+        ..SequencerConfig::new(EPOCH, 8)
     });
     for i in 0..messages {
         // Mixed sizes, so packets break at different message counts.
@@ -62,7 +62,7 @@ fn bytes(r: &PacketRepr) -> Vec<u8> {
     b
 }
 
-fn streamed(p: &Publisher, plan: LoginPlan) -> Vec<Vec<u8>> {
+fn streamed(p: &Sequencer, plan: LoginPlan) -> Vec<Vec<u8>> {
     let LoginPlan::Resume { from } = plan else { panic!("not a resume") };
     let mut buf = vec![0u8; p.config().max_packet_len];
     let mut out = Vec::new();

@@ -10,7 +10,7 @@
 //! the targets' seed corpora start from (empty, truncated, padded, absurd
 //! length, bad CRC), so the file is ready for the first real finding.
 
-use tickwire_core::publisher::{IgnoreReason, Publisher, PublisherConfig, RequestOutcome};
+use tickwire_core::publisher::{IgnoreReason, RequestOutcome, Sequencer, SequencerConfig};
 use tickwire_core::recovery::{Mode, Receiver, ReceiverConfig};
 use tickwire_core::wire::{
     HEADER_LEN, LoginAckRepr, MessageIter, NackRejectRepr, Packet, PacketKind, PacketRepr,
@@ -93,9 +93,9 @@ fn padded_datagram_with_bad_crc_is_counted() {
 
 #[test]
 fn publisher_ignores_garbage_requests() {
-    let mut p = Publisher::new(PublisherConfig {
+    let mut p = Sequencer::new(SequencerConfig {
         retransmit_window: 32,
-        ..PublisherConfig::new(EPOCH, 64)
+        ..SequencerConfig::new(EPOCH, 64)
     });
     for data in [&[][..], &[0x54, 0x57][..], &heartbeat(0)[..], &heartbeat(u32::MAX)[..]] {
         let out = p.handle_request(Instant(1), 1, 0, data, &mut |_| panic!("no reply expected"));

@@ -1,4 +1,4 @@
-//! Behaviour of `tickwire_core::publisher::Publisher`: framing, retransmission,
+//! Behaviour of `tickwire_core::publisher::Sequencer`: framing, retransmission,
 //! window edges, request limits, linger, snapshots, logins, heartbeats, hostile
 //! input and allocation in the steady state. Everything is driven by a
 //! simulated clock; no test depends on real time.
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tickwire_core::publisher::{
-    IgnoreReason, Publisher, PublisherConfig, RequestLimits, RequestOutcome, peer_host,
+    IgnoreReason, RequestLimits, RequestOutcome, Sequencer, SequencerConfig, peer_host,
 };
 use tickwire_core::wire::{
     DecodeError, FLAG_COOKIE, FLAG_TIMING, HEADER_LEN, LoginAckRepr, LoginMode, MessageIter,
@@ -46,16 +46,16 @@ fn msg(n: u64, symbols: u32) -> Message {
     }
 }
 
-fn config(symbols: u32, window: u64) -> PublisherConfig {
-    PublisherConfig { retransmit_window: window, ..PublisherConfig::new(EPOCH, symbols) }
+fn config(symbols: u32, window: u64) -> SequencerConfig {
+    SequencerConfig { retransmit_window: window, ..SequencerConfig::new(EPOCH, symbols) }
 }
 
-fn drain(p: &mut Publisher) -> Vec<Vec<u8>> {
+fn drain(p: &mut Sequencer) -> Vec<Vec<u8>> {
     std::iter::from_fn(|| p.poll_packet().map(<[u8]>::to_vec)).collect()
 }
 
 /// Push messages `1..=n` (message i gets sequence i), flush, drain.
-fn publish(p: &mut Publisher, n: u64, symbols: u32) -> Vec<Vec<u8>> {
+fn publish(p: &mut Sequencer, n: u64, symbols: u32) -> Vec<Vec<u8>> {
     for i in 1..=n {
         assert_eq!(p.push(Instant(i), i, &msg(i, symbols)), SeqNo(i));
     }
@@ -118,7 +118,7 @@ fn peer_id(n: u64) -> u64 {
 
 /// `bytes` with the cookie of `host` added when it is a NACK or snapshot
 /// request without one, as a client that has its cookie sends it.
-fn with_cookie(p: &Publisher, host: u64, bytes: &[u8]) -> Vec<u8> {
+fn with_cookie(p: &Sequencer, host: u64, bytes: &[u8]) -> Vec<u8> {
     let Some(mut r) = Packet::new_checked(bytes).ok().and_then(|pk| PacketRepr::parse(&pk).ok())
     else {
         return bytes.to_vec();
@@ -138,7 +138,7 @@ fn with_cookie(p: &Publisher, host: u64, bytes: &[u8]) -> Vec<u8> {
 
 /// A NACK carrying `host`'s cookie, built without allocating.
 fn cookie_nack(
-    p: &Publisher,
+    p: &Sequencer,
     host: u64,
     first_seq: u64,
     count: u16,
@@ -156,14 +156,14 @@ fn cookie_nack(
 }
 
 /// Requester `peer` (a validated host: its requests carry its cookie) sends `bytes`.
-fn call(p: &mut Publisher, now: u64, peer: u64, bytes: &[u8]) -> (RequestOutcome, Vec<Vec<u8>>) {
+fn call(p: &mut Sequencer, now: u64, peer: u64, bytes: &[u8]) -> (RequestOutcome, Vec<Vec<u8>>) {
     let b = with_cookie(p, peer_host(peer_id(peer)), bytes);
     call_raw(p, now, peer_id(peer), &b)
 }
 
 /// `bytes` exactly as given, from peer id `peer`.
 fn call_raw(
-    p: &mut Publisher,
+    p: &mut Sequencer,
     now: u64,
     peer: u64,
     bytes: &[u8],
@@ -207,7 +207,7 @@ fn oracle_book(symbols: u32, upto: u64) -> Book {
 #[test]
 fn framing_round_trips_every_message_within_the_size_limit() {
     for max in [104usize, 200, 1472, 9000] {
-        let mut p = Publisher::new(PublisherConfig { max_packet_len: max, ..config(50, 1 << 14) });
+        let mut p = Sequencer::new(SequencerConfig { max_packet_len: max, ..config(50, 1 << 14) });
         let n = 5_000;
         let mut live = Vec::new();
         for i in 1..=n {
@@ -247,7 +247,7 @@ fn framing_round_trips_every_message_within_the_size_limit() {
 
 #[test]
 fn data_header_carries_send_and_due_times_and_flush_seals_partial_packets() {
-    let mut p = Publisher::new(config(8, 64));
+    let mut p = Sequencer::new(config(8, 64));
     p.push(Instant(1), 111, &msg(1, 8));
     p.push(Instant(2), 222, &msg(2, 8));
     assert_eq!(p.published_next(), SeqNo(1));
@@ -269,7 +269,7 @@ fn data_header_carries_send_and_due_times_and_flush_seals_partial_packets() {
 
 #[test]
 fn book_is_the_state_after_every_sealed_message() {
-    let mut p = Publisher::new(config(10, 1024));
+    let mut p = Sequencer::new(config(10, 1024));
     publish(&mut p, 300, 10);
     assert_eq!(p.book(), &oracle_book(10, 301));
     // An unsealed message is not in the book yet.
@@ -283,7 +283,7 @@ fn book_is_the_state_after_every_sealed_message() {
 
 #[test]
 fn nack_returns_exactly_the_asked_messages_byte_identical() {
-    let mut p = Publisher::new(config(20, 4096));
+    let mut p = Sequencer::new(config(20, 4096));
     let live = publish(&mut p, 2_000, 20);
     let orig = originals(&live);
     for (k, &(s, n)) in [(1u64, 1u16), (1, 37), (500, 300), (1999, 2), (1234, 1)].iter().enumerate()
@@ -313,7 +313,7 @@ fn nack_returns_exactly_the_asked_messages_byte_identical() {
 #[test]
 fn nack_window_edges() {
     // Window 100 over 250 messages: [151, 251) retained.
-    let mut p = Publisher::new(config(5, 100));
+    let mut p = Sequencer::new(config(5, 100));
     publish(&mut p, 250, 5);
     assert_eq!(p.oldest(), SeqNo(151));
 
@@ -356,7 +356,7 @@ fn nack_window_edges() {
 
 #[test]
 fn nack_sanity_checks() {
-    let mut p = Publisher::new(config(5, 100));
+    let mut p = Sequencer::new(config(5, 100));
     publish(&mut p, 10, 5);
     let (out, _) = call(&mut p, 0, 1, &nack(0, 5));
     assert!(matches!(
@@ -402,7 +402,7 @@ fn nack_sanity_checks() {
 #[test]
 fn huge_nack_is_clipped_to_the_message_cap() {
     let limits = RequestLimits { max_nack_messages: 50, ..RequestLimits::default() };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(5, 1 << 16) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(5, 1 << 16) });
     publish(&mut p, 10_000, 5);
     let (out, replies) = call(&mut p, 0, 1, &nack(100, u16::MAX));
     assert_eq!(out, RequestOutcome::Served);
@@ -414,7 +414,7 @@ fn huge_nack_is_clipped_to_the_message_cap() {
 #[test]
 fn huge_nack_is_clipped_to_the_byte_cap() {
     let limits = RequestLimits { max_bytes_per_request: 3_000, ..RequestLimits::default() };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(5, 1 << 16) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(5, 1 << 16) });
     let orig = originals(&publish(&mut p, 10_000, 5));
     let (out, replies) = call(&mut p, 0, 1, &nack(1, 1000));
     assert_eq!(out, RequestOutcome::Served);
@@ -441,7 +441,7 @@ fn flood_from_one_peer_stays_within_its_bucket_and_others_are_served() {
         max_bytes_per_request: 8_000,
         ..RequestLimits::default()
     };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(5, 1 << 16) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(5, 1 << 16) });
     publish(&mut p, 50_000, 5);
     let mut rng = 0x1234_5678_9abc_def0u64;
     let mut next = || {
@@ -490,7 +490,7 @@ fn flood_from_one_peer_stays_within_its_bucket_and_others_are_served() {
 
 #[test]
 fn linger_serves_an_identical_request_once() {
-    let mut p = Publisher::new(config(5, 1024));
+    let mut p = Sequencer::new(config(5, 1024));
     publish(&mut p, 100, 5);
     let t0 = 50 * MS;
     assert_eq!(call(&mut p, t0, 1, &nack(10, 5)).0, RequestOutcome::Served);
@@ -508,7 +508,7 @@ fn linger_serves_an_identical_request_once() {
 #[test]
 fn forget_and_evict_reset_peer_state() {
     let limits = RequestLimits { max_peers_tracked: 2, ..RequestLimits::default() };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(5, 1024) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(5, 1024) });
     publish(&mut p, 100, 5);
     assert_eq!(call(&mut p, 0, 1, &nack(10, 5)).0, RequestOutcome::Served);
     p.forget_peer(peer_id(1));
@@ -525,7 +525,7 @@ fn forget_and_evict_reset_peer_state() {
 #[test]
 fn snapshot_parts_reassemble_to_the_book_at_published_next() {
     let symbols = 60; // 25 records per 1472-byte part: 3 parts
-    let mut p = Publisher::new(config(symbols, 1024));
+    let mut p = Sequencer::new(config(symbols, 1024));
     publish(&mut p, 1_000, symbols);
     p.push(Instant(0), 0, &msg(1_001, symbols)); // open, unsealed: not in the snapshot
     let (out, parts) = call(&mut p, 0, 9, &request(PacketKind::SnapshotRequest, EPOCH, 0, 0));
@@ -544,7 +544,7 @@ fn snapshot_parts_reassemble_to_the_book_at_published_next() {
 
 #[test]
 fn snapshot_of_an_empty_universe_is_one_empty_part() {
-    let mut p = Publisher::new(config(0, 16));
+    let mut p = Sequencer::new(config(0, 16));
     let (out, parts) = call(&mut p, 0, 9, &request(PacketKind::SnapshotRequest, 0, 0, 0));
     assert_eq!(out, RequestOutcome::Served);
     let (at, states) = snapshot_of(&parts, 0);
@@ -553,7 +553,7 @@ fn snapshot_of_an_empty_universe_is_one_empty_part() {
 
 #[test]
 fn snapshot_requests_are_limited_per_peer() {
-    let mut p = Publisher::new(config(30, 1024));
+    let mut p = Sequencer::new(config(30, 1024));
     publish(&mut p, 100, 30);
     let snap = request(PacketKind::SnapshotRequest, EPOCH, 0, 0);
     let t0 = 10_000 * MS;
@@ -582,7 +582,7 @@ fn a_snapshot_larger_than_the_burst_is_sent_whole_then_repaid() {
         snapshot_min_interval: Duration::ZERO,
         ..RequestLimits::default()
     };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(symbols, 1024) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(symbols, 1024) });
     publish(&mut p, 2_000, symbols);
     let total = p.snapshot_bytes();
     assert_eq!(total, 20 * 48 + 500 * 56);
@@ -626,7 +626,7 @@ fn login_in_window_resumes_and_the_live_stream_continues_seamlessly() {
         max_bytes_per_request: 1472,
         ..RequestLimits::default()
     };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(8, 1000) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(8, 1000) });
     let orig = originals(&publish(&mut p, 700, 8));
     let (out, replies) = call(&mut p, 0, 1, &login(EPOCH, 40));
     assert_eq!(
@@ -653,7 +653,7 @@ fn login_in_window_resumes_and_the_live_stream_continues_seamlessly() {
 
 #[test]
 fn login_at_published_next_is_an_ack_alone() {
-    let mut p = Publisher::new(config(8, 1000));
+    let mut p = Sequencer::new(config(8, 1000));
     publish(&mut p, 50, 8);
     let (out, replies) = call(&mut p, 0, 1, &login(EPOCH, 51));
     assert_eq!(
@@ -665,7 +665,7 @@ fn login_at_published_next_is_an_ack_alone() {
 
 #[test]
 fn fresh_login_resumes_from_one_while_nothing_was_lost() {
-    let mut p = Publisher::new(config(8, 100));
+    let mut p = Sequencer::new(config(8, 100));
     publish(&mut p, 100, 8);
     for first in [0, 1] {
         let (out, replies) = call(&mut p, 0, 10 + first, &login(0, first));
@@ -684,7 +684,7 @@ fn fresh_login_resumes_from_one_while_nothing_was_lost() {
     );
 }
 
-fn publish_more(p: &mut Publisher, seq: u64, symbols: u32) {
+fn publish_more(p: &mut Sequencer, seq: u64, symbols: u32) {
     assert_eq!(p.push(Instant(seq), seq, &msg(seq, symbols)), SeqNo(seq));
     p.flush(Instant(seq), seq);
     drain(p);
@@ -693,7 +693,7 @@ fn publish_more(p: &mut Publisher, seq: u64, symbols: u32) {
 #[test]
 fn login_falls_back_to_a_snapshot_when_it_cannot_resume() {
     let symbols = 40;
-    let mut p = Publisher::new(config(symbols, 50));
+    let mut p = Sequencer::new(config(symbols, 50));
     publish(&mut p, 200, symbols);
     assert_eq!(p.oldest(), SeqNo(151));
     let cases = [
@@ -736,7 +736,7 @@ fn login_falls_back_to_a_snapshot_when_it_cannot_resume() {
 
 #[test]
 fn logins_can_be_refused_on_datagram_transports() {
-    let mut p = Publisher::new(PublisherConfig { serve_logins: false, ..config(8, 100) });
+    let mut p = Sequencer::new(SequencerConfig { serve_logins: false, ..config(8, 100) });
     publish(&mut p, 10, 8);
     let (out, replies) = call(&mut p, 0, 1, &login(EPOCH, 1));
     assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::NotARequest(PacketKind::Login)));
@@ -776,7 +776,7 @@ fn probe(nonce: u64) -> Vec<u8> {
 
 #[test]
 fn an_unvalidated_host_gets_its_cookie_and_nothing_else_until_it_echoes_it() {
-    let mut p = Publisher::new(config(1_000, 1 << 12));
+    let mut p = Sequencer::new(config(1_000, 1 << 12));
     publish(&mut p, 2_000, 1_000);
     let who = peer_id(0x0A00_0001);
     let host = peer_host(who);
@@ -804,11 +804,11 @@ fn an_unvalidated_host_gets_its_cookie_and_nothing_else_until_it_echoes_it() {
 
 #[test]
 fn a_wrong_cookie_is_counted_and_served_nothing() {
-    let mut p = Publisher::new(config(8, 64));
+    let mut p = Sequencer::new(config(8, 64));
     publish(&mut p, 50, 8);
     let (a, b) = (peer_id(1), peer_id(2));
     // Host 2's cookie does not validate host 1, nor does another server's.
-    let other = Publisher::new(PublisherConfig { secret: [9; 32], ..config(8, 64) });
+    let other = Sequencer::new(SequencerConfig { secret: [9; 32], ..config(8, 64) });
     for cookie in [p.cookie(peer_host(b)), other.cookie(peer_host(a)), 0x1234] {
         let mut req = with_cookie(&p, peer_host(a), &nack(1, 5));
         emit_token(&mut req[HEADER_LEN..], cookie);
@@ -833,7 +833,7 @@ fn a_flood_from_many_ports_of_one_host_shares_one_budget() {
         linger: Duration::ZERO,
         ..RequestLimits::default()
     };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(16, 1 << 12) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(16, 1 << 12) });
     publish(&mut p, 3_000, 16);
     let host = 0x0A00_0002u64;
     let mut bytes = 0usize;
@@ -858,7 +858,7 @@ fn a_flood_from_many_ports_of_one_host_shares_one_budget() {
 /// for each inside the snapshot interval, are all served.
 #[test]
 fn clients_sharing_a_host_do_not_suppress_each_other() {
-    let mut p = Publisher::new(config(16, 1 << 12));
+    let mut p = Sequencer::new(config(16, 1 << 12));
     publish(&mut p, 500, 16);
     let host = 0x0A00_0003u64;
     let (a, b) = ((host << 16) | 4_001, (host << 16) | 4_002);
@@ -889,7 +889,7 @@ fn the_global_budget_caps_all_replies_together() {
         linger: Duration::ZERO,
         ..RequestLimits::default()
     };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(16, 1 << 12) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(16, 1 << 12) });
     publish(&mut p, 3_000, 16);
     let mut bytes = 0usize;
     // 200 hosts, 2,000 NACKs over 100 ms: each host's own budget would allow
@@ -905,7 +905,7 @@ fn the_global_budget_caps_all_replies_together() {
 
 #[test]
 fn a_probe_is_answered_with_the_session_status() {
-    let mut p = Publisher::new(config(8, 64));
+    let mut p = Sequencer::new(config(8, 64));
     publish(&mut p, 30, 8);
     let who = peer_id(5);
     let (out, replies) = call_raw(&mut p, 0, who, &probe(0xABCD));
@@ -933,7 +933,7 @@ fn a_probe_is_answered_with_the_session_status() {
 fn forged_sources_draw_at_most_three_times_what_they_send() {
     // One request from each of 2,000 forged addresses (none ever sees the
     // reply, so none has a cookie): bytes out over bytes in.
-    let mut p = Publisher::new(config(1_000, 1 << 12));
+    let mut p = Sequencer::new(config(1_000, 1 << 12));
     publish(&mut p, 4_000, 1_000);
     let (mut sent, mut drawn) = (0usize, 0usize);
     for k in 0..2_000u64 {
@@ -954,7 +954,7 @@ fn forged_sources_draw_at_most_three_times_what_they_send() {
 
 #[test]
 fn heartbeats_follow_the_simulated_clock() {
-    let mut p = Publisher::new(config(4, 64));
+    let mut p = Sequencer::new(config(4, 64));
     let t0 = 5_000 * MS;
     assert_eq!(p.poll_timeout(), Some(Instant::ZERO), "announce the session at once");
     p.handle_timeout(Instant(t0), 1);
@@ -1003,7 +1003,7 @@ fn heartbeats_follow_the_simulated_clock() {
 
 #[test]
 fn end_session_seals_the_open_packet_first() {
-    let mut p = Publisher::new(config(4, 64));
+    let mut p = Sequencer::new(config(4, 64));
     p.push(Instant(0), 0, &msg(1, 4));
     p.end_session(Instant(0), 0);
     let live = drain(&mut p);
@@ -1016,9 +1016,9 @@ fn end_session_seals_the_open_packet_first() {
 
 // ---------------------------------------------------------------- hostile input
 
-fn hostile_publisher() -> Publisher {
+fn hostile_publisher() -> Sequencer {
     let limits = RequestLimits { max_nack_messages: 300, ..RequestLimits::default() };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(30, 256) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(30, 256) });
     publish(&mut p, 1_000, 30);
     p
 }
@@ -1123,7 +1123,7 @@ proptest! {
     fn random_run_loops_keep_the_contract(ops in proptest::collection::vec(op(), 1..120)) {
         let symbols = 30;
         let limits = RequestLimits { max_nack_messages: 100, ..RequestLimits::default() };
-        let mut p = Publisher::new(PublisherConfig { limits, max_packet_len: 300, ..config(symbols, 200) });
+        let mut p = Sequencer::new(SequencerConfig { limits, max_packet_len: 300, ..config(symbols, 200) });
         let mut orig: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut next_live = 1u64;
         let mut n = 0u64; // messages pushed
@@ -1229,9 +1229,9 @@ mod alloc_count;
 
 #[test]
 fn steady_state_push_seal_poll_and_retransmit_allocate_nothing() {
-    let mut p = Publisher::new(config(100, 1 << 12));
+    let mut p = Sequencer::new(config(100, 1 << 12));
     let mut sink = 0usize;
-    let mut cycle = |p: &mut Publisher, from: u64, to: u64, now: u64| {
+    let mut cycle = |p: &mut Sequencer, from: u64, to: u64, now: u64| {
         for i in from..to {
             p.push(Instant(now), now, &msg(i, 100));
             if i % 50 == 0 {
@@ -1271,10 +1271,10 @@ fn steady_state_push_seal_poll_and_retransmit_allocate_nothing() {
 #[test]
 fn peer_churn_beyond_the_table_bound_allocates_nothing() {
     let limits = RequestLimits { max_peers_tracked: 16, ..RequestLimits::default() };
-    let mut p = Publisher::new(PublisherConfig { limits, ..config(10, 1 << 10) });
+    let mut p = Sequencer::new(SequencerConfig { limits, ..config(10, 1 << 10) });
     publish(&mut p, 2_000, 10);
     let mut sink = 0usize;
-    let mut round = |p: &mut Publisher, from: u64, to: u64| {
+    let mut round = |p: &mut Sequencer, from: u64, to: u64| {
         for peer in from..to {
             let b = cookie_nack(p, peer_host(peer_id(peer)), 1_000 + peer % 500, 3);
             p.handle_request(Instant(peer * MS), 0, peer_id(peer), &b, &mut |r| sink += r.len());
@@ -1329,7 +1329,7 @@ fn measure_hot_paths() {
 
     let symbols = 10_000;
     let msgs: Vec<Message> = (0..4096).map(|i| msg(i, symbols)).collect();
-    let mut p = Publisher::new(config(symbols, 1 << 20));
+    let mut p = Sequencer::new(config(symbols, 1 << 20));
     let n = 10_000_000u64;
     let mut sink = 0usize;
     let t = Span::start();
@@ -1354,7 +1354,7 @@ fn measure_hot_paths() {
         burst_bytes: u64::MAX / 4,
         ..RequestLimits::default()
     };
-    let mut p2 = Publisher::new(PublisherConfig { limits, ..config(symbols, 1 << 20) });
+    let mut p2 = Sequencer::new(SequencerConfig { limits, ..config(symbols, 1 << 20) });
     for i in 1..=2_000_000u64 {
         p2.push(Instant(0), 0, &msgs[(i & 4095) as usize]);
         while p2.poll_packet().is_some() {}

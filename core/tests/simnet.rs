@@ -1,5 +1,5 @@
 //! A seeded, discrete-event simulated network between the real
-//! `publisher::Publisher` and one or more `recovery::Receiver`s (models:
+//! `publisher::Sequencer` and one or more `recovery::Receiver`s (models:
 //! smoltcp's `tests/netsim.rs`, str0m's netem, quinn's `Pair::drive`).
 //!
 //! Every link — data lines A and B, the request path, the answer path — has its
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use tickwire_core::publisher::{Publisher, PublisherConfig, RequestOutcome};
+use tickwire_core::publisher::{RequestOutcome, Sequencer, SequencerConfig};
 use tickwire_core::recovery::{Event, LateJoin, Mode, Receiver, ReceiverConfig, RecoveryStats};
 use tickwire_core::wire::{Packet, PacketKind};
 use tickwire_core::{Book, Instant, Line, Message, Quote, Side, SymbolState, Trade};
@@ -479,7 +479,7 @@ struct World {
     rng: Xoshiro256PlusPlus,
     q: Queue,
     now: u64,
-    server: Publisher,
+    server: Sequencer,
     key: u64,
     epoch: u64,
     /// (epoch, session key) of every session so far.
@@ -503,11 +503,11 @@ const MAX_STEPS: u64 = 5_000_000;
 /// A run that has not completed after this much simulated time fails.
 const SIM_LIMIT: u64 = 120_000 * MS;
 
-fn publisher(sc: &Scenario, epoch: u64) -> Publisher {
-    let mut cfg = PublisherConfig::new(epoch, SYMBOLS);
+fn publisher(sc: &Scenario, epoch: u64) -> Sequencer {
+    let mut cfg = SequencerConfig::new(epoch, SYMBOLS);
     cfg.retransmit_window = sc.window;
     cfg.heartbeat_interval = Duration::from_millis(5);
-    Publisher::new(cfg)
+    Sequencer::new(cfg)
 }
 
 fn receiver_config(sc: &Scenario, c: usize) -> ReceiverConfig {

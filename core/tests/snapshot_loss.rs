@@ -12,7 +12,7 @@
 
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use tickwire_core::publisher::{Publisher, PublisherConfig};
+use tickwire_core::publisher::{Sequencer, SequencerConfig};
 use tickwire_core::recovery::{Event, Receiver, ReceiverConfig};
 use tickwire_core::wire::MAX_PACKET_LEN;
 use tickwire_core::{Book, Instant, Line, Message, Quote};
@@ -42,10 +42,10 @@ fn run(
     rec_loss: f64,
     seed: u64,
     secs: u64,
-) -> (Receiver, Publisher, Book) {
-    let mut publisher = Publisher::new(PublisherConfig {
+) -> (Receiver, Sequencer, Book) {
+    let mut publisher = Sequencer::new(SequencerConfig {
         retransmit_window: 1 << 18,
-        ..PublisherConfig::new(0xABCD, SYMBOLS)
+        ..SequencerConfig::new(0xABCD, SYMBOLS)
     });
     let mut rx = Receiver::new(ReceiverConfig { seed, ..ReceiverConfig::default() });
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
@@ -113,7 +113,7 @@ fn run(
 /// requests 250 ms apart), so "caught up" means within 1.5 s of the feed.
 const MAX_LAG_STEPS: u64 = 15_000;
 
-fn assert_caught_up(rx: &Receiver, publisher: &Publisher, per_step: u64, what: &str) {
+fn assert_caught_up(rx: &Receiver, publisher: &Sequencer, per_step: u64, what: &str) {
     let st = rx.stats();
     assert!(st.snapshots_applied >= 1, "{what}: no snapshot completed: {st:?}");
     assert_eq!(st.unrecovered, 0, "{what}: gave up: {st:?}");

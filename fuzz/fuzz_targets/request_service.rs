@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tickwire_core::publisher::{Publisher, PublisherConfig, RequestLimits, peer_host};
+use tickwire_core::publisher::{Sequencer, SequencerConfig, RequestLimits, peer_host};
 use tickwire_core::wire::{FLAG_COOKIE, HEADER_LEN, Packet, PacketKind, PacketRepr};
 use tickwire_core::{Instant, Message, Quote, SeqNo, Side, Trade};
 use tickwire_fuzz::{EPOCH, EPOCH2, finish};
@@ -34,14 +34,14 @@ fn msg(n: u64) -> Message {
 
 fn run(u: &mut Unstructured) -> Result<()> {
     let published = u64::from(u.int_in_range(0u8..=200)?);
-    let cfg = PublisherConfig {
+    let cfg = SequencerConfig {
         retransmit_window: 32,
         max_packet_len: MAX_PACKET,
         serve_logins: u.ratio(7, 8)?,
         limits: RequestLimits::default(),
-        ..PublisherConfig::new(EPOCH, SYMBOLS)
+        ..SequencerConfig::new(EPOCH, SYMBOLS)
     };
-    let mut p = Publisher::new(cfg);
+    let mut p = Sequencer::new(cfg);
     let mut now = 1_000u64;
     for i in 1..=published {
         p.push(Instant(now + i), now + i, &msg(i));

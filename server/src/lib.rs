@@ -2,7 +2,7 @@
 //!
 //! The exchange simulator and publisher: a [`MessageSource`] (the GBM
 //! generator, or a program's own messages) feeds the sans-IO
-//! [`tickwire_core::publisher::Publisher`] (sequencer, framer, flush policy,
+//! [`tickwire_core::publisher::Sequencer`] (sequencer, framer, flush policy,
 //! retransmit store, snapshot state, request service, end-of-session
 //! repetition), paced by [`tickwire_core::pacing::Pacer`]; packets go out over
 //! any [`tickwire_transports::Publisher`]. [`publish`] is a thin driver: it reads
@@ -42,7 +42,7 @@ use anyhow::Context;
 use tickwire_core::Instant;
 use tickwire_core::gbm::Generator;
 use tickwire_core::pacing::Pacer;
-use tickwire_core::publisher::{Publisher as Core, PublisherConfig, RequestLimits};
+use tickwire_core::publisher::{RequestLimits, Sequencer as Core, SequencerConfig};
 use tickwire_transports::affinity::{cpu_times, pin_to_cpu};
 use tickwire_transports::idle::Idler;
 use tickwire_transports::metrics::{self, Metrics};
@@ -155,7 +155,7 @@ pub fn publish<S: MessageSource + ?Sized>(
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
     let epoch = cfg.epoch.unwrap_or_else(|| wall_ns().max(1));
-    let core_cfg = PublisherConfig {
+    let core_cfg = SequencerConfig {
         max_packet_len: transport.max_packet_len(),
         retransmit_window: cfg.retransmit_window,
         // Logins are a TCP affair; over UDP a spoofed 40-byte Login could ask
@@ -170,7 +170,7 @@ pub fn publish<S: MessageSource + ?Sized>(
         max_delay: cfg.max_delay,
         // Cookies and the instance id must be unguessable.
         secret: random_secret().context("reading /dev/urandom for the cookie secret")?,
-        ..PublisherConfig::new(epoch, symbols)
+        ..SequencerConfig::new(epoch, symbols)
     };
     core_cfg.validate().context("invalid publisher settings")?;
     let mut core = Core::new(core_cfg);

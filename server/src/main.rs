@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use tickwire_core::gbm::GbmConfig;
-use tickwire_core::publisher::{ConfigError, MAX_RETRANSMIT_WINDOW, PublisherConfig};
+use tickwire_core::publisher::{ConfigError, MAX_RETRANSMIT_WINDOW, SequencerConfig};
 use tickwire_server::{ServerConfig, run};
 use tickwire_transports::args::TransportArgs;
 use tickwire_transports::idle::IdleStrategy;
@@ -153,10 +153,10 @@ fn check(args: &Args) {
         usage_error(msg);
     }
     // The snapshot of the universe must be numberable at this packet size.
-    let core_cfg = PublisherConfig {
+    let core_cfg = SequencerConfig {
         max_packet_len: args.max_packet,
         retransmit_window: args.retransmit_window,
-        ..PublisherConfig::new(args.epoch.unwrap_or(1), args.symbols)
+        ..SequencerConfig::new(args.epoch.unwrap_or(1), args.symbols)
     };
     if let Err(e @ ConfigError::TooManySymbols { .. }) = core_cfg.validate() {
         usage_error(format!(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tickwire_core::Instant;
-use tickwire_core::publisher::Publisher as Core;
+use tickwire_core::publisher::Sequencer as Core;
 use tickwire_transports::Publisher;
 use tickwire_transports::idle::Idler;
 use tickwire_transports::metrics::{Kind, Metrics};

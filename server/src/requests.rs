@@ -6,7 +6,7 @@ use std::io;
 
 use tickwire_core::Instant;
 use tickwire_core::catchup::{self, CatchUp, LoginPlan};
-use tickwire_core::publisher::{Publisher as Core, RequestOutcome};
+use tickwire_core::publisher::{RequestOutcome, Sequencer as Core};
 use tickwire_transports::tcp::{CATCHUP_BUDGET, LogLimiter, log_limited};
 use tickwire_transports::{DisconnectReason, PeerId, Publisher};
 

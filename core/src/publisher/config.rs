@@ -1,4 +1,4 @@
-//! What a [`Publisher`](super::Publisher) is configured with: windows, limits, the flush
+//! What a [`Sequencer`](super::Sequencer) is configured with: windows, limits, the flush
 //! policy, and the checks a configuration must pass.
 
 use super::*;
@@ -162,9 +162,9 @@ impl Default for RequestLimits {
     }
 }
 
-/// Configuration of a [`Publisher`].
+/// Configuration of a [`Sequencer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PublisherConfig {
+pub struct SequencerConfig {
     /// Session epoch (the server picks it at start; nonzero: 0 means "none" in a Login).
     pub epoch: u64,
     /// Universe size: snapshots cover symbols `0..symbols`.
@@ -185,7 +185,7 @@ pub struct PublisherConfig {
     pub serve_logins: bool,
     /// The flush policy. `None` (the default): natural batching, the open
     /// packet is sealed as soon as the generator has caught up
-    /// ([`Publisher::caught_up`]), so a lone tick goes out at once and a burst
+    /// ([`Sequencer::caught_up`]), so a lone tick goes out at once and a burst
     /// fills packets. `Some(d)`: bounded coalescing, the open packet waits
     /// until its oldest message has been due for `d` (or it is full), trading
     /// at most `d` of latency for fewer, fuller packets.
@@ -201,10 +201,10 @@ pub struct PublisherConfig {
     pub secret: [u8; 32],
 }
 
-impl PublisherConfig {
+impl SequencerConfig {
     /// A configuration with every default, for session `epoch` and `symbols` symbols.
-    pub fn new(epoch: u64, symbols: u32) -> PublisherConfig {
-        PublisherConfig {
+    pub fn new(epoch: u64, symbols: u32) -> SequencerConfig {
+        SequencerConfig {
             epoch,
             symbols,
             max_packet_len: wire::DEFAULT_MAX_PACKET,
@@ -218,7 +218,7 @@ impl PublisherConfig {
         }
     }
 
-    /// Check the configuration; [`Publisher::try_new`] calls it.
+    /// Check the configuration; [`Sequencer::try_new`] calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.epoch == 0 {
             return Err(ConfigError::ZeroEpoch);
@@ -255,7 +255,7 @@ impl PublisherConfig {
     }
 }
 
-/// Why a [`PublisherConfig`] is refused.
+/// Why a [`SequencerConfig`] is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// Epoch 0 means "no epoch" in a Login.

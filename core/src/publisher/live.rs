@@ -11,7 +11,7 @@ pub(super) struct Entry {
 }
 
 /// Live packets, in one flat buffer: the sealed ones waiting for
-/// [`Publisher::poll_transmit`], then the open packet being filled. Messages
+/// [`Sequencer::poll_transmit`], then the open packet being filled. Messages
 /// are encoded once, in place, behind the open packet's header; sealing
 /// writes the header and the timing block there, and transmitting stamps the
 /// send time, computes the CRC and copies the packet into the transport's

@@ -18,26 +18,26 @@
 //! are passed in.
 //!
 //! ## Run-loop contract
-//! 1. [`Publisher::push`] each message with the instant it fell due; when
-//!    nothing more is due, call [`Publisher::caught_up`], which applies the
-//!    flush policy ([`PublisherConfig::max_delay`]: natural batching seals at
+//! 1. [`Sequencer::push`] each message with the instant it fell due; when
+//!    nothing more is due, call [`Sequencer::caught_up`], which applies the
+//!    flush policy ([`SequencerConfig::max_delay`]: natural batching seals at
 //!    once, a coalescing bound seals once the oldest message waited that long).
-//! 2. When `now` reaches [`Publisher::poll_timeout`], call
-//!    [`Publisher::handle_timeout`] (coalescing bound, heartbeats while idle,
+//! 2. When `now` reaches [`Sequencer::poll_timeout`], call
+//!    [`Sequencer::handle_timeout`] (coalescing bound, heartbeats while idle,
 //!    end-of-session repetition).
-//! 3. Hand every [`Publisher::poll_transmit`] packet to the transport
+//! 3. Hand every [`Sequencer::poll_transmit`] packet to the transport
 //!    (`publish_with`) **before** handling requests: a Login's catch-up ends at
-//!    [`Publisher::published_next`], which is where the live stream continues
+//!    [`Sequencer::published_next`], which is where the live stream continues
 //!    only once every sealed packet has been handed over.
-//! 4. Hand each request to [`Publisher::handle_request`]; it answers through
+//! 4. Hand each request to [`Sequencer::handle_request`]; it answers through
 //!    its `reply` callback, one complete packet per call.
 //!
 //! ```
-//! use tickwire_core::publisher::{Publisher, PublisherConfig, RequestOutcome, peer_host};
+//! use tickwire_core::publisher::{Sequencer, SequencerConfig, RequestOutcome, peer_host};
 //! use tickwire_core::wire::{FLAG_COOKIE, HEADER_LEN, Packet, PacketKind, PacketRepr, TOKEN_LEN, emit_token};
 //! use tickwire_core::{Instant, Message, SeqNo, Trade, Side};
 //!
-//! let mut p = Publisher::new(PublisherConfig::new(7, 16));
+//! let mut p = Sequencer::new(SequencerConfig::new(7, 16));
 //! let now = Instant(1_000);
 //! let trade = Message::Trade(Trade { symbol: 3, side: Side::Buy, price: 1, qty: 2, exch_ts: 3 });
 //! assert_eq!(p.push(now, 42, &trade), SeqNo(1));
@@ -82,7 +82,7 @@ mod stats;
 mod store;
 
 pub use config::*;
-pub use stats::{IgnoreReason, PublisherStats, RequestOutcome};
+pub use stats::{IgnoreReason, RequestOutcome, SequencerStats};
 pub use store::{MAX_RETRANSMIT_WINDOW, RetransmitStore, SLOT_LEN};
 
 use live::LiveQueue;
@@ -107,8 +107,8 @@ struct SnapshotImage {
 
 /// The server's sequencer, framer, retransmit store, snapshot state and
 /// request service. See the [module docs](self) for the run-loop contract.
-pub struct Publisher {
-    cfg: PublisherConfig,
+pub struct Sequencer {
+    cfg: SequencerConfig,
     /// Messages of the open packet, applied to the book when it is sealed.
     pending: Vec<Message>,
     /// Due times of the open packet's first and last messages (wall ns), and
@@ -138,12 +138,12 @@ pub struct Publisher {
     /// Kept snapshot images (at most [`SNAPSHOT_IMAGES`]) and the slot the next capture replaces.
     images: Vec<SnapshotImage>,
     image_next: usize,
-    stats: PublisherStats,
+    stats: SequencerStats,
 }
 
-impl fmt::Debug for Publisher {
+impl fmt::Debug for Sequencer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Publisher")
+        f.debug_struct("Sequencer")
             .field("cfg", &self.cfg)
             .field("next_seq", &self.next_seq)
             .field("store", &self.store)
@@ -153,24 +153,24 @@ impl fmt::Debug for Publisher {
     }
 }
 
-impl Publisher {
+impl Sequencer {
     /// A publisher for `cfg`. Allocates everything it will use: the retransmit
     /// ring, the book, the packet buffers and the peer table.
     ///
     /// # Panics
-    /// If `cfg` is invalid ([`PublisherConfig::validate`]); see [`Self::try_new`].
-    pub fn new(cfg: PublisherConfig) -> Publisher {
-        match Publisher::try_new(cfg) {
+    /// If `cfg` is invalid ([`SequencerConfig::validate`]); see [`Self::try_new`].
+    pub fn new(cfg: SequencerConfig) -> Sequencer {
+        match Sequencer::try_new(cfg) {
             Ok(p) => p,
             Err(e) => panic!("invalid publisher configuration: {e}"),
         }
     }
 
     /// A publisher for `cfg`, or why the configuration is refused.
-    pub fn try_new(cfg: PublisherConfig) -> Result<Publisher, ConfigError> {
+    pub fn try_new(cfg: SequencerConfig) -> Result<Sequencer, ConfigError> {
         cfg.validate()?;
         let max_msgs = (cfg.max_packet_len - DATA_OVERHEAD) / MIN_MESSAGE_LEN;
-        Ok(Publisher {
+        Ok(Sequencer {
             pending: Vec::with_capacity(max_msgs),
             first_due: 0,
             last_due: 0,
@@ -189,13 +189,13 @@ impl Publisher {
             global: TokenBucket::full(cfg.limits.global_burst_bytes, Instant::ZERO),
             images: Vec::with_capacity(SNAPSHOT_IMAGES),
             image_next: 0,
-            stats: PublisherStats::default(),
+            stats: SequencerStats::default(),
             cfg,
         })
     }
 
     /// The configuration.
-    pub fn config(&self) -> &PublisherConfig {
+    pub fn config(&self) -> &SequencerConfig {
         &self.cfg
     }
 
@@ -282,7 +282,7 @@ impl Publisher {
     }
 
     /// The generator has nothing more due at `now`: apply the flush policy.
-    /// Natural batching ([`PublisherConfig::max_delay`] `None`) seals the open
+    /// Natural batching ([`SequencerConfig::max_delay`] `None`) seals the open
     /// packet at once, so whatever fell due together goes out together; with a
     /// coalescing bound it is sealed only once its oldest message has waited
     /// that long (else [`Self::poll_timeout`] names the instant it will be).
@@ -331,7 +331,7 @@ impl Publisher {
     ///   `published_next`, count 0). Before the first packet the deadline is
     ///   [`Instant::ZERO`]: the first call announces the session at once;
     /// - after the end of session, the EndOfSession is queued again every
-    ///   [`PublisherConfig::eos_repeat`], so a receiver that lost it over a
+    ///   [`SequencerConfig::eos_repeat`], so a receiver that lost it over a
     ///   datagram transport still learns where the session ends.
     pub fn handle_timeout(&mut self, now: Instant, wall_ns: u64) {
         self.last_wall = self.last_wall.max(wall_ns);
@@ -402,7 +402,7 @@ impl Publisher {
     }
 
     /// Counters.
-    pub fn stats(&self) -> &PublisherStats {
+    pub fn stats(&self) -> &SequencerStats {
         &self.stats
     }
 
@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn seals_when_the_next_message_does_not_fit() {
-        let mut p = Publisher::new(PublisherConfig::new(1, 4));
+        let mut p = Sequencer::new(SequencerConfig::new(1, 4));
         // 1472 - 40 - 16 = 1416 message bytes: 29 quotes (1392) leave 24 < 32
         // (the smallest message), which seals at once.
         for i in 0..28 {
@@ -539,7 +539,7 @@ mod tests {
 
     #[test]
     fn unknown_and_after_end_are_refused() {
-        let mut p = Publisher::new(PublisherConfig::new(1, 4));
+        let mut p = Sequencer::new(SequencerConfig::new(1, 4));
         assert_eq!(p.push(Instant(0), 0, &Message::Unknown { kind: 9 }), SeqNo(1));
         assert_eq!(p.next_seq(), SeqNo(1));
         p.push(Instant(0), 0, &trade(0, 1));
@@ -549,13 +549,13 @@ mod tests {
         assert_eq!(p.published_next(), SeqNo(2));
         assert_eq!(p.poll_timeout(), Some(Instant(0) + DEFAULT_EOS_REPEAT));
         let once =
-            Publisher::new(PublisherConfig { eos_repeat: None, ..PublisherConfig::new(1, 4) });
+            Sequencer::new(SequencerConfig { eos_repeat: None, ..SequencerConfig::new(1, 4) });
         let mut once = once;
         once.end_session(Instant(0), 0);
         assert_eq!(once.poll_timeout(), None);
     }
 
-    fn drain_all(p: &mut Publisher) -> Vec<Vec<u8>> {
+    fn drain_all(p: &mut Sequencer) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; p.config().max_packet_len];
         while let Some(n) = p.poll_transmit(1, &mut buf) {
@@ -580,7 +580,7 @@ mod tests {
     fn a_burst_at_a_high_rate_fills_packets() {
         // 100 quotes fell due together (the generator was behind): natural
         // batching seals full packets of 29 and the remainder once caught up.
-        let mut p = Publisher::new(PublisherConfig::new(1, 4));
+        let mut p = Sequencer::new(SequencerConfig::new(1, 4));
         for i in 0..100 {
             p.push(Instant(i * US), 1_000 + i, &quote(0, i));
         }
@@ -600,7 +600,7 @@ mod tests {
 
     #[test]
     fn a_lone_tick_goes_out_at_once() {
-        let mut p = Publisher::new(PublisherConfig::new(1, 4));
+        let mut p = Sequencer::new(SequencerConfig::new(1, 4));
         p.push(Instant(50 * US), 7_000, &trade(2, 1));
         assert_eq!(p.queued_packets(), 0, "open until the generator has caught up");
         p.caught_up(Instant(50 * US), 7_001);
@@ -613,9 +613,9 @@ mod tests {
     #[test]
     fn coalescing_never_exceeds_its_bound() {
         let bound = Duration::from_micros(100);
-        let mut p = Publisher::new(PublisherConfig {
+        let mut p = Sequencer::new(SequencerConfig {
             max_delay: Some(bound),
-            ..PublisherConfig::new(1, 4)
+            ..SequencerConfig::new(1, 4)
         });
         // Heartbeat first, so its deadline does not interfere.
         p.handle_timeout(Instant::ZERO, 0);
@@ -653,7 +653,7 @@ mod tests {
 
     #[test]
     fn end_of_session_is_repeated_as_configured() {
-        let mut p = Publisher::new(PublisherConfig::new(1, 4));
+        let mut p = Sequencer::new(SequencerConfig::new(1, 4));
         p.push(Instant(0), 0, &trade(0, 1));
         p.end_session(Instant(10 * US), 0);
         let first = drain_all(&mut p);
@@ -678,20 +678,20 @@ mod tests {
 
     #[test]
     fn config_checks() {
-        let ok = PublisherConfig::new(1, 10);
+        let ok = SequencerConfig::new(1, 10);
         assert_eq!(ok.validate(), Ok(()));
-        assert_eq!(PublisherConfig { epoch: 0, ..ok }.validate(), Err(ConfigError::ZeroEpoch));
+        assert_eq!(SequencerConfig { epoch: 0, ..ok }.validate(), Err(ConfigError::ZeroEpoch));
         assert_eq!(
-            PublisherConfig { max_packet_len: MIN_PACKET_LEN - 1, ..ok }.validate(),
+            SequencerConfig { max_packet_len: MIN_PACKET_LEN - 1, ..ok }.validate(),
             Err(ConfigError::PacketLen(MIN_PACKET_LEN - 1))
         );
-        assert!(PublisherConfig { max_packet_len: MIN_PACKET_LEN, ..ok }.validate().is_ok());
+        assert!(SequencerConfig { max_packet_len: MIN_PACKET_LEN, ..ok }.validate().is_ok());
         assert_eq!(
-            PublisherConfig { retransmit_window: 0, ..ok }.validate(),
+            SequencerConfig { retransmit_window: 0, ..ok }.validate(),
             Err(ConfigError::Window(0))
         );
         // One record per part at the minimum size: 65536 symbols need 65536 parts.
-        let tiny = PublisherConfig { max_packet_len: MIN_PACKET_LEN, symbols: 65_536, ..ok };
+        let tiny = SequencerConfig { max_packet_len: MIN_PACKET_LEN, symbols: 65_536, ..ok };
         assert!(matches!(tiny.validate(), Err(ConfigError::TooManySymbols { parts: 65_536, .. })));
         let mut l = ok;
         l.limits.burst_bytes = 100;

@@ -5,7 +5,7 @@
 //! then per kind: its own sanity checks, epoch, range, linger, rate.
 //! Whatever fails is counted and answered with nothing.
 
-use super::{IgnoreReason, Publisher, RequestOutcome, peer_host};
+use super::{IgnoreReason, RequestOutcome, Sequencer, peer_host};
 use crate::seq::SeqNo;
 use crate::time::Instant;
 use crate::wire::{
@@ -16,7 +16,7 @@ use crate::wire::{
 use super::peers::Recent;
 use super::replies::*;
 
-impl Publisher {
+impl Sequencer {
     /// Handle a request packet from `peer` (Nack, SnapshotRequest or Login).
     /// Replies go out through `reply`, one complete packet per call, in order.
     /// Any bytes are accepted: what is not a valid request is counted and

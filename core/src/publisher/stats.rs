@@ -3,7 +3,7 @@
 use crate::seq::SeqNo;
 use crate::wire::{DecodeError, LoginMode, PacketKind};
 
-/// Why a request was ignored. Every reason has a counter in [`PublisherStats`].
+/// Why a request was ignored. Every reason has a counter in [`SequencerStats`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IgnoreReason {
     /// The bytes are not a valid request packet (truncated, bad CRC, a NACK of
@@ -27,7 +27,7 @@ pub enum IgnoreReason {
     Unvalidated,
 }
 
-/// What [`super::Publisher::handle_request`] did.
+/// What [`super::Sequencer::handle_request`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestOutcome {
     /// Replies were emitted (retransmissions, a NackReject or a snapshot).
@@ -49,7 +49,7 @@ pub enum RequestOutcome {
 
 /// Counters; every mechanism has one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PublisherStats {
+pub struct SequencerStats {
     /// Messages sequenced and sealed into live packets.
     pub messages: u64,
     /// Live packets queued (Data, Heartbeat, EndOfSession).
@@ -106,7 +106,7 @@ pub struct PublisherStats {
     pub not_a_request: u64,
     /// Peers evicted from the bounded per-peer table.
     pub peers_evicted: u64,
-    /// EndOfSession packets queued again after the first ([`super::PublisherConfig::eos_repeat`]).
+    /// EndOfSession packets queued again after the first ([`super::SequencerConfig::eos_repeat`]).
     pub eos_repeats: u64,
     /// Probes answered with a Status.
     pub probes: u64,

@@ -54,8 +54,9 @@ fn run(
     let mut n = 0u64;
     let mut feed: Vec<Vec<u8>> = Vec::new();
     let mut answers: Vec<Vec<u8>> = Vec::new();
-    // The receiver joins after 50 ms: a late joiner that needs a snapshot.
-    let join_at = 50 * 1_000_000;
+    // The receiver joins after 200 ms (4,000 messages in at 2 per step, well
+    // past EARLY_JOIN_SLACK): a late joiner that needs a snapshot.
+    let join_at = 200 * 1_000_000;
     for step in 0..(secs * 1_000_000_000 / STEP_NS) {
         let now = Instant(step * STEP_NS);
         for _ in 0..per_step {

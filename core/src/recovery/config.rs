@@ -37,6 +37,13 @@ pub const DEFAULT_MAX_OUTSTANDING_NACKS: usize = 16;
 /// answers) and clips the rest, so a longer hole is asked for as several
 /// 1024-message ranges at once rather than one range re-asked round after round.
 pub const DEFAULT_MAX_NACK_LEN: u64 = 1024;
+
+/// A datagram session whose first packet seen is at most this far past
+/// sequence 1 is taken from its start, the missing head NACKed (one NACK's
+/// worth, [`DEFAULT_MAX_NACK_LEN`]): its first packets were lost, the
+/// receiver did not join late. Beyond it, a late joiner starts from a
+/// snapshot ([`LateJoin::Snapshot`]).
+pub const EARLY_JOIN_SLACK: u64 = DEFAULT_MAX_NACK_LEN;
 /// The wire's limit on one NACK: its count field is a `u16`.
 pub const MAX_NACK_COUNT: u64 = u16::MAX as u64;
 /// Two holes this close (messages already held between them) are requested as

@@ -83,7 +83,16 @@ impl Receiver {
     }
 
     /// Datagram: the first live packet of a session shows sequence `first`.
+    /// A first packet within [`EARLY_JOIN_SLACK`] of the session's start
+    /// means the start was lost on the way, not missed by joining late: the
+    /// session is taken from sequence 1 and the hole NACKed like any other,
+    /// so every message is delivered (a snapshot would give only the state).
     pub(super) fn begin_session(&mut self, now: Instant, first: u64) {
+        let early = first > 1 && first - 1 <= EARLY_JOIN_SLACK;
+        if early && self.cfg.late_join == LateJoin::Snapshot {
+            self.start_at(1, true);
+            return;
+        }
         let from_start = first == 1 || self.cfg.late_join == LateJoin::FromFirstSeen;
         self.start_at(first, from_start);
         if !from_start {

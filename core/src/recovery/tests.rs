@@ -519,25 +519,48 @@ fn a_snapshot_with_a_lost_part_is_requested_again_then_given_up() {
 
 #[test]
 fn late_joiner_starts_from_a_snapshot_and_merges_into_live_data() {
+    // Joined at 10_100: beyond EARLY_JOIN_SLACK, so a late join.
     let mut rx = Receiver::new(cfg());
-    rx.handle_packet(t(0), Line::A, &data(E, 100, 3));
+    rx.handle_packet(t(0), Line::A, &data(E, 10_100, 3));
     assert!(!rx.is_synced());
     assert_eq!(requests(&mut rx, t(0)), vec![snap_req(E)]);
-    rx.handle_packet(t(10), Line::A, &data(E, 103, 3));
-    rx.handle_packet(t(10), Line::A, &data(E, 107, 3)); // 106 lost
-    // The snapshot was taken at 104 (before 104 was published): 104.. follow it.
-    let states: Vec<_> = (0..4).map(|s| state(s, 104)).collect();
-    rx.handle_packet(t(20), Line::Unicast, &snap_part(E, 104, 0, 1, 4, &states));
+    rx.handle_packet(t(10), Line::A, &data(E, 10_103, 3));
+    rx.handle_packet(t(10), Line::A, &data(E, 10_107, 3)); // 10_106 lost
+    // The snapshot was taken at 10_104 (before it was published): 10_104.. follow it.
+    let states: Vec<_> = (0..4).map(|s| state(s, 10_104)).collect();
+    rx.handle_packet(t(20), Line::Unicast, &snap_part(E, 10_104, 0, 1, 4, &states));
     let evs = events(&mut rx);
     assert_eq!(evs[0], Event::EpochChanged { old: None, new: E });
-    assert_eq!(evs[1], Event::SnapshotStart { seq: SeqNo(104), symbols: 4 });
-    assert_eq!(evs[6], Event::SnapshotEnd { seq: SeqNo(104) });
-    assert_eq!(seqs(&evs), vec![104, 105]);
-    // 106 is still recovered by NACK.
+    assert_eq!(evs[1], Event::SnapshotStart { seq: SeqNo(10_104), symbols: 4 });
+    assert_eq!(evs[6], Event::SnapshotEnd { seq: SeqNo(10_104) });
+    assert_eq!(seqs(&evs), vec![10_104, 10_105]);
+    // 10_106 is still recovered by NACK.
     rx.handle_timeout(t(300));
-    assert_eq!(requests(&mut rx, t(300)), vec![nack(106, 1)]);
-    rx.handle_packet(t(400), Line::Unicast, &retrans(E, 106, 1));
-    assert_eq!(seqs(&events(&mut rx)), range(106, 110));
+    assert_eq!(requests(&mut rx, t(300)), vec![nack(10_106, 1)]);
+    rx.handle_packet(t(400), Line::Unicast, &retrans(E, 10_106, 1));
+    assert_eq!(seqs(&events(&mut rx)), range(10_106, 10_110));
+}
+
+/// The session's first packets lost on the way (the receiver was there from
+/// the start): a first packet within EARLY_JOIN_SLACK of sequence 1 starts
+/// the session at 1 and the head is NACKed, not replaced by a snapshot, so
+/// every message is delivered.
+#[test]
+fn a_lost_session_start_is_nacked_not_snapshotted() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 5, 3)); // 1..5 lost
+    assert!(rx.is_synced());
+    assert_eq!(requests(&mut rx, t(0)), vec![], "no snapshot request");
+    rx.handle_timeout(t(300));
+    assert_eq!(requests(&mut rx, t(300)), vec![nack(1, 4)]);
+    rx.handle_packet(t(400), Line::Unicast, &retrans(E, 1, 4));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 8));
+    assert_eq!((rx.stats().snapshot_requests, rx.stats().unrecovered), (0, 0));
+    // Beyond the slack it is a late join.
+    let mut late = Receiver::new(cfg());
+    late.handle_packet(t(0), Line::A, &data(E, EARLY_JOIN_SLACK + 2, 1));
+    assert!(!late.is_synced());
+    assert_eq!(requests(&mut late, t(0)), vec![snap_req(E)]);
 }
 
 #[test]
@@ -586,15 +609,15 @@ fn epoch_change_resets_the_sequence() {
 fn epoch_change_mid_session_fetches_a_snapshot_of_the_new_one() {
     let mut rx = Receiver::new(cfg());
     rx.handle_packet(t(0), Line::A, &data(E, 1, 5));
-    rx.handle_packet(t(1), Line::A, &data(E2, 40, 2));
-    assert_eq!(answer_probe(&mut rx, t(1), E2, 42, false), vec![]);
-    rx.handle_packet(t(1), Line::B, &data(E2, 40, 2));
+    rx.handle_packet(t(1), Line::A, &data(E2, 10_040, 2));
+    assert_eq!(answer_probe(&mut rx, t(1), E2, 10_042, false), vec![]);
+    rx.handle_packet(t(1), Line::B, &data(E2, 10_040, 2));
     assert_eq!(requests(&mut rx, t(1)), vec![snap_req(E2)]);
-    rx.handle_packet(t(2), Line::Unicast, &snap_part(E2, 41, 0, 1, 1, &[state(0, 41)]));
+    rx.handle_packet(t(2), Line::Unicast, &snap_part(E2, 10_041, 0, 1, 1, &[state(0, 10_041)]));
     let evs = events(&mut rx);
     assert!(evs.contains(&Event::EpochChanged { old: Some(E), new: E2 }));
-    assert!(evs.contains(&Event::SnapshotEnd { seq: SeqNo(41) }));
-    assert_eq!(seqs(&evs), [range(1, 6), vec![41]].concat());
+    assert!(evs.contains(&Event::SnapshotEnd { seq: SeqNo(10_041) }));
+    assert_eq!(seqs(&evs), [range(1, 6), vec![10_041]].concat());
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::io;
 
 use tickwire_core::Instant;
-use tickwire_core::catchup::{self, CatchUp, LoginPlan};
+use tickwire_core::catchup::{self, CatchUp, LoginPlan, Overrun};
 use tickwire_core::publisher::{RequestOutcome, Sequencer as Core};
 use tickwire_transports::tcp::{CATCHUP_BUDGET, LogLimiter, log_limited};
 use tickwire_transports::{DisconnectReason, PeerId, Publisher};
@@ -109,14 +109,14 @@ impl CatchUps {
             let done = loop {
                 let Some(queued) = transport.queued(peer) else { break true };
                 if let Some(overrun) = cursor.overrun(core.store()) {
-                    self.overruns += 1;
-                    log_limited(
+                    close_overrun(
                         &mut self.log,
-                        std::time::Instant::now(),
-                        "server",
-                        format_args!("server: closing peer {peer}: {overrun}"),
+                        &mut self.overruns,
+                        transport,
+                        peer,
+                        overrun,
+                        queued,
                     );
-                    transport.disconnect(peer, DisconnectReason::SlowConsumer { queued });
                     break true;
                 }
                 if queued >= CATCHUP_BUDGET {
@@ -137,14 +137,14 @@ impl CatchUps {
                         break true;
                     }
                     Err(overrun) => {
-                        self.overruns += 1;
-                        log_limited(
+                        close_overrun(
                             &mut self.log,
-                            std::time::Instant::now(),
-                            "server",
-                            format_args!("server: closing peer {peer}: {overrun}"),
+                            &mut self.overruns,
+                            transport,
+                            peer,
+                            overrun,
+                            queued,
                         );
-                        transport.disconnect(peer, DisconnectReason::SlowConsumer { queued });
                         break true;
                     }
                 }
@@ -197,4 +197,24 @@ pub(crate) fn serve_requests(
         }
     }
     inbox.used = 0;
+}
+
+/// A catch-up overtaken by the retransmit store's eviction: count it, say so
+/// (rate-limited) and close the connection as a slow consumer.
+fn close_overrun(
+    log: &mut LogLimiter,
+    overruns: &mut u64,
+    transport: &mut dyn Publisher,
+    peer: PeerId,
+    overrun: Overrun,
+    queued: usize,
+) {
+    *overruns += 1;
+    log_limited(
+        log,
+        std::time::Instant::now(),
+        "server",
+        format_args!("server: closing peer {peer}: {overrun}"),
+    );
+    transport.disconnect(peer, DisconnectReason::SlowConsumer { queued });
 }

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tickwire_core::cache::CacheReader;
-use tickwire_core::{Instant, SymbolId};
+use tickwire_core::{Instant, Line, SymbolId};
 use tickwire_transports::affinity::cpu_times;
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::metrics::{Kind, Metrics};
 use tickwire_transports::select::TransportOptions;
 
 use crate::Summary;
-use crate::subscriber::{Subscriber, SubscriberBuilder};
+use crate::subscriber::{Subscriber, SubscriberBuilder, Threading};
 use crate::view::LiveView;
 
 /// Client configuration (the binary maps its flags onto this).
@@ -39,8 +39,13 @@ pub struct ClientConfig {
     pub live_view: bool,
     /// How the loop waits when idle.
     pub idle: IdleStrategy,
-    /// Pin the thread to this CPU.
+    /// Pin the polling (processing) thread to this CPU.
     pub cpu: Option<usize>,
+    /// One thread, or receive threads feeding the polling thread.
+    pub threading: Threading,
+    /// Pipeline: pin the receive threads to these CPUs (line A's first, then
+    /// line B's; a single CPU takes both).
+    pub rx_cpus: Vec<usize>,
     /// Write the latency histogram (`.hgrm`) here at exit.
     pub hdr_log: Option<std::path::PathBuf>,
     /// Write the final cache (book) here at exit.
@@ -65,9 +70,21 @@ impl ClientConfig {
             .idle(self.idle)
             .verify(self.verify_seed)
             .duration(self.duration)
-            .exit_on_end(self.exit_on_end);
+            .exit_on_end(self.exit_on_end)
+            .threading(self.threading);
         if let Some(f) = &self.filter {
             b = b.symbols(f.iter().copied());
+        }
+        if !self.rx_cpus.is_empty() {
+            let cpus = self.rx_cpus.clone();
+            b = b.on_receive_thread_start(move |line| {
+                let cpu = cpus[usize::from(line == Line::B).min(cpus.len() - 1)];
+                if let Err(e) = tickwire_transports::affinity::pin_to_cpu(cpu) {
+                    eprintln!(
+                        "client: cannot pin the receive thread of line {line:?} to CPU {cpu}: {e}"
+                    );
+                }
+            });
         }
         b
     }

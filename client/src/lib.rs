@@ -41,7 +41,8 @@ pub mod view;
 
 pub use driver::{ClientConfig, run};
 pub use subscriber::{
-    BuildError, Events, LIVENESS_TIMEOUT, MAX_POLL_WAIT, Subscriber, SubscriberBuilder,
+    BuildError, Events, LIVENESS_TIMEOUT, MAX_POLL_WAIT, PipelineStats, Subscriber,
+    SubscriberBuilder, Threading,
 };
 pub use summary::{RecoveryTimes, Summary, VerifySummary};
 pub use tickwire_core::recovery::Event;

@@ -77,9 +77,18 @@ struct Args {
     /// text format at this address while running (scrape http://ADDR/metrics).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
-    /// Pin the receive thread to this CPU.
+    /// Pin the polling thread (the only one with --threads single) to this CPU.
     #[arg(long, value_parser = parse_cpu)]
     cpu: Option<usize>,
+    /// single: one thread reads and processes. pipeline: a receive thread
+    /// per feed line reads into pooled buffers and hands them over a
+    /// lock-free queue to the processing thread.
+    #[arg(long, default_value = "single")]
+    threads: tickwire_client::Threading,
+    /// With --threads pipeline: pin the receive threads to these CPUs
+    /// (e.g. 1 or 1,2: line A's, then line B's).
+    #[arg(long, value_delimiter = ',', value_parser = parse_cpu)]
+    rx_cpu: Vec<usize>,
     /// Idle strategy: auto (block until the next timer, spinning when it is
     /// within 100 µs), block, spin (give it a CPU with --cpu), spin-block or spin-block:BUDGET
     /// (spin BUDGET after each packet, then block).
@@ -237,6 +246,8 @@ fn main() -> anyhow::Result<()> {
         live_view: !args.quiet,
         idle: args.idle,
         cpu: args.cpu,
+        threading: args.threads,
+        rx_cpus: args.rx_cpu,
         hdr_log: args.hdr_log,
         book_out: args.book_out,
         ready_file: args.ready_file,

@@ -108,6 +108,9 @@ pub struct Summary {
     /// the text summary.
     #[serde(skip)]
     pub breakdown_table: String,
+    /// The pipeline's counters, when the subscriber ran as one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<crate::subscriber::PipelineStats>,
     /// Gap seen → filled.
     pub recovery_time: RecoveryTimes,
     /// Verification against the regenerated stream, when asked.

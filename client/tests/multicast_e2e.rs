@@ -57,6 +57,8 @@ struct Session {
     group_a: String,
     group_b: Option<String>,
     server_book: PathBuf,
+    /// The subscribers' `--threads`.
+    threads: &'static str,
 }
 
 impl Session {
@@ -69,6 +71,7 @@ impl Session {
             recovery: format!("127.0.0.1:{}", free_udp_port()),
             group_a: group(test, 0),
             group_b: ab.then(|| group(test, 1)),
+            threads: "single",
         }
     }
 
@@ -96,6 +99,8 @@ impl Session {
             &drop_seed.to_string(),
             "--seed",
             &drop_seed.to_string(),
+            "--threads",
+            self.threads,
         ]);
         if let Some(b) = &self.group_b {
             a.extend(args(&["--group-b", b]));
@@ -234,14 +239,30 @@ fn three_subscribers_recover_everything_at_20_percent_drop() {
 /// A message needs a NACK only when both copies are lost: 0.05² = 0.25%.
 #[test]
 fn ab_feeds_at_5_percent_drop_need_nacks_for_about_a_quarter_percent() {
+    ab_feeds_at_5_percent_drop(Session::new("mc-ab", 4, 34, true));
+}
+
+/// The same with `--threads pipeline`: a receive thread per line, each
+/// dropping from its own loss sequence, feeding one processing thread.
+#[test]
+fn ab_feeds_through_the_pipeline_at_5_percent_drop_need_nacks_for_about_a_quarter_percent() {
+    let sess = Session { threads: "pipeline", ..Session::new("mc-ab-pipe", 6, 36, true) };
+    ab_feeds_at_5_percent_drop(sess);
+}
+
+fn ab_feeds_at_5_percent_drop(sess: Session) {
     let secs = session_secs();
-    let sess = Session::new("mc-ab", 4, 34, true);
     let (client, book) = sess.client("ab", 0.05, 3401);
     std::thread::sleep(Duration::from_millis(300));
     let server = sess.server(secs, &[]);
     let s = finish(server, "server", deadline(secs));
     let c = finish(client, "A/B subscriber", deadline(secs));
-    eprintln!("A/B subscriber: {c}");
+    eprintln!("A/B subscriber ({} threads): {c}", sess.threads);
+    if sess.threads == "pipeline" {
+        assert_eq!(c["pipeline"]["threads"], 2, "one receive thread per line: {c}");
+        let (batches, packets) = (u(&c["pipeline"], "batches"), u(&c["pipeline"], "packets"));
+        assert!(batches > 0 && packets >= batches, "nothing went through the pipeline: {c}");
+    }
     assert_complete(&c, &s, "A/B subscriber", &sess.server_book, &book);
     assert!(u(&c, "line_a_won") > 0 && u(&c, "line_b_won") > 0, "both lines must contribute: {c}");
     let total = u(&s, "messages") as f64;

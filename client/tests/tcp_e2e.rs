@@ -31,9 +31,14 @@ fn tcp_server(seed: u64, rate: u64, book: &Path, extra: &[&str]) -> (Child, Sock
 /// A TCP client that checks every message against the stream of `seed` and
 /// writes its final cache to `book`.
 fn verified_client(addr: &str, seed: u64, book: &Path) -> Child {
+    verified_client_with(addr, seed, book, &[])
+}
+
+/// [`verified_client`] with more flags.
+fn verified_client_with(addr: &str, seed: u64, book: &Path, extra: &[&str]) -> Child {
     let seed = seed.to_string();
     let book = book.to_str().unwrap();
-    spawn_client(&args(&[
+    let mut a = args(&[
         "--transport",
         "tcp",
         "--connect",
@@ -44,7 +49,9 @@ fn verified_client(addr: &str, seed: u64, book: &Path) -> Child {
         "--json",
         "--book-out",
         book,
-    ]))
+    ]);
+    a.extend(args(extra));
+    spawn_client(&a)
 }
 
 /// A valid Login packet: no epoch known, from sequence 1.
@@ -164,17 +171,30 @@ impl Cutter {
 /// sequence (same epoch): no snapshot needed, nothing lost, nothing repeated.
 #[test]
 fn cut_connection_resumes_from_sequence() {
-    let dir = scratch("resume");
+    cut_connection_resumes("resume", 11, "single");
+}
+
+/// The same through the pipeline: the connection events travel in order
+/// with the packets, and the Login of each reconnection goes out through
+/// the receive thread.
+#[test]
+fn cut_connection_resumes_from_sequence_through_the_pipeline() {
+    cut_connection_resumes("resume-pipe", 13, "pipeline");
+}
+
+fn cut_connection_resumes(name: &str, seed: u64, threads: &str) {
+    let dir = scratch(name);
     let server_book = dir.join("server.book");
     let (server, addr) = tcp_server(
-        11,
+        seed,
         100000,
         &server_book,
         &["--messages", "400000", "--duration", "0", "--linger", "2s"],
     );
     let proxy = Cutter::start(addr);
     let book = dir.join("client.book");
-    let client = verified_client(&proxy.addr.to_string(), 11, &book);
+    let client =
+        verified_client_with(&proxy.addr.to_string(), seed, &book, &["--threads", threads]);
     for _ in 0..2 {
         std::thread::sleep(Duration::from_millis(1200));
         proxy.cut();
@@ -184,6 +204,10 @@ fn cut_connection_resumes_from_sequence() {
     assert_clean(&c, "client");
     assert!(u(&c, "reconnects") >= 2, "the client never reconnected: {c}");
     assert_eq!(u(&c, "messages_delivered"), 400_000, "{c}");
+    if threads == "pipeline" {
+        assert_eq!(c["pipeline"]["threads"], 1, "{c}");
+        assert!(u(&c["pipeline"], "batches") > 0, "nothing went through the pipeline: {c}");
+    }
     assert_eq!(u(&c, "snapshots"), 0, "a resume within the window must not need a snapshot: {c}");
     assert_eq!(u(&s, "snapshots"), 0, "{s}");
     assert_same_book(&server_book, &book);

@@ -9,15 +9,16 @@ use tickwire_core::cache;
 use tickwire_core::gbm::{GbmConfig, GbmError};
 use tickwire_core::latency::{Latency, TickToCache};
 use tickwire_core::recovery::{Mode, Receiver, ReceiverConfig};
-use tickwire_core::{Instant, SymbolId};
+use tickwire_core::{Instant, Line, SymbolId};
 use tickwire_transports::affinity::cpu_times;
 use tickwire_transports::backoff::Backoff;
 use tickwire_transports::idle::{IdleStrategy, Idler};
 use tickwire_transports::lossy::LossConfig;
 use tickwire_transports::select::{TransportKind, TransportOptions, build_subscriber};
 
+use super::pipeline::{PipelineProbe, Pipelined, ThreadHook};
 use super::state::State;
-use super::{APPLIED_CAPACITY, EVENT_QUEUE_CAPACITY, Peer, Subscriber};
+use super::{APPLIED_CAPACITY, EVENT_QUEUE_CAPACITY, Peer, Subscriber, Threading};
 use crate::verify::Verifier;
 
 /// Why [`SubscriberBuilder::build`] failed.
@@ -56,7 +57,7 @@ pub enum BuildError {
 /// let cache = sub.cache(); // read it from any thread
 /// # let _ = cache;
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SubscriberBuilder {
     transport: TransportOptions,
     universe: u32,
@@ -66,6 +67,25 @@ pub struct SubscriberBuilder {
     verify_seed: Option<u64>,
     duration: Option<Duration>,
     exit_on_end: bool,
+    threading: Threading,
+    hook: Option<ThreadHook>,
+}
+
+impl std::fmt::Debug for SubscriberBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberBuilder")
+            .field("transport", &self.transport)
+            .field("universe", &self.universe)
+            .field("filter", &self.filter)
+            .field("recovery", &self.recovery)
+            .field("idle", &self.idle)
+            .field("verify_seed", &self.verify_seed)
+            .field("duration", &self.duration)
+            .field("exit_on_end", &self.exit_on_end)
+            .field("threading", &self.threading)
+            .field("receive_thread_hook", &self.hook.is_some())
+            .finish()
+    }
 }
 
 impl Default for SubscriberBuilder {
@@ -91,6 +111,8 @@ impl Default for SubscriberBuilder {
             verify_seed: None,
             duration: None,
             exit_on_end: true,
+            threading: Threading::default(),
+            hook: None,
         }
     }
 }
@@ -178,20 +200,41 @@ impl SubscriberBuilder {
         self
     }
 
+    /// One thread, or receive threads handing packets to the polling thread
+    /// (see [`Threading`]). Default: [`Threading::Single`].
+    pub fn threading(mut self, threading: Threading) -> Self {
+        self.threading = threading;
+        self
+    }
+
+    /// Run `hook` first on every receive thread of a [`Threading::Pipeline`]
+    /// subscriber, with the feed line it serves: to pin it to a CPU, raise
+    /// its priority, or instrument it.
+    pub fn on_receive_thread_start(mut self, hook: impl Fn(Line) + Send + Sync + 'static) -> Self {
+        self.hook = Some(std::sync::Arc::new(hook));
+        self
+    }
+
     /// The transport options as set so far.
     pub fn transport_options(&self) -> &TransportOptions {
         &self.transport
     }
 
     /// Bring the transport up (socket bound, group joined, connection
-    /// started) and allocate everything the loop needs.
+    /// started; with [`Threading::Pipeline`], on its receive threads) and
+    /// allocate everything the loop needs.
     pub fn build(self) -> Result<Subscriber, BuildError> {
         let opts = &self.transport;
-        let transport = build_subscriber(opts).map_err(|source| BuildError::Transport {
-            kind: opts.kind,
-            addr: opts.addr,
-            source,
-        })?;
+        let error = |source| BuildError::Transport { kind: opts.kind, addr: opts.addr, source };
+        let (transport, probe): (Box<dyn tickwire_transports::Subscriber>, _) = match self.threading
+        {
+            Threading::Single => (build_subscriber(opts).map_err(error)?, None),
+            Threading::Pipeline => {
+                let p = Pipelined::start(opts, self.idle, self.hook.clone()).map_err(error)?;
+                let probe = p.probe();
+                (Box::new(p), Some(probe))
+            }
+        };
         let mode = match opts.kind {
             TransportKind::Tcp => Mode::Stream,
             TransportKind::Multicast | TransportKind::Xdp => Mode::Datagram,
@@ -201,12 +244,13 @@ impl SubscriberBuilder {
             addr: opts.addr.to_string(),
             hint: opts.silence_hint(),
         };
-        self.finish(transport, mode, peer)
+        self.finish(transport, mode, peer, probe)
     }
 
     /// Use `transport`, any [`tickwire_transports::Subscriber`] (a custom
     /// one, or a wrapper around a built-in one), instead of building one from
-    /// the transport options. `mode` says whether it is a stream (resume by
+    /// the transport options. It runs on the polling thread whatever
+    /// [`Self::threading`] says (a transport need not be `Send`). `mode` says whether it is a stream (resume by
     /// Login on each connection) or a datagram feed (NACKs and snapshots to a
     /// recovery service).
     pub fn build_with(
@@ -215,7 +259,7 @@ impl SubscriberBuilder {
         mode: Mode,
     ) -> Result<Subscriber, BuildError> {
         let peer = Peer { kind: "custom".into(), addr: "the server".into(), hint: "" };
-        self.finish(transport, mode, peer)
+        self.finish(transport, mode, peer, None)
     }
 
     fn finish(
@@ -223,6 +267,7 @@ impl SubscriberBuilder {
         transport: Box<dyn tickwire_transports::Subscriber>,
         mode: Mode,
         peer: Peer,
+        pipeline: Option<PipelineProbe>,
     ) -> Result<Subscriber, BuildError> {
         let verifier = match self.verify_seed {
             Some(seed) => Some(Verifier::new(GbmConfig {
@@ -273,6 +318,7 @@ impl SubscriberBuilder {
             duration: self.duration,
             exit_on_end: self.exit_on_end,
             queue: VecDeque::with_capacity(EVENT_QUEUE_CAPACITY),
+            pipeline,
         })
     }
 }

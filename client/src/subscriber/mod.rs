@@ -15,10 +15,15 @@
 //! 4. reconnects a stream transport after its back-off, and warns on stderr
 //!    when the feed has been silent for [`LIVENESS_TIMEOUT`].
 //!
+//! The transport is polled on the same thread ([`Threading::Single`]) or on
+//! receive threads that hand batches over a lock-free queue
+//! ([`Threading::Pipeline`], see [`pipeline`]); the loop is the same.
+//!
 //! The steady state allocates nothing: the buffers of the loop are allocated
 //! by [`SubscriberBuilder::build`] and reused.
 
 mod builder;
+pub mod pipeline;
 mod state;
 
 use std::collections::VecDeque;
@@ -37,6 +42,7 @@ use tickwire_transports::idle::{IdleStrategy, Idler};
 use tickwire_transports::{SubEvent, SubStats};
 
 pub use builder::{BuildError, SubscriberBuilder};
+pub use pipeline::PipelineStats;
 use state::{PacketStamps, State};
 
 use crate::summary::{RecoveryTimes, Summary, VerifySummary};
@@ -63,6 +69,42 @@ const EVENT_QUEUE_CAPACITY: usize = 4096;
 /// Wall-clock ns since the Unix epoch.
 fn wall_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// How a [`Subscriber`] spreads its work over threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Threading {
+    /// One thread: the polling thread reads the transport and processes
+    /// each packet at once. The fewest hand-offs, so the lowest latency,
+    /// and the mode measured best on 2 CPUs (docs/BENCHMARKS.md).
+    #[default]
+    Single,
+    /// Receive threads (one per feed line; two for an A/B multicast feed)
+    /// own the transport and hand batches of packets, in buffers from their
+    /// own pools, over a lock-free queue to the polling thread, which
+    /// recovers, fills the cache and measures ([`pipeline`]). Reading
+    /// overlaps processing, at the cost of a hand-off and a CPU per line.
+    Pipeline,
+}
+
+impl std::str::FromStr for Threading {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "single" => Ok(Threading::Single),
+            "pipeline" => Ok(Threading::Pipeline),
+            _ => Err(format!("{s:?}: use single or pipeline")),
+        }
+    }
+}
+
+impl std::fmt::Display for Threading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Threading::Single => "single",
+            Threading::Pipeline => "pipeline",
+        })
+    }
 }
 
 /// Names for the diagnostics.
@@ -129,6 +171,7 @@ pub struct Subscriber {
     duration: Option<Duration>,
     exit_on_end: bool,
     queue: VecDeque<Event>,
+    pipeline: Option<pipeline::PipelineProbe>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -320,6 +363,11 @@ impl Subscriber {
         self.transport.stats()
     }
 
+    /// The pipeline's counters ([`Threading::Pipeline`] only).
+    pub fn pipeline_stats(&self) -> Option<PipelineStats> {
+        self.pipeline.as_ref().map(|p| p.stats())
+    }
+
     /// Tick-to-cache latency and its parts, so far.
     pub fn timing(&self) -> &TickToCache {
         &self.st.timing
@@ -387,6 +435,7 @@ impl Subscriber {
             elapsed_s: elapsed,
             rate: rs.messages_delivered as f64 / elapsed.max(1e-9),
             breakdown_table: table,
+            pipeline: self.pipeline_stats(),
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct CellSpec {
     pub ab: bool,
     /// Idle mode.
     pub mode: Mode,
+    /// The client runs its pipeline (`--threads pipeline`).
+    pub pipeline: bool,
 }
 
 fn ser_kind<S: serde::Serializer>(k: &TransportKind, s: S) -> Result<S::Ok, S::Error> {
@@ -85,6 +87,9 @@ impl CellSpec {
         }
         if self.mode != Mode::Default {
             s += &format!("-{}", self.mode.name());
+        }
+        if self.pipeline {
+            s += "-pipeline";
         }
         s
     }
@@ -210,6 +215,9 @@ pub fn commands(spec: &CellSpec, env: &RunEnv, port: u16, tag: &str) -> anyhow::
         }
         if spec.mode == Mode::Spin {
             cli.extend(strs(&["--idle", "spin", "--cpu", "1"]));
+        }
+        if spec.pipeline {
+            cli.extend(strs(&["--threads", "pipeline"]));
         }
         let ns = topo.map(|t| t.client_ns(i % t.clients().max(1)));
         clients.push(wrap(ns.as_deref(), None, cli));

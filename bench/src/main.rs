@@ -62,6 +62,11 @@ struct Args {
     /// Idle modes besides the default [default: none; --full: spin,coalesce].
     #[arg(long, value_delimiter = ',')]
     modes: Option<Vec<Mode>>,
+    /// Run the client's pipeline (`--threads pipeline`) beside the
+    /// single-thread default, in a table of its own (tcp and multicast on
+    /// loopback, at --rate and at --rate 0). `--no-pipeline` leaves it out.
+    #[arg(long)]
+    no_pipeline: bool,
     /// Messages per run [default: 100000; --full: 300000] (kernel-loss cells: half).
     #[arg(long)]
     messages: Option<u64>,
@@ -235,6 +240,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             vec![]
         }),
+        pipeline: !a.no_pipeline,
         netns: netns_ok,
         loopback: a.nets.contains(&Net::Loopback),
         netns_skip_reason: if !want_netns {
@@ -389,7 +395,7 @@ fn main() -> anyhow::Result<()> {
         "repetitions": reps,
         "warmup": !a.no_warmup,
         "rate": pa.rate, "rates": pa.rates, "clients": pa.clients, "drop_rates": pa.drop_rates,
-        "kernel_losses_percent": pa.kernel_losses, "modes": pa.modes, "messages": pa.messages,
+        "kernel_losses_percent": pa.kernel_losses, "modes": pa.modes, "pipeline": pa.pipeline, "messages": pa.messages,
         "floor_secs": floor_secs, "linger_ms": a.linger_ms, "verify": a.verify,
         "transports": a.transports.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         "root": root, "sockperf": sockperf, "xdp_in_binaries": xdp_bins, "netns": topo.is_some(), "netns_prefix": netns_prefix(),

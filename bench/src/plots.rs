@@ -194,7 +194,7 @@ pub fn read_hgrm(path: &Path) -> Vec<(f64, f64)> {
 
 /// A clean baseline cell: no loss, no A/B, default idle.
 fn clean(s: &CellSpec) -> bool {
-    s.drop_rate == 0.0 && s.kernel_loss == 0.0 && !s.ab && s.mode == Mode::Default
+    s.drop_rate == 0.0 && s.kernel_loss == 0.0 && !s.ab && s.mode == Mode::Default && !s.pipeline
 }
 
 fn med(r: &Results, i: usize, f: fn(&CellRun) -> Option<f64>) -> Option<f64> {
@@ -297,21 +297,23 @@ pub fn draw_all(r: &Results, dir: &Path, base_rate: u64) -> Result<Vec<String>, 
     // 4. Recovery time p99 and unrecovered gaps vs loss (log scale), per transport and mechanism.
     let lossy = |f: fn(&CellRun) -> Option<f64>, with_tcp: bool| {
         let cells = r.plan.cells.iter().enumerate();
-        group(cells.filter(|(_, s)| !s.ab && s.clients == 1 && s.mode == Mode::Default).filter_map(
-            move |(i, s)| {
-                if s.transport == tickwire_transports::select::TransportKind::Tcp && !with_tcp {
-                    return None;
-                }
-                let (label, x) = if s.kernel_loss > 0.0 {
-                    (format!("{} (bridge)", s.transport), s.kernel_loss)
-                } else if s.drop_rate > 0.0 {
-                    (format!("{} (in-process)", s.transport), s.drop_rate * 100.0)
-                } else {
-                    return None;
-                };
-                Some((label, x.log10(), med(r, i, f)?))
-            },
-        ))
+        group(
+            cells
+                .filter(|(_, s)| !s.ab && !s.pipeline && s.clients == 1 && s.mode == Mode::Default)
+                .filter_map(move |(i, s)| {
+                    if s.transport == tickwire_transports::select::TransportKind::Tcp && !with_tcp {
+                        return None;
+                    }
+                    let (label, x) = if s.kernel_loss > 0.0 {
+                        (format!("{} (bridge)", s.transport), s.kernel_loss)
+                    } else if s.drop_rate > 0.0 {
+                        (format!("{} (in-process)", s.transport), s.drop_rate * 100.0)
+                    } else {
+                        return None;
+                    };
+                    Some((label, x.log10(), med(r, i, f)?))
+                }),
+        )
     };
     let rec = Chart {
         title: "Recovery time p99 vs loss (NACK/snapshot; tcp recovers in the kernel)".into(),

@@ -30,6 +30,8 @@ pub struct ProfileArgs {
     pub messages: u64,
     /// Idle modes besides `default`.
     pub modes: Vec<Mode>,
+    /// Whether to run the client's pipeline beside its single thread.
+    pub pipeline: bool,
     /// Whether to run the loopback cells.
     pub loopback: bool,
     /// Whether the namespace cells can run (root, `ip` present).
@@ -97,6 +99,7 @@ pub fn plan(a: &ProfileArgs) -> Plan {
         kernel_loss: 0.0,
         ab: false,
         mode: Mode::Default,
+        pipeline: false,
     };
     let kernel: Vec<TransportKind> =
         [TransportKind::Tcp, TransportKind::Multicast].into_iter().filter(|&k| has(k)).collect();
@@ -139,6 +142,19 @@ pub fn plan(a: &ProfileArgs) -> Plan {
             }
         } else {
             p.skipped.push("in-process loss and A/B rows: multicast not among --transports".into());
+        }
+        if a.pipeline {
+            let s = p.scenario(
+                "threads",
+                "Client threads: single against the pipeline (loopback, 1 client)".into(),
+            );
+            for &k in &kernel {
+                for r in [a.rate, 0] {
+                    for pipeline in [false, true] {
+                        p.add(s, CellSpec { rate: r, pipeline, ..base(k, Net::Loopback) });
+                    }
+                }
+            }
         }
         if !a.modes.is_empty() {
             let s = p.scenario("idle", "Idle mode (loopback, 1 client)".into());
@@ -215,6 +231,7 @@ mod tests {
             kernel_losses: vec![0.1, 1.0, 5.0, 20.0],
             messages: 1000,
             modes: vec![],
+            pipeline: true,
             loopback: true,
             netns,
             netns_skip_reason: "not root".into(),
@@ -225,12 +242,17 @@ mod tests {
     #[test]
     fn shared_cells_run_once_and_skips_are_named() {
         let p = plan(&args(false));
-        // rate: 2x2; clients: +2 (c4); inproc: +2; ab: +1.
-        assert_eq!(p.cells.len(), 9);
-        assert_eq!(p.scenarios.len(), 4);
+        // rate: 2x2; clients: +2 (c4); inproc: +2; ab: +1; threads: +4
+        // (its single-thread cells are the rate table's).
+        assert_eq!(p.cells.len(), 13);
+        assert_eq!(p.scenarios.len(), 5);
+        let threads = &p.scenarios[4];
+        assert_eq!(threads.key, "threads");
+        assert_eq!(threads.cells.len(), 8);
+        assert_eq!(threads.cells.iter().filter(|&&i| p.cells[i].pipeline).count(), 4);
         assert_eq!(p.skipped.len(), 1);
         let p = plan(&args(true));
-        assert_eq!(p.cells.len(), 9 + 6 + 12);
+        assert_eq!(p.cells.len(), 13 + 6 + 12);
         assert!(p.skipped.is_empty());
     }
 }

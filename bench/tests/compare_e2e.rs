@@ -167,6 +167,7 @@ fn tiny_profile_on_loopback_writes_the_full_report() {
         "## Subscribers (loopback, 20000 msg/s)",
         "## Seeded in-process loss",
         "## A/B feeds",
+        "## Client threads: single against the pipeline",
         "## Kernel floor",
         "## Skipped",
         "## Command lines",
@@ -174,16 +175,29 @@ fn tiny_profile_on_loopback_writes_the_full_report() {
         assert!(report.contains(t), "report.md lacks {t:?}");
     }
     let rows = |needle: &str| report.lines().filter(|l| l.starts_with(needle)).count();
-    // rate table: 2 each; subscribers: 2 each; loss: mc 2; A/B: mc 2.
-    assert_eq!(rows("| tcp | loopback |"), 4, "{report}");
-    assert_eq!(rows("| multicast | loopback |"), 8, "{report}");
+    // rate table: 2 each; subscribers: 2 each; loss: mc 2; A/B: mc 2;
+    // client threads: 4 each (2 rates, single and pipeline).
+    assert_eq!(rows("| tcp | loopback |"), 8, "{report}");
+    assert_eq!(rows("| multicast | loopback |"), 12, "{report}");
+    for t in ["tcp", "multicast"] {
+        let piped: Vec<&str> = report
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {t} | loopback |")) && l.contains("| pipeline |"))
+            .collect();
+        assert_eq!(piped.len(), 2, "{t}: a pipeline row per rate: {report}");
+        assert!(
+            piped.iter().all(|l| l.ends_with("| yes |")),
+            "{t}: pipeline incomplete: {piped:?}"
+        );
+    }
     assert!(
         report.lines().any(|l| l.starts_with("| multicast | loopback |") && l.contains("| on |")),
         "an A/B row"
     );
     assert!(report.lines().any(|l| l.contains("in-process 2%")), "a loss row");
     let ids = check_cells(&json);
-    assert_eq!(ids.len(), 8, "{ids:?}");
+    assert_eq!(ids.len(), 12, "{ids:?}");
+    assert!(ids.iter().any(|i| i == "tcp-loopback-r0-c1-pipeline"), "{ids:?}");
     // In-process loss was injected and recovered.
     let lossy = json["cells"]
         .as_array()

@@ -119,6 +119,8 @@ pub struct Summary {
     pub end_of_session: bool,
     /// Wall time, seconds.
     pub elapsed_s: f64,
-    /// Messages per second delivered.
+    /// Messages per second delivered while the feed flowed: from the poll
+    /// that delivered the first message to the one that delivered the last
+    /// (the wait for the server before, and the linger after, left out).
     pub rate: f64,
 }

@@ -319,6 +319,7 @@ impl SubscriberBuilder {
             exit_on_end: self.exit_on_end,
             queue: VecDeque::with_capacity(EVENT_QUEUE_CAPACITY),
             pipeline,
+            flow: Default::default(),
         })
     }
 }

@@ -172,6 +172,40 @@ pub struct Subscriber {
     exit_on_end: bool,
     queue: VecDeque<Event>,
     pipeline: Option<pipeline::PipelineProbe>,
+    /// Delivery so far: messages, and when the first and last polls that
+    /// delivered any ended (for [`Summary::rate`]).
+    flow: Flow,
+}
+
+/// When messages were delivered, for the delivery rate.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flow {
+    delivered: u64,
+    /// (time, messages delivered by then) at the end of the first poll that
+    /// delivered any.
+    first: Option<(Instant, u64)>,
+    last: Instant,
+}
+
+impl Flow {
+    fn update(&mut self, t: Instant, delivered: u64) {
+        if delivered != self.delivered {
+            self.first.get_or_insert((t, delivered));
+            self.last = t;
+            self.delivered = delivered;
+        }
+    }
+
+    /// Messages per second between the first and last delivering polls (0
+    /// before two of them).
+    fn rate(&self) -> f64 {
+        match self.first {
+            Some((t0, n0)) if self.last > t0 => {
+                (self.delivered - n0) as f64 / self.last.saturating_duration_since(t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -286,6 +320,7 @@ impl Subscriber {
             }
         }
         self.idler.record(work > 0);
+        self.flow.update(t, st.receiver.stats().messages_delivered);
         self.check_liveness(t);
         Ok(())
     }
@@ -433,7 +468,7 @@ impl Subscriber {
             }),
             end_of_session: self.end_reached(),
             elapsed_s: elapsed,
-            rate: rs.messages_delivered as f64 / elapsed.max(1e-9),
+            rate: self.flow.rate(),
             breakdown_table: table,
             pipeline: self.pipeline_stats(),
         }

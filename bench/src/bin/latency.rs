@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, ValueEnum};
 use serde_json::{Value, json};
+use tickwire_bench::floor::{FloorRun, parse_sockperf, sockperf_available};
 use tickwire_bench::proc::{Proc, shown, strs, wait_all, wait_ready, wrap};
 use tickwire_bench::stats::{Agg, agg, med_range, num, ratio};
 use tickwire_transports::select::{TransportKind, parse_duration};
@@ -198,25 +199,6 @@ impl FloorKey {
     }
 }
 
-/// One sockperf ping-pong result, µs (half round trip).
-#[derive(Debug, Clone, Default)]
-struct FloorRun {
-    /// Median.
-    p50: Option<f64>,
-    /// 99th percentile.
-    p99: Option<f64>,
-    /// 99.9th percentile.
-    p999: Option<f64>,
-    /// Mean (`avg-latency`).
-    avg: Option<f64>,
-    /// Largest observation.
-    max: Option<f64>,
-    /// Observations in the valid duration (not µs).
-    observations: Option<f64>,
-    /// Dropped messages (not µs).
-    dropped: Option<f64>,
-}
-
 /// One cell run: the client's and server's summaries, reduced.
 #[derive(Debug, Clone, Default)]
 struct CellRun {
@@ -284,36 +266,6 @@ fn pairs(argv: &mut Vec<String>, flags: &[(&str, &str)]) {
     }
 }
 
-/// Parse `sockperf ping-pong` output: `---> percentile 50.000 =   38.712`,
-/// `====> avg-latency=37.319 (std-dev=...)`, `---> <MAX> observation = ...`,
-/// `Total N observations`, `# dropped messages = N; ...` (µs, half round trip).
-fn parse_sockperf(text: &str) -> FloorRun {
-    let text = tickwire_bench::floor::strip_ansi(text);
-    let mut r = FloorRun::default();
-    for line in text.lines() {
-        let after = |key: &str| {
-            line.find(key).and_then(|i| tickwire_bench::floor::lead_num(&line[i + key.len()..]))
-        };
-        if let Some(v) = after("percentile 50.000") {
-            r.p50 = Some(v);
-        } else if let Some(v) = after("percentile 99.000") {
-            r.p99 = Some(v);
-        } else if let Some(v) = after("percentile 99.900") {
-            r.p999 = Some(v);
-        } else if let Some(v) = after("<MAX> observation") {
-            r.max = Some(v);
-        } else if let Some(v) = after("avg-latency=") {
-            r.avg = Some(v);
-        } else if let Some(v) = after("Total ") {
-            r.observations = Some(v);
-        }
-        if let Some(v) = after("# dropped messages") {
-            r.dropped = Some(v);
-        }
-    }
-    r
-}
-
 /// One sockperf ping-pong run of `key` on `port`; the command lines are pushed to `cmds`.
 fn floor_run(
     args: &Args,
@@ -363,9 +315,8 @@ fn floor_run(
     let mut client = Proc::spawn("sockperf ping-pong", &cli, &env.dir, &format!("{tag}.cli"))?;
     wait_all(&mut [&mut client], Duration::from_secs(u64::from(args.floor_secs) + 30), &env.stop)?;
     drop(server);
-    let text = client.stdout() + &std::fs::read_to_string(&client.err).unwrap_or_default();
-    let r = parse_sockperf(&text);
-    if r.p50.is_none() {
+    let r = parse_sockperf(&client.all_output());
+    if r.p50_us.is_none() {
         bail!("no percentiles in sockperf's output:\n{}", client.stderr_tail(8));
     }
     Ok(r)
@@ -637,16 +588,6 @@ fn loud(msg: &str) {
     eprintln!("{bar}\nlatency: {msg}\n{bar}");
 }
 
-/// True when `sockperf` can be started from `PATH`.
-fn sockperf_available() -> bool {
-    Command::new("sockperf")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 /// Parse the flags, run the repetitions, print the tables and write the JSON.
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -867,11 +808,11 @@ type CellField = (&'static str, fn(&CellRun) -> Option<f64>);
 
 /// The floor figures, by their JSON names.
 const FLOOR_FIELDS: [FloorField; 7] = [
-    ("p50_us", |r| r.p50),
-    ("p99_us", |r| r.p99),
-    ("p999_us", |r| r.p999),
-    ("avg_us", |r| r.avg),
-    ("max_us", |r| r.max),
+    ("p50_us", |r| r.p50_us),
+    ("p99_us", |r| r.p99_us),
+    ("p999_us", |r| r.p999_us),
+    ("avg_us", |r| r.avg_us),
+    ("max_us", |r| r.max_us),
     ("observations", |r| r.observations),
     ("dropped", |r| r.dropped),
 ];
@@ -913,9 +854,9 @@ fn print_tables(args: &Args, floors: &[Floor], cells: &[Cell], sockperf: bool) {
         println!(
             "| {} | {} | {} | {} | {}/{} |",
             f.key.label(),
-            med_range(f.agg(|r| r.p50)),
-            med_range(f.agg(|r| r.p99)),
-            med_range(f.agg(|r| r.p999)),
+            med_range(f.agg(|r| r.p50_us)),
+            med_range(f.agg(|r| r.p99_us)),
+            med_range(f.agg(|r| r.p999_us)),
             f.ok().count(),
             f.runs.len()
         );
@@ -949,8 +890,8 @@ fn print_tables(args: &Args, floors: &[Floor], cells: &[Cell], sockperf: bool) {
             med_range(c.agg(|r| r.t2c[0])),
             med_range(c.agg(|r| r.t2c[1])),
             med_range(c.agg(|r| r.t2c[2])),
-            x(c.ratio(floor, |r| r.t2c[0], |f| f.p50)),
-            x(c.ratio(floor, |r| r.t2c[1], |f| f.p99)),
+            x(c.ratio(floor, |r| r.t2c[0], |f| f.p50_us)),
+            x(c.ratio(floor, |r| r.t2c[1], |f| f.p99_us)),
         );
         for i in 0..PARTS.len() {
             let p50 = c.agg(|r| r.parts[i].0).median;
@@ -1036,15 +977,15 @@ fn to_json(
             }
             summary.insert(
                 "ratio_p50_to_floor_p50".into(),
-                c.ratio(floor, |r| r.t2c[0], |f| f.p50).to_json(),
+                c.ratio(floor, |r| r.t2c[0], |f| f.p50_us).to_json(),
             );
             summary.insert(
                 "ratio_p99_to_floor_p99".into(),
-                c.ratio(floor, |r| r.t2c[1], |f| f.p99).to_json(),
+                c.ratio(floor, |r| r.t2c[1], |f| f.p99_us).to_json(),
             );
             summary.insert(
                 "ratio_p999_to_floor_p999".into(),
-                c.ratio(floor, |r| r.t2c[2], |f| f.p999).to_json(),
+                c.ratio(floor, |r| r.t2c[2], |f| f.p999_us).to_json(),
             );
             let runs: Vec<Value> = c
                 .runs

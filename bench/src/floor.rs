@@ -75,6 +75,12 @@ pub struct FloorRun {
     pub p999_us: Option<f64>,
     /// Largest observation, µs.
     pub max_us: Option<f64>,
+    /// Mean latency (`avg-latency`), µs.
+    pub avg_us: Option<f64>,
+    /// Observations in the valid duration (ping-pong; a count, not µs).
+    pub observations: Option<f64>,
+    /// Dropped messages (ping-pong; a count, not µs).
+    pub dropped: Option<f64>,
     /// Messages per second sent (throughput test).
     pub msgs_per_s: Option<f64>,
 }
@@ -104,9 +110,10 @@ pub fn lead_num(s: &str) -> Option<f64> {
     s[..end].parse().ok()
 }
 
-/// Parse sockperf's output: `---> percentile 50.000 =   38.712`, `---> <MAX>
-/// observation = ...` (ping-pong), `Summary: Message Rate is 103947 [msg/sec]`
-/// (throughput).
+/// Parse sockperf's output: `---> percentile 50.000 =   38.712`,
+/// `====> avg-latency=37.319 (std-dev=...)`, `---> <MAX> observation = ...`,
+/// `Total N observations`, `# dropped messages = N; ...` (ping-pong, µs, half
+/// round trip), `Summary: Message Rate is 103947 [msg/sec]` (throughput).
 pub fn parse_sockperf(text: &str) -> FloorRun {
     let text = strip_ansi(text);
     let mut r = FloorRun::default();
@@ -120,11 +127,23 @@ pub fn parse_sockperf(text: &str) -> FloorRun {
             r.p999_us = Some(v);
         } else if let Some(v) = after("<MAX> observation") {
             r.max_us = Some(v);
+        } else if let Some(v) = after("avg-latency=") {
+            r.avg_us = Some(v);
+        } else if let Some(v) = after("Total ") {
+            r.observations = Some(v);
         } else if let Some(v) = after("Message Rate is") {
             r.msgs_per_s = Some(v);
         }
+        if let Some(v) = after("# dropped messages") {
+            r.dropped = Some(v);
+        }
     }
     r
+}
+
+/// True when `sockperf` can be started from `PATH`.
+pub fn sockperf_available() -> bool {
+    crate::proc::available("sockperf", "--version")
 }
 
 /// The sockperf server and client command lines of `key` on `port`.
@@ -189,7 +208,11 @@ mod tests {
 
     #[test]
     fn parses_ping_pong_and_throughput() {
-        let pp = "sockperf: ---> <MAX> observation =  120.5\n\
+        let pp = "sockperf: [Total Run] RunTime=3.100 sec; Warm up time=400 msec; SentMessages=1\n\
+                  sockperf: ====> avg-latency=37.319 (std-dev=1.245, mean-ad=0.541)\n\
+                  sockperf: # dropped messages = 2; # duplicated messages = 0\n\
+                  sockperf: Total 30726 observations; each percentile contains 307.26 observations\n\
+                  sockperf: ---> <MAX> observation =  120.5\n\
                   sockperf: ---> percentile 99.900 =   53.1\n\
                   sockperf: ---> percentile 99.000 =   33.0\n\
                   sockperf: ---> percentile 50.000 =    1.8\n";
@@ -198,7 +221,18 @@ mod tests {
             (r.p50_us, r.p99_us, r.p999_us, r.max_us),
             (Some(1.8), Some(33.0), Some(53.1), Some(120.5))
         );
-        let tp = "sockperf: Summary: Message Rate is 103947 [msg/sec]\n";
-        assert_eq!(parse_sockperf(tp).msgs_per_s, Some(103947.0));
+        assert_eq!((r.avg_us, r.observations, r.dropped), (Some(37.319), Some(30726.0), Some(2.0)));
+        assert_eq!(r.msgs_per_s, None);
+        let tp = "sockperf: Total of 936457 messages sent in 1.100 sec\n\
+                  sockperf: Summary: Message Rate is 103947 [msg/sec]\n";
+        let r = parse_sockperf(tp);
+        assert_eq!(r.msgs_per_s, Some(103947.0));
+        assert_eq!((r.p50_us, r.avg_us, r.observations, r.dropped), (None, None, None, None));
+    }
+
+    #[test]
+    fn strips_colours_before_parsing() {
+        let pp = "sockperf: \u{1b}[2;35m---> percentile 50.000 =    4.25\u{1b}[0m\n";
+        assert_eq!(parse_sockperf(pp).p50_us, Some(4.25));
     }
 }

@@ -217,7 +217,7 @@ fn main() -> anyhow::Result<()> {
     let want_netns = !a.no_netns && a.nets.contains(&Net::Netns);
     let netns_ok = want_netns && root && ip;
     let xdp_bins = has_xdp(&bins.join("server")) && has_xdp(&bins.join("client"));
-    let sockperf = available("sockperf", "--version");
+    let sockperf = floor::sockperf_available();
     let pa = ProfileArgs {
         full,
         transports: a.transports.clone(),

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tickwire_bench::floor::sockperf_available;
 
 fn compare_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_compare"))
@@ -37,15 +38,6 @@ fn scratch(name: &str) -> PathBuf {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-fn sockperf() -> bool {
-    Command::new("sockperf")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 /// The tiny profile's flags (plus `extra`), reporting into `out`.
@@ -206,7 +198,7 @@ fn tiny_profile_on_loopback_writes_the_full_report() {
         .find(|c| c["id"] == "multicast-loopback-r20000-c1-drop0.02")
         .unwrap();
     assert!(lossy["summary"]["gaps"]["median"].as_f64().unwrap() > 0.0);
-    if sockperf() {
+    if sockperf_available() {
         for f in
             ["udp ping-pong (loopback)", "tcp ping-pong (loopback)", "udp throughput (loopback)"]
         {
@@ -253,7 +245,10 @@ fn tiny_profile_across_namespaces_with_kernel_loss() {
         "## Real kernel loss on the bridge",
         "udp ping-pong (netns)",
     ] {
-        assert!(report.contains(t) || (!sockperf() && t.contains("ping")), "report.md lacks {t:?}");
+        assert!(
+            report.contains(t) || (!sockperf_available() && t.contains("ping")),
+            "report.md lacks {t:?}"
+        );
     }
     let mut want = vec!["tcp", "multicast"];
     if xdp {

@@ -59,6 +59,7 @@
 mod config;
 mod framer;
 mod guard;
+mod peers;
 mod publisher;
 mod subscriber;
 

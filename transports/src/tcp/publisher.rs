@@ -5,16 +5,13 @@ use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 
-use super::config::{
-    LISTEN_BACKLOG, MAX_ACCEPTS_PER_POLL, REQUEST_BUF_PACKETS, TIMER_GRANULARITY,
-    TcpPublisherConfig,
-};
-use super::framer::FrameBuf;
-use super::guard::{ConnTimers, HostTable, LogLimiter, Refusal, log_limited};
+use super::config::{LISTEN_BACKLOG, TIMER_GRANULARITY, TcpPublisherConfig};
+use super::guard::{HostTable, LogLimiter};
+use super::peers::Client;
 use super::{EVENTS_CAPACITY, MAX_READS_PER_POLL};
 use crate::{DisconnectReason, PeerId, PubEvent, PubStats, Publisher};
 
@@ -22,67 +19,40 @@ use crate::{DisconnectReason, PeerId, PubEvent, PubStats, Publisher};
 /// and never reach `usize::MAX`.
 const LISTENER: Token = Token(usize::MAX);
 
-/// One connected client.
-#[derive(Debug)]
-struct Client {
-    peer: PeerId,
-    stream: TcpStream,
-    addr: SocketAddr,
-    /// Receives published packets.
-    live: bool,
-    /// Bytes waiting to be written. Grows to the client's high-water mark once
-    /// and is reused: no allocation per packet in steady state.
-    out: VecDeque<u8>,
-    /// Requests being framed.
-    rx: FrameBuf,
-    /// Edge-triggered readiness, cleared only by `WouldBlock`.
-    readable: bool,
-    writable: bool,
-    /// Queued in `TcpPublisher::ready` (deduplicates readiness events).
-    in_ready: bool,
-    /// When the queue went above the high-water mark (None: it is below).
-    over_since: Option<Instant>,
-    /// Login and idle timers.
-    timers: ConnTimers,
-    /// [`Publisher::watch_drain`]: poll returns at once while the queue is
-    /// at or below this many bytes.
-    low_water: Option<usize>,
-}
-
 /// The server side of the TCP transport. See the [module docs](super).
 #[derive(Debug)]
 pub struct TcpPublisher {
-    poll: Poll,
+    pub(super) poll: Poll,
     events: Events,
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    cfg: TcpPublisherConfig,
+    pub(super) listener: TcpListener,
+    pub(super) local_addr: SocketAddr,
+    pub(super) cfg: TcpPublisherConfig,
     /// Clients, densely packed for the fan-out loop.
-    clients: Vec<Client>,
+    pub(super) clients: Vec<Client>,
     /// Peer id → index in `clients`.
-    index: HashMap<PeerId, usize>,
-    next_peer: PeerId,
+    pub(super) index: HashMap<PeerId, usize>,
+    pub(super) next_peer: PeerId,
     /// Where `publish_with` encodes a packet once before copying it.
     scratch: Vec<u8>,
     /// Clients with pending readiness to read.
-    ready: Vec<PeerId>,
+    pub(super) ready: Vec<PeerId>,
     /// The listener may have connections waiting.
-    accept_ready: bool,
+    pub(super) accept_ready: bool,
     /// Clients to close after the loop that found them (reused).
-    doomed: Vec<(PeerId, DisconnectReason)>,
+    pub(super) doomed: Vec<(PeerId, DisconnectReason)>,
     /// Disconnections not reported yet.
-    pending: VecDeque<(PeerId, DisconnectReason)>,
-    stats: PubStats,
+    pub(super) pending: VecDeque<(PeerId, DisconnectReason)>,
+    pub(super) stats: PubStats,
     granted_send_buffer: usize,
     granted_recv_buffer: usize,
     /// Connections per source address.
-    hosts: HostTable,
+    pub(super) hosts: HostTable,
     /// Per-connection log lines.
-    log: LogLimiter,
+    pub(super) log: LogLimiter,
     /// Bytes queued over all clients.
-    queued_total: usize,
+    pub(super) queued_total: usize,
     /// When the connection timers are next checked.
-    next_timer_check: Instant,
+    pub(super) next_timer_check: Instant,
 }
 
 impl TcpPublisher {
@@ -158,149 +128,6 @@ impl TcpPublisher {
     /// The remote address of `peer`.
     pub fn peer_addr(&self, peer: PeerId) -> Option<SocketAddr> {
         self.index.get(&peer).map(|&i| self.clients[i].addr)
-    }
-
-    /// Close a client now; its `Disconnected` is reported by the next poll.
-    fn close(&mut self, peer: PeerId, reason: DisconnectReason) {
-        let Some(i) = self.index.remove(&peer) else {
-            return;
-        };
-        let mut c = self.clients.swap_remove(i);
-        if let Some(moved) = self.clients.get(i) {
-            self.index.insert(moved.peer, i);
-        }
-        // Deregistering can only fail if the socket is already gone from epoll;
-        // dropping the stream closes it either way.
-        let _ = self.poll.registry().deregister(&mut c.stream);
-        self.hosts.release(c.addr.ip());
-        self.queued_total -= c.out.len();
-        self.stats.queued_bytes = self.queued_total as u64;
-        match &reason {
-            DisconnectReason::SlowConsumer { queued } => {
-                self.stats.slow_disconnects += 1;
-                log_limited(
-                    &mut self.log,
-                    Instant::now(),
-                    "tcp publisher",
-                    format_args!(
-                        "tcp publisher: disconnecting slow consumer {peer} ({}): {queued} bytes queued",
-                        c.addr
-                    ),
-                );
-            }
-            DisconnectReason::Malformed(_) => self.stats.malformed += 1,
-            DisconnectReason::LoginTimeout => self.stats.login_timeouts += 1,
-            DisconnectReason::Idle => self.stats.idle_timeouts += 1,
-            _ => {}
-        }
-        self.stats.connected = self.clients.len() as u64;
-        self.pending.push_back((peer, reason));
-    }
-
-    /// Close every client in `doomed`.
-    fn close_doomed(&mut self) {
-        while let Some((peer, reason)) = self.doomed.pop() {
-            self.close(peer, reason);
-        }
-    }
-
-    /// Accept waiting connections (at most [`MAX_ACCEPTS_PER_POLL`]).
-    fn accept(&mut self, on_event: &mut dyn FnMut(PubEvent<'_>)) {
-        for _ in 0..MAX_ACCEPTS_PER_POLL {
-            let (mut stream, addr) = match self.listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_ready = false;
-                    return;
-                }
-                // The connection went away before we took it: take the next.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    // EMFILE, ENOBUFS...: retrying at once would spin. Wait for
-                    // the listener's next readiness edge (the next connection).
-                    eprintln!("tcp publisher {}: accept failed: {e}", self.local_addr);
-                    self.accept_ready = false;
-                    return;
-                }
-            };
-            let now = Instant::now();
-            match self.hosts.admit(addr.ip(), self.cfg.max_per_host, self.cfg.max_clients) {
-                Ok(()) => {}
-                Err(refusal) => {
-                    let why = match refusal {
-                        Refusal::ServerFull => {
-                            self.stats.refused_full += 1;
-                            "max_clients connections"
-                        }
-                        Refusal::HostFull => {
-                            self.stats.refused_per_host += 1;
-                            "max_per_host connections from its host"
-                        }
-                    };
-                    log_limited(
-                        &mut self.log,
-                        now,
-                        "tcp publisher",
-                        format_args!(
-                            "tcp publisher {}: refusing {addr}: {why} already connected",
-                            self.local_addr
-                        ),
-                    );
-                    continue; // dropping `stream` closes it
-                }
-            }
-            // Nagle would hold small packets back for up to 40 ms.
-            if let Err(e) = SockRef::from(&stream).set_tcp_nodelay(true) {
-                eprintln!("tcp publisher: TCP_NODELAY on {addr} failed: {e}");
-            }
-            // The kernel drops a peer that leaves our data unacknowledged
-            // (or its window shut) for the idle timeout.
-            if let Err(e) = SockRef::from(&stream).set_tcp_user_timeout(Some(self.cfg.idle_timeout))
-            {
-                eprintln!("tcp publisher: TCP_USER_TIMEOUT on {addr} failed: {e}");
-            }
-            let peer = self.next_peer;
-            self.next_peer += 1;
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(peer as usize),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                eprintln!("tcp publisher: cannot register {addr}: {e}");
-                self.hosts.release(addr.ip());
-                continue;
-            }
-            let buf_len = self.cfg.max_packet_len.saturating_mul(REQUEST_BUF_PACKETS);
-            self.index.insert(peer, self.clients.len());
-            self.clients.push(Client {
-                peer,
-                stream,
-                addr,
-                live: false,
-                out: VecDeque::new(),
-                rx: FrameBuf::new(buf_len, self.cfg.max_packet_len),
-                // Anything that arrived before registration raises no edge:
-                // try reading once.
-                readable: true,
-                writable: true,
-                in_ready: true,
-                over_since: None,
-                timers: ConnTimers::new(now),
-                low_water: None,
-            });
-            self.ready.push(peer);
-            self.next_timer_check = self.next_timer_check.min(now + self.cfg.login_timeout);
-            self.stats.connections += 1;
-            self.stats.connected = self.clients.len() as u64;
-            on_event(PubEvent::Connected(peer));
-        }
     }
 
     /// Read and frame requests from the clients with pending readiness.
@@ -400,42 +227,6 @@ impl TcpPublisher {
         self.queued_total -= wrote;
         self.stats.queued_bytes = self.queued_total as u64;
         self.close_doomed();
-    }
-
-    /// Close connections whose login or idle timer expired, at most every
-    /// [`TIMER_GRANULARITY`]. Returns how long until the next check.
-    fn check_timers(&mut self) -> Duration {
-        let now = Instant::now();
-        if now < self.next_timer_check {
-            return self.next_timer_check - now;
-        }
-        let (login, idle) = (self.cfg.login_timeout, self.cfg.idle_timeout);
-        // Deadlines only move later (progress, a login), so the earliest one
-        // seen now is a safe time for the next check.
-        let mut earliest = now + idle;
-        for c in &self.clients {
-            if let Some(reason) = c.timers.expired(now, login, idle) {
-                self.doomed.push((c.peer, reason));
-            } else {
-                earliest = earliest.min(c.timers.deadline(login, idle));
-            }
-        }
-        if !self.doomed.is_empty() {
-            for (peer, reason) in &self.doomed {
-                if let Some(&i) = self.index.get(peer) {
-                    let addr = self.clients[i].addr;
-                    log_limited(
-                        &mut self.log,
-                        now,
-                        "tcp publisher",
-                        format_args!("tcp publisher: closing {peer} ({addr}): {reason}"),
-                    );
-                }
-            }
-            self.close_doomed();
-        }
-        self.next_timer_check = earliest.max(now + TIMER_GRANULARITY);
-        self.next_timer_check - now
     }
 
     /// A client watching its drain ([`Publisher::watch_drain`]) is at or

@@ -65,6 +65,9 @@ pub struct CellSpec {
     pub mode: Mode,
     /// The client runs its pipeline (`--threads pipeline`).
     pub pipeline: bool,
+    /// Largest packet, bytes, for server and clients (`--max-packet`); `None`
+    /// is the binaries' default (a 1500-byte MTU's datagram).
+    pub max_packet: Option<usize>,
 }
 
 fn ser_kind<S: serde::Serializer>(k: &TransportKind, s: S) -> Result<S::Ok, S::Error> {
@@ -91,7 +94,15 @@ impl CellSpec {
         if self.pipeline {
             s += "-pipeline";
         }
+        if let Some(m) = self.max_packet {
+            s += &format!("-mp{m}");
+        }
         s
+    }
+
+    /// The largest packet as shown in tables.
+    pub fn max_packet_label(&self) -> String {
+        self.max_packet.map_or("default".into(), |m| m.to_string())
     }
 
     /// The offered rate as shown in tables.
@@ -176,6 +187,10 @@ pub fn commands(spec: &CellSpec, env: &RunEnv, port: u16, tag: &str) -> anyhow::
     if let Some(t) = topo {
         srv.extend(strs(&["--interface", &t.server_ip(), "--ifname", "eth0"]));
     }
+    let max_packet = spec.max_packet.map(|m| m.to_string());
+    if let Some(m) = &max_packet {
+        srv.extend(strs(&["--max-packet", m]));
+    }
     match spec.mode {
         Mode::Default => {}
         Mode::Spin => srv.extend(strs(&["--idle", "spin", "--cpu", "0"])),
@@ -218,6 +233,9 @@ pub fn commands(spec: &CellSpec, env: &RunEnv, port: u16, tag: &str) -> anyhow::
         }
         if spec.pipeline {
             cli.extend(strs(&["--threads", "pipeline"]));
+        }
+        if let Some(m) = &max_packet {
+            cli.extend(strs(&["--max-packet", m]));
         }
         let ns = topo.map(|t| t.client_ns(i % t.clients().max(1)));
         clients.push(wrap(ns.as_deref(), None, cli));

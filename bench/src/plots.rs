@@ -194,7 +194,12 @@ pub fn read_hgrm(path: &Path) -> Vec<(f64, f64)> {
 
 /// A clean baseline cell: no loss, no A/B, default idle.
 fn clean(s: &CellSpec) -> bool {
-    s.drop_rate == 0.0 && s.kernel_loss == 0.0 && !s.ab && s.mode == Mode::Default && !s.pipeline
+    s.drop_rate == 0.0
+        && s.kernel_loss == 0.0
+        && !s.ab
+        && s.mode == Mode::Default
+        && !s.pipeline
+        && s.max_packet.is_none()
 }
 
 fn med(r: &Results, i: usize, f: fn(&CellRun) -> Option<f64>) -> Option<f64> {
@@ -299,7 +304,13 @@ pub fn draw_all(r: &Results, dir: &Path, base_rate: u64) -> Result<Vec<String>, 
         let cells = r.plan.cells.iter().enumerate();
         group(
             cells
-                .filter(|(_, s)| !s.ab && !s.pipeline && s.clients == 1 && s.mode == Mode::Default)
+                .filter(|(_, s)| {
+                    !s.ab
+                        && !s.pipeline
+                        && s.max_packet.is_none()
+                        && s.clients == 1
+                        && s.mode == Mode::Default
+                })
                 .filter_map(move |(i, s)| {
                     if s.transport == tickwire_transports::select::TransportKind::Tcp && !with_tcp {
                         return None;

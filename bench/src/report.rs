@@ -210,9 +210,10 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "## {}\n", sc.title);
         let _ = writeln!(
             s,
-            "| transport | net | rate | clients | loss | A/B | idle | client threads | delivered msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | p50 / floor | p99 / floor | server CPU ns/msg | client CPU ns/msg | packets/msg | wire B/msg | frames/msg | gaps | NACKs | snapshots | unrecovered | recovery p50 / p99 µs | runs ok | complete |"
+            "| transport | net | rate | clients | loss | A/B | idle | client threads | max packet B | delivered msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | p50 / floor | p99 / floor | server CPU ns/msg | client CPU ns/msg | packets/msg | wire B/msg | frames/msg | gaps | NACKs | snapshots | unrecovered | recovery p50 / p99 µs | runs ok | complete |"
         );
-        let _ = writeln!(s, "|---|---|---:|---:|---|---|---|---|{}---:|---|", "---:|".repeat(18));
+        let _ =
+            writeln!(s, "|---|---|---:|---:|---|---|---|---|---:|{}---:|---|", "---:|".repeat(18));
         for &i in &sc.cells {
             let c = &r.cells[i];
             let sp = &c.spec;
@@ -224,7 +225,7 @@ pub fn markdown(r: &Results) -> String {
             let ok = c.runs.iter().filter(|x| x.is_ok()).count();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {ok}/{} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {ok}/{} | {} |",
                 sp.transport,
                 sp.net.name(),
                 sp.rate_label(),
@@ -233,6 +234,7 @@ pub fn markdown(r: &Results) -> String {
                 if sp.ab { "on" } else { "off" },
                 sp.mode.name(),
                 if sp.pipeline { "pipeline" } else { "single" },
+                sp.max_packet_label(),
                 med_range(c.agg(|x| x.delivered_msgs_per_s)),
                 med_range(c.agg(|x| x.t2c_p50_us)),
                 med_range(c.agg(|x| x.t2c_p99_us)),

@@ -168,15 +168,17 @@ fn tiny_profile_on_loopback_writes_the_full_report() {
     }
     let rows = |needle: &str| report.lines().filter(|l| l.starts_with(needle)).count();
     // rate table: 2 each; subscribers: 2 each; loss: mc 2; A/B: mc 2;
-    // client threads: 4 each (2 rates, single and pipeline).
+    // client threads: 4 each (2 rates, single and pipeline), and 2 more
+    // multicast rows with large packets.
     assert_eq!(rows("| tcp | loopback |"), 8, "{report}");
-    assert_eq!(rows("| multicast | loopback |"), 12, "{report}");
+    assert_eq!(rows("| multicast | loopback |"), 14, "{report}");
     for t in ["tcp", "multicast"] {
         let piped: Vec<&str> = report
             .lines()
             .filter(|l| l.starts_with(&format!("| {t} | loopback |")) && l.contains("| pipeline |"))
             .collect();
-        assert_eq!(piped.len(), 2, "{t}: a pipeline row per rate: {report}");
+        let want = if t == "multicast" { 3 } else { 2 };
+        assert_eq!(piped.len(), want, "{t}: a pipeline row per rate (and packet size): {report}");
         assert!(
             piped.iter().all(|l| l.ends_with("| yes |")),
             "{t}: pipeline incomplete: {piped:?}"
@@ -188,8 +190,17 @@ fn tiny_profile_on_loopback_writes_the_full_report() {
     );
     assert!(report.lines().any(|l| l.contains("in-process 2%")), "a loss row");
     let ids = check_cells(&json);
-    assert_eq!(ids.len(), 12, "{ids:?}");
+    assert_eq!(ids.len(), 14, "{ids:?}");
     assert!(ids.iter().any(|i| i == "tcp-loopback-r0-c1-pipeline"), "{ids:?}");
+    let large = json["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "multicast-loopback-r0-c1-mp16384")
+        .expect("the large-packet cell");
+    // 16 KiB packets carry ten times the messages of 1472-byte ones.
+    let ppm = large["summary"]["packets_per_msg"]["median"].as_f64().unwrap();
+    assert!(ppm < 0.01, "{ppm} packets per message with 16 KiB packets");
     // In-process loss was injected and recovered.
     let lossy = json["cells"]
         .as_array()

@@ -40,8 +40,12 @@
 //! a datagram feed's socket buffer absorbs the burst or drops, and the loss
 //! is recovered like any other.
 //!
+//! Latency: a packet's "app rx" stamp (T3) is taken when the processing
+//! thread takes it, so the hand-over is counted in "kernel rx → app rx", and
+//! tick-to-cache includes it.
+//!
 //! Every buffer and both queues are allocated when the pipeline starts; the
-//! steady state allocates nothing (`tests/pipeline_alloc.rs` counts it on
+//! steady state allocates nothing (`tests/subscriber_alloc.rs` counts it on
 //! every thread).
 
 use std::io;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
 use tickwire_bench::cell::{self, Mode, RunEnv};
@@ -188,20 +188,7 @@ fn main() -> anyhow::Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    let bins = match &a.bin_dir {
-        Some(d) => {
-            std::fs::canonicalize(d).with_context(|| format!("--bin-dir {}", d.display()))?
-        }
-        None => std::env::current_exe()?.parent().context("no binary directory")?.to_path_buf(),
-    };
-    for b in ["server", "client"] {
-        if !bins.join(b).exists() {
-            bail!(
-                "{} not found: build with `cargo build --release --bins` or pass --bin-dir",
-                bins.join(b).display()
-            );
-        }
-    }
+    let bins = tickwire_bench::proc::bin_dir(a.bin_dir.as_deref())?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("results").join(utc_stamp()));
     let raw = out.join("raw");
     let hgrm_dir = out.join("hgrm");

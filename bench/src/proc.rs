@@ -9,6 +9,28 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+/// The directory holding the `server` and `client` binaries: `dir` (made
+/// absolute, so that it holds inside `ip netns exec` and from any
+/// directory), else the running binary's own; an error says how to build
+/// them when either is missing.
+pub fn bin_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let bins = match dir {
+        Some(d) => {
+            std::fs::canonicalize(d).with_context(|| format!("--bin-dir {}", d.display()))?
+        }
+        None => std::env::current_exe()?.parent().context("no binary directory")?.to_path_buf(),
+    };
+    for b in ["server", "client"] {
+        if !bins.join(b).exists() {
+            bail!(
+                "{} not found: build with `cargo build --release --bins` or pass --bin-dir",
+                bins.join(b).display()
+            );
+        }
+    }
+    Ok(bins)
+}
+
 /// A command line as it would be typed (arguments with spaces quoted).
 pub fn shown(argv: &[String]) -> String {
     argv.iter()

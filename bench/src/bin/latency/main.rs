@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use tickwire_bench::floor::sockperf_available;
 use tickwire_bench::proc::shown;
@@ -83,21 +83,7 @@ fn main() -> anyhow::Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
 
-    let bins = match &args.bin_dir {
-        // Absolute, so that it holds inside `ip netns exec` and from any directory.
-        Some(d) => {
-            std::fs::canonicalize(d).with_context(|| format!("--bin-dir {}", d.display()))?
-        }
-        None => std::env::current_exe()?.parent().context("no binary directory")?.to_path_buf(),
-    };
-    for b in ["server", "client"] {
-        if !bins.join(b).exists() {
-            bail!(
-                "{} not found: build with `cargo build --release --bins` or pass --bin-dir",
-                bins.join(b).display()
-            );
-        }
-    }
+    let bins = tickwire_bench::proc::bin_dir(args.bin_dir.as_deref())?;
     let dir = match &args.out_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("tickwire-latency.{}", std::process::id())),

@@ -108,23 +108,16 @@ impl CatchUps {
             let peer = *peer;
             let done = loop {
                 let Some(queued) = transport.queued(peer) else { break true };
-                if let Some(overrun) = cursor.overrun(core.store()) {
-                    close_overrun(
-                        &mut self.log,
-                        &mut self.overruns,
-                        transport,
-                        peer,
-                        overrun,
-                        queued,
-                    );
-                    break true;
-                }
-                if queued >= CATCHUP_BUDGET {
-                    break false;
-                }
-                self.buf.resize(core.config().max_packet_len, 0);
                 let at = cursor.next();
-                match cursor.poll_transmit(core.store(), core.epoch(), wall, &mut self.buf) {
+                let sent = match cursor.overrun(core.store()) {
+                    Some(overrun) => Err(overrun),
+                    None if queued >= CATCHUP_BUDGET => break false,
+                    None => {
+                        self.buf.resize(core.config().max_packet_len, 0);
+                        cursor.poll_transmit(core.store(), core.epoch(), wall, &mut self.buf)
+                    }
+                };
+                match sent {
                     Ok(Some(n)) => {
                         self.messages += cursor.next().0 - at.0;
                         if transport.send_to(peer, &self.buf[..n]).is_err() {

@@ -105,33 +105,11 @@ fn with_a_key_forged_packets_are_refused_and_the_stream_is_complete() {
         &key,
     ]));
     std::thread::sleep(Duration::from_millis(300));
-    let (server, _) = spawn_server(&args(&[
-        "--transport",
-        "multicast",
-        "--listen",
-        &recovery,
-        "--group",
-        &group,
-        "--interface",
-        "127.0.0.1",
-        "--rate",
-        &RATE.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--epoch",
-        &EPOCH.to_string(),
-        "--duration",
-        &format!("{secs}s"),
-        "--linger",
-        "2s",
-        "--stats-interval",
-        "0",
-        "--json",
-        "--book-out",
-        server_book.to_str().unwrap(),
-        "--key-file",
-        &key,
-    ]));
+    let (server, _) = spawn_server(&{
+        let mut a = multicast_server_args(&recovery, &group, RATE, seed, EPOCH, secs, "2s");
+        a.extend(args(&["--book-out", server_book.to_str().unwrap(), "--key-file", &key]));
+        a
+    });
     // The forger: in-sequence Data to the group, NACKs to the recovery port.
     // Without spoofing the publisher's source, the Data would stop at the
     // source check and never reach the MAC.

@@ -98,31 +98,11 @@ fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
         book.to_str().unwrap(),
     ]));
     std::thread::sleep(Duration::from_millis(300));
-    let (server, _) = spawn_server(&args(&[
-        "--transport",
-        "multicast",
-        "--listen",
-        &recovery,
-        "--group",
-        &group,
-        "--interface",
-        "127.0.0.1",
-        "--rate",
-        &RATE.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--epoch",
-        &EPOCH.to_string(),
-        "--duration",
-        &format!("{SECS}s"),
-        "--linger",
-        "2s",
-        "--stats-interval",
-        "0",
-        "--json",
-        "--book-out",
-        server_book.to_str().unwrap(),
-    ]));
+    let (server, _) = spawn_server(&{
+        let mut a = multicast_server_args(&recovery, &group, RATE, seed, EPOCH, SECS, "2s");
+        a.extend(args(&["--book-out", server_book.to_str().unwrap()]));
+        a
+    });
     let start = Instant::now();
     let at = |ms: u64| {
         let t = Duration::from_millis(ms);
@@ -223,30 +203,7 @@ fn a_server_restarted_with_the_same_epoch_is_detected() {
     ]));
     std::thread::sleep(Duration::from_millis(300));
     let server = |secs: u64| {
-        spawn_server(&args(&[
-            "--transport",
-            "multicast",
-            "--listen",
-            &recovery,
-            "--group",
-            &group,
-            "--interface",
-            "127.0.0.1",
-            "--rate",
-            &RATE.to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--epoch",
-            &EPOCH.to_string(),
-            "--duration",
-            &format!("{secs}s"),
-            "--linger",
-            "1s",
-            "--stats-interval",
-            "0",
-            "--json",
-        ]))
-        .0
+        spawn_server(&multicast_server_args(&recovery, &group, RATE, seed, EPOCH, secs, "1s")).0
     };
     let mut first = server(30);
     std::thread::sleep(Duration::from_millis(1_500));

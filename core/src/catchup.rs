@@ -46,7 +46,7 @@
 use crate::publisher::RetransmitStore;
 use crate::publisher::replies;
 use crate::seq::SeqNo;
-use crate::wire::{HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, PacketKind, PacketRepr};
+use crate::wire::{HEADER_LEN, LoginAck, LoginAckRepr, LoginMode, PacketRepr};
 
 /// Bytes of a LoginAck packet (header + body).
 pub const LOGIN_ACK_LEN: usize = HEADER_LEN + LoginAck::<&[u8]>::LEN;
@@ -162,35 +162,13 @@ impl CatchUp {
         if let Some(o) = self.overrun(store) {
             return Err(o);
         }
-        let first = self.next;
-        let mut s = first;
-        let mut off = HEADER_LEN;
-        while s < to {
-            let Some(m) = store.get(s) else { break };
-            let end = off + m.len();
-            // At most (65536 - 40) / 32 messages per packet: the count fits a u16.
-            if end > buf.len() {
-                break;
-            }
-            buf[off..end].copy_from_slice(m);
-            off = end;
-            s = s.next();
-        }
-        if s == first {
-            // The buffer cannot hold one message: a caller bug, reported as
-            // caught up rather than looping.
-            return Ok(None);
-        }
-        self.next = s;
-        let count = (s.0 - first.0) as u16;
-        Ok(Some(replies::seal_reply(
-            buf,
-            PacketKind::Retransmission,
-            epoch,
-            first,
-            count,
-            wall_ns,
-            off - HEADER_LEN,
-        )))
+        let framed =
+            replies::frame_retransmission(store, buf, epoch, wall_ns, (self.next, to), usize::MAX);
+        // None: the buffer cannot hold one message, a caller bug, reported
+        // as caught up rather than looping.
+        Ok(framed.map(|(next, len)| {
+            self.next = next;
+            len
+        }))
     }
 }

@@ -15,9 +15,7 @@ use std::time::Duration;
 use tickwire_core::wire::MAX_PACKET_LEN;
 use tickwire_core::wire::auth::{AuthKey, TAG_LEN, open, seal};
 
-use crate::{
-    DisconnectReason, PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber,
-};
+use crate::{PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber};
 
 /// A transport whose packets carry a MAC. See the [module docs](self).
 #[derive(Debug)]
@@ -76,29 +74,7 @@ impl<P: Publisher> Publisher for Authenticated<P> {
         self.inner.send_to(peer, &self.scratch[..n])
     }
 
-    fn set_live(&mut self, peer: PeerId, live: bool) {
-        self.inner.set_live(peer, live)
-    }
-
-    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
-        self.inner.disconnect(peer, reason)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-
-    fn logged_in(&mut self, peer: PeerId) {
-        self.inner.logged_in(peer)
-    }
-
-    fn queued(&self, peer: PeerId) -> Option<usize> {
-        self.inner.queued(peer)
-    }
-
-    fn watch_drain(&mut self, peer: PeerId, low_water: Option<usize>) {
-        self.inner.watch_drain(peer, low_water)
-    }
+    forward_peer_controls!();
 
     /// Requests whose MAC does not verify are counted and not reported.
     fn poll(

@@ -32,6 +32,36 @@ use std::time::Duration;
 
 pub use tickwire_core::wire::DecodeError;
 
+/// The [`Publisher`] methods that a wrapper (a MAC, injected loss) passes
+/// through to its `inner` publisher unchanged: peer and queue controls.
+macro_rules! forward_peer_controls {
+    () => {
+        fn set_live(&mut self, peer: $crate::PeerId, live: bool) {
+            self.inner.set_live(peer, live)
+        }
+
+        fn disconnect(&mut self, peer: $crate::PeerId, reason: $crate::DisconnectReason) {
+            self.inner.disconnect(peer, reason)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+
+        fn logged_in(&mut self, peer: $crate::PeerId) {
+            self.inner.logged_in(peer)
+        }
+
+        fn queued(&self, peer: $crate::PeerId) -> Option<usize> {
+            self.inner.queued(peer)
+        }
+
+        fn watch_drain(&mut self, peer: $crate::PeerId, low_water: Option<usize>) {
+            self.inner.watch_drain(peer, low_water)
+        }
+    };
+}
+
 pub mod affinity;
 pub mod args;
 pub mod auth;

@@ -24,9 +24,7 @@ use std::time::Duration;
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::{
-    DisconnectReason, PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber,
-};
+use crate::{PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber};
 
 /// Drop probabilities and the seed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -164,29 +162,7 @@ impl<P: Publisher> Publisher for Lossy<P> {
         if self.tx_drop() { Ok(()) } else { self.inner.send_to(peer, packet) }
     }
 
-    fn set_live(&mut self, peer: PeerId, live: bool) {
-        self.inner.set_live(peer, live)
-    }
-
-    fn disconnect(&mut self, peer: PeerId, reason: DisconnectReason) {
-        self.inner.disconnect(peer, reason)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-
-    fn logged_in(&mut self, peer: PeerId) {
-        self.inner.logged_in(peer)
-    }
-
-    fn queued(&self, peer: PeerId) -> Option<usize> {
-        self.inner.queued(peer)
-    }
-
-    fn watch_drain(&mut self, peer: PeerId, low_water: Option<usize>) {
-        self.inner.watch_drain(peer, low_water)
-    }
+    forward_peer_controls!();
 
     fn poll(
         &mut self,

@@ -147,3 +147,41 @@ pub fn assert_same_book(server: &Path, client: &Path) {
 pub fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
+
+/// The flags of a multicast server on loopback with a fixed epoch: the
+/// recovery service at `recovery`, the feed on `group`, `rate` msgs/s of the
+/// stream of `seed` for `secs` seconds, then `linger`; its JSON summary on
+/// stdout. Add what a test needs after them.
+pub fn multicast_server_args(
+    recovery: &str,
+    group: &str,
+    rate: u64,
+    seed: u64,
+    epoch: u64,
+    secs: u64,
+    linger: &str,
+) -> Vec<String> {
+    args(&[
+        "--transport",
+        "multicast",
+        "--listen",
+        recovery,
+        "--group",
+        group,
+        "--interface",
+        "127.0.0.1",
+        "--rate",
+        &rate.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--epoch",
+        &epoch.to_string(),
+        "--duration",
+        &format!("{secs}s"),
+        "--linger",
+        linger,
+        "--stats-interval",
+        "0",
+        "--json",
+    ])
+}

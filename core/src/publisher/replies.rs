@@ -41,6 +41,40 @@ pub(crate) fn seal_reply(
     len
 }
 
+/// Frame the stored messages from `first` (up to `to`, at most `limit`
+/// bytes and `buf.len()`) into one Retransmission packet in `buf`. Returns
+/// one past the last message framed and the packet's length, or `None` when
+/// not one message fits (or none is stored at `first`).
+pub(crate) fn frame_retransmission(
+    store: &RetransmitStore,
+    buf: &mut [u8],
+    epoch: u64,
+    wall_ns: u64,
+    (first, to): (SeqNo, SeqNo),
+    limit: usize,
+) -> Option<(SeqNo, usize)> {
+    let mut s = first;
+    let mut off = HEADER_LEN;
+    while s < to {
+        let Some(m) = store.get(s) else { break };
+        let end = off + m.len();
+        if end > buf.len() || end > limit {
+            break;
+        }
+        buf[off..end].copy_from_slice(m);
+        off = end;
+        s = s.next();
+    }
+    if s == first {
+        return None;
+    }
+    // At most (65536 - 40) / 32 messages per packet: always a u16.
+    let count = (s.0 - first.0) as u16;
+    let len =
+        seal_reply(buf, PacketKind::Retransmission, epoch, first, count, wall_ns, off - HEADER_LEN);
+    Some((s, len))
+}
+
 /// Frame the stored messages `[from, to)` into Retransmission packets of at
 /// most `buf.len()` bytes, stopping before the total would exceed `budget`.
 /// Returns one past the last message sent, and what was sent.
@@ -58,32 +92,12 @@ pub(super) fn emit_retransmission(
     let mut sent = Sent::default();
     let mut s = from;
     while s < to {
-        let first = s;
-        let mut off = HEADER_LEN;
-        while s < to {
-            let Some(m) = store.get(s) else { break };
-            let end = off + m.len();
-            if end > buf.len() || sent.bytes.saturating_add(end) > budget {
-                break;
-            }
-            buf[off..end].copy_from_slice(m);
-            off = end;
-            s = s.next();
-        }
-        if s == first {
+        let limit = budget.saturating_sub(sent.bytes);
+        let Some((next, len)) = frame_retransmission(store, buf, epoch, wall_ns, (s, to), limit)
+        else {
             break;
-        }
-        // At most (65536 - 40) / 32 messages per packet: always a u16.
-        let count = (s.0 - first.0) as u16;
-        let len = seal_reply(
-            buf,
-            PacketKind::Retransmission,
-            epoch,
-            first,
-            count,
-            wall_ns,
-            off - HEADER_LEN,
-        );
+        };
+        s = next;
         reply(&buf[..len]);
         sent.packets += 1;
         sent.bytes += len;

@@ -5,7 +5,7 @@ use super::{RECORD_LEN, SNAPSHOT_HEADER_LEN, snapshot_parts};
 use crate::msg::SymbolState;
 use crate::seq::SeqNo;
 use crate::wire::{
-    HEADER_LEN, LoginAck, LoginAckRepr, NackReject, NackRejectRepr, Packet, PacketKind, PacketRepr,
+    HEADER_LEN, LoginAck, LoginAckRepr, NackReject, NackRejectRepr, PacketKind, PacketRepr,
     SnapshotHeader, Status, StatusRepr, emit_record,
 };
 
@@ -33,12 +33,8 @@ pub(crate) fn seal_reply(
     wall_ns: u64,
     payload_len: usize,
 ) -> usize {
-    let len = HEADER_LEN + payload_len;
-    let mut p = Packet::new_unchecked(&mut buf[..len]);
     PacketRepr { kind, flags: 0, epoch, first_seq, count, send_time: wall_ns, payload_len }
-        .emit(&mut p);
-    p.fill_crc();
-    len
+        .seal(buf)
 }
 
 /// Frame the stored messages from `first` (up to `to`, at most `limit`

@@ -471,14 +471,10 @@ impl Receiver {
                 send_time: wall_ns,
                 payload_len,
             };
-            let len = HEADER_LEN + payload_len;
             if let Some(t) = token {
-                emit_token(&mut buf[HEADER_LEN..len], t);
+                emit_token(&mut buf[HEADER_LEN..HEADER_LEN + payload_len], t);
             }
-            let mut p = Packet::new_unchecked(&mut buf[..len]);
-            repr.emit(&mut p);
-            p.fill_crc();
-            return Some(len);
+            return Some(repr.seal(buf));
         }
         None
     }

@@ -349,14 +349,44 @@ impl PacketRepr {
         packet.set_crc(0);
     }
 
+    /// Seal a packet whose payload (`payload_len` bytes) is already in place
+    /// at `buf[HEADER_LEN..]`: write the header in front of it and fill the
+    /// CRC. Returns the packet's length, `HEADER_LEN + payload_len`.
+    ///
+    /// Panics if `buf` is shorter than that.
+    ///
+    /// ```
+    /// use tickwire_core::SeqNo;
+    /// use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr};
+    ///
+    /// let payload = [7u8; 48];
+    /// let repr = PacketRepr {
+    ///     kind: PacketKind::Data,
+    ///     flags: 0,
+    ///     epoch: 1,
+    ///     first_seq: SeqNo(1),
+    ///     count: 1,
+    ///     send_time: 0,
+    ///     payload_len: payload.len(),
+    /// };
+    /// let mut buf = vec![0u8; repr.buffer_len()];
+    /// buf[HEADER_LEN..].copy_from_slice(&payload);
+    /// assert_eq!(repr.seal(&mut buf), buf.len());
+    /// assert!(Packet::new_checked(&buf[..]).unwrap().verify_crc().is_ok());
+    /// ```
+    pub fn seal(&self, buf: &mut [u8]) -> usize {
+        let len = HEADER_LEN + self.payload_len;
+        let mut p = Packet::new_unchecked(&mut buf[..len]);
+        self.emit(&mut p);
+        p.fill_crc();
+        len
+    }
+
     /// Emit a header-only packet (Heartbeat, EndOfSession, Nack, SnapshotRequest,
     /// Login) with its CRC into `buf`; returns its length.
     pub fn emit_bare(&self, buf: &mut [u8]) -> usize {
         debug_assert_eq!(self.payload_len, 0);
-        let mut p = Packet::new_unchecked(&mut buf[..HEADER_LEN]);
-        self.emit(&mut p);
-        p.fill_crc();
-        HEADER_LEN
+        self.seal(buf)
     }
 }
 

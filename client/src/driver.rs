@@ -207,9 +207,7 @@ fn publish_metrics(m: &Metrics, sub: &Subscriber, cpu: tickwire_transports::affi
         cpu.user.as_nanos() as u64,
         cpu.sys.as_nanos() as u64,
     ];
-    for (i, v) in values.into_iter().enumerate() {
-        m.set(i, v);
-    }
+    m.set_all(&values);
 }
 
 fn write_book(reader: &CacheReader, path: &std::path::Path) -> anyhow::Result<()> {

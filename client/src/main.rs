@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use tickwire_client::{ClientConfig, Summary, parse_filter, run};
-use tickwire_transports::args::TransportArgs;
+use tickwire_transports::args::{TransportArgs, packet_size};
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::lossy::LossConfig;
 use tickwire_transports::select::{io_text, parse_cpu, parse_drop_rate, parse_duration};
@@ -95,7 +95,7 @@ struct Args {
     #[arg(long, default_value = "auto")]
     idle: IdleStrategy,
     /// Largest packet in bytes.
-    #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET, value_parser = parse_max_packet)]
+    #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET, value_parser = packet_size(MIN_PACKET, MAX_PACKET))]
     max_packet: usize,
     /// Drop this fraction of received packets (seeded, in-process loss injection).
     #[arg(long, default_value_t = 0.0, value_parser = parse_drop_rate)]
@@ -115,13 +115,6 @@ const MAX_SYMBOLS: u32 = tickwire_core::gbm::MAX_SYMBOLS;
 const MIN_PACKET: usize = tickwire_core::wire::DEFAULT_MAX_PACKET;
 /// Largest `--max-packet`: what a receiver accepts.
 const MAX_PACKET: usize = tickwire_core::wire::MAX_PACKET_LEN;
-
-fn parse_max_packet(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if (MIN_PACKET..=MAX_PACKET).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?}: use a packet size from {MIN_PACKET} to {MAX_PACKET} bytes")),
-    }
-}
 
 /// A parsed `--symbols` list: one flag value (an alias, so clap does not
 /// take `Vec` for "the flag repeated").

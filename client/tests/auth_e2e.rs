@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use support::spoof::Spoofer;
 use support::*;
-use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr};
+use tickwire_core::wire::{HEADER_LEN, PacketKind, PacketRepr};
 use tickwire_core::{Message, Quote, SeqNo};
 
 const RATE: u64 = 100_000;
@@ -36,7 +36,6 @@ fn forged_data(seq: u64) -> Vec<u8> {
     let len = tickwire_core::wire::message_len(&q);
     let mut b = vec![0u8; HEADER_LEN + len];
     tickwire_core::wire::emit_message(&q, &mut b[HEADER_LEN..]);
-    let mut p = Packet::new_unchecked(&mut b[..]);
     PacketRepr {
         kind: PacketKind::Data,
         flags: 0,
@@ -46,8 +45,7 @@ fn forged_data(seq: u64) -> Vec<u8> {
         send_time: 0,
         payload_len: len,
     }
-    .emit(&mut p);
-    p.fill_crc();
+    .seal(&mut b);
     b
 }
 
@@ -75,39 +73,21 @@ fn with_a_key_forged_packets_are_refused_and_the_stream_is_complete() {
     let key = key.to_str().unwrap().to_string();
     let pid = std::process::id();
     let group = format!("239.255.{}.77:{}", 10 + pid % 200, 40_000 + pid % 10_000);
-    let recovery = format!(
-        "127.0.0.1:{}",
-        UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    );
+    let recovery = format!("127.0.0.1:{}", free_udp_port());
     let (seed, secs) = (5u64, 3u64);
     let book = dir.join("c.book");
     let server_book = dir.join("server.book");
-    let client = spawn_client(&args(&[
-        "--transport",
-        "multicast",
-        "--connect",
-        &recovery,
-        "--group",
-        &group,
-        "--interface",
-        "127.0.0.1",
-        "--verify",
-        &seed.to_string(),
-        "--quiet",
-        "--json",
-        "--book-out",
-        book.to_str().unwrap(),
-        "--drop-rate",
-        "0.05",
-        "--drop-seed",
-        "9",
-        "--key-file",
-        &key,
-    ]));
+    let client = spawn_client(&{
+        let mut a = multicast_client_args(&recovery, &group, Some("127.0.0.1"), seed);
+        a.extend(args(&["--book-out", book.to_str().unwrap()]));
+        a.extend(args(&["--drop-rate", "0.05", "--drop-seed", "9", "--key-file", &key]));
+        a
+    });
     std::thread::sleep(Duration::from_millis(300));
     let (server, _) = spawn_server(&{
-        let mut a = multicast_server_args(&recovery, &group, RATE, seed, EPOCH, secs, "2s");
-        a.extend(args(&["--book-out", server_book.to_str().unwrap(), "--key-file", &key]));
+        let mut a = multicast_server_args(&recovery, &group, "127.0.0.1", RATE, seed, secs, "2s");
+        a.extend(args(&["--epoch", &EPOCH.to_string(), "--key-file", &key]));
+        a.extend(args(&["--book-out", server_book.to_str().unwrap()]));
         a
     });
     // The forger: in-sequence Data to the group, NACKs to the recovery port.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use support::spoof::Spoofer;
 use support::*;
-use tickwire_core::wire::{PacketKind, PacketRepr, emit_message};
+use tickwire_core::wire::{HEADER_LEN, PacketKind, PacketRepr, emit_message};
 use tickwire_core::{Message, SeqNo, Side, Trade};
 
 const EPOCH: u64 = 0x0bad_f00d;
@@ -31,8 +31,7 @@ fn endpoints_for(test: u32) -> (String, String) {
     let pid = std::process::id();
     let group =
         format!("239.255.{}.{}:{}", 10 + pid % 200, 200 + test, 24_000 + (pid % 4_000) * 4 + test);
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    (group, format!("127.0.0.1:{port}"))
+    (group, format!("127.0.0.1:{}", free_udp_port()))
 }
 
 /// A packet of `kind` with a valid CRC, as anyone who read the header format
@@ -48,11 +47,17 @@ fn forge(kind: PacketKind, epoch: u64, first: u64, payload: &[u8], count: u16) -
         payload_len: payload.len(),
     };
     let mut b = vec![0u8; repr.buffer_len()];
-    let mut p = tickwire_core::wire::Packet::new_unchecked(&mut b[..]);
-    repr.emit(&mut p);
-    p.payload_mut().copy_from_slice(payload);
-    p.fill_crc();
+    b[HEADER_LEN..].copy_from_slice(payload);
+    repr.seal(&mut b);
     b
+}
+
+/// The flags of these tests' server: [`RATE`], and the fixed [`EPOCH`] the
+/// forger knows.
+fn server_args(recovery: &str, group: &str, seed: u64, secs: u64, linger: &str) -> Vec<String> {
+    let mut a = multicast_server_args(recovery, group, "127.0.0.1", RATE, seed, secs, linger);
+    a.extend(args(&["--epoch", &EPOCH.to_string()]));
+    a
 }
 
 /// A socket that sends to the group over loopback only, from a port of its
@@ -81,25 +86,14 @@ fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
     let dir = scratch("hostile");
     let (server_book, book) = (dir.join("server.book"), dir.join("client.book"));
     let seed = 41u64;
-    let client = spawn_client(&args(&[
-        "--transport",
-        "multicast",
-        "--connect",
-        &recovery,
-        "--group",
-        &group,
-        "--interface",
-        "127.0.0.1",
-        "--verify",
-        &seed.to_string(),
-        "--quiet",
-        "--json",
-        "--book-out",
-        book.to_str().unwrap(),
-    ]));
+    let client = spawn_client(&{
+        let mut a = multicast_client_args(&recovery, &group, Some("127.0.0.1"), seed);
+        a.extend(args(&["--book-out", book.to_str().unwrap()]));
+        a
+    });
     std::thread::sleep(Duration::from_millis(300));
     let (server, _) = spawn_server(&{
-        let mut a = multicast_server_args(&recovery, &group, RATE, seed, EPOCH, SECS, "2s");
+        let mut a = server_args(&recovery, &group, seed, SECS, "2s");
         a.extend(args(&["--book-out", server_book.to_str().unwrap()]));
         a
     });
@@ -187,24 +181,9 @@ fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
 fn a_server_restarted_with_the_same_epoch_is_detected() {
     let (group, recovery) = endpoints_for(1);
     let seed = 43u64;
-    let client = spawn_client(&args(&[
-        "--transport",
-        "multicast",
-        "--connect",
-        &recovery,
-        "--group",
-        &group,
-        "--interface",
-        "127.0.0.1",
-        "--verify",
-        &seed.to_string(),
-        "--quiet",
-        "--json",
-    ]));
+    let client = spawn_client(&multicast_client_args(&recovery, &group, Some("127.0.0.1"), seed));
     std::thread::sleep(Duration::from_millis(300));
-    let server = |secs: u64| {
-        spawn_server(&multicast_server_args(&recovery, &group, RATE, seed, EPOCH, secs, "1s")).0
-    };
+    let server = |secs: u64| spawn_server(&server_args(&recovery, &group, seed, secs, "1s")).0;
     let mut first = server(30);
     std::thread::sleep(Duration::from_millis(1_500));
     first.kill().unwrap();

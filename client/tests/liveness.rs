@@ -15,18 +15,7 @@ fn a_silent_feed_is_reported_and_its_return_too() {
     let group = format!("239.255.{}.{}:{}", (port >> 8) & 0xff, port & 0xff, port);
     let recovery = format!("127.0.0.1:{port}");
     let mut client = Command::new(client_bin())
-        .args(args(&[
-            "--transport",
-            "multicast",
-            "--connect",
-            &recovery,
-            "--group",
-            &group,
-            "--quiet",
-            "--json",
-            "--verify",
-            "5",
-        ]))
+        .args(multicast_client_args(&recovery, &group, None, 5))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -41,14 +41,6 @@ fn group(test: u32, line: u32) -> String {
     format!("239.255.{x}.{y}:{port}")
 }
 
-/// A free UDP port on loopback for the server's recovery service, so clients
-/// can be started (and join the group) before the server publishes its first
-/// message. The kernel picks it; the socket is closed just before the server
-/// binds it again (the ready file then confirms the server got it).
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// One multicast session: the server's flags and where its outputs go.
 struct Session {
     dir: PathBuf,
@@ -78,19 +70,9 @@ impl Session {
     /// Start a subscriber dropping `drop_rate` of what it receives (seed `drop_seed`).
     fn client(&self, name: &str, drop_rate: f64, drop_seed: u64) -> (std::process::Child, PathBuf) {
         let book = self.dir.join(format!("{name}.book"));
-        let mut a = args(&[
-            "--transport",
-            "multicast",
-            "--connect",
-            &self.recovery,
-            "--group",
-            &self.group_a,
-            "--interface",
-            "127.0.0.1",
-            "--verify",
-            &self.seed.to_string(),
-            "--quiet",
-            "--json",
+        let mut a =
+            multicast_client_args(&self.recovery, &self.group_a, Some("127.0.0.1"), self.seed);
+        a.extend(args(&[
             "--book-out",
             book.to_str().unwrap(),
             "--drop-rate",
@@ -101,7 +83,7 @@ impl Session {
             &drop_seed.to_string(),
             "--threads",
             self.threads,
-        ]);
+        ]));
         if let Some(b) = &self.group_b {
             a.extend(args(&["--group-b", b]));
         }
@@ -110,29 +92,16 @@ impl Session {
 
     /// Start the server for `secs` seconds of generation at [`RATE`].
     fn server(&self, secs: u64, extra: &[&str]) -> std::process::Child {
-        let mut a = args(&[
-            "--transport",
-            "multicast",
-            "--listen",
+        let mut a = multicast_server_args(
             &self.recovery,
-            "--group",
             &self.group_a,
-            "--interface",
             "127.0.0.1",
-            "--rate",
-            &RATE.to_string(),
-            "--seed",
-            &self.seed.to_string(),
-            "--duration",
-            &format!("{secs}s"),
-            "--linger",
+            RATE,
+            self.seed,
+            secs,
             "3s",
-            "--stats-interval",
-            "0",
-            "--json",
-            "--book-out",
-            self.server_book.to_str().unwrap(),
-        ]);
+        );
+        a.extend(args(&["--book-out", self.server_book.to_str().unwrap()]));
         if let Some(b) = &self.group_b {
             a.extend(args(&["--group-b", b]));
         }

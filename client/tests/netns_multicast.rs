@@ -9,7 +9,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::netns::{SERVER_IP, Topology, client_ip};
 use support::*;
@@ -29,41 +29,11 @@ fn start_server(topo: &Topology, seed: u64, book: &Path, ready: &Path) -> Child 
     let listen = format!("{SERVER_IP}:{RECOVERY_PORT}");
     let mut child = topo
         .command_in(&topo.server_ns(), &server_bin())
-        .args(args(&[
-            "--transport",
-            "multicast",
-            "--interface",
-            SERVER_IP,
-            "--listen",
-            &listen,
-            "--group",
-            GROUP,
-            "--rate",
-            &RATE.to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--duration",
-            &format!("{SECS}s"),
-            "--linger",
-            "3s",
-            "--stats-interval",
-            "0",
-            "--json",
-            "--book-out",
-            book.to_str().unwrap(),
-            "--ready-file",
-            ready.to_str().unwrap(),
-        ]))
+        .args(multicast_server_args(&listen, GROUP, SERVER_IP, RATE, seed, SECS, "3s"))
+        .args(["--book-out", book.to_str().unwrap(), "--ready-file", ready.to_str().unwrap()])
         .spawn()
         .expect("starting the server in its namespace");
-    let start = Instant::now();
-    while !ready.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the server exited before listening: {status}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "the server never became ready");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_ready(&mut child, ready);
     child
 }
 
@@ -79,24 +49,8 @@ fn session(topo: &Topology, pct: f64, seed: u64) -> (u64, u64) {
             let book = dir.join(format!("cli{n}.book"));
             let child = topo
                 .command_in(&topo.client_ns(n), &client_bin())
-                .args(args(&[
-                    "--transport",
-                    "multicast",
-                    "--interface",
-                    &client_ip(n),
-                    "--connect",
-                    &recovery,
-                    "--group",
-                    GROUP,
-                    "--verify",
-                    &seed.to_string(),
-                    "--quiet",
-                    "--json",
-                    "--seed",
-                    &n.to_string(),
-                    "--book-out",
-                    book.to_str().unwrap(),
-                ]))
+                .args(multicast_client_args(&recovery, GROUP, Some(&client_ip(n)), seed))
+                .args(["--seed", &n.to_string(), "--book-out", book.to_str().unwrap()])
                 .spawn()
                 .expect("starting a client in its namespace");
             (child, book)

@@ -21,7 +21,7 @@ mod support;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::netns::is_root;
@@ -173,22 +173,8 @@ impl Drop for Routed {
 /// A client in subnet B: `how` selects its interface (`--interface IP` or `--ifname eth0`).
 fn client(r: &Routed, n: usize, seed: u64, dir: &Path, how: &[&str], extra: &[&str]) -> Child {
     let book = dir.join(format!("cli{n}.book"));
-    let mut a = args(&[
-        "--transport",
-        "multicast",
-        "--connect",
-        RECOVERY,
-        "--group",
-        GROUP,
-        "--verify",
-        &seed.to_string(),
-        "--quiet",
-        "--json",
-        "--seed",
-        &n.to_string(),
-        "--book-out",
-        book.to_str().unwrap(),
-    ]);
+    let mut a = multicast_client_args(RECOVERY, GROUP, None, seed);
+    a.extend(args(&["--seed", &n.to_string(), "--book-out", book.to_str().unwrap()]));
     a.extend(args(how));
     a.extend(args(extra));
     r.command(&format!("cli{n}"), &client_bin()).args(a).spawn().expect("starting a client")
@@ -226,14 +212,7 @@ fn server(r: &Routed, seed: u64, ttl: u32, secs: f64, dir: &Path, how: &[&str]) 
     ]));
     a.extend(args(how));
     let mut child = r.command("srv", &server_bin()).args(a).spawn().expect("starting the server");
-    let start = Instant::now();
-    while !ready.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the server exited before listening: {status}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "the server never became ready");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_ready(&mut child, &ready);
     child
 }
 
@@ -297,22 +276,9 @@ fn ttl_1_stops_at_the_router_and_the_client_says_why() {
         .map(|n| {
             let ip = client_ip(n);
             let mut cmd = r.command(&format!("cli{n}"), &client_bin());
-            cmd.stderr(Stdio::piped()).args(args(&[
-                "--transport",
-                "multicast",
-                "--interface",
-                &ip,
-                "--connect",
-                RECOVERY,
-                "--group",
-                GROUP,
-                "--verify",
-                &seed.to_string(),
-                "--quiet",
-                "--json",
-                "--duration",
-                "3s",
-            ]));
+            cmd.stderr(Stdio::piped())
+                .args(multicast_client_args(RECOVERY, GROUP, Some(&ip), seed))
+                .args(["--duration", "3s"]);
             cmd.spawn().expect("starting a client")
         })
         .collect();

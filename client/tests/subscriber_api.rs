@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tickwire_client::{Event, Subscriber};
 use tickwire_core::gbm::{self, GbmConfig};
@@ -16,29 +16,10 @@ use tickwire_transports::select::TransportKind;
 /// Longest a session may take here.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Start `cfg` in a thread (with a ready file) and return it with its address.
-fn start_server(
-    mut cfg: ServerConfig,
-    name: &str,
-) -> (std::thread::JoinHandle<tickwire_server::Summary>, SocketAddr) {
-    let ready =
-        std::env::temp_dir().join(format!("tickwire-api-{}-{name}.ready", std::process::id()));
-    let _ = std::fs::remove_file(&ready);
-    cfg.ready_file = Some(ready.clone());
+/// Start `cfg` on a thread of its own (no progress lines).
+fn start_server(mut cfg: ServerConfig) -> tickwire_server::Running {
     cfg.stats_interval = None;
-    let server = std::thread::spawn(move || {
-        tickwire_server::run(&cfg, Arc::new(AtomicBool::new(false))).expect("the server failed")
-    });
-    let start = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let _ = std::fs::remove_file(&ready);
-            return (server, text.trim().parse().unwrap());
-        }
-        assert!(!server.is_finished(), "the server stopped before listening");
-        assert!(start.elapsed() < DEADLINE, "the server never became ready");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    tickwire_server::spawn(cfg, Arc::new(AtomicBool::new(false))).expect("starting the server")
 }
 
 /// Everything the callback saw.
@@ -100,7 +81,7 @@ fn multicast_callbacks_get_the_seeds_stream_recovered_across_loss() {
     cfg.transport.group_a = group;
     cfg.transport.loss.tx_drop = 0.05;
     cfg.transport.loss.seed = 9;
-    let (server, _) = start_server(cfg, "multicast");
+    let server = start_server(cfg);
 
     let mut seen = Seen::default();
     sub.run(&AtomicBool::new(false), |ev| seen.record(ev)).expect("receiving");
@@ -160,7 +141,8 @@ fn symbol_filter_limits_callbacks_and_cache_to_the_subscribed_symbols() {
         ..ServerConfig::default()
     };
     cfg.transport.addr = "127.0.0.1:0".parse().unwrap();
-    let (server, addr) = start_server(cfg, "filter");
+    let server = start_server(cfg);
+    let addr = server.local_addr();
     let mut sub = Subscriber::builder()
         .tcp(addr)
         .universe(symbols)

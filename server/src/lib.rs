@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -134,6 +135,81 @@ pub fn publish<S: MessageSource + ?Sized>(
     source: &mut S,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Summary> {
+    publish_and_tell(cfg, source, stop, |_| ())
+}
+
+/// A server running on a thread of its own, started by [`spawn`].
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    thread: std::thread::JoinHandle<anyhow::Result<Summary>>,
+}
+
+impl Running {
+    /// The address the transport bound (the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the session has ended and the thread returned.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Wait for the session to end; its summary, or the error that ended it.
+    pub fn join(self) -> anyhow::Result<Summary> {
+        self.thread.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the server thread panicked")))
+    }
+}
+
+/// [`run`] on a thread of its own, for a program (or a test) that embeds the
+/// server: returns once the transport is bound, with the address it bound,
+/// or with the error that stopped it before.
+///
+/// ```
+/// use std::sync::{Arc, atomic::AtomicBool};
+/// use tickwire_server::ServerConfig;
+///
+/// let mut cfg = ServerConfig { max_messages: Some(1000), rate: 0, ..ServerConfig::default() };
+/// cfg.transport.addr = "127.0.0.1:0".parse().unwrap();
+/// cfg.linger = std::time::Duration::ZERO;
+/// cfg.stats_interval = None;
+/// let server = tickwire_server::spawn(cfg, Arc::new(AtomicBool::new(false)))?;
+/// assert_ne!(server.local_addr().port(), 0);
+/// assert_eq!(server.join()?.messages, 1000);
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+pub fn spawn(cfg: ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Running> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("tickwire-server".into())
+        .spawn(move || {
+            let mut generator =
+                Generator::new(cfg.gbm.clone()).context("invalid generator settings")?;
+            publish_and_tell(&cfg, &mut generator, stop, |addr| {
+                let _ = tx.send(addr);
+            })
+        })
+        .context("starting the server thread")?;
+    match rx.recv() {
+        Ok(addr) => Ok(Running { addr, thread }),
+        // The thread ended before it bound: return its error.
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) => Err(anyhow::anyhow!("the server ended before it listened")),
+            Err(_) => Err(anyhow::anyhow!("the server thread panicked")),
+        },
+    }
+}
+
+/// [`publish`], calling `bound` with the transport's address once it is
+/// bound (after the ready file, if any, is written).
+fn publish_and_tell<S: MessageSource + ?Sized>(
+    cfg: &ServerConfig,
+    source: &mut S,
+    stop: Arc<AtomicBool>,
+    bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<Summary> {
     if let Some(cpu) = cfg.cpu {
         pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
     }
@@ -146,14 +222,15 @@ pub fn publish<S: MessageSource + ?Sized>(
         build_publisher_with_limits(&cfg.transport, &cfg.tcp_limits).with_context(|| {
             format!("starting the {} transport on {}", cfg.transport.kind, cfg.transport.addr)
         })?;
-    let bound = transport.local_addr().unwrap_or(cfg.transport.addr);
+    let addr = transport.local_addr().unwrap_or(cfg.transport.addr);
     if let Some(path) = &cfg.ready_file {
         // Write then rename, so a reader never sees a half-written address.
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bound.to_string())
+        std::fs::write(&tmp, addr.to_string())
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
+    bound(addr);
     let epoch = cfg.epoch.unwrap_or_else(|| wall_ns().max(1));
     let core_cfg = SequencerConfig {
         max_packet_len: transport.max_packet_len(),
@@ -177,7 +254,7 @@ pub fn publish<S: MessageSource + ?Sized>(
     eprintln!(
         "server: {} transport on {}, epoch {epoch}, {}, rate {}, idle {}, {}",
         cfg.transport.kind,
-        bound,
+        addr,
         source.describe(),
         if cfg.rate == 0 { "max".to_string() } else { format!("{}/s", cfg.rate) },
         cfg.idle,

@@ -16,7 +16,7 @@ use clap::{CommandFactory, Parser};
 use tickwire_core::gbm::GbmConfig;
 use tickwire_core::publisher::{ConfigError, MAX_RETRANSMIT_WINDOW, SequencerConfig};
 use tickwire_server::{ServerConfig, run};
-use tickwire_transports::args::TransportArgs;
+use tickwire_transports::args::{TransportArgs, packet_size};
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::lossy::LossConfig;
 use tickwire_transports::select::{
@@ -82,7 +82,7 @@ struct Args {
     #[arg(long, default_value = "auto")]
     idle: IdleStrategy,
     /// Largest packet in bytes.
-    #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET, value_parser = parse_max_packet)]
+    #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET, value_parser = packet_size(MIN_PACKET, MAX_PACKET))]
     max_packet: usize,
     /// Drop this fraction of outgoing packets (seeded, in-process loss injection).
     #[arg(long, default_value_t = 0.0, value_parser = parse_drop_rate)]
@@ -129,13 +129,6 @@ const MAX_WAIT_CLIENTS: u64 = 1 << 20;
 const MIN_PACKET: usize = tickwire_core::publisher::MIN_PACKET_LEN;
 /// Largest `--max-packet`: what a receiver accepts.
 const MAX_PACKET: usize = tickwire_core::wire::MAX_PACKET_LEN;
-
-fn parse_max_packet(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if (MIN_PACKET..=MAX_PACKET).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?}: use a packet size from {MIN_PACKET} to {MAX_PACKET} bytes")),
-    }
-}
 
 /// Report a usage error naming the flags (exit code 2).
 fn usage_error(msg: String) -> ! {

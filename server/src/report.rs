@@ -85,9 +85,7 @@ pub(crate) fn publish_metrics(
         ts.queued_bytes,
         ts.peak_queued_bytes,
     ];
-    for (i, v) in values.into_iter().enumerate() {
-        m.set(i, v);
-    }
+    m.set_all(&values);
 }
 
 /// The progress line, every `every`.

@@ -131,6 +131,15 @@ impl TransportArgs {
     }
 }
 
+/// A `--max-packet` parser accepting `min..=max` bytes (the bounds differ
+/// between a publisher and a receiver), for clap's `value_parser`.
+pub fn packet_size(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s| match s.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: use a packet size from {min} to {max} bytes")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

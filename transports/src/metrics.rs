@@ -75,6 +75,14 @@ impl Metrics {
         }
     }
 
+    /// Set every metric at once: `values[i]` is `defs[i]`'s value (extra
+    /// values are ignored).
+    pub fn set_all(&self, values: &[u64]) {
+        for (e, &v) in self.entries.iter().zip(values) {
+            e.value.store(v, Ordering::Relaxed);
+        }
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(64 * self.entries.len());
@@ -167,5 +175,10 @@ mod tests {
         assert!(second.contains("t_q{quantile=\"0.99\"} 99\n"));
         assert_eq!(second.matches("# TYPE t_q gauge").count(), 1, "one block per base name");
         m.set(99, 1); // out of range: ignored
+        m.set_all(&[1, 2, 3, 4]); // the fourth value has no metric: ignored
+        let third = scrape();
+        assert!(third.contains("\nt_a_total 1\n"), "{third}");
+        assert!(third.contains("t_q{quantile=\"0.5\"} 2\n"), "{third}");
+        assert!(third.contains("t_q{quantile=\"0.99\"} 3\n"), "{third}");
     }
 }

@@ -57,11 +57,20 @@ pub fn spawn_server(args: &[String]) -> (Child, SocketAddr) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("starting the server");
+    let addr = wait_ready(&mut child, &ready).parse().expect("ready file holds an address");
+    let _ = std::fs::remove_file(&ready);
+    (child, addr)
+}
+
+/// Wait (at most 20 s) until the server `child` has written its `--ready-file`
+/// at `ready`, and return the address it wrote there. Fails the test if the
+/// server exits first.
+pub fn wait_ready(child: &mut Child, ready: &Path) -> String {
     let start = Instant::now();
     loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let _ = std::fs::remove_file(&ready);
-            return (child, text.trim().parse().expect("ready file holds an address"));
+        // The server writes a temporary file and renames it: never half-written.
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            return text.trim().to_string();
         }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the server exited before listening: {status}");
@@ -148,16 +157,24 @@ pub fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
 
-/// The flags of a multicast server on loopback with a fixed epoch: the
-/// recovery service at `recovery`, the feed on `group`, `rate` msgs/s of the
-/// stream of `seed` for `secs` seconds, then `linger`; its JSON summary on
-/// stdout. Add what a test needs after them.
+/// A free UDP port on loopback (for a server's recovery service), so clients
+/// can be started, and join the group, before the server publishes its first
+/// message. The kernel picks it; the socket is closed just before the server
+/// binds it again (the ready file then confirms the server got it).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The flags of a multicast server: the recovery service at `recovery`, the
+/// feed on `group` through `interface`, `rate` msgs/s of the stream of `seed`
+/// for `secs` seconds, then `linger`; its JSON summary on stdout. Add what a
+/// test needs after them (`--epoch`, `--book-out`...).
 pub fn multicast_server_args(
     recovery: &str,
     group: &str,
+    interface: &str,
     rate: u64,
     seed: u64,
-    epoch: u64,
     secs: u64,
     linger: &str,
 ) -> Vec<String> {
@@ -169,13 +186,11 @@ pub fn multicast_server_args(
         "--group",
         group,
         "--interface",
-        "127.0.0.1",
+        interface,
         "--rate",
         &rate.to_string(),
         "--seed",
         &seed.to_string(),
-        "--epoch",
-        &epoch.to_string(),
         "--duration",
         &format!("{secs}s"),
         "--linger",
@@ -184,4 +199,22 @@ pub fn multicast_server_args(
         "0",
         "--json",
     ])
+}
+
+/// The flags of a multicast client that checks what it delivers against the
+/// stream of `seed`: recovery requests to `recovery`, the feed on `group`
+/// (joined through `interface`, or where the route says when `None`); only
+/// its JSON summary on stdout. Add what a test needs after them.
+pub fn multicast_client_args(
+    recovery: &str,
+    group: &str,
+    interface: Option<&str>,
+    seed: u64,
+) -> Vec<String> {
+    let mut a = args(&["--transport", "multicast", "--connect", recovery, "--group", group]);
+    if let Some(i) = interface {
+        a.extend(args(&["--interface", i]));
+    }
+    a.extend(args(&["--verify", &seed.to_string(), "--quiet", "--json"]));
+    a
 }

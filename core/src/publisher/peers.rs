@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::RequestLimits;
 use crate::time::Instant;
+use crate::wire::PacketRepr;
 
 /// Served requests remembered per peer for linger: 4 covers a client that
 /// NACKs a few distinct gaps at once and repeats each, without letting one
@@ -23,6 +24,19 @@ pub(super) struct Recent {
     pub(super) first_seq: u64,
     pub(super) count: u16,
     pub(super) at: Instant,
+}
+
+impl Recent {
+    /// The request `repr`, received at `now`.
+    pub(super) fn of(repr: &PacketRepr, now: Instant) -> Recent {
+        Recent {
+            kind: repr.kind.to_byte(),
+            epoch: repr.epoch,
+            first_seq: repr.first_seq.0,
+            count: repr.count,
+            at: now,
+        }
+    }
 }
 
 /// A token bucket of reply bytes, in byte·ns; negative after a snapshot

@@ -6,7 +6,7 @@ use crate::msg::SymbolState;
 use crate::seq::SeqNo;
 use crate::wire::{
     HEADER_LEN, LoginAck, LoginAckRepr, NackReject, NackRejectRepr, PacketKind, PacketRepr,
-    SnapshotHeader, Status, StatusRepr, emit_record,
+    SnapshotHeader, Status, emit_record,
 };
 
 /// What a reply run sent.
@@ -173,16 +173,4 @@ pub(crate) fn emit_login_ack(
 ) -> usize {
     LoginAck::new_unchecked(&mut buf[HEADER_LEN..LOGIN_ACK_LEN]).emit(&body);
     seal_reply(buf, PacketKind::LoginAck, epoch, first_seq, 0, wall_ns, LOGIN_ACK_LEN - HEADER_LEN)
-}
-
-/// A Status packet: the session (`epoch`, next sequence `next`) and `body`.
-pub(super) fn emit_status(
-    buf: &mut [u8],
-    epoch: u64,
-    next: SeqNo,
-    wall_ns: u64,
-    body: StatusRepr,
-) -> usize {
-    Status::new_unchecked(&mut buf[HEADER_LEN..STATUS_LEN]).emit(&body);
-    seal_reply(buf, PacketKind::Status, epoch, next, 0, wall_ns, STATUS_LEN - HEADER_LEN)
 }

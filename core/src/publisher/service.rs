@@ -9,8 +9,8 @@ use super::{IgnoreReason, RequestOutcome, Sequencer, peer_host};
 use crate::seq::SeqNo;
 use crate::time::Instant;
 use crate::wire::{
-    DecodeError, FLAG_COOKIE, LoginAckRepr, LoginMode, NackRejectRepr, Packet, PacketKind,
-    PacketRepr, StatusRepr, parse_token,
+    DecodeError, FLAG_COOKIE, HEADER_LEN, LoginAckRepr, LoginMode, NackRejectRepr, Packet,
+    PacketKind, PacketRepr, Status, StatusRepr, parse_token,
 };
 
 use super::peers::Recent;
@@ -30,7 +30,8 @@ impl Sequencer {
         reply: &mut dyn FnMut(&[u8]),
     ) -> RequestOutcome {
         self.stats.requests += 1;
-        let outcome = self.dispatch(now, wall_ns, peer, bytes, reply);
+        let host = if self.cfg.limits.validate_addresses { peer_host(peer) } else { peer };
+        let outcome = self.dispatch(&mut Answer { peer, host, now, wall_ns, reply }, bytes);
         if let RequestOutcome::Ignored(reason) = outcome {
             let s = &mut self.stats;
             match reason {
@@ -60,14 +61,7 @@ impl Sequencer {
         self.peers.len()
     }
 
-    fn dispatch(
-        &mut self,
-        now: Instant,
-        wall_ns: u64,
-        peer: u64,
-        bytes: &[u8],
-        reply: &mut dyn FnMut(&[u8]),
-    ) -> RequestOutcome {
+    fn dispatch(&mut self, a: &mut Answer<'_>, bytes: &[u8]) -> RequestOutcome {
         use RequestOutcome::Ignored;
         let packet = match Packet::new_checked(bytes) {
             Ok(p) => p,
@@ -99,26 +93,24 @@ impl Sequencer {
             Ok(t) => t,
             Err(e) => return Ignored(IgnoreReason::Malformed(e)),
         };
-        let host = if self.cfg.limits.validate_addresses { peer_host(peer) } else { peer };
         if repr.kind == PacketKind::Probe {
-            return self.serve_probe(now, wall_ns, host, token.unwrap_or(0), reply);
+            return self.serve_probe(a, token.unwrap_or(0));
         }
         if repr.kind != PacketKind::Login && self.cfg.limits.validate_addresses {
-            let cookie = self.cookie(host);
+            let cookie = self.cookie(a.host);
             if token != Some(cookie) {
                 if token.is_some() {
                     self.stats.bad_cookies += 1;
                 }
-                self.challenge(now, wall_ns, host, reply);
+                // The answer to an unvalidated request: the host's cookie, in a Status.
+                self.send_status(a, 0);
                 return Ignored(IgnoreReason::Unvalidated);
             }
         }
         match repr.kind {
-            PacketKind::Nack => self.serve_nack(now, wall_ns, (peer, host), &repr, reply),
-            PacketKind::SnapshotRequest => {
-                self.serve_snapshot(now, wall_ns, (peer, host), &repr, reply)
-            }
-            _ => self.serve_login(now, wall_ns, peer, &repr, reply),
+            PacketKind::Nack => self.serve_nack(a, &repr),
+            PacketKind::SnapshotRequest => self.serve_snapshot(a, &repr),
+            _ => self.serve_login(a, &repr),
         }
     }
 
@@ -147,40 +139,22 @@ impl Sequencer {
     }
 
     /// A Probe: answer with the session's Status, echoing the nonce.
-    fn serve_probe(
-        &mut self,
-        now: Instant,
-        wall_ns: u64,
-        host: u64,
-        nonce: u64,
-        reply: &mut dyn FnMut(&[u8]),
-    ) -> RequestOutcome {
+    fn serve_probe(&mut self, a: &mut Answer<'_>, nonce: u64) -> RequestOutcome {
         self.stats.probes += 1;
-        if self.send_status(now, wall_ns, host, nonce, reply) {
+        if self.send_status(a, nonce) {
             RequestOutcome::Served
         } else {
             RequestOutcome::Ignored(IgnoreReason::RateLimited)
         }
     }
 
-    /// An unvalidated request: its answer is the host's cookie, in a Status.
-    fn challenge(&mut self, now: Instant, wall_ns: u64, host: u64, reply: &mut dyn FnMut(&[u8])) {
-        self.send_status(now, wall_ns, host, 0, reply);
-    }
-
-    /// Send `host` a Status if its bucket and the global one allow; false if
+    /// Send the asking host a Status if its bucket and the global one allow; false if
     /// they did not. Statuses are charged to the host alone: an unvalidated
     /// peer has no state of its own, so a flood from ever new ports (or
     /// forged addresses) cannot evict the peers being served.
-    fn send_status(
-        &mut self,
-        now: Instant,
-        wall_ns: u64,
-        host: u64,
-        echo: u64,
-        reply: &mut dyn FnMut(&[u8]),
-    ) -> bool {
-        let slots = Slots { peer: None, host: self.host_slot(host, now) };
+    fn send_status(&mut self, a: &mut Answer<'_>, echo: u64) -> bool {
+        let now = a.now;
+        let slots = Slots { peer: None, host: self.host_slot(a.host, now) };
         if let (allowed, bound) = self.allowance(now, slots)
             && allowed < STATUS_LEN as u64
         {
@@ -188,14 +162,23 @@ impl Sequencer {
             return false;
         }
         let body = StatusRepr {
-            cookie: self.cookie(host),
+            cookie: self.cookie(a.host),
             echo,
             instance: self.instance(),
             ended: self.is_ended(),
         };
         let next = self.published_next();
-        let len = emit_status(&mut self.reply_buf, self.cfg.epoch, next, wall_ns, body);
-        reply(&self.reply_buf[..len]);
+        Status::new_unchecked(&mut self.reply_buf[HEADER_LEN..STATUS_LEN]).emit(&body);
+        let len = seal_reply(
+            &mut self.reply_buf,
+            PacketKind::Status,
+            self.cfg.epoch,
+            next,
+            0,
+            a.wall_ns,
+            STATUS_LEN - HEADER_LEN,
+        );
+        (a.reply)(&self.reply_buf[..len]);
         self.spend(slots, len);
         self.stats.statuses += 1;
         self.stats.reply_packets += 1;
@@ -217,9 +200,9 @@ impl Sequencer {
         self.hosts.touch(host, now, self.cfg.limits.host_burst_bytes).0
     }
 
-    /// The slots of a (peer, host) pair.
-    fn slots(&mut self, (peer, host): (u64, u64), now: Instant) -> Slots {
-        Slots { peer: Some(self.peer_slot(peer, now)), host: self.host_slot(host, now) }
+    /// The slots of the asking peer and its host.
+    fn slots(&mut self, a: &Answer<'_>) -> Slots {
+        Slots { peer: Some(self.peer_slot(a.peer, a.now)), host: self.host_slot(a.host, a.now) }
     }
 
     /// Reply bytes that may be sent now: the least of the peer's bucket, its
@@ -240,6 +223,14 @@ impl Sequencer {
         } else {
             (global, Bound::Global)
         }
+    }
+
+    /// The request `repr` of the peer in `slot`, to remember once it is
+    /// served; `None` if it repeats one served to that peer within the linger.
+    fn unrepeated(&mut self, slot: usize, repr: &PacketRepr, now: Instant) -> Option<Recent> {
+        let recent = Recent::of(repr, now);
+        let linger = self.cfg.limits.linger;
+        (!self.peers.get_mut(slot).is_duplicate(&recent, linger)).then_some(recent)
     }
 
     /// Charge sent reply bytes to every bucket they came out of.
@@ -267,15 +258,9 @@ impl Sequencer {
         RequestOutcome::Ignored(IgnoreReason::RateLimited)
     }
 
-    fn serve_nack(
-        &mut self,
-        now: Instant,
-        wall_ns: u64,
-        who: (u64, u64),
-        repr: &PacketRepr,
-        reply: &mut dyn FnMut(&[u8]),
-    ) -> RequestOutcome {
+    fn serve_nack(&mut self, a: &mut Answer<'_>, repr: &PacketRepr) -> RequestOutcome {
         use RequestOutcome::Ignored;
+        let now = a.now;
         let (s, n) = (repr.first_seq, u64::from(repr.count));
         if n == 0 || s.0 == 0 {
             return Ignored(IgnoreReason::Malformed(DecodeError::Malformed(
@@ -291,18 +276,11 @@ impl Sequencer {
             return Ignored(IgnoreReason::OutOfRange);
         }
         let limits = self.cfg.limits;
-        let slots = self.slots(who, now);
+        let slots = self.slots(a);
         let slot = slots.peer.expect("a peer slot");
-        let recent = Recent {
-            kind: PacketKind::Nack.to_byte(),
-            epoch: repr.epoch,
-            first_seq: s.0,
-            count: repr.count,
-            at: now,
-        };
-        if self.peers.get_mut(slot).is_duplicate(&recent, limits.linger) {
+        let Some(recent) = self.unrepeated(slot, repr, now) else {
             return Ignored(IgnoreReason::Duplicate);
-        }
+        };
         let (available, bound) = self.allowance(now, slots);
         let budget =
             usize::try_from(available).unwrap_or(usize::MAX).min(limits.max_bytes_per_request);
@@ -314,11 +292,11 @@ impl Sequencer {
             let len = emit_nack_reject(
                 &mut self.reply_buf,
                 self.cfg.epoch,
-                wall_ns,
+                a.wall_ns,
                 repr,
                 NackRejectRepr { oldest, next },
             );
-            reply(&self.reply_buf[..len]);
+            (a.reply)(&self.reply_buf[..len]);
             self.spend(slots, len);
             self.peers.get_mut(slot).remember(recent);
             self.stats.nack_rejects += 1;
@@ -332,11 +310,11 @@ impl Sequencer {
             &self.store,
             &mut self.reply_buf,
             self.cfg.epoch,
-            wall_ns,
+            a.wall_ns,
             s,
             end,
             budget,
-            reply,
+            a.reply,
         );
         if sent.packets == 0 {
             return self.refuse(bound);
@@ -350,38 +328,27 @@ impl Sequencer {
         RequestOutcome::Served
     }
 
-    fn serve_snapshot(
-        &mut self,
-        now: Instant,
-        wall_ns: u64,
-        who: (u64, u64),
-        repr: &PacketRepr,
-        reply: &mut dyn FnMut(&[u8]),
-    ) -> RequestOutcome {
+    fn serve_snapshot(&mut self, a: &mut Answer<'_>, repr: &PacketRepr) -> RequestOutcome {
         use RequestOutcome::Ignored;
+        let now = a.now;
         // Epoch 0: a client that has not seen a packet of this session yet.
         if repr.epoch != self.cfg.epoch && repr.epoch != 0 {
             return Ignored(IgnoreReason::WrongEpoch);
         }
         let limits = self.cfg.limits;
-        let slots = self.slots(who, now);
+        let slots = self.slots(a);
         let slot = slots.peer.expect("a peer slot");
-        let recent = Recent {
-            kind: PacketKind::SnapshotRequest.to_byte(),
-            epoch: repr.epoch,
-            first_seq: repr.first_seq.0,
-            count: repr.count,
-            at: now,
+        let Some(recent) = self.unrepeated(slot, repr, now) else {
+            return Ignored(IgnoreReason::Duplicate);
         };
         let total = self.snapshot_bytes();
+        if self
+            .peers
+            .get_mut(slot)
+            .last_snapshot
+            .is_some_and(|t| now < t + limits.snapshot_min_interval)
         {
-            let p = self.peers.get_mut(slot);
-            if p.is_duplicate(&recent, limits.linger) {
-                return Ignored(IgnoreReason::Duplicate);
-            }
-            if p.last_snapshot.is_some_and(|t| now < t + limits.snapshot_min_interval) {
-                return Ignored(IgnoreReason::RateLimited);
-            }
+            return Ignored(IgnoreReason::RateLimited);
         }
         // All parts or none: a snapshot needs buckets holding all of it, or
         // a full per-peer bucket if it is larger than the burst (it then
@@ -397,9 +364,9 @@ impl Sequencer {
             &self.images[image].states,
             &mut self.reply_buf,
             self.cfg.epoch,
-            wall_ns,
+            a.wall_ns,
             self.images[image].at,
-            reply,
+            a.reply,
         );
         debug_assert_eq!(sent.bytes, total);
         self.spend(slots, sent.bytes);
@@ -410,26 +377,12 @@ impl Sequencer {
         RequestOutcome::Served
     }
 
-    fn serve_login(
-        &mut self,
-        now: Instant,
-        wall_ns: u64,
-        peer: u64,
-        repr: &PacketRepr,
-        reply: &mut dyn FnMut(&[u8]),
-    ) -> RequestOutcome {
-        let limits = self.cfg.limits;
-        let slot = self.peer_slot(peer, now);
-        let recent = Recent {
-            kind: PacketKind::Login.to_byte(),
-            epoch: repr.epoch,
-            first_seq: repr.first_seq.0,
-            count: repr.count,
-            at: now,
-        };
-        if self.peers.get_mut(slot).is_duplicate(&recent, limits.linger) {
+    fn serve_login(&mut self, a: &mut Answer<'_>, repr: &PacketRepr) -> RequestOutcome {
+        let now = a.now;
+        let slot = self.peer_slot(a.peer, now);
+        let Some(recent) = self.unrepeated(slot, repr, now) else {
             return RequestOutcome::Ignored(IgnoreReason::Duplicate);
-        }
+        };
         self.peers.get_mut(slot).remember(recent);
         let requested = SeqNo(repr.first_seq.0.max(SeqNo::FIRST.0));
         let (oldest, next) = (self.store.oldest(), self.store.next());
@@ -444,11 +397,11 @@ impl Sequencer {
         let len = emit_login_ack(
             &mut self.reply_buf,
             self.cfg.epoch,
-            wall_ns,
+            a.wall_ns,
             from,
             LoginAckRepr { oldest, mode },
         );
-        reply(&self.reply_buf[..len]);
+        (a.reply)(&self.reply_buf[..len]);
         self.stats.reply_packets += 1;
         self.stats.reply_bytes += len as u64;
         self.stats.logins += 1;
@@ -458,11 +411,11 @@ impl Sequencer {
                 &self.store,
                 &mut self.reply_buf,
                 self.cfg.epoch,
-                wall_ns,
+                a.wall_ns,
                 from,
                 next,
                 usize::MAX,
-                reply,
+                a.reply,
             );
             debug_assert_eq!(to, next);
             self.count_retransmission(from, to, sent);
@@ -472,9 +425,9 @@ impl Sequencer {
                 self.book.states(),
                 &mut self.reply_buf,
                 self.cfg.epoch,
-                wall_ns,
+                a.wall_ns,
                 next,
-                reply,
+                a.reply,
             );
             self.count_snapshot(sent);
             self.stats.login_snapshots += 1;
@@ -526,6 +479,19 @@ impl Sequencer {
         self.stats.reply_packets += sent.packets;
         self.stats.reply_bytes += sent.bytes as u64;
     }
+}
+
+/// Who asked, when (the clocks read when the request arrived: monotonic, and
+/// wall time for the replies' send stamps), and where its reply packets go.
+struct Answer<'r> {
+    /// The peer that asked.
+    peer: u64,
+    /// The host whose buckets it draws on: the peer's address without its
+    /// port when addresses are validated, else the peer itself.
+    host: u64,
+    now: Instant,
+    wall_ns: u64,
+    reply: &'r mut dyn FnMut(&[u8]),
 }
 
 /// The table slots of a request's buckets: the peer's (none for a Status to

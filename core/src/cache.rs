@@ -303,8 +303,15 @@ impl fmt::Debug for CacheReader {
     }
 }
 
+/// The states and reader checks of the cache's concurrency tests, shared
+/// with the loom model and the stress test.
+#[cfg(all(test, not(loom)))]
+#[path = "../tests/support/cache_oracle.rs"]
+mod cache_oracle;
+
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::cache_oracle::{Reads, state};
     use super::*;
     use crate::msg::{Quote, Side, Trade};
     use rand::{Rng, RngExt, SeedableRng};
@@ -458,36 +465,16 @@ mod tests {
     fn small_threaded_race_is_never_torn() {
         /// Writes: small enough for miri to finish in seconds.
         const WRITES: u64 = 300;
-        fn state(k: u64) -> SymbolState {
-            SymbolState {
-                symbol: 0,
-                bid_px: k as i64,
-                ask_px: -(k as i64),
-                bid_qty: k as u32,
-                ask_qty: !(k as u32),
-                last_px: (k * 3) as i64,
-                last_qty: (k * 5) as u32,
-                updates: k,
-                last_seq: k * 7,
-            }
-        }
         let (mut w, r) = new(1);
-        assert!(w.set(&state(0)));
+        assert!(w.set(&state(0, 0)));
         let reader = std::thread::spawn(move || {
-            let mut last = 0;
-            loop {
-                let s = r.read(0).unwrap();
-                assert_eq!(s, state(s.updates), "torn read");
-                assert!(s.updates >= last);
-                last = s.updates;
-                if last == WRITES {
-                    return;
-                }
+            let mut check = Reads::new(state, WRITES);
+            while check.read(&r.read(0).unwrap()) != WRITES {
                 std::thread::yield_now();
             }
         });
         for k in 1..=WRITES {
-            assert!(w.set(&state(k)));
+            assert!(w.set(&state(0, k)));
             if k % 16 == 0 {
                 std::thread::yield_now();
             }

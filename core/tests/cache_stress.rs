@@ -3,9 +3,10 @@
 //! read is internally consistent (never torn) and that `updates` never goes
 //! back, per symbol.
 //!
-//! The stream is built so that a symbol's whole state is a function of how
-//! many messages it has received (`n = updates`): its `n`-th message carries
-//! sequence `(n - 1) * SYMBOLS + symbol + 1` and is a trade when `n % 3 == 0`,
+//! The stream (`support/cache_oracle.rs`, shared with the loom model) is built
+//! so that a symbol's whole state is a function of how many messages it has
+//! received (`n = updates`): its `n`-th message carries sequence
+//! `(n - 1) * SYMBOLS + symbol + 1` and is a trade when `n % 3 == 0`,
 //! otherwise a quote whose fields derive from `n`. A reader recomputes the
 //! expected state from `n` and compares every field. The test is bounded by
 //! message count; readers stop when the writer is done.
@@ -17,6 +18,10 @@ use std::thread;
 
 use tickwire_core::cache::{self, CacheReader};
 use tickwire_core::{Message, Quote, Side, SymbolState, Trade};
+
+#[path = "support/cache_oracle.rs"]
+mod cache_oracle;
+use cache_oracle::{Reads, after};
 
 /// Few symbols, so the writer keeps hitting the slots the readers are reading.
 const SYMBOLS: u32 = 4;
@@ -30,79 +35,32 @@ const READERS: usize = 2;
 /// intermediate states regardless of scheduling (no timing involved).
 const CHECKPOINT_EVERY: u64 = 50_000;
 
-fn is_trade(n: u64) -> bool {
-    n % 3 == 0
-}
-
-/// The `n`-th (1-based) message of `symbol`.
-fn message(symbol: u32, n: u64) -> (u64, Message) {
-    let seq = (n - 1) * u64::from(SYMBOLS) + u64::from(symbol) + 1;
-    let msg = if is_trade(n) {
-        Message::Trade(Trade {
-            symbol,
-            side: Side::Buy,
-            price: (n * 7) as i64,
-            qty: (n * 3) as u32,
-            exch_ts: seq,
-        })
-    } else {
-        Message::Quote(Quote {
-            symbol,
-            bid_px: n as i64,
-            ask_px: -(n as i64),
-            bid_qty: n as u32,
-            ask_qty: !(n as u32),
-            exch_ts: seq,
-            symbol_seq: n,
-        })
-    };
-    (seq, msg)
+/// The stream's `i`-th (0-based) message: symbols take turns.
+fn message(i: u64) -> (u32, u64, u64, Message) {
+    let symbol = (i % u64::from(SYMBOLS)) as u32;
+    let n = i / u64::from(SYMBOLS) + 1;
+    let (seq, msg) = cache_oracle::message(SYMBOLS, symbol, n);
+    (symbol, n, seq, msg)
 }
 
 /// The state of `symbol` after its first `n` messages.
 fn expected(symbol: u32, n: u64) -> SymbolState {
-    if n == 0 {
-        return SymbolState::empty(symbol);
-    }
-    let q = if is_trade(n) { n - 1 } else { n };
-    let t = n / 3 * 3;
-    SymbolState {
-        symbol,
-        bid_px: q as i64,
-        ask_px: -(q as i64),
-        bid_qty: q as u32,
-        ask_qty: !(q as u32),
-        last_px: (t * 7) as i64,
-        last_qty: (t * 3) as u32,
-        updates: n,
-        last_seq: (n - 1) * u64::from(SYMBOLS) + u64::from(symbol) + 1,
-    }
+    after(SYMBOLS, symbol, n)
 }
 
 /// Reader loop: returns (reads, reads that saw an intermediate state).
 fn reader(r: CacheReader, done: Arc<AtomicBool>, seen: Arc<AtomicU64>) -> (u64, u64) {
-    let mut last = [0u64; SYMBOLS as usize];
+    let per_symbol = MESSAGES / u64::from(SYMBOLS);
+    let mut checks: Vec<_> = (0..SYMBOLS).map(|_| Reads::new(expected, per_symbol)).collect();
     let mut reads = 0u64;
     let mut intermediate = 0u64;
-    let per_symbol = MESSAGES / u64::from(SYMBOLS);
     loop {
         // Load `done` before the pass, so the pass after the writer finished
         // is complete.
         let finished = done.load(Ordering::Acquire);
-        for s in 0..SYMBOLS {
-            let st = r.read(s).expect("in range");
-            let n = st.updates;
-            assert!(n <= per_symbol, "impossible updates {n}");
-            assert_eq!(st, expected(s, n), "torn read of symbol {s}");
-            assert!(
-                n >= last[s as usize],
-                "symbol {s}: updates went back from {} to {n}",
-                last[s as usize]
-            );
-            last[s as usize] = n;
-            let cheap = r.updates(s).expect("in range");
-            assert!(cheap >= n, "symbol {s}: updates() {cheap} < read().updates {n}");
-            last[s as usize] = cheap;
+        for (s, check) in (0..SYMBOLS).zip(&mut checks) {
+            let n = check.read(&r.read(s).expect("in range"));
+            check.updates(r.updates(s).expect("in range"));
             reads += 1;
             if n != 0 && n != per_symbol {
                 intermediate += 1;
@@ -130,9 +88,7 @@ fn concurrent_reads_are_never_torn_and_updates_are_monotonic() {
         .collect();
 
     for i in 0..MESSAGES {
-        let symbol = (i % u64::from(SYMBOLS)) as u32;
-        let n = i / u64::from(SYMBOLS) + 1;
-        let (seq, msg) = message(symbol, n);
+        let (_, _, seq, msg) = message(i);
         assert!(w.apply(seq, &msg));
         if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
             for (s, t) in seen.iter().zip(&readers) {
@@ -165,12 +121,11 @@ fn concurrent_reads_are_never_torn_and_updates_are_monotonic() {
 
 #[test]
 fn stream_helpers_agree_with_book() {
-    // The oracle functions above are themselves checked against core's Book.
+    // The stream and its oracle (support/cache_oracle.rs) are themselves
+    // checked against core's Book.
     let mut book = tickwire_core::Book::new(SYMBOLS);
     for i in 0..10_000u64 {
-        let symbol = (i % u64::from(SYMBOLS)) as u32;
-        let n = i / u64::from(SYMBOLS) + 1;
-        let (seq, msg) = message(symbol, n);
+        let (symbol, n, seq, msg) = message(i);
         assert!(book.apply(seq, &msg));
         assert_eq!(book.states()[symbol as usize], expected(symbol, n));
     }

@@ -5,16 +5,21 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p tickwire-core --test loom_cache --release`
 //!
 //! Every state the writer stores has all of its fields derived from one number
-//! `k`, so a copy mixing two writes is recognisable. Readers mostly use
-//! `try_read` (one seqlock attempt): the property lives in a single attempt,
-//! and `read` is only `try_read` in a loop; the retry loop multiplies loom's
-//! state space without adding new orderings, so it is checked in the smallest
-//! model only.
+//! `k`, so a copy mixing two writes is recognisable (the states and the
+//! reader's checks are `support/cache_oracle.rs`, shared with the stress test
+//! and the unit tests). Readers mostly use `try_read` (one seqlock attempt):
+//! the property lives in a single attempt, and `read` is only `try_read` in a
+//! loop; the retry loop multiplies loom's state space without adding new
+//! orderings, so it is checked in the smallest model only.
 #![cfg(loom)]
 
 use loom::thread;
-use tickwire_core::SymbolState;
 use tickwire_core::cache::{self, CacheReader};
+use tickwire_core::{Message, Quote, Side, SymbolState, Trade};
+
+#[path = "support/cache_oracle.rs"]
+mod cache_oracle;
+use cache_oracle::{Reads, after, message, state};
 
 /// Preemption bound for the small models: 2 forced context switches per
 /// execution let a read straddle two writes in every way. (Weak-memory
@@ -26,32 +31,6 @@ const PREEMPTION_BOUND: usize = 2;
 /// writer's release fence, or making the final version store Relaxed each
 /// fails every model here within 0.5 s (checked by hand).
 const LARGE_PREEMPTION_BOUND: usize = 1;
-
-/// The state with every field derived from `k` (k = 0 is the empty state).
-fn state(symbol: u32, k: u64) -> SymbolState {
-    if k == 0 {
-        return SymbolState::empty(symbol);
-    }
-    SymbolState {
-        symbol,
-        bid_px: k as i64,
-        ask_px: -(k as i64),
-        bid_qty: k as u32,
-        ask_qty: !(k as u32),
-        last_px: (k * 3) as i64,
-        last_qty: (k * 5) as u32,
-        updates: k,
-        last_seq: k * 7,
-    }
-}
-
-/// Which `k` produced `s`; panics (fails the model) if `s` is torn.
-fn check(s: &SymbolState, max_k: u64) -> u64 {
-    let k = s.updates;
-    assert!(k <= max_k, "impossible updates in {s:?}");
-    assert_eq!(*s, state(s.symbol, k), "torn read");
-    k
-}
 
 fn builder() -> loom::model::Builder {
     bounded(PREEMPTION_BOUND)
@@ -65,12 +44,10 @@ fn bounded(preemptions: usize) -> loom::model::Builder {
 
 /// `reads` single attempts; every successful one is untorn and none goes back.
 fn try_reads(r: &CacheReader, reads: usize, max_k: u64) {
-    let mut last = 0;
+    let mut check = Reads::new(state, max_k);
     for _ in 0..reads {
         if let Ok(s) = r.try_read(0) {
-            let k = check(&s, max_k);
-            assert!(k >= last, "went back from {last} to {k}");
-            last = k;
+            check.read(&s);
         }
     }
 }
@@ -100,7 +77,7 @@ fn one_write_blocking_read_is_untorn() {
     builder().check(|| {
         let (mut w, r) = cache::new(1);
         let reader = thread::spawn(move || {
-            check(&r.read(0).unwrap(), 1);
+            Reads::new(state, 1).read(&r.read(0).unwrap());
         });
         assert!(w.set(&state(0, 1)));
         reader.join().unwrap();
@@ -132,46 +109,21 @@ fn one_write_two_readers() {
 
 #[test]
 fn apply_path_never_torn() {
-    use tickwire_core::{Message, Quote};
     // apply() reads the writer's own slot, then writes; readers see either the
-    // empty state or a quote whose fields all derive from its sequence number,
-    // and updates() never goes back behind what a read returned.
+    // empty state or the state after one or two messages of the stress test's
+    // stream, and updates() never goes back behind what a read returned.
     bounded(LARGE_PREEMPTION_BOUND).check(|| {
         let (mut w, r) = cache::new(1);
         let reader = thread::spawn(move || {
             if let Ok(s) = r.try_read(0) {
-                match s.updates {
-                    0 => assert_eq!(s, SymbolState::empty(0)),
-                    n => {
-                        assert!(n <= 2);
-                        let k = s.last_seq as i64;
-                        assert_eq!(
-                            (k, s.bid_px, s.ask_px),
-                            (n as i64 * 10, k + 1, k + 2),
-                            "torn: {s:?}"
-                        );
-                        assert_eq!(
-                            (s.bid_qty, s.ask_qty),
-                            (k as u32 + 3, k as u32 + 4),
-                            "torn: {s:?}"
-                        );
-                    }
-                }
-                assert!(r.updates(0).unwrap() >= s.updates, "updates() went back after a read");
+                let mut check = Reads::new(|symbol, n| after(1, symbol, n), 2);
+                check.read(&s);
+                check.updates(r.updates(0).unwrap());
             }
         });
         for n in 1..=2u64 {
-            let k = n * 10;
-            let q = Quote {
-                symbol: 0,
-                bid_px: k as i64 + 1,
-                ask_px: k as i64 + 2,
-                bid_qty: k as u32 + 3,
-                ask_qty: k as u32 + 4,
-                exch_ts: k,
-                symbol_seq: n,
-            };
-            assert!(w.apply(k, &Message::Quote(q)));
+            let (seq, msg) = message(1, 0, n);
+            assert!(w.apply(seq, &msg));
         }
         reader.join().unwrap();
     });

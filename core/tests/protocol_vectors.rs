@@ -98,9 +98,7 @@ impl Body {
 /// `padding` zero bytes.
 fn emit(header: &PacketRepr, body: &Body, padding: usize) -> Vec<u8> {
     let mut buf = vec![0u8; header.buffer_len() + padding];
-    let mut p = Packet::new_unchecked(&mut buf[..]);
-    header.emit(&mut p);
-    let payload = p.payload_mut();
+    let payload = &mut buf[HEADER_LEN..header.buffer_len()];
     match body {
         Body::Empty => {}
         Body::Messages { timing, messages } => {
@@ -133,7 +131,7 @@ fn emit(header: &PacketRepr, body: &Body, padding: usize) -> Vec<u8> {
         Body::Status(r) => Status::new_unchecked(&mut payload[..]).emit(r),
         Body::Token(t) => emit_token(payload, *t),
     }
-    p.fill_crc();
+    header.seal(&mut buf);
     buf
 }
 
@@ -342,10 +340,29 @@ fn parse_hex(name: &str, text: &str) -> Vec<u8> {
     out
 }
 
+/// The text of `docs/PROTOCOL.md`.
+fn protocol_doc() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// The lines of a fenced block whose opening fence was just read, up to its
+/// closing fence (consumed), each ended by a newline.
+fn fenced_block<'a>(lines: &mut impl Iterator<Item = &'a str>) -> String {
+    let mut block = String::new();
+    for l in lines.by_ref() {
+        if l.trim_start().starts_with("```") {
+            break;
+        }
+        block.push_str(l);
+        block.push('\n');
+    }
+    block
+}
+
 /// Every vector of the document: (documented values, documented bytes).
 fn document_vectors() -> Vec<(Vector, Vec<u8>)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
-    let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let doc = protocol_doc();
     let mut out = Vec::new();
     let mut lines = doc.lines();
     let mut current: Option<String> = None;
@@ -359,14 +376,7 @@ fn document_vectors() -> Vec<(Vector, Vec<u8>)> {
         }
         let fence = line.trim_start();
         if fence == "```fields" || fence == "```hex" {
-            let mut block = String::new();
-            for l in lines.by_ref() {
-                if l.trim_start().starts_with("```") {
-                    break;
-                }
-                block.push_str(l);
-                block.push('\n');
-            }
+            let block = fenced_block(&mut lines);
             let name =
                 current.clone().unwrap_or_else(|| panic!("a {fence} block outside a vector"));
             if fence == "```fields" {
@@ -380,6 +390,15 @@ fn document_vectors() -> Vec<(Vector, Vec<u8>)> {
     }
     assert!(current.is_none(), "vector {current:?} is incomplete");
     out
+}
+
+/// The documented bytes of the vector `name` among `vectors`.
+fn vector_bytes(vectors: &[(Vector, Vec<u8>)], name: &str) -> Vec<u8> {
+    vectors
+        .iter()
+        .find(|(v, _)| v.name == name)
+        .map(|(_, b)| b.clone())
+        .unwrap_or_else(|| panic!("docs/PROTOCOL.md lacks vector {name}"))
 }
 
 /// Parse documented bytes into a [`Vector`] with the crate's parsers.
@@ -1015,13 +1034,7 @@ fn document_holds_the_examples() {
 #[test]
 fn data_timed_carries_the_documented_due_times() {
     let vectors = document_vectors();
-    let bytes = |name: &str| {
-        vectors
-            .iter()
-            .find(|(v, _)| v.name == name)
-            .map(|(_, b)| b.clone())
-            .unwrap_or_else(|| panic!("docs/PROTOCOL.md lacks vector {name}"))
-    };
+    let bytes = |name: &str| vector_bytes(&vectors, name);
     let timed = bytes("data_timed");
     let p = Packet::new_checked(&timed[..]).unwrap();
     assert_eq!(p.flags(), FLAG_TIMING);
@@ -1048,13 +1061,7 @@ fn data_timed_carries_the_documented_due_times() {
 #[test]
 fn receiver_handles_the_behaviour_vectors_as_documented() {
     let vectors = document_vectors();
-    let bytes = |name: &str| {
-        vectors
-            .iter()
-            .find(|(v, _)| v.name == name)
-            .map(|(_, b)| b.clone())
-            .unwrap_or_else(|| panic!("docs/PROTOCOL.md lacks vector {name}"))
-    };
+    let bytes = |name: &str| vector_bytes(&vectors, name);
     let mut rx = Receiver::new(ReceiverConfig {
         mode: Mode::Datagram,
         late_join: LateJoin::FromFirstSeen,
@@ -1109,8 +1116,7 @@ fn mac_key() -> tickwire_core::wire::auth::AuthKey {
 /// block (64 hex digits) and a `mac-hex` block (the sealed packet), each
 /// sealing the § 11 vector `<plain>`. Returns (name, key bytes, sealed bytes).
 fn document_mac_vectors() -> Vec<(String, Vec<u8>, Vec<u8>)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
-    let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let doc = protocol_doc();
     let mut out = Vec::new();
     let mut lines = doc.lines();
     let (mut name, mut key) = (None::<String>, None::<Vec<u8>>);
@@ -1121,14 +1127,7 @@ fn document_mac_vectors() -> Vec<(String, Vec<u8>, Vec<u8>)> {
         }
         let fence = line.trim_start();
         if fence == "```mac-key" || fence == "```mac-hex" {
-            let mut block = String::new();
-            for l in lines.by_ref() {
-                if l.trim_start().starts_with("```") {
-                    break;
-                }
-                block.push_str(l);
-                block.push('\n');
-            }
+            let block = fenced_block(&mut lines);
             let n = name.clone().unwrap_or_else(|| panic!("a {fence} block outside a MAC vector"));
             if fence == "```mac-key" {
                 let hex = block.trim();
@@ -1149,10 +1148,7 @@ fn document_mac_vectors() -> Vec<(String, Vec<u8>, Vec<u8>)> {
 
 /// Seal § 11's `plain` with [`mac_key`].
 fn sealed(plain: &str) -> Vec<u8> {
-    let (_, bytes) = document_vectors()
-        .into_iter()
-        .find(|(v, _)| v.name == plain)
-        .unwrap_or_else(|| panic!("no vector {plain}"));
+    let bytes = vector_bytes(&document_vectors(), plain);
     let mut buf = bytes.clone();
     buf.resize(bytes.len() + tickwire_core::wire::auth::TAG_LEN, 0);
     let n = tickwire_core::wire::auth::seal(&mac_key(), &mut buf, bytes.len()).unwrap();
@@ -1169,8 +1165,7 @@ fn mac_vectors_seal_verify_and_open() {
     let key_bytes = |k: &[u8]| -> [u8; 32] { k.try_into().unwrap() };
     for (name, key_raw, doc) in &vectors {
         let plain_name = name.strip_suffix("_mac").unwrap();
-        let (_, plain) =
-            document_vectors().into_iter().find(|(v, _)| v.name == plain_name).unwrap();
+        let plain = vector_bytes(&document_vectors(), plain_name);
         let key = AuthKey::from_file_bytes(key_raw).unwrap();
         assert_eq!(
             &sealed(plain_name),

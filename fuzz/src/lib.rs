@@ -4,7 +4,7 @@
 
 use arbitrary::{Result, Unstructured};
 use tickwire_core::wire::{
-    FLAG_TIMING, HEADER_LEN, MAX_PACKET_LEN, Packet, PacketKind, PacketRepr, SnapshotHeader,
+    FLAG_TIMING, HEADER_LEN, MAX_PACKET_LEN, PacketKind, PacketRepr, SnapshotHeader,
     SnapshotRecord, TIMING_LEN, emit_message, emit_record, message_len,
 };
 use tickwire_core::{Message, Quote, SeqNo, Side, SymbolState, Trade};
@@ -86,10 +86,8 @@ pub fn seq_near(u: &mut Unstructured, near: u64) -> Result<u64> {
 pub fn finish(repr: &PacketRepr, payload: &[u8]) -> Vec<u8> {
     let repr = PacketRepr { payload_len: payload.len(), ..*repr };
     let mut buf = vec![0u8; repr.buffer_len()];
-    let mut p = Packet::new_unchecked(&mut buf[..]);
-    repr.emit(&mut p);
-    p.payload_mut().copy_from_slice(payload);
-    p.fill_crc();
+    buf[HEADER_LEN..].copy_from_slice(payload);
+    repr.seal(&mut buf);
     buf
 }
 

@@ -39,10 +39,8 @@ fn packet(kind: PacketKind, epoch: u64, first: u64, count: u16, payload: &[u8]) 
         payload_len: payload.len(),
     };
     let mut buf = vec![0u8; repr.buffer_len()];
-    let mut p = Packet::new_unchecked(&mut buf[..]);
-    repr.emit(&mut p);
-    p.payload_mut().copy_from_slice(payload);
-    p.fill_crc();
+    buf[HEADER_LEN..].copy_from_slice(payload);
+    repr.seal(&mut buf);
     buf
 }
 

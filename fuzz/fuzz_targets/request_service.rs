@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tickwire_core::publisher::{Sequencer, SequencerConfig, RequestLimits, peer_host};
+use tickwire_core::publisher::{RequestLimits, Sequencer, SequencerConfig, peer_host};
 use tickwire_core::wire::{FLAG_COOKIE, HEADER_LEN, Packet, PacketKind, PacketRepr};
 use tickwire_core::{Instant, Message, Quote, SeqNo, Side, Trade};
 use tickwire_fuzz::{EPOCH, EPOCH2, finish};
@@ -17,7 +17,7 @@ const MAX_PACKET: usize = 512;
 
 fn msg(n: u64) -> Message {
     let symbol = (n.wrapping_mul(7) % u64::from(SYMBOLS)) as u32;
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         Message::Trade(Trade { symbol, side: Side::Buy, price: n as i64, qty: 1, exch_ts: n })
     } else {
         Message::Quote(Quote {

@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // The same stream in one piece frames identically.
-    let mut whole = &stream[..];
+    let mut whole = stream;
     let mut frames2 = 0;
     while let Ok(Some(len)) = frame_len(whole) {
         if whole.len() < len {

@@ -38,23 +38,17 @@ CLIENTS="${3:-2}"
 shift $(($# < 3 ? $# : 3))
 GROUPS_ROUTED="${*:-239.255.0.1 239.255.0.2}"
 
+USAGE=2,13
 A="10.78.1"
 B="10.78.2"
 RUN="/run/tickwire-routed"
-
-say() { echo "routed.sh: $*"; }
-usage() {
-    sed -n '2,13p' "$0" >&2
-    exit 2
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ "$P" =~ ^[A-Za-z0-9]{1,8}$ ]] || usage
-[[ "$CLIENTS" =~ ^[0-9]+$ ]] && [ "$CLIENTS" -ge 1 ] && [ "$CLIENTS" -le 50 ] || usage
+check_clients 50
 
 SRV="${P}srv"
 RTR="${P}rtr"
 SWB="${P}swb"
-clis() { local i; for ((i = 1; i <= CLIENTS; i++)); do echo "${P}cli$i"; done; }
-ns_exists() { ip netns list | awk '{print $1}' | grep -qx -- "$1"; }
 PIDFILE="$RUN/$P.pid"
 CONF="$RUN/$P.conf"
 SOCK="$RUN/$P.sock"
@@ -176,15 +170,7 @@ down() {
             say "smcrouted $pid: stopped"
         fi
     fi
-    local ns
-    for ns in $(clis) "$SWB" "$SRV" "$RTR"; do
-        if ns_exists "$ns"; then
-            ip netns del "$ns"
-            say "netns $ns: deleted"
-        else
-            say "netns $ns: absent"
-        fi
-    done
+    del_ns $(clis) "$SWB" "$SRV" "$RTR"
     rm -f "$PIDFILE" "$PIDFILE.launch" "$CONF" "$SOCK" "$LOG"
     rm -f /run/tickwire-netem/"$RTR"-* 2>/dev/null || true
     say "down: $P removed"

@@ -28,20 +28,14 @@ set -euo pipefail
 CMD="${1:-}"
 P="${2:-tw}"
 CLIENTS="${3:-2}"
+USAGE=2,8
 SUBNET="10.77.0"
-
-say() { echo "topology.sh: $*"; }
-usage() {
-    sed -n '2,8p' "$0" >&2
-    exit 2
-}
-[[ "$CLIENTS" =~ ^[0-9]+$ ]] && [ "$CLIENTS" -ge 1 ] && [ "$CLIENTS" -le 200 ] || usage
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+check_clients 200
 
 SRV="${P}srv"
 MID="${P}mid"
-clis() { local i; for ((i = 1; i <= CLIENTS; i++)); do echo "${P}cli$i"; done; }
 
-ns_exists() { ip netns list | awk '{print $1}' | grep -qx -- "$1"; }
 link_exists() { ip -n "$1" link show "$2" >/dev/null 2>&1; }
 
 mk_ns() {
@@ -107,16 +101,8 @@ up() {
 }
 
 down() {
-    local ns
     # Deleting a namespace deletes the veths and the bridge inside it.
-    for ns in $(clis) "$SRV" "$MID"; do
-        if ns_exists "$ns"; then
-            ip netns del "$ns"
-            say "netns $ns: deleted"
-        else
-            say "netns $ns: absent"
-        fi
-    done
+    del_ns $(clis) "$SRV" "$MID"
     rm -f /run/tickwire-netem/"$MID"-* 2>/dev/null || true
     say "down: $P removed"
 }

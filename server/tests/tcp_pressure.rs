@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tickwire_core::SeqNo;
 use tickwire_core::gbm::{GbmConfig, Generator};
 use tickwire_core::wire::{HEADER_LEN, MessageIter, Packet, PacketKind, PacketRepr, frame_len};
-use tickwire_server::{ServerConfig, run};
+use tickwire_server::{Running, ServerConfig};
 use tickwire_transports::tcp::{CATCHUP_BUDGET, DEFAULT_LOGIN_TIMEOUT, DEFAULT_MAX_QUEUE};
 
 /// The tests of this file measure the process's memory: one at a time.
@@ -36,31 +36,34 @@ fn login_from_1() -> Vec<u8> {
     b
 }
 
-/// A socket with a small receive buffer, so a non-reader's window closes fast.
-fn connect_small(addr: SocketAddr) -> TcpStream {
+/// A connection with a small receive buffer, so a non-reader's window closes
+/// fast; from the loopback address `127.0.0.{host}` if given.
+fn connect_small(addr: SocketAddr, host: Option<u8>) -> TcpStream {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     s.set_recv_buffer_size(4096).unwrap();
+    if let Some(host) = host {
+        let from: SocketAddr = (std::net::Ipv4Addr::new(127, 0, 0, host), 0).into();
+        s.bind(&from.into()).unwrap();
+    }
     s.connect(&addr.into()).unwrap();
     s.into()
 }
 
-/// Run the server on a loopback port in a thread; returns it and its address
-/// once `ready` names it.
-fn serve(
-    mut cfg: ServerConfig,
-    ready: &std::path::Path,
-) -> (std::thread::JoinHandle<tickwire_server::Summary>, SocketAddr) {
+/// The server at 300,000 messages/s for `duration` (with `cfg`'s other
+/// settings, a short linger and no stats lines) on a loopback port, on a
+/// thread of its own; and its feed's generator, to regenerate the stream.
+fn serve(duration: Duration, cfg: ServerConfig) -> (Running, GbmConfig) {
+    let mut cfg = ServerConfig {
+        rate: 300_000,
+        duration: Some(duration),
+        linger: Duration::from_millis(200),
+        stats_interval: None,
+        ..cfg
+    };
     cfg.transport.addr = "127.0.0.1:0".parse().unwrap();
-    let server = std::thread::spawn(move || run(&cfg, Arc::new(AtomicBool::new(false))).unwrap());
-    let start = Instant::now();
-    loop {
-        if let Ok(s) = std::fs::read_to_string(ready) {
-            return (server, s.parse().unwrap());
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "server did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let gbm = cfg.gbm.clone();
+    (tickwire_server::spawn(cfg, Arc::new(AtomicBool::new(false))).unwrap(), gbm)
 }
 
 /// Read the feed from a Login at sequence 1 to the EndOfSession; returns the
@@ -113,25 +116,14 @@ fn read_all(addr: SocketAddr, gbm: &GbmConfig) -> u64 {
 #[test]
 fn logins_from_sequence_1_that_never_read_keep_memory_bounded() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("tw-pressure-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ready = dir.join("addr");
-    let cfg = ServerConfig {
-        rate: 300_000,
-        duration: Some(Duration::from_secs(3)),
-        retransmit_window: 1 << 19,
-        linger: Duration::from_millis(200),
-        stats_interval: None,
-        ready_file: Some(ready.clone()),
-        ..ServerConfig::default()
-    };
-    let gbm = cfg.gbm.clone();
-    let (server, addr) = serve(cfg, &ready);
+    let cfg = ServerConfig { retransmit_window: 1 << 19, ..ServerConfig::default() };
+    let (server, gbm) = serve(Duration::from_secs(3), cfg);
+    let addr = server.local_addr();
     // Let the store fill (≈ 150K messages, 7 MB), then 8 Logins that ask for all of it.
     std::thread::sleep(Duration::from_millis(500));
     let hogs: Vec<TcpStream> = (0..8)
         .map(|_| {
-            let mut s = connect_small(addr);
+            let mut s = connect_small(addr, None);
             s.write_all(&login_from_1()).unwrap();
             s
         })
@@ -140,7 +132,6 @@ fn logins_from_sequence_1_that_never_read_keep_memory_bounded() {
     let last = read_all(addr, &gbm);
     let summary = server.join().unwrap();
     drop(hogs);
-    std::fs::remove_dir_all(&dir).ok();
 
     assert_eq!(last, summary.messages, "the reader got the whole session");
     assert_eq!(summary.catchup_logins, 9);
@@ -189,18 +180,6 @@ fn raise_nofile(want: u64) -> bool {
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 }
 }
 
-/// A connection from the loopback address `127.0.0.{host}`, so that the
-/// thousand connections come from 8 hosts, each under the per-host cap.
-fn connect_from(host: u8, addr: SocketAddr) -> TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
-    let from: SocketAddr = (std::net::Ipv4Addr::new(127, 0, 0, host), 0).into();
-    s.bind(&from.into()).unwrap();
-    s.connect(&addr.into()).unwrap();
-    s.into()
-}
-
 /// The server's whole memory, measured as this process's resident set while
 /// it runs, stays under this bound with 1,000 hostile connections.
 const RSS_BOUND: u64 = 256 << 20;
@@ -215,19 +194,8 @@ fn a_thousand_hostile_connections_keep_memory_bounded_and_a_reader_gets_everythi
         );
         return;
     }
-    let dir = std::env::temp_dir().join(format!("tw-thousand-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ready = dir.join("addr");
-    let cfg = ServerConfig {
-        rate: 300_000,
-        duration: Some(Duration::from_secs(7)),
-        linger: Duration::from_millis(200),
-        stats_interval: None,
-        ready_file: Some(ready.clone()),
-        ..ServerConfig::default()
-    };
-    let gbm = cfg.gbm.clone();
-    let (server, addr) = serve(cfg, &ready);
+    let (server, gbm) = serve(Duration::from_secs(7), ServerConfig::default());
+    let addr = server.local_addr();
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -240,13 +208,14 @@ fn a_thousand_hostile_connections_keep_memory_bounded_and_a_reader_gets_everythi
         })
     };
     // Let the store fill, then the flood: 500 Logins from sequence 1 that never
-    // read, 500 connections that send half a header and stop, from 8 hosts.
+    // read, 500 connections that send half a header and stop, from 8 hosts
+    // (127.0.0.2 to .9), so that each host stays under the per-host cap.
     std::thread::sleep(Duration::from_millis(500));
     let reader = std::thread::spawn(move || read_all(addr, &gbm));
     let mut hogs = Vec::new();
     let mut partial = Vec::new();
     for i in 0..1000u32 {
-        let mut s = connect_from(2 + (i % 8) as u8, addr);
+        let mut s = connect_small(addr, Some(2 + (i % 8) as u8));
         if i % 2 == 0 {
             s.write_all(&login_from_1()).unwrap();
             hogs.push(s);
@@ -280,7 +249,6 @@ fn a_thousand_hostile_connections_keep_memory_bounded_and_a_reader_gets_everythi
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
     drop((hogs, partial));
-    std::fs::remove_dir_all(&dir).ok();
 
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(

@@ -3,28 +3,25 @@
 //! rest counted. Real loopback TCP (the conformance suite through the
 //! wrapper on both ends) and a scripted inner transport for forgeries.
 
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use tickwire_core::SeqNo;
+use common::fakes::FakeSub;
+use common::{any_port, make_kind};
 use tickwire_core::wire::auth::{AuthKey, seal};
-use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr};
+use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind};
 use tickwire_transports::auth::Authenticated;
 use tickwire_transports::conformance::{self, Params, Profile, test_stream};
 use tickwire_transports::tcp::{
     TcpPublisher, TcpPublisherConfig, TcpSubscriber, TcpSubscriberConfig,
 };
-use tickwire_transports::{
-    DisconnectReason, Line, PubEvent, Publisher, SubEvent, SubStats, Subscriber,
-};
+use tickwire_transports::{PubEvent, Publisher, SubEvent, SubStats, Subscriber};
 
 fn key() -> AuthKey {
     AuthKey::new([0x5a; 32])
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
 }
 
 #[test]
@@ -51,18 +48,17 @@ fn conformance_suite_through_the_wrapper() {
     );
 }
 
+/// A request (a header-only Login): the wrapper seals and opens it without
+/// looking inside.
 fn login() -> Vec<u8> {
-    let mut b = vec![0u8; HEADER_LEN];
-    PacketRepr {
-        kind: PacketKind::Login,
-        flags: 0,
-        epoch: 0,
-        first_seq: SeqNo(1),
-        count: 0,
-        send_time: 0,
-        payload_len: 0,
-    }
-    .emit_bare(&mut b);
+    make_kind(PacketKind::Login, 1, 0)
+}
+
+fn sealed_with(k: &AuthKey, plain: &[u8]) -> Vec<u8> {
+    let mut b = plain.to_vec();
+    b.resize(plain.len() + 16, 0);
+    let n = seal(k, &mut b, plain.len()).unwrap();
+    b.truncate(n);
     b
 }
 
@@ -76,14 +72,8 @@ fn unauthenticated_requests_are_dropped_and_counted_not_disconnected() {
     // A plain Login, a Login sealed with another key, then a good one.
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&login()).unwrap();
-    let mut other = login();
-    other.resize(HEADER_LEN + 16, 0);
-    seal(&AuthKey::new([1; 32]), &mut other, HEADER_LEN).unwrap();
-    s.write_all(&other).unwrap();
-    let mut good = login();
-    good.resize(HEADER_LEN + 16, 0);
-    seal(&key(), &mut good, HEADER_LEN).unwrap();
-    s.write_all(&good).unwrap();
+    s.write_all(&sealed_with(&AuthKey::new([1; 32]), &login())).unwrap();
+    s.write_all(&sealed_with(&key(), &login())).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut requests = Vec::new();
     let mut gone = Vec::new();
@@ -100,45 +90,6 @@ fn unauthenticated_requests_are_dropped_and_counted_not_disconnected() {
     assert!(gone.is_empty(), "forged requests do not end the connection: {gone:?}");
     let st = p.stats();
     assert_eq!((st.auth_rejected, st.requests), (2, 3), "{st:?}");
-}
-
-/// An inner subscriber that reports scripted packets.
-#[derive(Default)]
-struct Scripted {
-    script: Vec<Vec<u8>>,
-    sent: Vec<Vec<u8>>,
-}
-
-impl Subscriber for Scripted {
-    fn send_request(&mut self, packet: &[u8]) -> io::Result<()> {
-        self.sent.push(packet.to_vec());
-        Ok(())
-    }
-    fn poll(
-        &mut self,
-        _: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
-        for p in self.script.drain(..) {
-            on_event(SubEvent::Packet { line: Line::A, packet: &p, kernel_rx_ns: Some(1) });
-        }
-        on_event(SubEvent::Disconnected(DisconnectReason::Closed));
-        Ok(())
-    }
-    fn reconnect(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn stats(&self) -> SubStats {
-        SubStats { packets_received: 9, ..SubStats::default() }
-    }
-}
-
-fn sealed_with(k: &AuthKey, plain: &[u8]) -> Vec<u8> {
-    let mut b = plain.to_vec();
-    b.resize(plain.len() + 16, 0);
-    let n = seal(k, &mut b, plain.len()).unwrap();
-    b.truncate(n);
-    b
 }
 
 #[test]
@@ -162,7 +113,9 @@ fn forged_packets_are_dropped_and_counted() {
         script.push(sealed_with(&key(), p)[..HEADER_LEN + 10].to_vec());
         forged += 5;
     }
-    let mut s = Authenticated::new(Scripted { script, sent: Vec::new() }, key());
+    // An inner subscriber that reports the script; its stats are its own.
+    let inner_stats = SubStats { packets_received: 9, ..SubStats::default() };
+    let mut s = Authenticated::new(FakeSub { stats: inner_stats, ..FakeSub::new(script) }, key());
     let mut got = Vec::new();
     let mut ended = false;
     s.poll(None, &mut |ev| match ev {

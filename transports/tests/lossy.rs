@@ -1,96 +1,18 @@
 //! The seeded loss wrapper: deterministic patterns, counters, events that
 //! always pass, and real TCP traffic through it.
 
-use std::io;
-use std::net::SocketAddr;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::any_port;
+use common::fakes::{FakePub, FakeSub};
 use tickwire_transports::conformance::{self, Delivery, Params, Profile, data_packet, test_stream};
 use tickwire_transports::lossy::{LossConfig, LossStats, Lossy};
 use tickwire_transports::tcp::{
     TcpPublisher, TcpPublisherConfig, TcpSubscriber, TcpSubscriberConfig,
 };
-use tickwire_transports::{
-    DisconnectReason, Line, PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber,
-};
-
-/// A publisher that records what reaches it and reports scripted requests.
-#[derive(Default)]
-struct FakePub {
-    published: Vec<Vec<u8>>,
-    sent_to: Vec<(PeerId, Vec<u8>)>,
-    /// Requests to report from the next poll, then a Connected and a Disconnected.
-    script: Vec<Vec<u8>>,
-}
-
-impl Publisher for FakePub {
-    fn max_packet_len(&self) -> usize {
-        256
-    }
-    fn publish_with(&mut self, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> io::Result<()> {
-        let mut buf = vec![0u8; 256];
-        let n = fill(&mut buf);
-        buf.truncate(n);
-        self.published.push(buf);
-        Ok(())
-    }
-    fn send_to(&mut self, peer: PeerId, packet: &[u8]) -> io::Result<()> {
-        self.sent_to.push((peer, packet.to_vec()));
-        Ok(())
-    }
-    fn set_live(&mut self, _: PeerId, _: bool) {}
-    fn disconnect(&mut self, _: PeerId, _: DisconnectReason) {}
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn poll(
-        &mut self,
-        _: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()> {
-        on_event(PubEvent::Connected(7));
-        for r in self.script.drain(..) {
-            on_event(PubEvent::Request { peer: 7, packet: &r });
-        }
-        on_event(PubEvent::Disconnected { peer: 7, reason: DisconnectReason::Closed });
-        Ok(())
-    }
-    fn stats(&self) -> PubStats {
-        PubStats { packets_sent: self.published.len() as u64, ..PubStats::default() }
-    }
-}
-
-/// A subscriber that reports scripted packets and records requests.
-#[derive(Default)]
-struct FakeSub {
-    script: Vec<Vec<u8>>,
-    requests: Vec<Vec<u8>>,
-}
-
-impl Subscriber for FakeSub {
-    fn send_request(&mut self, packet: &[u8]) -> io::Result<()> {
-        self.requests.push(packet.to_vec());
-        Ok(())
-    }
-    fn poll(
-        &mut self,
-        _: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
-        on_event(SubEvent::Connected);
-        for p in self.script.drain(..) {
-            on_event(SubEvent::Packet { line: Line::A, packet: &p, kernel_rx_ns: None });
-        }
-        on_event(SubEvent::Disconnected(DisconnectReason::Closed));
-        Ok(())
-    }
-    fn reconnect(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn stats(&self) -> SubStats {
-        SubStats { requests_sent: self.requests.len() as u64, ..SubStats::default() }
-    }
-}
+use tickwire_transports::{PubEvent, Publisher, SubEvent, Subscriber};
 
 fn tagged(i: u32) -> Vec<u8> {
     i.to_le_bytes().to_vec()
@@ -128,7 +50,7 @@ fn publisher_pattern(cfg: LossConfig, n: u32) -> (Vec<u32>, LossStats, u32) {
 /// tags that got through, the connection events seen, and the stats.
 fn subscriber_pattern(cfg: LossConfig, n: u32) -> (Vec<u32>, usize, LossStats) {
     let script = (0..n).map(tagged).collect();
-    let mut l = Lossy::new(FakeSub { script, requests: Vec::new() }, cfg);
+    let mut l = Lossy::new(FakeSub::new(script), cfg);
     let mut passed = Vec::new();
     let mut conn_events = 0;
     l.poll(None, &mut |ev| match ev {
@@ -172,7 +94,7 @@ fn directions_draw_from_independent_streams() {
     let cfg = LossConfig { tx_drop: 0.5, rx_drop: 0.5, seed: 9 };
     let run = |tx_before: u32| {
         let script = (0..500).map(tagged).collect();
-        let mut l = Lossy::new(FakeSub { script, requests: Vec::new() }, cfg);
+        let mut l = Lossy::new(FakeSub::new(script), cfg);
         for i in 0..tx_before {
             l.send_request(&tagged(i)).unwrap();
         }
@@ -230,10 +152,6 @@ fn extremes_and_connection_events() {
     }
     assert_eq!(s.inner().requests.len() as u64, s.dropped().tx_passed);
     assert_eq!(s.stats().requests_sent, s.dropped().tx_passed, "stats are the inner transport's");
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
 }
 
 #[test]

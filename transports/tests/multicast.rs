@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tickwire_core::wire::{DEFAULT_MAX_PACKET, FLAG_LINE_B, HEADER_LEN, Packet, PacketKind};
-use tickwire_transports::conformance::{self, Delivery, Params, Profile};
+use tickwire_transports::conformance::{self, Params, Profile};
 use tickwire_transports::multicast::{
     FeedSource, MulticastConfig, MulticastPublisher, MulticastSubscriber, peer_addr, peer_id,
 };
@@ -42,12 +42,7 @@ fn sub_cfg(cfg: &MulticastConfig, publisher: &MulticastPublisher) -> MulticastCo
 /// Multicast as the conformance suite sees it: a datagram transport. On
 /// loopback with the suite's pacing nothing is lost, so it must deliver
 /// every packet (`min_fraction` 1.0), like a reliable transport would.
-const MULTICAST: Profile = Profile {
-    name: "multicast",
-    stream: false,
-    delivery: Delivery::BestEffort { min_fraction: 1.0 },
-    exact_stats: true,
-};
+const MULTICAST: Profile = Profile { name: "multicast", ..LOSSLESS_DATAGRAM };
 
 #[test]
 fn conformance_suite() {
@@ -78,18 +73,39 @@ fn conformance_suite_ab_feeds() {
 
 type Received = Vec<(Line, Vec<u8>)>;
 
+/// Poll `sub` once, adding the packets it reports to `got`.
+fn poll_into(sub: &mut MulticastSubscriber, timeout: Duration, got: &mut Received) {
+    sub.poll(Some(timeout), &mut |ev| {
+        if let SubEvent::Packet { line, packet, .. } = ev {
+            got.push((line, packet.to_vec()));
+        }
+    })
+    .unwrap();
+}
+
 /// Poll `sub` until `got` holds `want` packets (panics after [`LIVENESS`]).
 fn recv_until(sub: &mut MulticastSubscriber, got: &mut Received, want: usize) {
     let deadline = Instant::now() + LIVENESS;
     while got.len() < want {
         assert!(Instant::now() < deadline, "only {} of {want} packets arrived", got.len());
-        sub.poll(Some(POLL_SLICE), &mut |ev| {
-            if let SubEvent::Packet { line, packet, .. } = ev {
-                got.push((line, packet.to_vec()));
-            }
-        })
-        .unwrap();
+        poll_into(sub, POLL_SLICE, got);
     }
+}
+
+/// The first `want` packets `sub` receives (panics after [`LIVENESS`]).
+fn recv(sub: &mut MulticastSubscriber, want: usize) -> Received {
+    let mut got = Vec::new();
+    recv_until(sub, &mut got, want);
+    got
+}
+
+/// [`recv`], then `settle` for anything that should not come, and whatever
+/// has arrived by then too: for checking that only the wanted packets did.
+fn recv_and_drain(sub: &mut MulticastSubscriber, want: usize, settle: Duration) -> Received {
+    let mut got = recv(sub, want);
+    std::thread::sleep(settle);
+    poll_into(sub, Duration::ZERO, &mut got);
+    got
 }
 
 /// Poll the publisher until it reported `want` requests.
@@ -265,15 +281,7 @@ fn unicast_replies_are_taken_only_from_the_recovery_service() {
     // The real service's reply, sent after it, is.
     let genuine = make_kind(PacketKind::Retransmission, 8, 100);
     publisher.send_to(peer_id(me), &genuine).unwrap();
-    let mut got = Vec::new();
-    recv_until(&mut sub, &mut got, 1);
-    std::thread::sleep(Duration::from_millis(50));
-    sub.poll(Some(Duration::ZERO), &mut |ev| {
-        if let SubEvent::Packet { line, packet, .. } = ev {
-            got.push((line, packet.to_vec()));
-        }
-    })
-    .unwrap();
+    let got = recv_and_drain(&mut sub, 1, Duration::from_millis(50));
     assert_eq!(got, vec![(Line::Unicast, genuine)], "only the recovery service's reply");
 }
 
@@ -313,15 +321,8 @@ fn requests_and_replies_reach_only_the_requester() {
     publisher.flush().unwrap();
 
     for (k, sub) in subs.iter_mut().enumerate() {
-        let mut got = Vec::new();
-        recv_until(sub, &mut got, 2);
-        // Drain anything else that might have arrived.
-        sub.poll(Some(Duration::ZERO), &mut |ev| {
-            if let SubEvent::Packet { line, packet, .. } = ev {
-                got.push((line, packet.to_vec()));
-            }
-        })
-        .unwrap();
+        // With anything else that might have arrived.
+        let got = recv_and_drain(sub, 2, Duration::ZERO);
         let unicast: Vec<_> = got.iter().filter(|(l, _)| *l == Line::Unicast).collect();
         assert_eq!(unicast.len(), 1, "subscriber {k}: exactly its own reply");
         assert_eq!(unicast[0].1, replies[k], "subscriber {k}");
@@ -369,9 +370,7 @@ fn garbage_datagrams_are_counted_malformed_and_dropped() {
     assert_eq!(publisher.stats().requests, 1);
 
     // At the multicast group.
-    let mc = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-    mc.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
-    mc.set_multicast_loop_v4(true).unwrap();
+    let mc = sender_from(Ipv4Addr::LOCALHOST);
     for g in &garbage {
         mc.send_to(g, &cfg.group_a.into()).unwrap();
     }
@@ -380,8 +379,7 @@ fn garbage_datagrams_are_counted_malformed_and_dropped() {
     let good = make_packet(2, 64);
     publisher.publish(&good).unwrap();
     publisher.flush().unwrap();
-    let mut rx = Vec::new();
-    recv_until(&mut sub, &mut rx, 1);
+    let rx = recv(&mut sub, 1);
     assert_eq!(rx, vec![(Line::A, good)]);
     assert_eq!(sub.stats().malformed, garbage.len() as u64);
     assert_eq!(sub.stats().packets_received, 1);
@@ -428,8 +426,7 @@ fn full_batch_flushes_itself_and_oversized_fill_is_refused() {
     publisher.flush().unwrap();
     assert_eq!(publisher.stats().syscalls, 1, "flushing an empty batch makes no call");
 
-    let mut got = Vec::new();
-    recv_until(&mut sub, &mut got, 4);
+    let got = recv(&mut sub, 4);
     let bytes: Vec<Vec<u8>> = got.into_iter().map(|(_, b)| b).collect();
     assert_eq!(bytes, packets);
 }
@@ -450,20 +447,12 @@ fn other_groups_on_the_same_port_are_not_received() {
     let foreign = make_packet(1, 30);
     theirs.publish(&foreign).unwrap();
     theirs.flush().unwrap();
-    let mut their_got = Vec::new();
-    recv_until(&mut their_sub, &mut their_got, 1);
+    let their_got = recv(&mut their_sub, 1);
 
     let mine = make_packet(2, 30);
     ours.publish(&mine).unwrap();
     ours.flush().unwrap();
-    let mut got = Vec::new();
-    recv_until(&mut sub, &mut got, 1);
-    sub.poll(Some(Duration::ZERO), &mut |ev| {
-        if let SubEvent::Packet { line, packet, .. } = ev {
-            got.push((line, packet.to_vec()));
-        }
-    })
-    .unwrap();
+    let got = recv_and_drain(&mut sub, 1, Duration::ZERO);
     assert_eq!(got, vec![(Line::A, mine)]);
     assert_eq!(their_got, vec![(Line::A, foreign)]);
 }
@@ -513,8 +502,7 @@ fn multicast_crosses_a_bridge_to_two_client_namespaces() {
     assert_eq!(cli_addr.ip(), &topo.cli_addr(0));
     let reply = make_kind(PacketKind::Retransmission, 17, 96);
     publisher.send_to(reqs[0].0, &reply).unwrap();
-    let mut got = Vec::new();
-    recv_until(&mut subs[0], &mut got, 1);
+    let got = recv(&mut subs[0], 1);
     assert_eq!(got, vec![(Line::Unicast, reply)]);
 }
 
@@ -716,12 +704,17 @@ fn topology_script_up_makes_and_down_removes_the_namespaces() {
     assert!(!after.contains(prefix.as_str()), "down removed every namespace: {after}");
 }
 
-/// A socket sending to the loopback groups from `from`.
+/// A socket sending to the loopback groups from address `from`.
 fn sender_from(from: Ipv4Addr) -> socket2::Socket {
+    sender_at(SocketAddrV4::new(from, 0))
+}
+
+/// A socket sending to the loopback groups from `from` (address and port).
+fn sender_at(from: SocketAddrV4) -> socket2::Socket {
     let mc = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
     mc.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
     mc.set_multicast_loop_v4(true).unwrap();
-    mc.bind(&SocketAddrV4::new(from, 0).into()).unwrap();
+    mc.bind(&from.into()).unwrap();
     mc
 }
 
@@ -740,8 +733,7 @@ fn feed_datagrams_from_another_sender_are_counted_and_dropped() {
     let genuine = make_packet(2, 64);
     publisher.publish(&genuine).unwrap();
     publisher.flush().unwrap();
-    let mut got = Vec::new();
-    recv_until(&mut sub, &mut got, 1);
+    let got = recv(&mut sub, 1);
     assert_eq!(got, vec![(Line::A, genuine)]);
     assert_eq!(sub.stats().wrong_source, 2);
 }
@@ -769,8 +761,7 @@ fn the_feed_leaves_from_the_recovery_port_whatever_the_interface() {
     let genuine = make_packet(2, 64);
     publisher.publish(&genuine).unwrap();
     publisher.flush().unwrap();
-    let mut got = Vec::new();
-    recv_until(&mut sub, &mut got, 1);
+    let got = recv(&mut sub, 1);
     assert_eq!(got, vec![(Line::A, genuine)], "the feed from 127.0.0.4:{port}");
     assert!(sub.stats().wrong_source <= 1, "the other port was not delivered");
 }
@@ -789,19 +780,8 @@ fn a_source_specific_join_takes_only_that_sender() {
     let other = make_packet(1, 64);
     sender_from(Ipv4Addr::LOCALHOST).send_to(&other, &cfg.group_a.into()).unwrap();
     let wanted = make_packet(2, 64);
-    let named = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-    named.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
-    named.bind(&from.into()).unwrap();
-    named.send_to(&wanted, &cfg.group_a.into()).unwrap();
-    let mut got = Vec::new();
-    recv_until(&mut sub, &mut got, 1);
-    std::thread::sleep(Duration::from_millis(50));
-    sub.poll(Some(Duration::ZERO), &mut |ev| {
-        if let SubEvent::Packet { line, packet, .. } = ev {
-            got.push((line, packet.to_vec()));
-        }
-    })
-    .unwrap();
+    sender_at(from).send_to(&wanted, &cfg.group_a.into()).unwrap();
+    let got = recv_and_drain(&mut sub, 1, Duration::from_millis(50));
     assert_eq!(got, vec![(Line::A, wanted)], "only the named source's packets");
     // The kernel filtered the other sender (IP_ADD_SOURCE_MEMBERSHIP), or
     // the check did: either way it was not delivered.

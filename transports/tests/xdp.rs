@@ -10,6 +10,8 @@
 //! Run: `cargo test -p tickwire-transports --features xdp --test xdp -- --nocapture`
 #![cfg(feature = "xdp")]
 
+mod common;
+
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -20,14 +22,15 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::LOSSLESS_DATAGRAM;
 use tickwire_core::msg::{Message, Quote, Side, Trade};
 use tickwire_core::seq::SeqNo;
 use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr, emit_message};
-use tickwire_transports::conformance::{self, Delivery, Params, Profile};
+use tickwire_transports::conformance::{self, Params, Profile};
 use tickwire_transports::xdp::{
     RxSteering, XdpConfig, XdpPublisher, XdpSubStats, XdpSubscriber, ZeroCopy, peer_addr,
 };
-use tickwire_transports::{Line, PubEvent, Publisher, SubEvent, Subscriber};
+use tickwire_transports::{Line, PeerId, PubEvent, Publisher, SubEvent, Subscriber};
 
 /// Packets in the XDP → XDP test (the brief's number).
 const XDP_PACKETS: u64 = 100_000;
@@ -55,8 +58,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// Why the tests cannot run here, if they cannot.
 fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !common::is_root() {
         return Some("needs root (AF_XDP, network namespaces)".into());
     }
     // SAFETY: plain socket(2); the fd is closed right away.
@@ -74,18 +76,51 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-macro_rules! skip_unless_capable {
-    ($name:expr) => {
+/// Return from the test, having printed `SKIPPED: <test>: <reason>`, when the
+/// tests cannot run here; otherwise take the serial lock (held by the guard
+/// this evaluates to).
+macro_rules! serial_or_skip {
+    ($name:expr) => {{
         if let Some(reason) = skip_reason() {
             eprintln!("SKIPPED: {}: {}", $name, reason);
             return;
         }
-    };
+        serial()
+    }};
+}
+
+/// [`serial_or_skip!`], then a fresh [`Topology`]: `(guard, topology)`.
+macro_rules! topology_or_skip {
+    ($name:expr) => {{
+        let serial = serial_or_skip!($name);
+        (serial, Topology::new())
+    }};
 }
 
 fn run(cmd: &str) {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh runs");
     assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `02:74:...` for `ip`.
+fn mac_str(m: [u8; 6]) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// Bring up veth end `ifn` in namespace `ns` with `ip`/24 (and its loopback).
+fn configure_end(ns: &str, ifn: &str, ip: Ipv4Addr) {
+    run(&format!("ip -n {ns} addr add {ip}/24 dev {ifn}"));
+    run(&format!("ip -n {ns} link set lo up"));
+    run(&format!("ip -n {ns} link set {ifn} up"));
+    // Kernel-sent UDP on a veth otherwise carries a partial checksum.
+    run(&format!("ip netns exec {ns} ethtool -K {ifn} tx off >/dev/null"));
+}
+
+/// Delete namespaces `all` (and so the veth ends in them).
+fn delete_namespaces<'a>(all: impl IntoIterator<Item = &'a String>) {
+    for ns in all {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
 }
 
 /// Two namespaces joined by a veth pair; deleted on drop.
@@ -114,25 +149,19 @@ impl Topology {
             mac_a: [0x02, 0x74, 0x77, (n % 250) as u8, 0, 1],
             mac_b: [0x02, 0x74, 0x77, (n % 250) as u8, 0, 2],
         };
-        let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
         run(&format!("ip netns add {}", t.ns_a));
         run(&format!("ip netns add {}", t.ns_b));
         run(&format!(
             "ip link add {} address {} netns {} type veth peer name {} address {} netns {}",
             t.if_a,
-            mac(t.mac_a),
+            mac_str(t.mac_a),
             t.ns_a,
             t.if_b,
-            mac(t.mac_b),
+            mac_str(t.mac_b),
             t.ns_b
         ));
-        for (ns, ifn, ip) in [(&t.ns_a, &t.if_a, t.ip_a), (&t.ns_b, &t.if_b, t.ip_b)] {
-            run(&format!("ip -n {ns} addr add {ip}/24 dev {ifn}"));
-            run(&format!("ip -n {ns} link set lo up"));
-            run(&format!("ip -n {ns} link set {ifn} up"));
-            // Kernel-sent UDP on a veth otherwise carries a partial checksum.
-            run(&format!("ip netns exec {ns} ethtool -K {ifn} tx off >/dev/null"));
-        }
+        configure_end(&t.ns_a, &t.if_a, t.ip_a);
+        configure_end(&t.ns_b, &t.if_b, t.ip_b);
         t
     }
 
@@ -155,14 +184,17 @@ impl Topology {
     fn request_addr(&self) -> SocketAddrV4 {
         SocketAddrV4::new(self.ip_a, REQUEST_PORT)
     }
+
+    /// The feed sent unicast to B.
+    fn feed(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.ip_b, FEED_PORT)
+    }
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
         // Deleting a namespace deletes the veth end in it, and so the pair.
-        for ns in [&self.ns_a, &self.ns_b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        delete_namespaces([&self.ns_a, &self.ns_b]);
     }
 }
 
@@ -264,6 +296,115 @@ impl Received {
         assert!(PacketRepr::parse(&Packet::new_checked(packet).unwrap()).is_ok());
         self.packets += 1;
     }
+
+    /// Poll `s` once, checking the feed packets (Line::A) it delivers.
+    fn poll(&mut self, s: &mut XdpSubscriber, timeout: Duration) -> io::Result<()> {
+        s.poll(Some(timeout), &mut |ev| {
+            if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
+                self.check(packet);
+            }
+        })
+    }
+}
+
+/// The liveness bound: a count that has not moved for [`STALL_LIMIT`].
+struct Stall {
+    last: u64,
+    since: Instant,
+}
+
+impl Stall {
+    fn new() -> Stall {
+        Stall { last: 0, since: Instant::now() }
+    }
+
+    /// Whether `done` is stuck where it was [`STALL_LIMIT`] ago.
+    fn stuck(&mut self, done: u64) -> bool {
+        if done != self.last {
+            (self.last, self.since) = (done, Instant::now());
+        }
+        self.since.elapsed() > STALL_LIMIT
+    }
+}
+
+/// Publish test packets `0..n` from this thread and check them at `sub`, at
+/// most `window` ahead of what arrived, polling `sub` with `timeout`.
+fn pump(
+    publisher: &mut XdpPublisher,
+    sub: &mut XdpSubscriber,
+    n: u64,
+    window: u64,
+    timeout: Duration,
+) -> Received {
+    let mut rx = Received::default();
+    let mut sent = 0;
+    let mut stall = Stall::new();
+    while rx.packets < n {
+        assert!(!stall.stuck(rx.packets), "stuck at {}: {:?}", rx.packets, sub.xdp_stats());
+        while sent < n && sent - rx.packets < window {
+            publisher.publish(&test_packet(sent)).unwrap();
+            sent += 1;
+        }
+        publisher.flush().unwrap();
+        rx.poll(sub, timeout).unwrap();
+    }
+    rx
+}
+
+/// A receiver thread's liveness: publishes `rx`'s progress for the paced
+/// publisher, and on a stall marks the test `failed` (so the publisher stops)
+/// and panics with `what`.
+fn report_progress(
+    rx: &Received,
+    stall: &mut Stall,
+    progress: &AtomicU64,
+    failed: &AtomicBool,
+    what: impl FnOnce() -> String,
+) {
+    progress.store(rx.packets, Ordering::Release);
+    if stall.stuck(rx.packets) {
+        failed.store(true, Ordering::Relaxed);
+        panic!("{}", what());
+    }
+}
+
+/// Poll `s` until a reply arrives on Line::Unicast (`None` after [`STALL_LIMIT`]).
+fn unicast_reply(s: &mut XdpSubscriber) -> io::Result<Option<Vec<u8>>> {
+    let mut reply = None;
+    let start = Instant::now();
+    while reply.is_none() && start.elapsed() < STALL_LIMIT {
+        s.poll(Some(Duration::from_millis(5)), &mut |ev| {
+            if let SubEvent::Packet { line: Line::Unicast, packet, .. } = ev {
+                reply = Some(packet.to_vec());
+            }
+        })?;
+    }
+    Ok(reply)
+}
+
+/// Poll `p` until a request arrives (`None` after [`STALL_LIMIT`]).
+fn first_request(p: &mut XdpPublisher) -> io::Result<Option<(PeerId, Vec<u8>)>> {
+    let mut request = None;
+    let start = Instant::now();
+    while request.is_none() && start.elapsed() < STALL_LIMIT {
+        p.poll(Some(Duration::from_millis(5)), &mut |ev| {
+            if let PubEvent::Request { peer, packet } = ev {
+                request = Some((peer, packet.to_vec()));
+            }
+        })?;
+    }
+    Ok(request)
+}
+
+/// A kernel UDP socket in the calling thread's namespace that has joined
+/// `group` on the interface with address `interface`, bound to [`FEED_PORT`].
+fn kernel_group_socket(group: Ipv4Addr, interface: Ipv4Addr) -> UdpSocket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.set_recv_buffer_size(1 << 20).unwrap();
+    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FEED_PORT).into()).unwrap();
+    s.join_multicast_v4(&group, &interface).unwrap();
+    s.into()
 }
 
 /// Publish packets `0..n` with a window on what `progress` says was received.
@@ -273,16 +414,14 @@ fn publish_paced(
     progress: &AtomicU64,
     failed: &AtomicBool,
 ) -> Result<(), String> {
-    let mut last_progress = (0, Instant::now());
+    let mut stall = Stall::new();
     let mut i = 0;
     while i < n {
         if failed.load(Ordering::Relaxed) {
             return Err("receiver failed".into());
         }
         let got = progress.load(Ordering::Acquire);
-        if got != last_progress.0 {
-            last_progress = (got, Instant::now());
-        } else if last_progress.1.elapsed() > STALL_LIMIT {
+        if stall.stuck(got) {
             return Err(format!(
                 "receiver stuck at {got} of {i} sent: packets lost; publisher {:?} {:?}",
                 publisher.stats(),
@@ -317,10 +456,8 @@ fn sub_config(t: &Topology, feed: SocketAddrV4) -> XdpConfig {
 /// needs ARP through the feed filter: no static neighbours are set).
 #[test]
 fn xdp_to_xdp_100k_packets_identical_in_order() {
-    skip_unless_capable!("xdp_to_xdp_100k_packets_identical_in_order");
-    let _g = serial();
-    let t = Topology::new();
-    let feed = SocketAddrV4::new(t.ip_b, FEED_PORT);
+    let (_g, t) = topology_or_skip!("xdp_to_xdp_100k_packets_identical_in_order");
+    let feed = t.feed();
     let progress = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(Barrier::new(2));
@@ -341,34 +478,16 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
             eprintln!("subscriber bind mode: {}", s.bind_mode());
             ready.wait();
             let mut rx = Received::default();
-            let mut last = (0, Instant::now());
+            let mut stall = Stall::new();
             while rx.packets < XDP_PACKETS {
-                s.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
-                        rx.check(packet);
-                    }
-                })
-                .expect("poll");
-                progress.store(rx.packets, Ordering::Release);
-                if rx.packets != last.0 {
-                    last = (rx.packets, Instant::now());
-                } else if last.1.elapsed() > STALL_LIMIT {
-                    failed.store(true, Ordering::Relaxed);
-                    panic!("stuck at {}: {:?} {:?}", rx.packets, s.stats(), s.xdp_stats());
-                }
+                rx.poll(&mut s, Duration::from_millis(5)).expect("poll");
+                report_progress(&rx, &mut stall, &progress, &failed, || {
+                    format!("stuck at {}: {:?} {:?}", rx.packets, s.stats(), s.xdp_stats())
+                });
             }
             // Recovery plane: a request to the kernel socket, answered by unicast.
             s.send_request(&nack_packet()).expect("send request");
-            let mut reply = None;
-            let start = Instant::now();
-            while reply.is_none() && start.elapsed() < STALL_LIMIT {
-                s.poll(Some(Duration::from_millis(10)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::Unicast, packet, .. } = ev {
-                        reply = Some(packet.to_vec());
-                    }
-                })
-                .expect("poll");
-            }
+            let reply = unicast_reply(&mut s).expect("poll");
             done.wait();
             (rx, reply, s.stats(), s.xdp_stats())
         })
@@ -401,16 +520,7 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
                 XDP_PACKETS as f64 / secs
             );
             // Answer the request.
-            let mut request = None;
-            let start = Instant::now();
-            while request.is_none() && start.elapsed() < STALL_LIMIT {
-                p.poll(Some(Duration::from_millis(10)), &mut |ev| {
-                    if let PubEvent::Request { peer, packet } = ev {
-                        request = Some((peer, packet.to_vec()));
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-            }
+            let request = first_request(&mut p).map_err(|e| e.to_string())?;
             let (peer, req) = request.ok_or("no request arrived")?;
             let mut answer = req.clone();
             answer[3] = PacketKind::NackReject.to_byte();
@@ -443,9 +553,7 @@ fn xdp_to_xdp_100k_packets_identical_in_order() {
 /// byte-identical (0 gaps), so kernel and XDP subscribers can share a feed.
 #[test]
 fn xdp_to_kernel_multicast_no_gaps() {
-    skip_unless_capable!("xdp_to_kernel_multicast_no_gaps");
-    let _g = serial();
-    let t = Topology::new();
+    let (_g, t) = topology_or_skip!("xdp_to_kernel_multicast_no_gaps");
     let group = Ipv4Addr::new(239, 77, 0, 1);
     let feed = SocketAddrV4::new(group, FEED_PORT);
     let progress = Arc::new(AtomicU64::new(0));
@@ -456,18 +564,12 @@ fn xdp_to_kernel_multicast_no_gaps() {
         let (ip_b, progress, failed, ready) =
             (t.ip_b, progress.clone(), failed.clone(), ready.clone());
         Topology::spawn_in(&t.ns_b, move || {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-            s.set_reuse_address(true).unwrap();
-            s.set_recv_buffer_size(1 << 20).unwrap();
-            s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FEED_PORT).into()).unwrap();
-            s.join_multicast_v4(&group, &ip_b).unwrap();
-            let s: UdpSocket = s.into();
+            let s = kernel_group_socket(group, ip_b);
             s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
             ready.wait();
             let mut rx = Received::default();
             let mut buf = vec![0u8; 2048];
-            let mut last = (0, Instant::now());
+            let mut stall = Stall::new();
             while rx.packets < MCAST_PACKETS {
                 match s.recv(&mut buf) {
                     Ok(n) => rx.check(&buf[..n]),
@@ -476,13 +578,9 @@ fn xdp_to_kernel_multicast_no_gaps() {
                             || e.kind() == io::ErrorKind::TimedOut => {}
                     Err(e) => panic!("recv: {e}"),
                 }
-                progress.store(rx.packets, Ordering::Release);
-                if rx.packets != last.0 {
-                    last = (rx.packets, Instant::now());
-                } else if last.1.elapsed() > STALL_LIMIT {
-                    failed.store(true, Ordering::Relaxed);
-                    panic!("kernel subscriber stuck at {}", rx.packets);
-                }
+                report_progress(&rx, &mut stall, &progress, &failed, || {
+                    format!("kernel subscriber stuck at {}", rx.packets)
+                });
             }
             rx
         })
@@ -565,9 +663,7 @@ fn send_raw(ifname: &str, frames: &[Vec<u8>]) {
 /// packets among them are delivered intact.
 #[test]
 fn garbage_frames_are_counted_and_dropped() {
-    skip_unless_capable!("garbage_frames_are_counted_and_dropped");
-    let _g = serial();
-    let t = Topology::new();
+    let (_g, t) = topology_or_skip!("garbage_frames_are_counted_and_dropped");
     let good = test_packet(42);
     let partial_packet = test_packet(43);
     let kernel_packet = test_packet(44);
@@ -604,7 +700,7 @@ fn garbage_frames_are_counted_and_dropped() {
     frames.push(f);
 
     let ready = Arc::new(Barrier::new(2));
-    let feed = SocketAddrV4::new(t.ip_b, FEED_PORT);
+    let feed = t.feed();
     let sub = {
         let (cfg, ready) = (sub_config(&t, feed), ready.clone());
         Topology::spawn_in(&t.ns_b, move || {
@@ -666,10 +762,8 @@ fn garbage_frames_are_counted_and_dropped() {
 /// (after the bounded retry) instead of panicking or hanging.
 #[test]
 fn setup_errors_are_clear() {
-    skip_unless_capable!("setup_errors_are_clear");
-    let _g = serial();
-    let t = Topology::new();
-    let feed = SocketAddrV4::new(t.ip_b, FEED_PORT);
+    let (_g, t) = topology_or_skip!("setup_errors_are_clear");
+    let feed = t.feed();
     let mut missing = sub_config(&t, feed);
     missing.ifname = "tw-nonexistent".into();
     let cfg = sub_config(&t, feed);
@@ -702,25 +796,13 @@ fn setup_errors_are_clear() {
 /// Line::Unicast.
 #[test]
 fn libxdp_default_program_with_static_neighbours() {
-    skip_unless_capable!("libxdp_default_program_with_static_neighbours");
-    let _g = serial();
-    let t = Topology::new();
-    let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
-    run(&format!(
-        "ip -n {} neigh replace {} lladdr {} dev {} nud permanent",
-        t.ns_a,
-        t.ip_b,
-        mac(t.mac_b),
-        t.if_a
-    ));
-    run(&format!(
-        "ip -n {} neigh replace {} lladdr {} dev {} nud permanent",
-        t.ns_b,
-        t.ip_a,
-        mac(t.mac_a),
-        t.if_b
-    ));
-    let feed = SocketAddrV4::new(t.ip_b, FEED_PORT);
+    let (_g, t) = topology_or_skip!("libxdp_default_program_with_static_neighbours");
+    let ends = [(&t.ns_a, &t.if_a, t.ip_b, t.mac_b), (&t.ns_b, &t.if_b, t.ip_a, t.mac_a)];
+    for (ns, ifn, peer_ip, peer_mac) in ends {
+        let lladdr = mac_str(peer_mac);
+        run(&format!("ip -n {ns} neigh replace {peer_ip} lladdr {lladdr} dev {ifn} nud permanent"));
+    }
+    let feed = t.feed();
     let ready = Arc::new(Barrier::new(2));
     let answered = Arc::new(Barrier::new(2));
     const N: u64 = 1000;
@@ -736,26 +818,12 @@ fn libxdp_default_program_with_static_neighbours() {
             let mut rx = Received::default();
             let start = Instant::now();
             while rx.packets < N && start.elapsed() < STALL_LIMIT {
-                s.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
-                        rx.check(packet);
-                    }
-                })
-                .expect("poll");
+                rx.poll(&mut s, Duration::from_millis(5)).expect("poll");
                 progress.store(rx.packets, Ordering::Release);
             }
             s.send_request(&nack_packet()).expect("request");
             answered.wait();
-            let mut reply = None;
-            let start = Instant::now();
-            while reply.is_none() && start.elapsed() < STALL_LIMIT {
-                s.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let SubEvent::Packet { line: Line::Unicast, packet, .. } = ev {
-                        reply = Some(packet.to_vec());
-                    }
-                })
-                .expect("poll");
-            }
+            let reply = unicast_reply(&mut s).expect("poll");
             (rx, reply, s.xdp_stats())
         })
     };
@@ -767,18 +835,9 @@ fn libxdp_default_program_with_static_neighbours() {
             let mut p = XdpPublisher::new(&cfg).expect("publisher");
             ready.wait();
             publish_paced(&mut p, N, &progress, &failed).unwrap();
-            let mut request = None;
-            let start = Instant::now();
-            while request.is_none() && start.elapsed() < STALL_LIMIT {
-                p.poll(Some(Duration::from_millis(5)), &mut |ev| {
-                    if let PubEvent::Request { peer, .. } = ev {
-                        request = Some(peer);
-                    }
-                })
-                .unwrap();
-            }
+            let (peer, _) = first_request(&mut p).unwrap().expect("request arrived");
             let answer = test_packet(8);
-            p.send_to(request.expect("request arrived"), &answer).unwrap();
+            p.send_to(peer, &answer).unwrap();
             answered.wait();
             answer
         })
@@ -838,10 +897,7 @@ impl Bridged {
                 b.bridge_ns
             ));
             run(&format!("ip -n {} link set {port} master br0 up", b.bridge_ns));
-            run(&format!("ip -n {ns} addr add {ip}/24 dev {ifn}"));
-            run(&format!("ip -n {ns} link set lo up"));
-            run(&format!("ip -n {ns} link set {ifn} up"));
-            run(&format!("ip netns exec {ns} ethtool -K {ifn} tx off >/dev/null"));
+            configure_end(&ns, &ifn, ip);
         }
         b
     }
@@ -853,11 +909,8 @@ impl Bridged {
 
 impl Drop for Bridged {
     fn drop(&mut self) {
-        let all =
-            [&self.pub_ns, &self.bridge_ns].into_iter().chain(self.leaves.iter().map(|l| &l.0));
-        for ns in all {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        let leaves = self.leaves.iter().map(|l| &l.0);
+        delete_namespaces([&self.pub_ns, &self.bridge_ns].into_iter().chain(leaves));
     }
 }
 
@@ -869,20 +922,14 @@ fn make_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) 
 
 /// The AF_XDP transport as the conformance suite sees it: a datagram
 /// transport, paced by the suite so that nothing may be lost.
-const XDP_PROFILE: Profile = Profile {
-    name: "xdp",
-    stream: false,
-    delivery: Delivery::BestEffort { min_fraction: 1.0 },
-    exact_stats: true,
-};
+const XDP_PROFILE: Profile = Profile { name: "xdp", ..LOSSLESS_DATAGRAM };
 
 /// The transport-agnostic conformance suite: an XDP publisher multicasting to
 /// up to three XDP subscribers (each in its own namespace behind a bridge),
 /// requests and replies over the kernel sockets, zero-timeout polling.
 #[test]
 fn conformance_suite() {
-    skip_unless_capable!("conformance_suite");
-    let _g = serial();
+    let _g = serial_or_skip!("conformance_suite");
     let params = Params::default();
     let net = Bridged::new(params.subscribers);
     let feed = SocketAddrV4::new(Ipv4Addr::new(239, 78, 0, 1), FEED_PORT);
@@ -913,8 +960,7 @@ fn conformance_suite() {
 /// packet, byte-identical and in order.
 #[test]
 fn xdp_and_kernel_subscribers_share_a_multicast_feed() {
-    skip_unless_capable!("xdp_and_kernel_subscribers_share_a_multicast_feed");
-    let _g = serial();
+    let _g = serial_or_skip!("xdp_and_kernel_subscribers_share_a_multicast_feed");
     const N: u64 = 5_000;
     let net = Bridged::new(2);
     let group = Ipv4Addr::new(239, 78, 0, 2);
@@ -924,12 +970,7 @@ fn xdp_and_kernel_subscribers_share_a_multicast_feed() {
         make_in(&net.leaves[0].0, move || XdpSubscriber::new(&xdp_cfg).expect("xdp subscriber"));
     let kernel_ip = net.leaves[1].2;
     let kernel_sub = make_in(&net.leaves[1].0, move || {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        s.set_reuse_address(true).unwrap();
-        s.set_recv_buffer_size(1 << 20).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FEED_PORT).into()).unwrap();
-        s.join_multicast_v4(&group, &kernel_ip).unwrap();
-        let s: UdpSocket = s.into();
+        let s = kernel_group_socket(group, kernel_ip);
         s.set_nonblocking(true).unwrap();
         s
     });
@@ -940,14 +981,11 @@ fn xdp_and_kernel_subscribers_share_a_multicast_feed() {
     let (mut via_xdp, mut via_kernel) = (Received::default(), Received::default());
     let mut buf = vec![0u8; 2048];
     let mut sent = 0u64;
-    let mut last = (0, Instant::now());
+    let mut stall = Stall::new();
     while via_xdp.packets < N || via_kernel.packets < N {
         let done = via_xdp.packets.min(via_kernel.packets);
-        if done != last.0 {
-            last = (done, Instant::now());
-        }
         assert!(
-            last.1.elapsed() < STALL_LIMIT,
+            !stall.stuck(done),
             "stuck: xdp {} kernel {} of {sent} sent; {:?}",
             via_xdp.packets,
             via_kernel.packets,
@@ -958,13 +996,7 @@ fn xdp_and_kernel_subscribers_share_a_multicast_feed() {
             sent += 1;
         }
         publisher.flush().unwrap();
-        xdp_sub
-            .poll(Some(Duration::from_millis(1)), &mut |ev| {
-                if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
-                    via_xdp.check(packet);
-                }
-            })
-            .unwrap();
+        via_xdp.poll(&mut xdp_sub, Duration::from_millis(1)).unwrap();
         loop {
             match kernel_sub.recv(&mut buf) {
                 Ok(n) => via_kernel.check(&buf[..n]),
@@ -981,10 +1013,8 @@ fn xdp_and_kernel_subscribers_share_a_multicast_feed() {
 /// privileges are needed instead of failing obscurely.
 #[test]
 fn without_privileges_the_error_says_what_is_needed() {
-    skip_unless_capable!("without_privileges_the_error_says_what_is_needed");
-    let _g = serial();
-    let t = Topology::new();
-    let cfg = sub_config(&t, SocketAddrV4::new(t.ip_b, FEED_PORT));
+    let (_g, t) = topology_or_skip!("without_privileges_the_error_says_what_is_needed");
+    let cfg = sub_config(&t, t.feed());
     let e = Topology::spawn_in(&t.ns_b, move || {
         #[repr(C)]
         struct CapHeader {
@@ -1019,37 +1049,16 @@ fn without_privileges_the_error_says_what_is_needed() {
 /// accepted on both sockets and the feed still arrives whole.
 #[test]
 fn busy_polling_delivers_the_feed() {
-    skip_unless_capable!("busy_polling_delivers_the_feed");
-    let _g = serial();
     const N: u64 = 2_000;
-    let t = Topology::new();
-    let feed = SocketAddrV4::new(t.ip_b, FEED_PORT);
+    let (_g, t) = topology_or_skip!("busy_polling_delivers_the_feed");
+    let feed = t.feed();
     let mut sc = sub_config(&t, feed);
     sc.busy_poll = true;
     let mut pc = pub_config(&t, feed, Some(t.mac_b));
     pc.busy_poll = true;
     let mut sub = make_in(&t.ns_b, move || XdpSubscriber::new(&sc).expect("subscriber"));
     let mut publisher = make_in(&t.ns_a, move || XdpPublisher::new(&pc).expect("publisher"));
-    let mut rx = Received::default();
-    let mut sent = 0;
-    let mut last = (0, Instant::now());
-    while rx.packets < N {
-        if rx.packets != last.0 {
-            last = (rx.packets, Instant::now());
-        }
-        assert!(last.1.elapsed() < STALL_LIMIT, "stuck at {}: {:?}", rx.packets, sub.xdp_stats());
-        while sent < N && sent - rx.packets < WINDOW {
-            publisher.publish(&test_packet(sent)).unwrap();
-            sent += 1;
-        }
-        publisher.flush().unwrap();
-        sub.poll(Some(Duration::ZERO), &mut |ev| {
-            if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
-                rx.check(packet);
-            }
-        })
-        .unwrap();
-    }
+    let rx = pump(&mut publisher, &mut sub, N, WINDOW, Duration::ZERO);
     assert_eq!(rx.mismatches, 0);
     assert!(sub.xdp_stats().rx_kicks > 0, "busy polling kicks the socket on every poll");
 }
@@ -1062,13 +1071,11 @@ fn busy_polling_delivers_the_feed() {
 #[test]
 #[ignore = "measurement, not a check: run explicitly in release"]
 fn throughput() {
-    skip_unless_capable!("throughput");
-    let _g = serial();
     const N: u64 = 1_000_000;
     const BIG_WINDOW: u64 = 512;
     const LEN: usize = 1000;
-    let t = Topology::new();
-    let feed = SocketAddrV4::new(t.ip_b, FEED_PORT);
+    let (_g, t) = topology_or_skip!("throughput");
+    let feed = t.feed();
     let progress = Arc::new(AtomicU64::new(0));
     let sc = sub_config(&t, feed);
     let pc = pub_config(&t, feed, Some(t.mac_b));
@@ -1098,14 +1105,11 @@ fn throughput() {
     let mut publisher = make_in(&t.ns_a, move || XdpPublisher::new(&pc).expect("publisher"));
     let start = Instant::now();
     let mut sent = 0u64;
-    let mut last = (0, Instant::now());
+    let mut stall = Stall::new();
     while sent < N {
         let done = progress.load(Ordering::Acquire);
-        if done != last.0 {
-            last = (done, Instant::now());
-        }
         assert!(
-            last.1.elapsed() < STALL_LIMIT,
+            !stall.stuck(done),
             "stuck at {done} of {sent}: {:?} {:?}",
             publisher.stats(),
             publisher.xdp_stats()
@@ -1140,11 +1144,9 @@ fn throughput() {
 /// accounting, and a full leak would stall the feed).
 #[test]
 fn bad_fill_loses_no_frame() {
-    skip_unless_capable!("bad_fill_loses_no_frame");
-    let _g = serial();
     const N: u64 = 2_000;
-    let t = Topology::new();
-    let feed = SocketAddrV4::new(t.ip_b, FEED_PORT);
+    let (_g, t) = topology_or_skip!("bad_fill_loses_no_frame");
+    let feed = t.feed();
     let mut pc = pub_config(&t, feed, Some(t.mac_b));
     pc.frame_count = 64;
     pc.ring_size = 64;
@@ -1162,26 +1164,7 @@ fn bad_fill_loses_no_frame() {
         }));
         assert!(r.is_err());
     }
-    let mut rx = Received::default();
-    let mut sent = 0;
-    let mut last = (0, Instant::now());
-    while rx.packets < N {
-        if rx.packets != last.0 {
-            last = (rx.packets, Instant::now());
-        }
-        assert!(last.1.elapsed() < STALL_LIMIT, "stuck at {}", rx.packets);
-        while sent < N && sent - rx.packets < 32 {
-            publisher.publish(&test_packet(sent)).unwrap();
-            sent += 1;
-        }
-        publisher.flush().unwrap();
-        sub.poll(Some(Duration::from_millis(1)), &mut |ev| {
-            if let SubEvent::Packet { line: Line::A, packet, .. } = ev {
-                rx.check(packet);
-            }
-        })
-        .unwrap();
-    }
+    let rx = pump(&mut publisher, &mut sub, N, 32, Duration::from_millis(1));
     assert_eq!(rx.mismatches, 0);
     assert_eq!(publisher.stats().send_errors, 1, "the oversized fill");
 }

@@ -1,7 +1,8 @@
 //! Helpers shared by the transport integration tests: unique groups and ports
 //! (so tests run in parallel, also against other test binaries on the same
-//! host), packet fixtures, root checks, and throw-away network-namespace
-//! topologies.
+//! host), packet fixtures, root checks, throw-away network-namespace
+//! topologies, the conformance profile of a lossless datagram transport, and
+//! fake transports ([`fakes`]).
 //!
 //! ```text
 //!   ns <p>srv            ns <p>mid (Linux bridge br0)          ns <p>cli1, <p>cli2 ...
@@ -13,20 +14,28 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod fakes;
+
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tickwire_core::SeqNo;
 use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr};
+use tickwire_transports::conformance::{Delivery, Profile};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A number unique to this process and call.
 pub fn unique() -> u32 {
     COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Loopback with a port the kernel picks, to bind a listener to.
+pub fn any_port() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
 }
 
 /// A UDP port that was free a moment ago on `ip` (the kernel picked it).
@@ -75,6 +84,17 @@ pub fn make_kind(kind: PacketKind, seq: u64, payload_len: usize) -> Vec<u8> {
     p.fill_crc();
     buf
 }
+
+/// A datagram transport as the conformance suite sees it when the suite's
+/// pacing leaves nothing to lose (loopback, a veth or a bridge): best effort,
+/// but every packet must arrive (`min_fraction` 1.0), as on a reliable one.
+/// Each transport's tests give it their own name.
+pub const LOSSLESS_DATAGRAM: Profile = Profile {
+    name: "datagram",
+    stream: false,
+    delivery: Delivery::BestEffort { min_fraction: 1.0 },
+    exact_stats: true,
+};
 
 /// True when running as root (network namespaces, `SO_RCVBUFFORCE`).
 pub fn is_root() -> bool {

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use tickwire_transports::conformance::{self, Delivery, Params, Profile};
 use tickwire_transports::{
-    DisconnectReason, Line, PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber,
+    DisconnectReason, Line, OnPubEvent, OnSubEvent, PeerId, PubEvent, PubStats, Publisher,
+    SubEvent, SubStats, Subscriber,
 };
 
 /// Largest packet: a jumbo datagram's worth (any size works in memory).
@@ -140,11 +141,7 @@ impl Publisher for HubPublisher {
         Ok(()) // nothing is batched
     }
 
-    fn poll(
-        &mut self,
-        _timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, _timeout: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()> {
         // Nothing to wait for on one thread: returning at once is a spurious
         // wake-up, which the polling contract allows. New subscribers are
         // accepted here, as a TCP listener's connections are.
@@ -201,11 +198,7 @@ impl Subscriber for HubSubscriber {
         Ok(())
     }
 
-    fn poll(
-        &mut self,
-        _timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, _timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
         if !self.reported_connected {
             self.reported_connected = true;
             self.stats.connects += 1;

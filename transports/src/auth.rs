@@ -15,7 +15,9 @@ use std::time::Duration;
 use tickwire_core::wire::MAX_PACKET_LEN;
 use tickwire_core::wire::auth::{AuthKey, TAG_LEN, open, seal};
 
-use crate::{PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber};
+use crate::{
+    OnPubEvent, OnSubEvent, PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber,
+};
 
 /// A transport whose packets carry a MAC. See the [module docs](self).
 #[derive(Debug)]
@@ -77,11 +79,7 @@ impl<P: Publisher> Publisher for Authenticated<P> {
     forward_peer_controls!();
 
     /// Requests whose MAC does not verify are counted and not reported.
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()> {
         let (key, scratch, rejected) = (&self.key, &mut self.scratch, &mut self.rejected);
         self.inner.poll(timeout, &mut |ev| match ev {
             PubEvent::Request { peer, packet } => match open(key, packet, scratch) {
@@ -108,11 +106,7 @@ impl<S: Subscriber> Subscriber for Authenticated<S> {
     }
 
     /// Packets whose MAC does not verify are counted and not reported.
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
         let (key, scratch, rejected) = (&self.key, &mut self.scratch, &mut self.rejected);
         self.inner.poll(timeout, &mut |ev| match ev {
             SubEvent::Packet { line, packet, kernel_rx_ns } => match open(key, packet, scratch) {

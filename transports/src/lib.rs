@@ -127,6 +127,11 @@ impl std::fmt::Display for DisconnectReason {
     }
 }
 
+/// Where [`Publisher::poll`] reports its events, one call per event, in
+/// order. The same type as `OnPubEvent<'_>`: an
+/// implementation may spell its `poll` either way.
+pub type OnPubEvent<'a> = &'a mut (dyn FnMut(PubEvent<'_>) + 'a);
+
 /// What a publisher transport reports from [`Publisher::poll`].
 #[derive(Debug)]
 pub enum PubEvent<'a> {
@@ -241,11 +246,7 @@ pub trait Publisher {
     fn watch_drain(&mut self, _peer: PeerId, _low_water: Option<usize>) {}
 
     /// Do pending I/O and report events; see the crate's polling contract.
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()>;
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()>;
 
     /// Counters.
     fn stats(&self) -> PubStats;
@@ -259,6 +260,11 @@ pub trait Publisher {
 }
 
 pub use tickwire_core::Line;
+
+/// Where [`Subscriber::poll`] reports its events, one call per event, in
+/// order. The same type as `OnSubEvent<'_>`: an
+/// implementation may spell its `poll` either way.
+pub type OnSubEvent<'a> = &'a mut (dyn FnMut(SubEvent<'_>) + 'a);
 
 /// What a subscriber transport reports from [`Subscriber::poll`].
 #[derive(Debug)]
@@ -310,11 +316,7 @@ pub trait Subscriber {
     fn send_request(&mut self, packet: &[u8]) -> io::Result<()>;
 
     /// Do pending I/O and report events; see the crate's polling contract.
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()>;
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()>;
 
     /// Stream transports: start a new connection attempt (its outcome is
     /// reported by `poll` as `Connected` or `Disconnected`). Datagram
@@ -356,11 +358,7 @@ impl<P: Publisher + ?Sized> Publisher for Box<P> {
     fn watch_drain(&mut self, peer: PeerId, low_water: Option<usize>) {
         (**self).watch_drain(peer, low_water)
     }
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()> {
         (**self).poll(timeout, on_event)
     }
     fn stats(&self) -> PubStats {
@@ -375,11 +373,7 @@ impl<S: Subscriber + ?Sized> Subscriber for Box<S> {
     fn send_request(&mut self, packet: &[u8]) -> io::Result<()> {
         (**self).send_request(packet)
     }
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
         (**self).poll(timeout, on_event)
     }
     fn reconnect(&mut self) -> io::Result<()> {

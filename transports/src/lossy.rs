@@ -24,7 +24,9 @@ use std::time::Duration;
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::{PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber};
+use crate::{
+    OnPubEvent, OnSubEvent, PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber,
+};
 
 /// Drop probabilities and the seed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -164,11 +166,7 @@ impl<P: Publisher> Publisher for Lossy<P> {
 
     forward_peer_controls!();
 
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()> {
         let (rx, stats) = (&mut self.rx, &mut self.stats);
         self.inner.poll(timeout, &mut |ev| match ev {
             PubEvent::Request { .. } if rx_drop(rx, stats) => {}
@@ -186,11 +184,7 @@ impl<S: Subscriber> Subscriber for Lossy<S> {
         if self.tx_drop() { Ok(()) } else { self.inner.send_request(packet) }
     }
 
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
         let (rx, stats) = (&mut self.rx, &mut self.stats);
         self.inner.poll(timeout, &mut |ev| match ev {
             SubEvent::Packet { .. } if rx_drop(rx, stats) => {}

@@ -12,7 +12,7 @@ use super::{
     BufferSizes, MAX_SEND_RETRIES, MulticastConfig, SEND_RETRY_WAIT, drain, peer_addr, peer_id,
     send_one, set_buffer, sys, timeout_is_zero, transient, udp_socket, v4, warn_if_small,
 };
-use crate::{DisconnectReason, PeerId, PubEvent, PubStats, Publisher};
+use crate::{DisconnectReason, OnPubEvent, PeerId, PubEvent, PubStats, Publisher};
 
 /// Set `flags` bit 0 (line B) of a packet in place and refresh its CRC.
 /// Bytes that are not a packet are left alone (the publisher only queues packets).
@@ -281,11 +281,7 @@ impl Publisher for MulticastPublisher {
         result
     }
 
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()> {
         let fd = self.request.as_raw_fd();
         let mut pass = |this: &mut Self| {
             let requests = &mut this.stats.requests;

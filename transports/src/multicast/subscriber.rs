@@ -11,7 +11,7 @@ use super::{
     BufferSizes, FeedSource, MulticastConfig, drain, send_one, set_buffer, sys, timeout_is_zero,
     udp_socket, v4, warn_if_small,
 };
-use crate::{Line, SubEvent, SubStats, Subscriber};
+use crate::{Line, OnSubEvent, SubEvent, SubStats, Subscriber};
 
 /// The client side: receives line A (and B) and exchanges requests/replies
 /// with the publisher's request port. See the module docs.
@@ -145,7 +145,7 @@ impl MulticastSubscriber {
     }
 
     /// One receive pass over every socket; returns the datagrams read.
-    fn pass(&mut self, on_event: &mut dyn FnMut(SubEvent<'_>)) -> io::Result<usize> {
+    fn pass(&mut self, on_event: OnSubEvent<'_>) -> io::Result<usize> {
         let mut total = 0;
         for k in 0..=self.lines.len() {
             let (line, fd) = match self.lines.get(k) {
@@ -212,11 +212,7 @@ impl Subscriber for MulticastSubscriber {
         }
     }
 
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
         if self.pass(on_event)? > 0 || timeout_is_zero(timeout) {
             return Ok(());
         }

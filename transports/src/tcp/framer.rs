@@ -138,6 +138,16 @@ impl FrameBuf {
         self.start += len;
         Ok(Some(&self.buf[at..at + len]))
     }
+
+    /// Hand every whole packet buffered to `on_packet`, in order, until the
+    /// buffer holds no whole packet (`Ok`) or a framing error ends the stream
+    /// (that error, as [`Self::next_packet`] returns it).
+    pub(crate) fn drain(&mut self, mut on_packet: impl FnMut(&[u8])) -> Result<(), DecodeError> {
+        while let Some(packet) = self.next_packet()? {
+            on_packet(packet);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

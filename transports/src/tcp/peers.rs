@@ -14,7 +14,7 @@ use super::config::{MAX_ACCEPTS_PER_POLL, REQUEST_BUF_PACKETS, TIMER_GRANULARITY
 use super::framer::FrameBuf;
 use super::guard::{ConnTimers, Refusal, log_limited};
 use super::publisher::TcpPublisher;
-use crate::{DisconnectReason, PeerId, PubEvent};
+use crate::{DisconnectReason, OnPubEvent, PeerId, PubEvent};
 
 /// One connected client.
 #[derive(Debug)]
@@ -89,7 +89,7 @@ impl TcpPublisher {
     }
 
     /// Accept waiting connections (at most [`MAX_ACCEPTS_PER_POLL`]).
-    pub(super) fn accept(&mut self, on_event: &mut dyn FnMut(PubEvent<'_>)) {
+    pub(super) fn accept(&mut self, on_event: OnPubEvent<'_>) {
         for _ in 0..MAX_ACCEPTS_PER_POLL {
             let (mut stream, addr) = match self.listener.accept() {
                 Ok(s) => s,

@@ -13,7 +13,7 @@ use super::config::{LISTEN_BACKLOG, TIMER_GRANULARITY, TcpPublisherConfig};
 use super::guard::{HostTable, LogLimiter};
 use super::peers::Client;
 use super::{EVENTS_CAPACITY, MAX_READS_PER_POLL};
-use crate::{DisconnectReason, PeerId, PubEvent, PubStats, Publisher};
+use crate::{DisconnectReason, OnPubEvent, PeerId, PubEvent, PubStats, Publisher};
 
 /// The listener's token. Client tokens are their [`PeerId`]s, which start at 1
 /// and never reach `usize::MAX`.
@@ -131,7 +131,7 @@ impl TcpPublisher {
     }
 
     /// Read and frame requests from the clients with pending readiness.
-    fn read_ready(&mut self, on_event: &mut dyn FnMut(PubEvent<'_>)) {
+    fn read_ready(&mut self, on_event: OnPubEvent<'_>) {
         let mut now: Option<Instant> = None;
         let mut k = 0;
         while k < self.ready.len() {
@@ -155,20 +155,12 @@ impl TcpPublisher {
                     // Bytes arrived (or a signal interrupted the read: close enough).
                     c.timers.progress(*now.get_or_insert_with(Instant::now));
                 }
-                loop {
-                    match c.rx.next_packet() {
-                        Ok(Some(packet)) => {
-                            self.stats.requests += 1;
-                            on_event(PubEvent::Request { peer, packet });
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            failed = Some(DisconnectReason::Malformed(e));
-                            break;
-                        }
-                    }
-                }
-                if failed.is_some() {
+                let requests = &mut self.stats.requests;
+                if let Err(e) = c.rx.drain(|packet| {
+                    *requests += 1;
+                    on_event(PubEvent::Request { peer, packet });
+                }) {
+                    failed = Some(DisconnectReason::Malformed(e));
                     break;
                 }
             }
@@ -263,7 +255,7 @@ impl TcpPublisher {
         self.stats.peak_queued_bytes = self.stats.peak_queued_bytes.max(self.stats.queued_bytes);
     }
 
-    fn report_pending(&mut self, on_event: &mut dyn FnMut(PubEvent<'_>)) {
+    fn report_pending(&mut self, on_event: OnPubEvent<'_>) {
         while let Some((peer, reason)) = self.pending.pop_front() {
             on_event(PubEvent::Disconnected { peer, reason });
         }
@@ -381,11 +373,7 @@ impl Publisher for TcpPublisher {
     /// frames requests (a fixed budget of `read` calls per client), writes
     /// again and applies the slow-consumer rules. `syscalls` counts `read`
     /// and `write` calls, not `epoll_wait` or `accept`.
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()> {
         let until_timers = self.check_timers();
         self.report_pending(on_event);
         self.write_queues();

@@ -14,7 +14,7 @@ use tickwire_core::wire::MAX_PACKET_LEN;
 use super::framer::FrameBuf;
 use super::{EVENTS_CAPACITY, MAX_READS_PER_POLL, is_transient};
 use crate::wait::StampedReader;
-use crate::{DisconnectReason, Line, SubEvent, SubStats, Subscriber};
+use crate::{DisconnectReason, Line, OnSubEvent, SubEvent, SubStats, Subscriber};
 
 /// Default [`TcpSubscriberConfig::recv_buffer`]: 4 MiB of kernel receive
 /// buffer lets a client fall behind by a burst without the server's queue
@@ -222,7 +222,7 @@ impl TcpSubscriber {
     }
 
     /// Read and frame, up to [`MAX_READS_PER_POLL`] reads.
-    fn read_in(&mut self, on_event: &mut dyn FnMut(SubEvent<'_>)) {
+    fn read_in(&mut self, on_event: OnSubEvent<'_>) {
         let Some(c) = self.conn.as_mut() else { return };
         if !c.connected {
             return;
@@ -238,25 +238,13 @@ impl TcpSubscriber {
                 failed = Some(reason);
                 break;
             }
-            loop {
-                match self.rx.next_packet() {
-                    Ok(Some(packet)) => {
-                        self.stats.packets_received += 1;
-                        self.stats.bytes_received += packet.len() as u64;
-                        on_event(SubEvent::Packet {
-                            line: Line::A,
-                            packet,
-                            kernel_rx_ns: src.stamp,
-                        });
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        failed = Some(DisconnectReason::Malformed(e));
-                        break;
-                    }
-                }
-            }
-            if failed.is_some() {
+            let stats = &mut self.stats;
+            if let Err(e) = self.rx.drain(|packet| {
+                stats.packets_received += 1;
+                stats.bytes_received += packet.len() as u64;
+                on_event(SubEvent::Packet { line: Line::A, packet, kernel_rx_ns: src.stamp });
+            }) {
+                failed = Some(DisconnectReason::Malformed(e));
                 break;
             }
         }
@@ -265,7 +253,7 @@ impl TcpSubscriber {
         }
     }
 
-    fn report_pending(&mut self, on_event: &mut dyn FnMut(SubEvent<'_>)) {
+    fn report_pending(&mut self, on_event: OnSubEvent<'_>) {
         while let Some(p) = self.pending.pop_front() {
             match p {
                 Pending::Connected => on_event(SubEvent::Connected),
@@ -303,11 +291,7 @@ impl Subscriber for TcpSubscriber {
     /// data is known to be waiting; not at all with `None` when there is no
     /// connection to wait on), completes a connect, writes queued requests,
     /// then reads and frames up to a fixed budget of `read` calls.
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
         self.report_pending(on_event);
         if self.conn.is_none() && timeout.is_none() {
             // Nothing registered: blocking "until something happens" would

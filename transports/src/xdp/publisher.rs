@@ -13,7 +13,7 @@ use super::frame::{self, HEADERS_LEN, UdpEndpoints};
 use super::sys::{self, Kick};
 use super::xsk::{self, Steering, Xsk};
 use super::{BindMode, XdpConfig};
-use crate::{DisconnectReason, PeerId, PubEvent, PubStats, Publisher};
+use crate::{DisconnectReason, OnPubEvent, PeerId, PubEvent, PubStats, Publisher};
 
 /// Kicks per submission at most. Copy mode sends 32 descriptors per `sendto`
 /// and answers EAGAIN while more remain; 64 kicks drain a full 2048-entry
@@ -318,7 +318,7 @@ impl XdpPublisher {
         }
     }
 
-    fn read_requests(&mut self, on_event: &mut dyn FnMut(PubEvent<'_>)) -> io::Result<bool> {
+    fn read_requests(&mut self, on_event: OnPubEvent<'_>) -> io::Result<bool> {
         let mut any = false;
         for _ in 0..MAX_REQUESTS_PER_POLL {
             let (n, from) = match self.requests.recv_from(&mut self.request_buf) {
@@ -422,11 +422,7 @@ impl Publisher for XdpPublisher {
         Ok(())
     }
 
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()> {
         self.submit()?;
         self.reclaim();
         if self.read_requests(on_event)? {

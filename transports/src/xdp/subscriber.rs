@@ -15,7 +15,7 @@ use super::prog::FeedFilter;
 use super::sys;
 use super::xsk::{self, Steering, Xsk};
 use super::{BindMode, RxSteering, XdpConfig};
-use crate::{Line, SubEvent, SubStats, Subscriber};
+use crate::{Line, OnSubEvent, SubEvent, SubStats, Subscriber};
 
 /// RX batches read per `poll` at most, so one call returns to the caller (and
 /// its timers) after 16 × batch frames even under a flood.
@@ -243,7 +243,7 @@ impl XdpSubscriber {
     }
 
     /// Read the RX ring (bounded), deliver feed frames, give every frame back.
-    fn read_ring(&mut self, on_event: &mut dyn FnMut(SubEvent<'_>)) -> io::Result<usize> {
+    fn read_ring(&mut self, on_event: OnSubEvent<'_>) -> io::Result<usize> {
         if self.busy_poll {
             self.kick_rx()?;
         }
@@ -280,7 +280,7 @@ impl XdpSubscriber {
         Ok(total)
     }
 
-    fn read_unicast(&mut self, on_event: &mut dyn FnMut(SubEvent<'_>)) -> io::Result<usize> {
+    fn read_unicast(&mut self, on_event: OnSubEvent<'_>) -> io::Result<usize> {
         let mut got = 0;
         for _ in 0..MAX_UNICAST_PER_POLL {
             let n = match self.requests.recv(&mut self.unicast_buf) {
@@ -309,7 +309,7 @@ impl XdpSubscriber {
         Ok(got)
     }
 
-    fn drain(&mut self, on_event: &mut dyn FnMut(SubEvent<'_>)) -> io::Result<usize> {
+    fn drain(&mut self, on_event: OnSubEvent<'_>) -> io::Result<usize> {
         Ok(self.read_ring(on_event)? + self.read_unicast(on_event)?)
     }
 }
@@ -320,7 +320,7 @@ fn handle_frame(
     c: &Classifier,
     stats: &mut SubStats,
     x: &mut XdpSubStats,
-    on_event: &mut dyn FnMut(SubEvent<'_>),
+    on_event: OnSubEvent<'_>,
 ) {
     let d = match frame::parse_udp_frame(bytes) {
         Ok(d) => d,
@@ -409,11 +409,7 @@ impl Subscriber for XdpSubscriber {
         Ok(())
     }
 
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
         if self.drain(on_event)? > 0 || timeout == Some(Duration::ZERO) {
             return Ok(());
         }

@@ -5,7 +5,8 @@ use std::io;
 use std::time::Duration;
 
 use tickwire_transports::{
-    DisconnectReason, Line, PeerId, PubEvent, PubStats, Publisher, SubEvent, SubStats, Subscriber,
+    DisconnectReason, Line, OnPubEvent, OnSubEvent, PeerId, PubEvent, PubStats, Publisher,
+    SubEvent, SubStats, Subscriber,
 };
 
 /// A publisher that records what reaches it and reports scripted requests.
@@ -37,11 +38,7 @@ impl Publisher for FakePub {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-    fn poll(
-        &mut self,
-        _: Option<Duration>,
-        on_event: &mut dyn FnMut(PubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, _: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()> {
         on_event(PubEvent::Connected(7));
         for r in self.script.drain(..) {
             on_event(PubEvent::Request { peer: 7, packet: &r });
@@ -77,11 +74,7 @@ impl Subscriber for FakeSub {
         self.requests.push(packet.to_vec());
         Ok(())
     }
-    fn poll(
-        &mut self,
-        _: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, _: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
         on_event(SubEvent::Connected);
         for p in self.script.drain(..) {
             on_event(SubEvent::Packet { line: Line::A, packet: &p, kernel_rx_ns: Some(1) });

@@ -60,7 +60,7 @@ use tickwire_core::pool::{Pool, PoolBuf};
 use tickwire_core::wire::MAX_PACKET_LEN;
 use tickwire_transports::idle::{IdleStrategy, Idler};
 use tickwire_transports::select::{TransportKind, TransportOptions, build_subscriber};
-use tickwire_transports::{DisconnectReason, SubEvent, SubStats};
+use tickwire_transports::{DisconnectReason, OnSubEvent, SubEvent, SubStats};
 
 mod receive;
 
@@ -303,7 +303,7 @@ impl Pipelined {
 
     /// Hand one item's events to `on_event`; the batch's buffer goes home
     /// when it is dropped here.
-    fn deliver(item: Item, on_event: &mut dyn FnMut(SubEvent<'_>)) -> io::Result<()> {
+    fn deliver(item: Item, on_event: OnSubEvent<'_>) -> io::Result<()> {
         match item {
             Item::Batch(buf) => {
                 for (line, packet, kernel_rx_ns) in Records(&buf) {
@@ -370,11 +370,7 @@ impl tickwire_transports::Subscriber for Pipelined {
         })
     }
 
-    fn poll(
-        &mut self,
-        timeout: Option<Duration>,
-        on_event: &mut dyn FnMut(SubEvent<'_>),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
         let shared = &*self.shared;
         let mut handed = 0;
         let mut deadline = None;

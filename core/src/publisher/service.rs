@@ -342,12 +342,8 @@ impl Sequencer {
             return Ignored(IgnoreReason::Duplicate);
         };
         let total = self.snapshot_bytes();
-        if self
-            .peers
-            .get_mut(slot)
-            .last_snapshot
-            .is_some_and(|t| now < t + limits.snapshot_min_interval)
-        {
+        let last_snapshot = self.peers.get_mut(slot).last_snapshot;
+        if last_snapshot.is_some_and(|t| now < t + limits.snapshot_min_interval) {
             return Ignored(IgnoreReason::RateLimited);
         }
         // All parts or none: a snapshot needs buckets holding all of it, or

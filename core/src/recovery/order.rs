@@ -45,8 +45,7 @@ impl Receiver {
             && self.buf.lo() == first
             && first + count <= self.buf.hi()
         {
-            let messages = MessageIter::new(payload, repr.count).zip(timing.dues(count));
-            self.deliver_in_order(line, retrans, first, repr.send_time, messages);
+            self.deliver_in_order(line, repr, timing, payload);
             return;
         }
         for ((i, m), due) in
@@ -58,27 +57,28 @@ impl Receiver {
         }
     }
 
-    /// The fast path of [`Self::on_messages`]: the packet's `messages` (with
-    /// their due times) continue the stream exactly (`first == next`),
-    /// nothing is held beyond them and no gap is open, so every message is
-    /// delivered as it comes. The outcome is the per-message path's (same
-    /// events, counters and state), without its per-message reorder-buffer
-    /// bookkeeping.
-    fn deliver_in_order(
+    /// The fast path of [`Self::on_messages`]: the packet continues the
+    /// stream exactly (`first == next`), nothing is held beyond it and no gap
+    /// is open, so every message is delivered as it comes. The outcome is the
+    /// per-message path's (same events, counters and state), without its
+    /// per-message reorder-buffer bookkeeping.
+    pub(super) fn deliver_in_order(
         &mut self,
         line: Line,
-        retrans: bool,
-        first: u64,
-        send_time: u64,
-        messages: impl Iterator<Item = (Result<Message, DecodeError>, u64)>,
+        repr: &PacketRepr,
+        timing: Timing,
+        payload: &[u8],
     ) {
+        let retrans = repr.kind == PacketKind::Retransmission;
+        let first = repr.first_seq.0;
+        let count = u64::from(repr.count);
         let mut n = 0u64;
-        for (m, due) in messages {
+        for (m, due) in MessageIter::new(payload, repr.count).zip(timing.dues(count)) {
             let Ok(msg) = m else { break };
             self.events.push_back(Event::Message {
                 seq: SeqNo(first + n),
                 msg,
-                send_time,
+                send_time: repr.send_time,
                 due_time: due,
                 recovered: retrans,
             });

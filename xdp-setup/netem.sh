@@ -42,6 +42,10 @@
 # Output: one line per step, and a final line
 #   netem.sh: mechanism=<netem|nftables|iptables|none> dev=DEV netns=NS loss=LOSS%
 # that scripts and tests can parse.
+#
+# Exit codes: 0 done, 1 failure (no such device...), 2 usage, 4 no mechanism
+# works here (a kernel without sch_netem, nf_tables and the iptables statistic
+# match, or none of the tools installed): tests skip on 4.
 set -euo pipefail
 
 NS=""
@@ -261,5 +265,5 @@ for m in $order; do
         exit 0
     fi
 done
-say "no loss mechanism worked on $DEV (tried: $order)" >&2
-exit 1
+say "no loss mechanism worked on $DEV (tried: $order): this kernel or image lacks sch_netem (CONFIG_NET_SCH_NETEM), nf_tables (CONFIG_NF_TABLES, with numgen) and the iptables statistic match (CONFIG_NETFILTER_XT_MATCH_STATISTIC), or their tools" >&2
+exit 4

@@ -28,8 +28,12 @@
 # their answers) is routed by plain IP forwarding, so the recovery service in
 # subnet A is reachable from subnet B.
 #
-# Needs root, iproute2 and smcroute (xdp-setup/install-deps.sh installs it).
-# Exit codes: 0 done, 1 failure, 2 usage, 3 smcroute missing (tests skip on 3).
+# Needs root, iproute2, smcroute (xdp-setup/install-deps.sh installs it) and a
+# kernel with multicast routing (CONFIG_IP_MROUTE: /proc/net/ip_mr_vif exists),
+# both checked before anything is made. Without IGMP snooping in the kernel's
+# bridge (CONFIG_BRIDGE_IGMP_SNOOPING) the switch floods, and says so.
+# Exit codes: 0 done, 1 failure, 2 usage, 3 smcroute missing, 4 the kernel has
+# no multicast routing (tests skip on 3 and 4).
 set -euo pipefail
 
 CMD="${1:-}"
@@ -81,6 +85,10 @@ host() {
 }
 
 up() {
+    if [ ! -e /proc/net/ip_mr_vif ]; then
+        say "this kernel has no multicast routing (CONFIG_IP_MROUTE; /proc/net/ip_mr_vif is absent): a multicast router and the routed tests need it" >&2
+        exit 4
+    fi
     command -v smcrouted >/dev/null && command -v smcroutectl >/dev/null || {
         say "smcroute is not installed (apt-get install smcroute, or xdp-setup/install-deps.sh)" >&2
         exit 3
@@ -99,9 +107,15 @@ up() {
 
     # Subnet B's switch: a bridge with IGMP snooping and its own querier, so
     # the clients' joins decide which ports get the feed, as on a managed switch.
+    # A kernel without CONFIG_BRIDGE_IGMP_SNOOPING ignores both options: the
+    # bridge then has no multicast_snooping attribute and floods every group.
     ip -n "$SWB" link add br0 type bridge mcast_snooping 1 mcast_querier 1
     ip -n "$SWB" link set br0 up
-    say "$SWB/br0: bridge, IGMP snooping on, querier on"
+    if ip netns exec "$SWB" test -e /sys/class/net/br0/bridge/multicast_snooping; then
+        say "$SWB/br0: bridge, IGMP snooping on, querier on"
+    else
+        say "$SWB/br0: bridge WITHOUT IGMP snooping (this kernel has no CONFIG_BRIDGE_IGMP_SNOOPING): it floods every group to every port"
+    fi
 
     veth "$SRV" eth0 "$RTR" a0
     veth "$RTR" b0 "$SWB" vrtr

@@ -24,7 +24,7 @@ use serde_json::json;
 use tickwire_bench::cell::{self, Mode, RunEnv};
 use tickwire_bench::floor::{self, FloorKey, Net, Test};
 use tickwire_bench::netns::Topology;
-use tickwire_bench::proc::{available, run, shown};
+use tickwire_bench::proc::{run, shown};
 use tickwire_bench::profile::{ProfileArgs, plan};
 use tickwire_bench::report::{self, CellResult, FloorResult, Results, RunRecord};
 use tickwire_bench::stats::num;
@@ -200,9 +200,10 @@ fn main() -> anyhow::Result<()> {
 
     let full = a.full;
     let root = is_root();
-    let ip = available("ip", "-V");
+    let netns_missing = tickwire_transports::kernel::netns().err();
     let want_netns = !a.no_netns && a.nets.contains(&Net::Netns);
-    let netns_ok = want_netns && root && ip;
+    let netns_ok = want_netns && netns_missing.is_none();
+    let af_xdp = tickwire_transports::kernel::af_xdp();
     let xdp_bins = has_xdp(&bins.join("server")) && has_xdp(&bins.join("client"));
     let sockperf = floor::sockperf_available();
     let pa = ProfileArgs {
@@ -230,14 +231,19 @@ fn main() -> anyhow::Result<()> {
         pipeline: !a.no_pipeline,
         netns: netns_ok,
         loopback: a.nets.contains(&Net::Loopback),
-        netns_skip_reason: if !want_netns {
-            "not asked for (--no-netns or --nets)".into()
-        } else if !root {
-            "not root (needs ip netns, veth, nftables or netem)".into()
-        } else {
-            "`ip` (iproute2) not installed".into()
+        netns_skip_reason: match &netns_missing {
+            _ if !want_netns => "not asked for (--no-netns or --nets)".into(),
+            Some(m) => m.to_string(),
+            None => String::new(),
         },
-        xdp: netns_ok && xdp_bins,
+        xdp: netns_ok && xdp_bins && af_xdp.is_ok(),
+        xdp_skip_reason: match &af_xdp {
+            _ if !xdp_bins => "the server/client binaries were built without the xdp feature \
+                               (cargo build --release --bins --all-features)"
+                .into(),
+            Err(m) => m.to_string(),
+            Ok(()) => String::new(),
+        },
     };
     let mut plan = plan(&pa);
     if want_netns && !root {
@@ -265,7 +271,26 @@ fn main() -> anyhow::Result<()> {
             "compare: making namespaces {prefix}srv, {prefix}mid (bridge br0), {prefix}cli1..{max_clients}"
         );
         match Topology::up(&prefix, max_clients) {
-            Ok(t) => topo = Some(t),
+            Ok(t) => {
+                // Kernel loss needs netem or nftables: ask once, before the
+                // cells, so a kernel without both skips those cells, said.
+                let lossy = plan.cells.iter().any(|c| c.net == Net::Netns && c.kernel_loss > 0.0);
+                if lossy && let Err(e) = t.set_loss(1.0) {
+                    let why = format!(
+                        "the kernel-loss cells: this kernel cannot drop on the bridge: {e:#}"
+                    );
+                    eprintln!("compare: SKIPPED: {why}");
+                    plan.skipped.push(why);
+                    let keep: Vec<bool> = plan
+                        .cells
+                        .iter()
+                        .map(|c| !(c.net == Net::Netns && c.kernel_loss > 0.0))
+                        .collect();
+                    plan.scenarios.iter_mut().for_each(|s| s.cells.retain(|&i| keep[i]));
+                }
+                t.clear_loss();
+                topo = Some(t);
+            }
             Err(e) => {
                 eprintln!("compare: SKIPPED: the namespace cells: {e:#}");
                 plan.skipped

@@ -38,8 +38,11 @@ pub struct ProfileArgs {
     pub netns: bool,
     /// Why they cannot, when they cannot.
     pub netns_skip_reason: String,
-    /// Whether the xdp cells can run (netns and binaries built with xdp).
+    /// Whether the xdp cells can run (netns, AF_XDP in the kernel, binaries
+    /// built with xdp).
     pub xdp: bool,
+    /// Why they cannot, when the namespace cells can.
+    pub xdp_skip_reason: String,
 }
 
 /// A table of the report: a title, a note on what varies, and its cells.
@@ -190,11 +193,7 @@ pub fn plan(a: &ProfileArgs) -> Plan {
         if a.xdp {
             netns.push(TransportKind::Xdp);
         } else if a.netns {
-            p.skipped.push(
-                "xdp: the server/client binaries were built without the xdp feature \
-                 (cargo build --release --bins --all-features)"
-                    .into(),
-            );
+            p.skipped.push(format!("xdp: {}", a.xdp_skip_reason));
         }
     }
     if !a.netns {
@@ -255,6 +254,7 @@ mod tests {
             netns,
             netns_skip_reason: "not root".into(),
             xdp: netns,
+            xdp_skip_reason: "built without the xdp feature".into(),
         }
     }
 

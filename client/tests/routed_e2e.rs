@@ -24,8 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::netns::is_root;
 use support::*;
+use tickwire_transports::kernel::{self, Kernel};
 
 /// The server's address (subnet A) and its recovery service.
 const SERVER_IP: &str = "10.78.1.1";
@@ -45,6 +45,73 @@ fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../xdp-setup").join(name)
 }
 
+/// Why the routed tests cannot run on `k` (and this machine), or `None`:
+/// root and namespaces, multicast routing in the kernel, smcroute.
+fn routed_unavailable(k: &Kernel) -> Option<String> {
+    let need = [
+        kernel::netns(),
+        k.multicast_routing(),
+        kernel::command("smcrouted", "-v", "smcroute (smcrouted)"),
+        kernel::command("smcroutectl", "-v", "smcroute (smcroutectl)"),
+    ];
+    need.into_iter().find_map(|r| r.err()).map(|m| m.to_string())
+}
+
+/// The skip decision follows what the kernel offers: with and without
+/// `/proc/net/ip_mr_vif` (a fake `/proc`), the same machine otherwise.
+#[test]
+fn the_routed_skip_follows_the_kernels_multicast_routing() {
+    if kernel::netns().is_err() || kernel::command("smcrouted", "-v", "smcroute").is_err() {
+        kernel::skip(
+            "the_routed_skip_follows_the_kernels_multicast_routing",
+            "needs root and smcroute, so that only the kernel's answer changes",
+        );
+        return;
+    }
+    let dir = scratch("routed-skip");
+    let without = Kernel::at(dir.join("proc"));
+    std::fs::create_dir_all(dir.join("proc/net")).unwrap();
+    let why = routed_unavailable(&without).expect("no ip_mr_vif: the routed tests must skip");
+    assert!(
+        why.starts_with("this kernel has no multicast routing (CONFIG_IP_MROUTE"),
+        "the reason names the kernel option: {why}"
+    );
+    std::fs::write(
+        dir.join("proc/net/ip_mr_vif"),
+        "Interface BytesIn PktsIn BytesOut PktsOut Flags Local Remote\n",
+    )
+    .unwrap();
+    let with = Kernel::at(dir.join("proc"));
+    assert_eq!(routed_unavailable(&with), None, "with ip_mr_vif nothing else is missing here");
+}
+
+/// On a kernel without multicast routing, `routed.sh up` says so with its
+/// own exit code (4) before it makes anything.
+#[test]
+fn routed_sh_says_why_before_it_builds_anything() {
+    const TEST: &str = "routed_sh_says_why_before_it_builds_anything";
+    if let Err(m) = kernel::netns() {
+        kernel::skip(TEST, m);
+        return;
+    }
+    if Kernel::host().multicast_routing().is_ok() {
+        kernel::skip(
+            TEST,
+            "this kernel has multicast routing, so routed.sh goes on to build \
+             (the routed tests run instead)",
+        );
+        return;
+    }
+    let prefix = format!("rq{}", std::process::id() % 100_000);
+    let out = Command::new(script("routed.sh")).args(["up", &prefix, "1"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "routed.sh up: {said}");
+    assert!(said.contains("this kernel has no multicast routing (CONFIG_IP_MROUTE"), "{said}");
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&prefix), "routed.sh made namespaces before it checked: {list}");
+}
+
 /// One test's routed topology, removed on drop.
 struct Routed {
     prefix: String,
@@ -52,23 +119,11 @@ struct Routed {
 }
 
 impl Routed {
-    /// `routed.sh up`, or `None` after a `SKIPPED:` line when this machine cannot.
+    /// `routed.sh up`, or `None` after a `SKIPPED:` line when this machine
+    /// cannot: no root, no multicast routing in the kernel, no smcroute.
     fn up(test: &str, tag: &str, clients: usize) -> Option<Routed> {
-        if !is_root() {
-            eprintln!("SKIPPED: {test}: needs root and network namespaces (CAP_NET_ADMIN)");
-            return None;
-        }
-        let have = |bin: &str| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {bin}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !have("smcrouted") || !have("smcroutectl") {
-            eprintln!(
-                "SKIPPED: {test}: smcroute is not installed (xdp-setup/install-deps.sh installs it)"
-            );
+        if let Some(why) = routed_unavailable(&Kernel::host()) {
+            kernel::skip(test, why);
             return None;
         }
         let prefix = format!("r{tag}{}", std::process::id() % 100_000);
@@ -82,8 +137,11 @@ impl Routed {
             .args(["up", &r.prefix, &clients.to_string()])
             .output()
             .expect("running routed.sh");
-        if out.status.code() == Some(3) {
-            eprintln!("SKIPPED: {test}: {}", String::from_utf8_lossy(&out.stdout).trim());
+        // 3: smcroute missing, 4: no multicast routing (checked above too;
+        // the script checks again, before it makes anything).
+        if matches!(out.status.code(), Some(3) | Some(4)) {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            kernel::skip(test, why.trim_start_matches("routed.sh: "));
             return None;
         }
         assert!(
@@ -106,6 +164,11 @@ impl Routed {
         c.args(["netns", "exec", &self.ns(what)]).arg(program);
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         c
+    }
+
+    /// True when loss can be applied on the router here (else `SKIPPED:`).
+    fn loss_or_skip(&self, test: &str) -> bool {
+        ["a0", "b0"].iter().all(|dev| support::netns::loss_or_skip(test, &self.ns("rtr"), dev))
     }
 
     /// `percent`% loss on both of the router's interfaces; the mechanisms netem.sh used.
@@ -336,6 +399,9 @@ fn loss_on_the_router_is_recovered_across_it_at_1_and_5_percent() {
     let Some(r) = Routed::up(TEST, "l", 2) else { return };
     for (pct, seed) in [(1.0, 53), (5.0, 54)] {
         let dir = scratch(&format!("routed-loss-{pct}"));
+        if !r.loss_or_skip(TEST) {
+            return;
+        }
         let said = r.set_loss(pct);
         assert!(said.contains("mechanism="), "netem.sh did not say how: {said}");
         let dropped_before = r.dropped();
@@ -411,7 +477,7 @@ fn a_late_joiner_in_subnet_b_catches_up_through_a_snapshot() {
 fn xdp_feed_obeys_the_ttl_across_the_router() {
     const TEST: &str = "xdp_feed_obeys_the_ttl_across_the_router";
     if !cfg!(feature = "xdp") {
-        eprintln!("SKIPPED: {TEST}: built without the xdp feature (--features xdp)");
+        kernel::skip(TEST, "built without the xdp feature (--features xdp)");
         return;
     }
     let Some(r) = Routed::up(TEST, "x", 1) else { return };

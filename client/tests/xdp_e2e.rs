@@ -45,14 +45,7 @@ fn unavailable() -> Option<String> {
     if !support::netns::is_root() {
         return Some("needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF)".into());
     }
-    // SAFETY: socket() has no memory preconditions; the fd is closed at once.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Some(format!("no AF_XDP sockets here: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a socket this function just opened and owns.
-    unsafe { libc::close(fd) };
-    None
+    tickwire_transports::kernel::af_xdp().err().map(|m| m.to_string())
 }
 
 /// Held by each test while it runs. The tests share no namespace, veth or
@@ -64,7 +57,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// The topology (and the run lock), or `None` after printing why the test is skipped.
 fn topology(test: &str, tag: &str, clients: usize) -> Option<(MutexGuard<'static, ()>, Topology)> {
     if let Some(why) = unavailable() {
-        eprintln!("SKIPPED: {test}: {why}");
+        tickwire_transports::kernel::skip(test, why);
         return None;
     }
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -267,6 +260,9 @@ fn xdp_server_feeds_xdp_and_kernel_multicast_clients_1m_at_500k() {
 fn lossy(test: &str, tag: &str, percent: f64) {
     const MESSAGES: u64 = 500_000;
     let Some((_serial, topo)) = topology(test, tag, 2) else { return };
+    if !topo.loss_or_skip(test) {
+        return;
+    }
     topo.set_loss(percent);
     let r = run(&topo, test, &["xdp", "multicast"], MESSAGES, 500_000);
     let dropped = topo.dropped().expect("netem.sh status reports a drop counter");

@@ -189,8 +189,9 @@ fn a_thousand_hostile_connections_keep_memory_bounded_and_a_reader_gets_everythi
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // 1,000 client sockets and 1,000 accepted ones live in this process.
     if !raise_nofile(4096) {
-        eprintln!(
-            "SKIPPED: tcp_pressure thousand connections: RLIMIT_NOFILE hard limit below 4096"
+        tickwire_transports::kernel::skip(
+            "a_thousand_hostile_connections_keep_memory_bounded_and_a_reader_gets_everything",
+            "RLIMIT_NOFILE hard limit below 4096",
         );
         return;
     }

@@ -69,6 +69,7 @@ pub mod backoff;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod idle;
+pub mod kernel;
 pub mod lossy;
 pub mod metrics;
 pub mod multicast;

@@ -27,6 +27,7 @@ use tickwire_core::msg::{Message, Quote, Side, Trade};
 use tickwire_core::seq::SeqNo;
 use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr, emit_message};
 use tickwire_transports::conformance::{self, Params, Profile};
+use tickwire_transports::kernel::{self, Kernel};
 use tickwire_transports::xdp::{
     RxSteering, XdpConfig, XdpPublisher, XdpSubStats, XdpSubscriber, ZeroCopy, peer_addr,
 };
@@ -61,19 +62,7 @@ fn skip_reason() -> Option<String> {
     if !common::is_root() {
         return Some("needs root (AF_XDP, network namespaces)".into());
     }
-    // SAFETY: plain socket(2); the fd is closed right away.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Some(format!("AF_XDP unavailable: {}", io::Error::last_os_error()));
-    }
-    // SAFETY: fd was just opened.
-    unsafe { libc::close(fd) };
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some(
-            "the `ip` command (iproute2) is missing: run xdp-setup/install-deps.sh".into(),
-        );
-    }
-    None
+    [kernel::af_xdp(), kernel::netns()].into_iter().find_map(|r| r.err()).map(|m| m.to_string())
 }
 
 /// Return from the test, having printed `SKIPPED: <test>: <reason>`, when the
@@ -82,7 +71,7 @@ fn skip_reason() -> Option<String> {
 macro_rules! serial_or_skip {
     ($name:expr) => {{
         if let Some(reason) = skip_reason() {
-            eprintln!("SKIPPED: {}: {}", $name, reason);
+            kernel::skip($name, reason);
             return;
         }
         serial()
@@ -1050,6 +1039,10 @@ fn without_privileges_the_error_says_what_is_needed() {
 #[test]
 fn busy_polling_delivers_the_feed() {
     const N: u64 = 2_000;
+    if let Err(m) = Kernel::host().busy_poll() {
+        kernel::skip("busy_polling_delivers_the_feed", m);
+        return;
+    }
     let (_g, t) = topology_or_skip!("busy_polling_delivers_the_feed");
     let feed = t.feed();
     let mut sc = sub_config(&t, feed);

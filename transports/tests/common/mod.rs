@@ -104,7 +104,10 @@ pub fn is_root() -> bool {
 
 /// Print the loud skip line every root-only test prints when it cannot run.
 pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED: {test}: needs root and network namespaces (CAP_NET_ADMIN): {why}");
+    tickwire_transports::kernel::skip(
+        test,
+        format!("needs root and network namespaces (CAP_NET_ADMIN): {why}"),
+    );
 }
 
 /// Run `cmd args...`, failing with its stderr if it exits non-zero.

@@ -76,9 +76,10 @@ attach() {
 up() {
     if mountpoint -q /sys/fs/bpf; then
         say "bpffs: mounted on /sys/fs/bpf"
-    else
-        mount -t bpf bpf /sys/fs/bpf
+    elif mount -t bpf bpf /sys/fs/bpf 2>/dev/null; then
         say "bpffs: mounted on /sys/fs/bpf (was not)"
+    else
+        say "bpffs: could not be mounted on /sys/fs/bpf: libxdp's default program loads without its dispatcher (Tickwire's own XDP program does not need bpffs)"
     fi
     mk_ns "$MID"
     mk_ns "$SRV"

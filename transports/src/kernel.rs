@@ -20,7 +20,7 @@
 //! }
 //! ```
 
-#![allow(unsafe_code)] // geteuid(2) and a socket(2)/close(2) probe: libc calls on plain integers
+#![allow(unsafe_code)] // geteuid(2) and socket(2)/setsockopt(2)/close(2) probes: libc calls on plain integers
 
 use std::fmt;
 use std::path::PathBuf;
@@ -80,21 +80,6 @@ impl Kernel {
                 .into(),
         })
     }
-
-    /// Socket busy polling (`CONFIG_NET_RX_BUSY_POLL`): `SO_BUSY_POLL` and
-    /// `SO_PREFER_BUSY_POLL` need it. The kernel has it exactly when
-    /// `/proc/sys/net/core/busy_poll` exists.
-    pub fn busy_poll(&self) -> Result<(), Missing> {
-        if self.proc("sys/net/core/busy_poll").exists() {
-            return Ok(());
-        }
-        Err(Missing {
-            feature: "busy polling",
-            reason: "this kernel has no socket busy polling (CONFIG_NET_RX_BUSY_POLL; \
-                     /proc/sys/net/core/busy_poll is absent): SO_BUSY_POLL needs it"
-                .into(),
-        })
-    }
 }
 
 /// Root, with network namespaces: `ip netns` and veth pairs need
@@ -108,6 +93,46 @@ pub fn netns() -> Result<(), Missing> {
         });
     }
     command("ip", "-V", "the `ip` command (iproute2)")
+}
+
+/// Socket busy polling (`CONFIG_NET_RX_BUSY_POLL`): `SO_BUSY_POLL` and
+/// `SO_PREFER_BUSY_POLL` need it. Asked of a UDP socket (setting 0 µs, which
+/// needs no privilege): a kernel without it refuses the option
+/// (`ENOPROTOOPT`). Not a file: `net.core.busy_poll` exists only in the
+/// initial network namespace's `/proc/sys`.
+pub fn busy_poll() -> Result<(), Missing> {
+    /// `SO_BUSY_POLL` from `asm-generic/socket.h`.
+    const SO_BUSY_POLL: libc::c_int = 46;
+    // SAFETY: plain socket(2); the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Missing { feature: "busy polling", reason: format!("no UDP socket: {e}") });
+    }
+    let zero: libc::c_int = 0;
+    // SAFETY: `zero` is a live c_int and the length passed is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_BUSY_POLL,
+            (&zero as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let e = std::io::Error::last_os_error();
+    // SAFETY: fd was opened above and is closed once.
+    unsafe { libc::close(fd) };
+    if r == 0 {
+        return Ok(());
+    }
+    let reason = if e.raw_os_error() == Some(libc::ENOPROTOOPT) {
+        "this kernel has no socket busy polling (CONFIG_NET_RX_BUSY_POLL): SO_BUSY_POLL needs it"
+            .to_string()
+    } else {
+        format!("SO_BUSY_POLL refused: {e}")
+    };
+    Err(Missing { feature: "busy polling", reason })
 }
 
 /// AF_XDP sockets (`CONFIG_XDP_SOCKETS`): asked by opening one.
@@ -228,15 +253,6 @@ mod tests {
         assert!(e.reason.contains("the routed tests need it"), "{e}");
         t.touch("proc/net/ip_mr_vif");
         assert_eq!(t.kernel().multicast_routing(), Ok(()));
-    }
-
-    #[test]
-    fn busy_poll_follows_its_sysctl_both_ways() {
-        let t = FakeTree::new("busy");
-        let e = t.kernel().busy_poll().unwrap_err();
-        assert!(e.reason.contains("CONFIG_NET_RX_BUSY_POLL"), "{e}");
-        t.touch("proc/sys/net/core/busy_poll");
-        assert_eq!(t.kernel().busy_poll(), Ok(()));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tickwire_core::msg::{Message, Quote, Side, Trade};
 use tickwire_core::seq::SeqNo;
 use tickwire_core::wire::{HEADER_LEN, Packet, PacketKind, PacketRepr, emit_message};
 use tickwire_transports::conformance::{self, Params, Profile};
-use tickwire_transports::kernel::{self, Kernel};
+use tickwire_transports::kernel;
 use tickwire_transports::xdp::{
     RxSteering, XdpConfig, XdpPublisher, XdpSubStats, XdpSubscriber, ZeroCopy, peer_addr,
 };
@@ -1039,7 +1039,7 @@ fn without_privileges_the_error_says_what_is_needed() {
 #[test]
 fn busy_polling_delivers_the_feed() {
     const N: u64 = 2_000;
-    if let Err(m) = Kernel::host().busy_poll() {
+    if let Err(m) = kernel::busy_poll() {
         kernel::skip("busy_polling_delivers_the_feed", m);
         return;
     }

@@ -173,9 +173,14 @@ fn setsockopt_int(fd: RawFd, opt: libc::c_int, value: libc::c_int, name: &str) -
     };
     if r < 0 {
         let e = io::Error::last_os_error();
+        let hint = if e.raw_os_error() == Some(libc::ENOPROTOOPT) {
+            " (this kernel has no socket busy polling: CONFIG_NET_RX_BUSY_POLL)"
+        } else {
+            ""
+        };
         return Err(io::Error::new(
             e.kind(),
-            format!("setsockopt({name}) on the AF_XDP socket: {e}"),
+            format!("setsockopt({name}) on the AF_XDP socket: {e}{hint}"),
         ));
     }
     Ok(())

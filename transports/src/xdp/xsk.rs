@@ -107,7 +107,6 @@ pub(crate) fn open(cfg: &XdpConfig, steering: Steering, role: &str) -> io::Resul
             Ok(mut xsk) => {
                 xsk.zero_copy_refused = refused;
                 if cfg.busy_poll {
-                    crate::kernel::Kernel::host().busy_poll().map_err(io::Error::other)?;
                     sys::set_busy_poll(xsk.fd, cfg.busy_poll_usecs, cfg.busy_poll_budget)?;
                 }
                 eprintln!(

@@ -12,12 +12,17 @@
 #   bench:  sockperf (the kernel floor that `compare` and `latency` measure beside
 #           the transports), fonts-dejavu-core (the TrueType font compare's plots
 #           are drawn with; plotters rasterises it itself, no fontconfig).
+#   aeron:  the bench crate's `aeron` feature (the Aeron peer in `compare`) builds
+#           Aeron's C sources bundled in the rusteron crates: libbsd-dev (it links
+#           -lbsd), python3-venv, and CMake >= 3.30 from PyPI in a venv under
+#           target/aeron-venv (Debian's cmake is 3.25; .cargo/config.toml points
+#           the build at the venv's).
 #
 # Idempotent: packages already installed are reported and skipped.
 # Usage: sudo xdp-setup/install-deps.sh
 set -eu
 
-PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables smcroute sockperf fonts-dejavu-core"
+PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables smcroute sockperf fonts-dejavu-core libbsd-dev python3-venv"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: must run as root (apt-get install)" >&2
@@ -69,6 +74,19 @@ else
     echo "installing: cargo-fuzz"
     cargo install cargo-fuzz --locked
     echo "installed: cargo-fuzz"
+fi
+
+# CMake >= 3.30 for the Aeron peer's build, from PyPI into a venv of the project's.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="$ROOT/target/aeron-venv"
+if "$VENV/bin/cmake" --version >/dev/null 2>&1; then
+    echo "already installed: $("$VENV/bin/cmake" --version | head -n 1) in $VENV"
+else
+    echo "installing: cmake (PyPI) into $VENV"
+    mkdir -p "$ROOT/target"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "cmake>=3.30"
+    echo "installed: $("$VENV/bin/cmake" --version | head -n 1)"
 fi
 
 # Report what the kernel offers (informational: nothing is changed).

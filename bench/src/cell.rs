@@ -41,6 +41,33 @@ impl Mode {
     }
 }
 
+/// Who runs the cell's job: Tickwire's own binaries, or the Aeron peer
+/// (`aeron-peer`, built with the bench crate's `aeron` feature) over UDP
+/// multicast with its media driver laid out one way or the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Peer {
+    /// Tickwire's `server` and `client`.
+    #[default]
+    Tickwire,
+    /// Aeron, the driver's duty cycle inline on the application thread, busy-spinning.
+    AeronInline,
+    /// Aeron, the driver's default threads (conductor, sender, receiver).
+    AeronThreads,
+}
+
+impl Peer {
+    /// Aeron in either layout.
+    pub fn is_aeron(self) -> bool {
+        self != Peer::Tickwire
+    }
+
+    /// `aeron-peer --driver` value.
+    fn driver(self) -> &'static str {
+        if self == Peer::AeronThreads { "threads" } else { "inline" }
+    }
+}
+
 /// Everything that makes one cell.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CellSpec {
@@ -68,6 +95,8 @@ pub struct CellSpec {
     /// Largest packet, bytes, for server and clients (`--max-packet`); `None`
     /// is the binaries' default (a 1500-byte MTU's datagram).
     pub max_packet: Option<usize>,
+    /// Tickwire, or the Aeron peer (then `transport` is multicast: its path).
+    pub peer: Peer,
 }
 
 fn ser_kind<S: serde::Serializer>(k: &TransportKind, s: S) -> Result<S::Ok, S::Error> {
@@ -77,8 +106,12 @@ fn ser_kind<S: serde::Serializer>(k: &TransportKind, s: S) -> Result<S::Ok, S::E
 impl CellSpec {
     /// A short unique name, also the file name of its `.hgrm`.
     pub fn id(&self) -> String {
-        let mut s =
-            format!("{}-{}-r{}-c{}", self.transport, self.net.name(), self.rate, self.clients);
+        let who = match self.peer {
+            Peer::Tickwire => self.transport.to_string(),
+            Peer::AeronInline => "aeron-inline".into(),
+            Peer::AeronThreads => "aeron-threads".into(),
+        };
+        let mut s = format!("{who}-{}-r{}-c{}", self.net.name(), self.rate, self.clients);
         if self.drop_rate > 0.0 {
             s += &format!("-drop{}", self.drop_rate);
         }
@@ -98,6 +131,15 @@ impl CellSpec {
             s += &format!("-mp{m}");
         }
         s
+    }
+
+    /// Who ran it, as tables show it: the transport, or `aeron (inline)`.
+    pub fn label(&self) -> String {
+        match self.peer {
+            Peer::Tickwire => self.transport.to_string(),
+            Peer::AeronInline => "aeron (inline)".into(),
+            Peer::AeronThreads => "aeron (threads)".into(),
+        }
     }
 
     /// The largest packet as shown in tables.
@@ -162,6 +204,9 @@ pub fn commands(spec: &CellSpec, env: &RunEnv, port: u16, tag: &str) -> anyhow::
         Net::Netns => Some(env.topo.ok_or_else(|| anyhow::anyhow!("no namespace topology"))?),
         Net::Loopback => None,
     };
+    if spec.peer.is_aeron() {
+        return Ok(aeron_commands(spec, env, topo, port, tag));
+    }
     let ip = topo.map_or("127.0.0.1".to_string(), |t| t.server_ip());
     let addr = format!("{ip}:{port}");
     let group = format!("239.255.{}.{}:{}", (port >> 8) & 0xff, port & 0xff, port + 1);
@@ -241,6 +286,56 @@ pub fn commands(spec: &CellSpec, env: &RunEnv, port: u16, tag: &str) -> anyhow::
         clients.push(wrap(ns.as_deref(), None, cli));
     }
     Ok(Commands { server: srv, clients })
+}
+
+/// The Aeron peer's command lines: one publisher (the "server"), one
+/// subscriber per client, on an Aeron multicast channel of this run's own
+/// (Aeron takes the data group's address + 1 as its control group and
+/// requires the data address to be odd). The publisher lingers until every
+/// subscriber has written its done file.
+fn aeron_commands(
+    spec: &CellSpec,
+    env: &RunEnv,
+    topo: Option<&Topology>,
+    port: u16,
+    tag: &str,
+) -> Commands {
+    let bin = env.bins.join("aeron-peer").display().to_string();
+    let group = format!("239.253.{}.{}:{}", (port >> 8) & 0xff, (port & 0xfe) | 1, port + 1);
+    let channel = |ip: &str| format!("aeron:udp?endpoint={group}|interface={ip}|fc=min");
+    let file = |what: String| env.dir.join(format!("{tag}.{what}")).display().to_string();
+    let n = spec.messages.to_string();
+    let done: Vec<String> = (0..spec.clients).map(|i| file(format!("cli{i}.done"))).collect();
+    let srv_ip = topo.map_or("127.0.0.1".to_string(), |t| t.server_ip());
+    let mut srv = vec![bin.clone(), "pub".into()];
+    srv.extend(strs(&["--channel", &channel(&srv_ip), "--messages", &n]));
+    srv.extend(strs(&["--rate", &spec.rate.to_string(), "--driver", spec.peer.driver()]));
+    srv.extend(strs(&["--json", "--linger", "30s", "--done-file", &done.join(",")]));
+    srv.extend(strs(&["--ready-file", &file("srv.ready".into())]));
+    let srv = wrap(topo.map(|t| t.server_ns()).as_deref(), None, srv);
+    let mut clients = Vec::new();
+    for (i, done_file) in done.iter().enumerate() {
+        let ci = topo.map(|t| i % t.clients().max(1));
+        let ip = match (topo, ci) {
+            (Some(t), Some(ci)) => t.client_ip(ci),
+            _ => "127.0.0.1".into(),
+        };
+        let mut cli = vec![bin.clone(), "sub".into()];
+        cli.extend(strs(&["--channel", &channel(&ip), "--messages", &n, "--json"]));
+        cli.extend(strs(&["--driver", spec.peer.driver(), "--done-file", done_file]));
+        cli.extend(strs(&["--hdr-log", &file(format!("cli{i}.hgrm"))]));
+        cli.extend(strs(&["--ready-file", &file(format!("cli{i}.ready"))]));
+        if spec.drop_rate > 0.0 {
+            cli.extend(strs(&["--loss", &spec.drop_rate.to_string()]));
+            cli.extend(strs(&["--loss-seed", &(200 + i).to_string()]));
+        }
+        let ns = match (topo, ci) {
+            (Some(t), Some(ci)) => Some(t.client_ns(ci)),
+            _ => None,
+        };
+        clients.push(wrap(ns.as_deref(), None, cli));
+    }
+    Commands { server: srv, clients }
 }
 
 /// One run's figures (absent in the JSON: `None`).

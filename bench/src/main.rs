@@ -91,6 +91,10 @@ struct Args {
     /// Server --linger, ms (recovery after the last message).
     #[arg(long, default_value_t = 500)]
     linger_ms: u64,
+    /// Leave out the Aeron peer's cells (run where `aeron-peer` was built:
+    /// `cargo build --release --bins --all-features`).
+    #[arg(long)]
+    no_aeron: bool,
     /// Directory holding the `server` and `client` binaries (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -204,6 +208,7 @@ fn main() -> anyhow::Result<()> {
     let want_netns = !a.no_netns && a.nets.contains(&Net::Netns);
     let netns_ok = want_netns && netns_missing.is_none();
     let af_xdp = tickwire_transports::kernel::af_xdp();
+    let aeron_bin = bins.join("aeron-peer").is_file();
     let xdp_bins = has_xdp(&bins.join("server")) && has_xdp(&bins.join("client"));
     let sockperf = floor::sockperf_available();
     let pa = ProfileArgs {
@@ -235,6 +240,17 @@ fn main() -> anyhow::Result<()> {
             _ if !want_netns => "not asked for (--no-netns or --nets)".into(),
             Some(m) => m.to_string(),
             None => String::new(),
+        },
+        aeron: !a.no_aeron && aeron_bin,
+        aeron_skip_reason: if a.no_aeron {
+            "--no-aeron".into()
+        } else if !aeron_bin {
+            format!(
+                "{} is not built (cargo build --release --bins --all-features, or --features aeron)",
+                bins.join("aeron-peer").display()
+            )
+        } else {
+            "multicast not among --transports".into()
         },
         xdp: netns_ok && xdp_bins && af_xdp.is_ok(),
         xdp_skip_reason: match &af_xdp {
@@ -335,14 +351,14 @@ fn main() -> anyhow::Result<()> {
             loss_mechanism: None,
         })
         .collect();
-    // One warm-up per transport and path, before the repetitions (not reported).
+    // One warm-up per transport (or peer) and path, before the repetitions (not reported).
     let mut warmups: Vec<usize> = Vec::new();
     if !a.no_warmup {
         for &i in &active {
             let s = &plan.cells[i];
             if !warmups
                 .iter()
-                .any(|&w| plan.cells[w].transport == s.transport && plan.cells[w].net == s.net)
+                .any(|&w| plan.cells[w].label() == s.label() && plan.cells[w].net == s.net)
             {
                 warmups.push(i);
             }
@@ -410,7 +426,7 @@ fn main() -> anyhow::Result<()> {
         "kernel_losses_percent": pa.kernel_losses, "modes": pa.modes, "pipeline": pa.pipeline, "messages": pa.messages,
         "floor_secs": floor_secs, "linger_ms": a.linger_ms, "verify": a.verify,
         "transports": a.transports.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-        "root": root, "sockperf": sockperf, "xdp_in_binaries": xdp_bins, "netns": topo.is_some(), "netns_prefix": netns_prefix(),
+        "root": root, "sockperf": sockperf, "xdp_in_binaries": xdp_bins, "aeron_peer": aeron_bin, "netns": topo.is_some(), "netns_prefix": netns_prefix(),
         "bins": bins.display().to_string(), "machine": machine(),
     });
     drop(topo);

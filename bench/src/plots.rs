@@ -225,7 +225,7 @@ fn group(items: impl Iterator<Item = (String, f64, f64)>) -> Vec<(String, Vec<(f
 pub fn draw_all(r: &Results, dir: &Path, base_rate: u64) -> Result<Vec<String>, String> {
     font()?;
     let mut out = Vec::new();
-    let name = |s: &CellSpec| format!("{} ({})", s.transport, s.net.name());
+    let name = |s: &CellSpec| format!("{} ({})", s.label(), s.net.name());
 
     // 1. HDR percentile distribution of the 1-client baseline per transport and path.
     let mut series = Vec::new();
@@ -316,9 +316,9 @@ pub fn draw_all(r: &Results, dir: &Path, base_rate: u64) -> Result<Vec<String>, 
                         return None;
                     }
                     let (label, x) = if s.kernel_loss > 0.0 {
-                        (format!("{} (bridge)", s.transport), s.kernel_loss)
+                        (format!("{} (bridge)", s.label()), s.kernel_loss)
                     } else if s.drop_rate > 0.0 {
-                        (format!("{} (in-process)", s.transport), s.drop_rate * 100.0)
+                        (format!("{} (in-process)", s.label()), s.drop_rate * 100.0)
                     } else {
                         return None;
                     };

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use tickwire_transports::select::TransportKind;
 
-use crate::cell::{CellSpec, Mode};
+use crate::cell::{CellSpec, Mode, Peer};
 use crate::floor::Net;
 
 /// What the profile is built from (the command line's choices).
@@ -43,6 +43,10 @@ pub struct ProfileArgs {
     pub xdp: bool,
     /// Why they cannot, when the namespace cells can.
     pub xdp_skip_reason: String,
+    /// Whether the Aeron peer's cells run (`aeron-peer` built, multicast asked for).
+    pub aeron: bool,
+    /// Why they do not, when they do not.
+    pub aeron_skip_reason: String,
 }
 
 /// A table of the report: a title, a note on what varies, and its cells.
@@ -109,6 +113,7 @@ pub fn plan(a: &ProfileArgs) -> Plan {
         mode: Mode::Default,
         pipeline: false,
         max_packet: None,
+        peer: Peer::Tickwire,
     };
     let kernel: Vec<TransportKind> =
         [TransportKind::Tcp, TransportKind::Multicast].into_iter().filter(|&k| has(k)).collect();
@@ -188,6 +193,37 @@ pub fn plan(a: &ProfileArgs) -> Plan {
             }
         }
     }
+    let aeron = a.aeron && has(TransportKind::Multicast);
+    if !aeron {
+        p.skipped.push(format!("the Aeron peer: {}", a.aeron_skip_reason));
+    }
+    // Aeron beside Tickwire multicast, the same job in the same run: latency
+    // at the fixed rate (1 and the largest client count), throughput at
+    // --rate 0, and each in-process loss rate (Aeron's own loss interceptor
+    // at the same rate). Each Aeron layout where it is at its best, the other
+    // beside it: inline + spin for latency, the default threads for throughput.
+    if aeron && a.loopback {
+        let s = p.scenario(
+            "aeron",
+            "Aeron beside Tickwire multicast (loopback; 48-byte messages, same pacing rule)".into(),
+        );
+        let mc = base(TransportKind::Multicast, Net::Loopback);
+        let who = [Peer::Tickwire, Peer::AeronInline, Peer::AeronThreads];
+        let most = a.clients.iter().copied().max().unwrap_or(1);
+        for n in [1, most] {
+            for peer in who {
+                p.add(s, CellSpec { clients: n, peer, ..mc.clone() });
+            }
+        }
+        for peer in who {
+            p.add(s, CellSpec { rate: 0, peer, ..mc.clone() });
+        }
+        for &d in &a.drop_rates {
+            for peer in [Peer::Tickwire, Peer::AeronInline] {
+                p.add(s, CellSpec { drop_rate: d, peer, ..mc.clone() });
+            }
+        }
+    }
     let mut netns: Vec<TransportKind> = kernel.clone();
     if has(TransportKind::Xdp) {
         if a.xdp {
@@ -223,6 +259,20 @@ pub fn plan(a: &ProfileArgs) -> Plan {
             );
         }
     }
+    if aeron {
+        let s = p.scenario(
+            "aeron-netns",
+            "Aeron beside Tickwire multicast across the namespaces (bridge loss as above)".into(),
+        );
+        let mc = base(TransportKind::Multicast, Net::Netns);
+        for peer in [Peer::Tickwire, Peer::AeronInline] {
+            p.add(s, CellSpec { peer, ..mc.clone() });
+            for &l in a.kernel_losses.iter().filter(|&&l| (1.0..=5.0).contains(&l)) {
+                let messages = lossy_messages(a.messages, l);
+                p.add(s, CellSpec { kernel_loss: l, messages, peer, ..mc.clone() });
+            }
+        }
+    }
     p
 }
 
@@ -255,6 +305,8 @@ mod tests {
             netns_skip_reason: "not root".into(),
             xdp: netns,
             xdp_skip_reason: "built without the xdp feature".into(),
+            aeron: false,
+            aeron_skip_reason: "built without the aeron feature".into(),
         }
     }
 

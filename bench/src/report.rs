@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tickwire_transports::select::TransportKind;
 
-use crate::cell::{CellRun, CellSpec};
+use crate::cell::{CellRun, CellSpec, Mode};
 use crate::floor::{FloorKey, FloorRun, Test};
 use crate::profile::Plan;
 use crate::stats::{Agg, agg, med_range, num, ratio};
@@ -152,6 +152,76 @@ fn plus(a: Agg, b: Agg) -> String {
     format!("{} + {}", num(a.median), num(b.median))
 }
 
+/// Tickwire against Aeron, cell by cell: each Aeron cell beside the Tickwire
+/// multicast cell of the same job (path, rate, clients, loss). Throughput:
+/// Tickwire / Aeron (above 1: Tickwire delivers more); latency: Tickwire /
+/// Aeron (below 1: Tickwire is faster).
+fn aeron_ratios(r: &Results, s: &mut String) {
+    let same_job = |a: &CellSpec, t: &CellSpec| {
+        !t.peer.is_aeron()
+            && t.transport == TransportKind::Multicast
+            && (t.net, t.rate, t.clients, t.messages) == (a.net, a.rate, a.clients, a.messages)
+            && t.drop_rate == a.drop_rate
+            && t.kernel_loss == a.kernel_loss
+            && !t.ab
+            && !t.pipeline
+            && t.mode == Mode::Default
+            && t.max_packet.is_none()
+    };
+    let pairs: Vec<(&CellResult, &CellResult)> = r
+        .cells
+        .iter()
+        .filter(|a| a.spec.peer.is_aeron())
+        .filter_map(|a| r.cells.iter().find(|t| same_job(&a.spec, &t.spec)).map(|t| (t, a)))
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## Tickwire / Aeron, the same job in the same run
+"
+    );
+    let _ = writeln!(
+        s,
+        "Throughput ratio above 1: Tickwire delivers more; latency ratio below 1: Tickwire is \
+         faster. Medians of the repetitions; Aeron's latency is due → delivered to the \
+         application (it has no cache), Tickwire's due → applied to the cache.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| Aeron layout | net | rate | clients | loss | delivered msgs/s Tickwire / Aeron | p50 µs Tickwire / Aeron | p99 µs Tickwire / Aeron | complete T / A |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---|---|---|---|---|");
+    for (t, a) in pairs {
+        let both = |f: fn(&CellRun) -> Option<f64>| {
+            let (x, y) = (t.agg(f).median, a.agg(f).median);
+            format!(
+                "{} / {} = {}",
+                num(x),
+                num(y),
+                ratio(x, y).map_or("n/a".into(), |v| format!("{v:.2}×"))
+            )
+        };
+        let yes = |c: &CellResult| if c.complete() { "yes" } else { "NO" };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            a.spec.label(),
+            a.spec.net.name(),
+            a.spec.rate_label(),
+            a.spec.clients,
+            loss_label(a),
+            both(|x| x.delivered_msgs_per_s),
+            both(|x| x.t2c_p50_us),
+            both(|x| x.t2c_p99_us),
+            yes(t),
+            yes(a),
+        );
+    }
+    let _ = writeln!(s);
+}
+
 /// The report's Markdown.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
@@ -226,7 +296,7 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {ok}/{} | {} |",
-                sp.transport,
+                sp.label(),
                 sp.net.name(),
                 sp.rate_label(),
                 sp.clients,
@@ -263,6 +333,7 @@ pub fn markdown(r: &Results) -> String {
         s,
         "(unrecovered: the largest over the repetitions; complete: every client of every repetition delivered up to the last sequence, 0 unrecovered)\n"
     );
+    aeron_ratios(r, &mut s);
     if !r.plots.is_empty() || r.plot_error.is_some() {
         let _ = writeln!(s, "## Plots\n");
         for p in r.plots.iter().filter(|p| p.ends_with(".svg")) {

@@ -62,6 +62,8 @@ fn tiny(out: &Path, base_port: u16, extra: &[&str]) -> Vec<String> {
         "0.02",
         "--linger-ms",
         "300",
+        // The Aeron peer's cells have a test of their own (below).
+        "--no-aeron",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -364,5 +366,53 @@ fn ctrl_c_removes_the_namespaces_and_writes_a_partial_report() {
     assert!(!listed(), "namespaces {prefix}* left behind after Ctrl-C");
     let report = std::fs::read_to_string(out.join("report.md")).expect("a partial report.md");
     assert!(report.contains("Interrupted"));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Aeron in the same run as Tickwire multicast (a fresh clone's
+/// scripts/test.sh builds `aeron-peer` with --all-features): the Aeron
+/// table and the Tickwire / Aeron ratios are in the report, and every Aeron
+/// cell delivered every message, checked in order by the peer, with and
+/// without Aeron's own loss.
+#[test]
+fn tiny_aeron_cells_beside_multicast_in_the_same_run() {
+    const TEST: &str = "tiny_aeron_cells_beside_multicast_in_the_same_run";
+    if !bin_dir().join("aeron-peer").exists() {
+        tickwire_transports::kernel::skip(TEST, "aeron-peer not built (--features aeron)");
+        return;
+    }
+    let out = scratch("aeron");
+    let mut args =
+        tiny(&out, 45_000, &["--no-netns", "--transports", "multicast", "--clients", "1"]);
+    args.retain(|a| a != "--no-aeron");
+    let (_, stderr) = run_compare(&args);
+    let (report, json) = check_files(&out);
+    for t in
+        ["## Aeron beside Tickwire multicast", "## Tickwire / Aeron, the same job in the same run"]
+    {
+        assert!(report.contains(t), "report.md lacks {t:?}\n{stderr}");
+    }
+    let cells = json["cells"].as_array().unwrap();
+    for id in [
+        "aeron-inline-loopback-r20000-c1",
+        "aeron-threads-loopback-r20000-c1",
+        "aeron-threads-loopback-r0-c1",
+        "aeron-inline-loopback-r20000-c1-drop0.02",
+    ] {
+        let c = cells.iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no cell {id}"));
+        for r in c["runs"].as_array().unwrap() {
+            assert!(r.get("error").is_none(), "{id}: a run failed: {r}");
+        }
+        assert_eq!(c["complete"], true, "{id}: incomplete: {c}");
+        let s = &c["summary"];
+        let published = s["messages_published"]["median"].as_f64().unwrap();
+        assert_eq!(published, 3000.0, "{id}");
+        assert_eq!(s["messages_delivered_min"]["min"].as_f64(), Some(published), "{id}");
+        assert!(s["tick_to_cache_p50_us"]["median"].as_f64().unwrap() > 0.0, "{id}");
+    }
+    assert!(
+        report.lines().any(|l| l.starts_with("| aeron (inline) | loopback | 20000 | 1 | none |")),
+        "{report}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -323,9 +323,34 @@ mod tests {
         assert_eq!(threads.cells.len(), 10);
         assert_eq!(threads.cells.iter().filter(|&&i| p.cells[i].pipeline).count(), 5);
         assert_eq!(threads.cells.iter().filter(|&&i| p.cells[i].max_packet.is_some()).count(), 2);
-        assert_eq!(p.skipped.len(), 1);
+        // The netns topology and the Aeron peer, each named.
+        assert_eq!(p.skipped.len(), 2);
+        assert!(p.skipped.iter().any(|s| s.starts_with("the Aeron peer: built without")));
         let p = plan(&args(true));
         assert_eq!(p.cells.len(), 15 + 6 + 12);
-        assert!(p.skipped.is_empty());
+        assert_eq!(p.skipped.len(), 1);
+    }
+
+    #[test]
+    fn aeron_cells_stand_beside_the_same_tickwire_jobs() {
+        let mut a = args(true);
+        a.aeron = true;
+        let p = plan(&a);
+        // Loopback: 1 and 4 clients × 2 layouts, rate 0 × 2, each drop rate
+        // inline; netns: the base and 1 %, 5 % bridge loss inline. Their
+        // Tickwire counterparts are cells of the other tables already.
+        assert_eq!(p.cells.len(), 15 + 6 + 12 + 8 + 3);
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        for key in ["aeron", "aeron-netns"] {
+            let s = p.scenarios.iter().find(|s| s.key == key).unwrap();
+            for &i in &s.cells {
+                let c = &p.cells[i];
+                assert_eq!(c.transport, TransportKind::Multicast, "{}", c.id());
+                if c.peer.is_aeron() {
+                    let twin = CellSpec { peer: Peer::Tickwire, ..c.clone() };
+                    assert!(p.cells.contains(&twin), "no Tickwire twin of {}", c.id());
+                }
+            }
+        }
     }
 }

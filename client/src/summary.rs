@@ -67,6 +67,11 @@ pub struct Summary {
     pub malformed: u64,
     /// Datagram feeds: packets from a sender other than the publisher, dropped.
     pub wrong_source: u64,
+    /// Multicast: UDP GRO on for the feed sockets (the kernel merges datagrams;
+    /// each merged receive is split into its packets in place).
+    pub gro: bool,
+    /// Multicast: datagrams that arrived merged into an earlier one's receive.
+    pub gro_merged: u64,
     /// Packets dropped for a missing or wrong MAC (`--key-file`).
     pub auth_rejected: u64,
     /// NACKs sent.

@@ -70,6 +70,7 @@ impl Default for ServerConfig {
                 },
                 source: None,
                 auth_key: None,
+                udp_offload: true,
             },
             gbm: GbmConfig::default(),
             rate: 200_000,
@@ -130,6 +131,11 @@ pub struct Summary {
     pub transport_packets: u64,
     /// Send system calls.
     pub syscalls: u64,
+    /// Multicast: UDP GSO in use at the end of the run (runs of full packets
+    /// leave in one `sendmsg`; false where the kernel or interface refused it).
+    pub gso: bool,
+    /// Multicast: GSO sends (each carried 2 or more datagrams).
+    pub gso_sends: u64,
     /// Process CPU time (user + system), seconds.
     pub cpu_s: f64,
     /// CPU nanoseconds per published message.

@@ -263,6 +263,16 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
             Some(d) => format!("coalescing up to {d:?}"),
         }
     );
+    if cfg.transport.kind == TransportKind::Multicast {
+        eprintln!(
+            "server: UDP GSO {}",
+            if transport.stats().gso {
+                "on: runs of full packets ready together leave in one sendmsg (the kernel cuts the datagrams)"
+            } else {
+                "off: one datagram per packet (sendmmsg)"
+            }
+        );
+    }
 
     let metrics = match cfg.metrics {
         Some(addr) => {
@@ -468,6 +478,8 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         ignored_requests: st.wrong_epoch + st.out_of_range + st.rate_limited + st.duplicates,
         transport_packets: ts.packets_sent,
         syscalls: ts.syscalls,
+        gso: ts.gso,
+        gso_sends: ts.gso_sends,
         cpu_s: cpu.total().as_secs_f64(),
         cpu_ns_per_message: per_msg(cpu.total()),
         cpu_user_s: cpu.user.as_secs_f64(),

@@ -60,6 +60,11 @@ pub struct TransportArgs {
     /// dropped and counted (auth_rejected).
     #[arg(long, value_parser = crate::select::load_key_file)]
     pub key_file: Option<tickwire_core::wire::auth::AuthKey>,
+    /// Multicast: no UDP segmentation offload (server: GSO sends; client:
+    /// GRO receives); one datagram per packet through the kernel, as
+    /// before them.
+    #[arg(long)]
+    pub no_udp_offload: bool,
 }
 
 impl TransportArgs {
@@ -127,6 +132,7 @@ impl TransportArgs {
             loss,
             source: None,
             auth_key: self.key_file.clone(),
+            udp_offload: !self.no_udp_offload,
         }
     }
 }

@@ -192,6 +192,12 @@ pub struct PubStats {
     pub peak_queued_bytes: u64,
     /// Requests refused for a missing or wrong MAC (with a key: [`auth`]).
     pub auth_rejected: u64,
+    /// Datagram transports: UDP GSO is in use (runs of full packets leave
+    /// in one `sendmsg` each, cut into datagrams by the kernel).
+    pub gso: bool,
+    /// GSO sends made (each carried 2 or more datagrams, counted in
+    /// [`Self::packets_sent`]).
+    pub gso_sends: u64,
 }
 
 /// The server side of a transport.
@@ -309,6 +315,11 @@ pub struct SubStats {
     pub wrong_source: u64,
     /// Packets refused for a missing or wrong MAC (with a key: [`auth`]).
     pub auth_rejected: u64,
+    /// Datagram transports: UDP GRO is on for the feed sockets (the kernel
+    /// merges datagrams; each merged receive is split into its packets).
+    pub gro: bool,
+    /// Datagrams that arrived merged into an earlier one's receive (GRO).
+    pub gro_merged: u64,
 }
 
 /// The client side of a transport.

@@ -74,6 +74,9 @@ pub struct TransportOptions {
     /// Seal every packet sent and accept only packets that verify under this
     /// key (an [`Authenticated`](crate::auth::Authenticated) wrapper).
     pub auth_key: Option<tickwire_core::wire::auth::AuthKey>,
+    /// Multicast: UDP GSO on the publisher, UDP GRO on the subscriber
+    /// ([`MulticastConfig::gso`](crate::multicast::MulticastConfig::gso)).
+    pub udp_offload: bool,
 }
 
 impl TransportOptions {
@@ -215,6 +218,8 @@ fn multicast_config(opts: &TransportOptions) -> io::Result<crate::multicast::Mul
         request_addr,
         max_packet_len: opts.max_packet_len,
         source: opts.source,
+        gso: opts.udp_offload,
+        gro: opts.udp_offload,
         ..Default::default()
     })
 }
@@ -492,6 +497,7 @@ mod tests {
             loss: LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 1 },
             source: None,
             auth_key: None,
+            udp_offload: true,
         }
     }
 

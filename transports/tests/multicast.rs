@@ -13,7 +13,8 @@ use common::*;
 use tickwire_core::wire::{DEFAULT_MAX_PACKET, FLAG_LINE_B, HEADER_LEN, Packet, PacketKind};
 use tickwire_transports::conformance::{self, Params, Profile};
 use tickwire_transports::multicast::{
-    FeedSource, MulticastConfig, MulticastPublisher, MulticastSubscriber, peer_addr, peer_id,
+    FeedSource, GSO_PAD_MAX, MulticastConfig, MulticastPublisher, MulticastSubscriber, peer_addr,
+    peer_id,
 };
 use tickwire_transports::{Line, PubEvent, Publisher, SubEvent, Subscriber};
 
@@ -788,4 +789,58 @@ fn a_source_specific_join_takes_only_that_sender() {
     assert!(sub.stats().wrong_source <= 1);
     assert_eq!("127.0.0.3:5000".parse::<FeedSource>().unwrap().port, Some(5000));
     assert!("nonsense".parse::<FeedSource>().is_err());
+}
+
+/// UDP GSO and GRO: a batch of packets within `GSO_PAD_MAX` of the slot size
+/// leaves in GSO sends (padded to the slot size), the kernel merges them on
+/// the way in (GRO) and the subscriber splits every merged receive in place:
+/// each packet arrives once, in order, byte-identical (the padding is not
+/// handed up). With both off, the same packets arrive the same way, one
+/// datagram per system call and receive.
+#[test]
+fn gso_sends_and_gro_receives_carry_every_packet_byte_identical() {
+    const ROUNDS: usize = 20;
+    for offload in [true, false] {
+        let cfg = MulticastConfig { gso: offload, gro: offload, ..loopback_cfg() };
+        let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
+        let mut sub = MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap();
+        let full = cfg.max_packet_len - HEADER_LEN;
+        let mut sent = Vec::new();
+        let mut got = Vec::new();
+        for r in 0..ROUNDS {
+            for i in 0..cfg.batch {
+                let seq = (r * cfg.batch + i + 1) as u64;
+                // Full, short by less than GSO_PAD_MAX, and one short packet to end each batch.
+                let payload = match i % 3 {
+                    _ if i + 1 == cfg.batch => 100,
+                    0 => full,
+                    1 => full - (GSO_PAD_MAX - 1),
+                    _ => full - 10,
+                };
+                let p = make_packet(seq, payload);
+                publisher.publish(&p).unwrap();
+                sent.push(p);
+            }
+            publisher.flush().unwrap();
+            recv_until(&mut sub, &mut got, sent.len());
+        }
+        assert_eq!(got.len(), sent.len(), "offload {offload}");
+        for (i, (line, bytes)) in got.iter().enumerate() {
+            assert_eq!(*line, Line::A);
+            assert_eq!(bytes, &sent[i], "offload {offload}: packet {i}");
+        }
+        let (ps, ss) = (publisher.stats(), sub.stats());
+        assert_eq!(ps.packets_sent, sent.len() as u64);
+        assert_eq!(ss.packets_received, sent.len() as u64);
+        assert_eq!(ss.malformed, 0);
+        assert_eq!((ps.gso, ss.gro), (offload, offload));
+        if offload {
+            // One GSO send per batch (31 full or padded packets, then the short one).
+            assert_eq!(ps.gso_sends, ROUNDS as u64, "{ps:?}");
+            assert!(ps.syscalls <= 2 * ROUNDS as u64, "{ps:?}");
+            assert!(ss.gro_merged > 0, "loopback merges GSO trains: {ss:?}");
+        } else {
+            assert_eq!((ps.gso_sends, ss.gro_merged), (0, 0));
+        }
+    }
 }

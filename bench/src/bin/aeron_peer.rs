@@ -117,7 +117,9 @@ struct Common {
 enum DriverMode {
     /// The driver's duty cycle on the application thread, busy-spinning.
     Inline,
-    /// The driver's default threads and idle strategies.
+    /// The driver's default threads and idle strategies. (One shared
+    /// driver thread, `AERON_THREADING_MODE_SHARED` with its own thread,
+    /// measured 181k msgs/s at `--rate 0` against 396k for this layout.)
     Threads,
 }
 

@@ -103,6 +103,7 @@ impl Default for SubscriberBuilder {
                 loss: LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: 0 },
                 source: None,
                 auth_key: None,
+                udp_offload: true,
             },
             universe: 1000,
             filter: None,

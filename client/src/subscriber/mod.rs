@@ -438,6 +438,8 @@ impl Subscriber {
             crc_errors: rs.bad_crc,
             malformed: rs.malformed + ts.malformed,
             wrong_source: ts.wrong_source,
+            gro: ts.gro,
+            gro_merged: ts.gro_merged,
             auth_rejected: ts.auth_rejected,
             nacks_sent: rs.nacks_sent,
             nack_rejects: rs.nack_rejects,

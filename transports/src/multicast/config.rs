@@ -17,6 +17,13 @@ use super::MulticastPublisher;
 /// 1472-byte packets (47 KiB) well inside the L2 cache.
 pub const DEFAULT_BATCH: usize = 32;
 
+/// A packet at most this many bytes shorter than `max_packet_len` is padded
+/// to it so that it can be a segment of a GSO send (every segment but the
+/// last must have the segment size): at most 64 bytes, 4.3 % of a 1472-byte
+/// datagram, and more than one Quote (48 B), so a packet that the sequencer
+/// closed because the next message did not fit always qualifies.
+pub const GSO_PAD_MAX: usize = 64;
+
 /// Largest batch: the kernel caps `sendmmsg`/`recvmmsg` at `UIO_MAXIOV` (1024)
 /// messages per call.
 pub const MAX_BATCH: usize = 1024;
@@ -68,6 +75,18 @@ pub struct MulticastConfig {
     pub max_packet_len: usize,
     /// `sendmmsg`/`recvmmsg` batch size (1..=[`MAX_BATCH`]).
     pub batch: usize,
+    /// Publishers: send runs of full packets ready together with UDP GSO
+    /// (one `sendmsg` per run, the kernel cuts the datagrams). Packets within
+    /// [`GSO_PAD_MAX`] bytes of `max_packet_len` are padded to it (padding
+    /// after the payload is allowed: docs/PROTOCOL.md § 10). A kernel or
+    /// interface that refuses it is detected (at start: the socket option;
+    /// at the first send: the error) and the batch goes out by `sendmmsg`,
+    /// said once on stderr and counted.
+    pub gso: bool,
+    /// Subscribers: let the kernel merge received feed datagrams (UDP GRO);
+    /// each merged receive is split into its packets in place. Off where
+    /// the kernel refuses the option (said once).
+    pub gro: bool,
     /// Subscribers: where the feed must come from. Given, the groups are
     /// joined source-specifically (`IP_ADD_SOURCE_MEMBERSHIP`, so the network
     /// does not even deliver other senders' traffic for them); in any case a
@@ -156,6 +175,8 @@ impl MulticastConfig {
             recv_buffer: DEFAULT_SOCKET_BUFFER,
             max_packet_len: DEFAULT_MAX_PACKET,
             batch: DEFAULT_BATCH,
+            gso: true,
+            gro: true,
         }
     }
 

@@ -70,7 +70,8 @@ mod sys;
 
 pub use config::{
     BufferSizes, DEFAULT_BATCH, DEFAULT_GROUP_A, DEFAULT_REQUEST_ADDR, DEFAULT_SOCKET_BUFFER,
-    FeedSource, MAX_BATCH, MAX_TTL, MAX_UDP_PAYLOAD, MulticastConfig, peer_addr, peer_id,
+    FeedSource, GSO_PAD_MAX, MAX_BATCH, MAX_TTL, MAX_UDP_PAYLOAD, MulticastConfig, peer_addr,
+    peer_id,
 };
 pub use publisher::MulticastPublisher;
 pub use subscriber::MulticastSubscriber;
@@ -166,7 +167,10 @@ fn send_one(sock: &Socket, packet: &[u8], to: &SockAddr, syscalls: &mut u64) -> 
 /// What one receive pass found.
 #[derive(Default)]
 struct Drained {
+    /// Receives that returned data (a merged GRO receive counts once).
     datagrams: usize,
+    /// Datagrams beyond the first in merged (GRO) receives.
+    merged: usize,
 }
 
 /// Where [`drain`] hands each datagram: its source, its bytes, and the
@@ -175,11 +179,13 @@ type Deliver<'a> = dyn FnMut(Option<SocketAddrV4>, &[u8], Option<u64>) + 'a;
 
 /// Receive from `fd` into `rx` until the socket is empty or
 /// [`MAX_RECV_CALLS_PER_POLL`] calls were made, handing each datagram that is
-/// a packet to `deliver` (with its source) and counting the rest in
-/// `malformed`.
+/// a packet of at most `max_len` bytes to `deliver` (with its source) and
+/// counting the rest in `malformed`. A receive the kernel merged (GRO) is
+/// split into its datagrams first.
 fn drain(
     fd: RawFd,
     rx: &mut sys::Slots,
+    max_len: usize,
     syscalls: &mut u64,
     malformed: &mut u64,
     deliver: &mut Deliver<'_>,
@@ -203,10 +209,24 @@ fn drain(
                 *malformed += 1;
                 continue;
             }
-            match Packet::new_checked(bytes) {
-                Ok(p) => deliver(rx.source(i), &bytes[..p.total_len()], rx.rx_stamp(i)),
-                Err(_) => *malformed += 1,
+            // A receive the kernel merged (UDP_GRO) holds datagrams of the
+            // segment size, the last one possibly shorter: each is one
+            // packet (padding after it allowed), handed up in place.
+            let seg = rx.gro_segment(i).unwrap_or(bytes.len()).max(1);
+            let mut datagrams = 0usize;
+            for datagram in bytes.chunks(seg) {
+                datagrams += 1;
+                match Packet::new_checked(datagram) {
+                    Ok(p) if datagram.len() <= max_len => {
+                        deliver(rx.source(i), &datagram[..p.total_len()], rx.rx_stamp(i))
+                    }
+                    _ => *malformed += 1,
+                }
             }
+            if datagrams == 0 {
+                *malformed += 1; // an empty datagram
+            }
+            out.merged += datagrams.saturating_sub(1);
         }
         if n < rx.count() {
             break; // MSG_DONTWAIT returned short: the queue is empty.

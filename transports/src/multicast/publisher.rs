@@ -9,10 +9,16 @@ use socket2::Socket;
 use tickwire_core::wire::Packet;
 
 use super::{
-    BufferSizes, MAX_SEND_RETRIES, MulticastConfig, SEND_RETRY_WAIT, drain, peer_addr, peer_id,
-    send_one, set_buffer, sys, timeout_is_zero, transient, udp_socket, v4, warn_if_small,
+    BufferSizes, GSO_PAD_MAX, MAX_SEND_RETRIES, MulticastConfig, SEND_RETRY_WAIT, drain, peer_addr,
+    peer_id, send_one, set_buffer, sys, timeout_is_zero, transient, udp_socket, v4, warn_if_small,
 };
 use crate::{DisconnectReason, OnPubEvent, PeerId, PubEvent, PubStats, Publisher};
+
+/// Fewest full packets worth a GSO send of their own: shorter runs stay in
+/// the surrounding `sendmmsg` (one system call for the whole batch), so a
+/// batch of mixed sizes never costs more calls than without GSO would, plus
+/// one per run.
+const GSO_MIN_RUN: usize = 4;
 
 /// Set `flags` bit 0 (line B) of a packet in place and refresh its CRC.
 /// Bytes that are not a packet are left alone (the publisher only queues packets).
@@ -46,6 +52,8 @@ pub struct MulticastPublisher {
     config: MulticastConfig,
     /// The interface as errors name it ([`MulticastConfig::interface_text`]).
     iface: String,
+    /// UDP GSO in use (asked for, and neither the kernel nor the interface refused it).
+    gso: bool,
 }
 
 impl MulticastPublisher {
@@ -115,6 +123,20 @@ impl MulticastPublisher {
         warn_if_small("send", buffers.send_requested, buffers.send_granted);
         warn_if_small("receive", buffers.recv_requested, buffers.recv_granted);
 
+        // UDP GSO: a kernel without it refuses the socket option (before
+        // 4.18: ENOPROTOOPT); an interface that cannot segment refuses the
+        // first GSO send (EIO), which then falls back (send_runs).
+        let gso = cfg.gso
+            && match sys::set_int_opt(feed.as_raw_fd(), libc::SOL_UDP, sys::UDP_SEGMENT, 0) {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!(
+                        "multicast publisher: UDP GSO unavailable ({e}): one datagram per packet (sendmmsg)"
+                    );
+                    false
+                }
+            };
+
         let config = MulticastConfig { request_addr: request_local, ..cfg.clone() };
         let pollfd = [libc::pollfd { fd: request.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         Ok(MulticastPublisher {
@@ -130,6 +152,7 @@ impl MulticastPublisher {
             stats: PubStats::default(),
             config,
             iface,
+            gso,
         })
     }
 
@@ -155,17 +178,102 @@ impl MulticastPublisher {
         self.queued
     }
 
-    /// Send slots `0..queued` to `dest`, resuming after partial sends and
+    /// Pad every queued packet that is within [`GSO_PAD_MAX`] bytes of the
+    /// slot size to it, so runs of them can be GSO segments. Padding after
+    /// the payload is allowed (docs/PROTOCOL.md § 10) and covered by neither
+    /// the CRC nor the MAC.
+    fn pad_for_gso(&mut self) {
+        let full = self.tx.slot_len();
+        for i in 0..self.queued {
+            let len = self.tx.packet(i).len();
+            if len < full && full - len <= GSO_PAD_MAX {
+                self.tx.slot_mut(i)[len..].fill(0);
+                self.tx.set_len(i, full);
+            }
+        }
+    }
+
+    /// Send slots `0..queued` to `dest` in order: each run of at least
+    /// [`GSO_MIN_RUN`] full slots (and the one after it, the run's shorter
+    /// last segment) in one GSO send, what is left by `sendmmsg`. A GSO send the kernel refuses for
+    /// good (the interface cannot segment: EIO; EINVAL) turns GSO off for
+    /// this publisher, said once, and that run goes by `sendmmsg`.
+    fn send_runs(&mut self, dest: SocketAddrV4) -> io::Result<()> {
+        let fd = self.data.as_ref().unwrap_or(&self.request).as_raw_fd();
+        let full = self.tx.slot_len();
+        let most = sys::GSO_MAX_SEGMENTS.min(sys::GSO_MAX_BYTES / full);
+        let mut result = Ok(());
+        // Slots `single..i` have not been sent and go by sendmmsg.
+        let mut single = 0;
+        let mut i = 0;
+        while i < self.queued && self.gso {
+            // A run: full slots, then the slot that ends it (any length).
+            let mut end = i;
+            while end < self.queued && end - i < most && self.tx.packet(end).len() == full {
+                end += 1;
+            }
+            if end - i < GSO_MIN_RUN {
+                i = end.max(i + 1);
+                continue;
+            }
+            if end < self.queued && end - i < most {
+                end += 1;
+            }
+            if single < i {
+                result = result.and(self.send_batch(dest, single, i));
+            }
+            let mut retries = 0;
+            loop {
+                self.stats.syscalls += 1;
+                match self.tx.send_gso(fd, i, end, dest) {
+                    Ok(()) => {
+                        self.stats.gso_sends += 1;
+                        for k in i..end {
+                            self.stats.packets_sent += 1;
+                            self.stats.bytes_sent += self.tx.packet(k).len() as u64;
+                        }
+                        break;
+                    }
+                    Err(e) if transient(&e) && retries < MAX_SEND_RETRIES => {
+                        retries += 1;
+                        sys::wait_writable(fd, SEND_RETRY_WAIT)?;
+                    }
+                    Err(e) if transient(&e) => {
+                        self.stats.send_errors += (end - i) as u64;
+                        break;
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "multicast publisher: UDP GSO refused on {} ({e}): falling back to one datagram per packet (sendmmsg)",
+                            self.iface
+                        );
+                        self.gso = false;
+                        // This run goes by sendmmsg with the rest.
+                        end = i;
+                        break;
+                    }
+                }
+            }
+            i = end;
+            single = end;
+        }
+        if single < self.queued {
+            result = result.and(self.send_batch(dest, single, self.queued));
+        }
+        result
+    }
+
+    /// Send slots `from..to` to `dest`, resuming after partial sends and
     /// retrying transient errors a bounded number of times. Returns the first
     /// hard error, after trying every packet.
-    fn send_batch(&mut self, dest: SocketAddrV4) -> io::Result<()> {
+    fn send_batch(&mut self, dest: SocketAddrV4, from: usize, to: usize) -> io::Result<()> {
         let fd = self.data.as_ref().unwrap_or(&self.request).as_raw_fd();
-        let mut next = 0;
+        let mut next = from;
         let mut retries = 0;
         let mut first_err = None;
-        while next < self.queued {
+        while next < to {
             self.stats.syscalls += 1;
-            match self.tx.sendmmsg(fd, next, self.queued, dest) {
+            match self.tx.sendmmsg(fd, next, to, dest) {
                 Ok(n) => {
                     for i in next..next + n {
                         self.stats.packets_sent += 1;
@@ -178,7 +286,7 @@ impl MulticastPublisher {
                     sys::wait_writable(fd, SEND_RETRY_WAIT)?;
                 }
                 Err(e) if transient(&e) => {
-                    self.stats.send_errors += (self.queued - next) as u64;
+                    self.stats.send_errors += (to - next) as u64;
                     break;
                 }
                 Err(e) => {
@@ -258,6 +366,9 @@ impl Publisher for MulticastPublisher {
         if self.queued == 0 {
             return Ok(());
         }
+        if self.gso {
+            self.pad_for_gso();
+        }
         let mut result = Ok(());
         for g in 0..self.groups.len() {
             if g == 1 {
@@ -268,7 +379,7 @@ impl Publisher for MulticastPublisher {
                 }
             }
             let dest = self.groups[g];
-            if let Err(e) = self.send_batch(dest) {
+            if let Err(e) = self.send_runs(dest) {
                 let text = format!(
                     "sending the feed to {dest} on {}: {}",
                     self.iface,
@@ -291,9 +402,11 @@ impl Publisher for MulticastPublisher {
                     on_event(PubEvent::Request { peer: peer_id(src), packet });
                 }
             };
+            let max_len = this.rx.slot_len();
             drain(
                 fd,
                 &mut this.rx,
+                max_len,
                 &mut this.stats.syscalls,
                 &mut this.stats.malformed,
                 &mut deliver,
@@ -310,6 +423,6 @@ impl Publisher for MulticastPublisher {
     }
 
     fn stats(&self) -> PubStats {
-        self.stats.clone()
+        PubStats { gso: self.gso, ..self.stats.clone() }
     }
 }

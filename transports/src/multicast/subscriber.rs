@@ -23,6 +23,8 @@ pub struct MulticastSubscriber {
     unicast_local: SocketAddrV4,
     request_addr: SockAddr,
     rx: sys::Slots,
+    /// Largest packet taken (`max_packet_len`; receive slots are larger with GRO).
+    max_len: usize,
     /// Lines first, unicast last (same order as `lines`).
     pollfds: Vec<libc::pollfd>,
     buffers: BufferSizes,
@@ -77,6 +79,24 @@ impl MulticastSubscriber {
             crate::wait::enable_rx_timestamps(s.as_raw_fd())?;
             lines.push((line, s));
         }
+        // UDP GRO on the feed sockets (the kernel merges a flow's datagrams;
+        // `drain` splits each merged receive into its packets). A kernel
+        // without it (before 5.0) refuses the option: said, and off.
+        let gro = cfg.gro
+            && lines.iter().all(|(_, s)| {
+                sys::set_int_opt(s.as_raw_fd(), libc::SOL_UDP, sys::UDP_GRO, 1)
+                .map_err(|e| {
+                    eprintln!(
+                        "multicast subscriber: UDP GRO unavailable ({e}): one receive per datagram"
+                    );
+                })
+                .is_ok()
+            });
+        if cfg.gro && !gro {
+            for (_, s) in &lines {
+                let _ = sys::set_int_opt(s.as_raw_fd(), libc::SOL_UDP, sys::UDP_GRO, 0);
+            }
+        }
         let unicast = udp_socket()?;
         unicast.bind(&SocketAddrV4::new(cfg.interface, 0).into()).map_err(|e| {
             named(format!("binding the request socket's address {}", cfg.interface), e)
@@ -120,10 +140,15 @@ impl MulticastSubscriber {
             unicast,
             unicast_local,
             request_addr: cfg.request_addr.into(),
-            rx: sys::Slots::new(cfg.batch, cfg.max_packet_len),
+            // A merged receive is up to one IPv4 datagram's payload.
+            rx: sys::Slots::new(
+                cfg.batch,
+                if gro { sys::GRO_SLOT_LEN } else { cfg.max_packet_len },
+            ),
+            max_len: cfg.max_packet_len,
             pollfds,
             buffers,
-            stats: SubStats::default(),
+            stats: SubStats { gro, ..SubStats::default() },
             // The publisher sends the feed from its recovery service's port
             // (whatever its address), so the port is checked in any case.
             source: FeedSource {
@@ -176,14 +201,16 @@ impl MulticastSubscriber {
                 *bytes += packet.len() as u64;
                 on_event(SubEvent::Packet { line, packet, kernel_rx_ns: rx });
             };
-            total += drain(
+            let d = drain(
                 fd,
                 &mut self.rx,
+                self.max_len,
                 &mut self.stats.syscalls,
                 &mut self.stats.malformed,
                 &mut deliver,
-            )?
-            .datagrams;
+            )?;
+            total += d.datagrams;
+            self.stats.gro_merged += d.merged as u64;
         }
         Ok(total)
     }

@@ -11,6 +11,22 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+/// `UDP_SEGMENT` (`linux/udp.h`): the segment size of a GSO send, as a
+/// `SOL_UDP` control message (or socket option).
+pub(crate) const UDP_SEGMENT: i32 = 103;
+/// `UDP_GRO` (`linux/udp.h`): the socket option that lets the kernel merge
+/// received datagrams of one flow, and the control message that gives the
+/// segment size of a merged receive.
+pub(crate) const UDP_GRO: i32 = 104;
+/// Most segments one GSO send may carry (`UDP_MAX_SEGMENTS` in the kernel).
+pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
+/// Largest UDP payload of one GSO send: the whole must fit one IPv4 datagram
+/// (65,535 − 20 − 8).
+pub(crate) const GSO_MAX_BYTES: usize = 65_507;
+/// Receive slot of a socket with `UDP_GRO` on: a merged receive is at most
+/// one IPv4 datagram's payload.
+pub(crate) const GRO_SLOT_LEN: usize = 65_535;
+
 /// An IPv4 socket address as the kernel takes it.
 pub(crate) fn to_sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
@@ -125,6 +141,9 @@ pub(crate) struct Slots {
     control: Box<[[u64; crate::wait::CONTROL_WORDS]]>,
     /// Kernel receive stamps of received datagrams (ns since the Unix epoch).
     stamps: Box<[Option<u64>]>,
+    /// Segment size of each received datagram that the kernel merged (GRO):
+    /// the datagram holds several of that size (the last may be shorter).
+    segments: Box<[Option<usize>]>,
     /// Destination of the datagrams being sent.
     dest: Box<libc::sockaddr_in>,
 }
@@ -168,6 +187,7 @@ impl Slots {
             names: vec![zeroed_sockaddr(); count].into_boxed_slice(),
             control: vec![[0u64; crate::wait::CONTROL_WORDS]; count].into_boxed_slice(),
             stamps: vec![None; count].into_boxed_slice(),
+            segments: vec![None; count].into_boxed_slice(),
             dest: Box::new(zeroed_sockaddr()),
         }
     }
@@ -213,6 +233,12 @@ impl Slots {
     /// epoch), if the socket has receive stamps on.
     pub(crate) fn rx_stamp(&self, i: usize) -> Option<u64> {
         self.stamps[i]
+    }
+
+    /// The segment size of the datagram received into slot `i` when the
+    /// kernel merged several into it (`UDP_GRO`); `None` for one datagram.
+    pub(crate) fn gro_segment(&self, i: usize) -> Option<usize> {
+        self.segments[i]
     }
 
     /// True if the datagram received into slot `i` was larger than the slot.
@@ -309,9 +335,89 @@ impl Slots {
             // SAFETY: recvmmsg filled header `i`, whose control fields describe
             // `control[i]` (armed above, owned by `self`).
             self.stamps[i] = unsafe { crate::wait::parse_rx_timestamp(&self.hdrs[i].msg_hdr) };
+            // SAFETY: as above.
+            self.segments[i] = unsafe { parse_gro_segment(&self.hdrs[i].msg_hdr) }
+                .filter(|&seg| seg > 0 && seg < self.lens[i]);
         }
         Ok(got)
     }
+
+    /// Send slots `from..to` as ONE GSO send (`sendmsg` with a
+    /// `UDP_SEGMENT` control message of `slot_len`): the kernel cuts the
+    /// bytes into datagrams of `slot_len`, the last one `lens[to - 1]`. The
+    /// slots are contiguous in `data`, so one iovec covers them all.
+    /// All or nothing: `Ok` means every datagram was taken.
+    ///
+    /// Callers guarantee what the kernel requires: every slot but the last
+    /// is exactly `slot_len` long (padded), `2 <= to - from <=`
+    /// [`GSO_MAX_SEGMENTS`], and the total is at most [`GSO_MAX_BYTES`].
+    pub(crate) fn send_gso(
+        &mut self,
+        fd: RawFd,
+        from: usize,
+        to: usize,
+        dest: SocketAddrV4,
+    ) -> io::Result<()> {
+        assert!(from + 1 < to && to <= self.count() && to - from <= GSO_MAX_SEGMENTS);
+        assert!(self.lens[from..to - 1].iter().all(|&l| l == self.slot_len));
+        let total = (to - 1 - from) * self.slot_len + self.lens[to - 1];
+        assert!(total <= GSO_MAX_BYTES && self.slot_len <= u16::MAX as usize);
+        *self.dest = to_sockaddr(dest);
+        let start = from * self.slot_len;
+        let mut iov = libc::iovec {
+            iov_base: self.data[start..start + total].as_mut_ptr().cast(),
+            iov_len: total,
+        };
+        // One cmsg of a u16: CMSG_SPACE(2) is 24 bytes on 64-bit Linux; 4 words hold it aligned.
+        let mut control = [0u64; 4];
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+        let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+        hdr.msg_name = (&mut *self.dest as *mut libc::sockaddr_in).cast();
+        hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        hdr.msg_controllen = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as _;
+        // SAFETY: `hdr` describes `control` (32 bytes >= CMSG_SPACE(2) = 24),
+        // so CMSG_FIRSTHDR returns a pointer into it, and CMSG_DATA points at
+        // its 2 data bytes, inside the same buffer; written unaligned.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&hdr);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), self.slot_len as u16);
+        }
+        // SAFETY: `hdr` points at one iovec over `total` bytes of `data`, at
+        // `dest` and at `control`, all alive and exclusively borrowed for the call.
+        let rc = unsafe { libc::sendmsg(fd, &hdr, libc::MSG_DONTWAIT) };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+}
+
+/// The segment size in a `UDP_GRO` control message of `hdr`, if any.
+///
+/// # Safety
+/// `hdr.msg_control` must be null or point to `hdr.msg_controllen` readable
+/// bytes, as left by a successful `recvmsg`/`recvmmsg` on that header.
+unsafe fn parse_gro_segment(hdr: &libc::msghdr) -> Option<usize> {
+    if hdr.msg_control.is_null() || hdr.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: the caller guarantees the control buffer; the CMSG_* macros walk
+    // only inside `msg_controllen` bytes of it and return null past the end.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let seg: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return usize::try_from(seg).ok();
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -420,6 +420,8 @@ impl tickwire_transports::Subscriber for Pipelined {
             total.connects += s.connects;
             total.wrong_source += s.wrong_source;
             total.auth_rejected += s.auth_rejected;
+            total.gro |= s.gro;
+            total.gro_merged += s.gro_merged;
         }
         total
     }

@@ -284,6 +284,8 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
     let mut drop_log = LogLimiter::default();
     let mut start = clock.now();
     let mut pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
+    // S, the session start on the wall clock: every due time is S + (s − 1)/R.
+    pacer.set_wall_start(wall_ns());
     let mut end_at = cfg.duration.map(|d| start + d);
     let mut waiting = cfg.wait_clients > 0;
     if waiting {
@@ -305,6 +307,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
             waiting = false;
             start = now;
             pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
+            pacer.set_wall_start(wall_ns());
             end_at = cfg.duration.map(|d| start + d);
         }
 
@@ -319,7 +322,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
                     exhausted = true;
                     break;
                 };
-                core.push(due, wall.saturating_sub(now.0.saturating_sub(due.0)), &msg);
+                core.push(due, pacer.due_wall(i, now, wall), &msg);
             }
             did_work |= n > 0;
             if n < MAX_BATCH {

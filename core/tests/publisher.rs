@@ -1408,3 +1408,40 @@ fn measure_hot_paths() {
     );
     assert!(sink > 0);
 }
+
+/// Issue 26 item 2 (PROTOCOL.md § 10.1, vector `nack_wrong_epoch`): the
+/// cookie is checked first and keyed on the service's own epoch. Un-cookied,
+/// a NACK the service would ignore anyway (wrong epoch, N = 0, F = 0,
+/// F >= next) draws the challenge; with the valid cookie (the same whatever
+/// epoch the request names) it draws nothing.
+#[test]
+fn the_cookie_is_checked_first_and_keyed_on_the_services_epoch() {
+    let mut p = Sequencer::new(config(16, 1 << 12));
+    publish(&mut p, 100, 16);
+    let who = peer_id(0x0A00_0009);
+    let host = peer_host(who);
+    let ignored = [
+        request(PacketKind::Nack, EPOCH - 1, 3, 2),
+        request(PacketKind::Nack, EPOCH, 3, 0),
+        request(PacketKind::Nack, EPOCH, 0, 2),
+        request(PacketKind::Nack, EPOCH, 101, 2),
+    ];
+    for (k, req) in ignored.iter().enumerate() {
+        let (out, replies) = call_raw(&mut p, 1_000 * k as u64, who, req);
+        assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::Unvalidated), "case {k}");
+        let (r, st) = only_status(&replies);
+        assert_eq!((r.epoch, st.echo, st.cookie), (EPOCH, 0, p.cookie(host)), "case {k}");
+    }
+    let statuses = p.stats().statuses;
+    for (k, req) in ignored.iter().enumerate() {
+        let cookied = with_cookie(&p, host, req);
+        let (out, replies) = call_raw(&mut p, 10_000 + 1_000 * k as u64, who, &cookied);
+        assert!(matches!(out, RequestOutcome::Ignored(_)), "case {k}: {out:?}");
+        assert!(replies.is_empty(), "case {k}: a validated host gets nothing");
+    }
+    let cookied = with_cookie(&p, host, &ignored[0]);
+    let (out, _) = call_raw(&mut p, 20_000, who, &cookied);
+    assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::WrongEpoch));
+    assert_eq!(p.stats().statuses, statuses, "no challenge once the cookie is valid");
+    assert_eq!(p.stats().bad_cookies, 0);
+}

@@ -373,6 +373,9 @@ fn killed_server_restarted_with_the_same_epoch_is_seen_by_its_instance() {
     assert_eq!(u(&s, "messages"), 300_000, "{s}");
     assert_eq!(u(&c, "last_seq"), 300_000, "{c}");
     assert_eq!(u(&c, "duplicates"), 0, "nothing of the new session is an old duplicate: {c}");
+    // One host, one clock: no message is sent before it is due (§ 4.3: the
+    // due times are the schedule from S, and S is read precisely).
+    assert_eq!(c["breakdown_ns"]["due_to_sent"]["skewed"].as_u64(), Some(0), "{c}");
     let got = std::fs::read_to_string(&book).unwrap();
     let want = regenerated_book(seed_b, 300_000);
     std::fs::write(dir.join("regenerated.book"), &want).unwrap();

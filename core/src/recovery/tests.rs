@@ -1195,3 +1195,37 @@ fn a_challenged_nack_goes_out_again_with_the_cookie_at_once() {
     assert_eq!((v.cookies_learnt, v.statuses_stale), (1, 2));
     assert!(!events(&mut rx).iter().any(|e| matches!(e, Event::EndOfSession { .. })));
 }
+
+/// PROTOCOL.md § 4 (issue 26 item 6): a `Data` packet with a timing block and
+/// no message (`count` 0, `payload_len` 16) is a marker like a heartbeat:
+/// not malformed, its block ignored, the sequences below its `first_seq`
+/// known to exist. A timing flag with a shorter payload is malformed.
+#[test]
+fn timed_data_with_no_message_is_a_marker_like_a_heartbeat() {
+    let timed_empty = |payload_len: usize| {
+        let repr = PacketRepr {
+            kind: PacketKind::Data,
+            flags: FLAG_TIMING,
+            epoch: E,
+            first_seq: SeqNo(10),
+            count: 0,
+            send_time: 1_010,
+            payload_len,
+        };
+        let mut buf = vec![0u8; repr.buffer_len()];
+        repr.seal(&mut buf);
+        buf
+    };
+    let run = |marker: &[u8]| {
+        let mut rx = Receiver::new(cfg());
+        rx.handle_packet(t(0), Line::A, &data(E, 1, 5));
+        rx.handle_packet(t(1), Line::A, marker);
+        let _ = events(&mut rx);
+        let s = rx.stats();
+        (s.malformed, s.gaps_detected, s.messages_missed)
+    };
+    let by_heartbeat = run(&heartbeat(E, 10));
+    assert_eq!(by_heartbeat, (0, 1, 4), "the heartbeat reveals [6, 10)");
+    assert_eq!(run(&timed_empty(TIMING_LEN)), by_heartbeat);
+    assert_eq!(run(&timed_empty(TIMING_LEN - 1)).0, 1, "a cut timing block is malformed");
+}

@@ -102,6 +102,14 @@ pub fn wall_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// The pacing of a session starting at `start`: its pacer, tied to the wall
+/// clock there (S: every due time is S + (s − 1)/R), and its end (`--duration`).
+fn pace_from(cfg: &ServerConfig, clock: &Clock, start: Instant) -> (Pacer, Option<Instant>) {
+    let mut pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
+    pacer.set_wall_start(wall_at(clock, start));
+    (pacer, cfg.duration.map(|d| start + d))
+}
+
 /// The wall clock (ns since the Unix epoch) at the monotonic instant `at`
 /// of `clock`: the session start S of PROTOCOL.md § 4.3, from which every
 /// due time is derived. The two clocks cannot be read at once; a read of
@@ -308,10 +316,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
     let stream_logins = cfg.transport.kind == TransportKind::Tcp;
     let mut drop_log = LogLimiter::default();
     let mut start = clock.now();
-    let mut pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
-    // S, the session start on the wall clock: every due time is S + (s − 1)/R.
-    pacer.set_wall_start(wall_at(&clock, start));
-    let mut end_at = cfg.duration.map(|d| start + d);
+    let (mut pacer, mut end_at) = pace_from(cfg, &clock, start);
     let mut waiting = cfg.wait_clients > 0;
     if waiting {
         eprintln!("server: waiting for {} client(s) to log in", cfg.wait_clients);
@@ -331,9 +336,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
             // The session (and its pacing) starts now.
             waiting = false;
             start = now;
-            pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
-            pacer.set_wall_start(wall_at(&clock, start));
-            end_at = cfg.duration.map(|d| start + d);
+            (pacer, end_at) = pace_from(cfg, &clock, start);
         }
 
         // 1. Generate what is due, each message stamped with its own due time.

@@ -323,7 +323,18 @@ fn regenerated_book(seed: u64, messages: u64) -> String {
 /// regenerated here, and nothing of the new session is taken for a duplicate.
 #[test]
 fn killed_server_restarted_with_the_same_epoch_is_seen_by_its_instance() {
-    let dir = scratch("server-kill-same-epoch");
+    same_epoch_restart("server-kill-same-epoch", "single");
+}
+
+/// The same through the receive pipeline (the reconnect is asked of the
+/// receive thread).
+#[test]
+fn killed_server_restarted_with_the_same_epoch_is_seen_through_the_pipeline() {
+    same_epoch_restart("server-kill-same-epoch-pipeline", "pipeline");
+}
+
+fn same_epoch_restart(name: &str, threads: &str) {
+    let dir = scratch(name);
     let server = |seed: u64, listen: &str, book: &Path, messages: &str| {
         tcp_server(
             seed,
@@ -357,6 +368,8 @@ fn killed_server_restarted_with_the_same_epoch_is_seen_by_its_instance() {
         "--json",
         "--book-out",
         book.to_str().unwrap(),
+        "--threads",
+        threads,
     ]));
     std::thread::sleep(Duration::from_millis(1500));
     first.kill().unwrap(); // SIGKILL, mid-session: ~150k messages published

@@ -481,6 +481,7 @@ fn document_vectors_parse_verify_and_reemit() {
         "snapshot_part_1_of_2",
         "data_unknown_type",
         "data_reserved_flags",
+        "data_timed_marker",
         "heartbeat_padded",
         "probe",
         "status",
@@ -732,6 +733,21 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
                 last_due: EPOCH + 2_199_990_000,
             }),
             messages: vec![k(trade())],
+        },
+    );
+    add(
+        "data_timed_marker",
+        Data,
+        FLAG_TIMING,
+        1005,
+        0,
+        2_250_000_000,
+        Body::Messages {
+            timing: Some(Timing {
+                first_due: EPOCH + 2_249_990_000,
+                last_due: EPOCH + 2_249_990_000,
+            }),
+            messages: vec![],
         },
     );
     add("heartbeat_padded", Heartbeat, 0, 1005, 0, 2_300_000_000, Body::Empty);
@@ -1101,6 +1117,10 @@ fn receiver_handles_the_behaviour_vectors_as_documented() {
     );
     rx.handle_packet(now, Line::B, &bytes("data_reserved_flags"));
     assert_eq!(messages(&mut rx), vec![(1004, trade(), EPOCH + 2_199_990_000)]);
+    // A timing block and no message: a marker like a heartbeat (§ 4).
+    rx.handle_packet(now, Line::A, &bytes("data_timed_marker"));
+    assert!(messages(&mut rx).is_empty());
+    assert_eq!(rx.stats().malformed, 0, "count 0 with a timing block is not malformed");
     rx.handle_packet(now, Line::A, &bytes("heartbeat_padded"));
     // A heartbeat from a lagging line (1002 < 1005): nothing happens.
     rx.handle_packet(now, Line::B, &bytes("heartbeat"));

@@ -300,6 +300,102 @@ fn killed_server_restarts_with_new_epoch_and_client_converges() {
     assert_same_book(&second_book, &book);
 }
 
+/// The book of the first `messages` messages of the stream of `seed` (the
+/// server's default 1000 symbols), in `--book-out`'s text form.
+fn regenerated_book(seed: u64, messages: u64) -> String {
+    use tickwire_core::gbm::{GbmConfig, Generator};
+    let cfg = GbmConfig { seed, ..GbmConfig::default() };
+    let mut g = Generator::new(cfg.clone()).unwrap();
+    let mut book = tickwire_core::Book::new(cfg.symbols);
+    for seq in 1..=messages {
+        book.apply(seq, &g.next_message());
+    }
+    let mut text = String::new();
+    book.write_text(&mut text).unwrap();
+    text
+}
+
+/// Issue 21 item 5: the server killed mid-session and restarted with the
+/// same `--epoch` but another seed. Nothing in the epoch tells the sessions
+/// apart; the Status after the LoginAck names the new server instance, so
+/// the client sees the restart, drops what it held and takes the new session
+/// from its start: its final book is the stream of the second seed's,
+/// regenerated here, and nothing of the new session is taken for a duplicate.
+#[test]
+fn killed_server_restarted_with_the_same_epoch_is_seen_by_its_instance() {
+    same_epoch_restart("server-kill-same-epoch", "single");
+}
+
+/// The same through the receive pipeline (the reconnect is asked of the
+/// receive thread).
+#[test]
+fn killed_server_restarted_with_the_same_epoch_is_seen_through_the_pipeline() {
+    same_epoch_restart("server-kill-same-epoch-pipeline", "pipeline");
+}
+
+fn same_epoch_restart(name: &str, threads: &str) {
+    let dir = scratch(name);
+    let server = |seed: u64, listen: &str, book: &Path, messages: &str| {
+        tcp_server(
+            seed,
+            100_000,
+            book,
+            &[
+                "--listen",
+                listen,
+                "--epoch",
+                "4242",
+                "--messages",
+                messages,
+                "--duration",
+                "0",
+                "--linger",
+                "2s",
+            ],
+        )
+    };
+    let (seed_a, seed_b) = (21, 22);
+    let first_book = dir.join("first.book");
+    let (mut first, addr) = server(seed_a, "127.0.0.1:0", &first_book, "10000000");
+    let addr = addr.to_string();
+    let book = dir.join("client.book");
+    let client = spawn_client(&args(&[
+        "--transport",
+        "tcp",
+        "--connect",
+        &addr,
+        "--quiet",
+        "--json",
+        "--book-out",
+        book.to_str().unwrap(),
+        "--threads",
+        threads,
+    ]));
+    std::thread::sleep(Duration::from_millis(1500));
+    first.kill().unwrap(); // SIGKILL, mid-session: ~150k messages published
+    let _ = first.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let second_book = dir.join("second.book");
+    let (second, _) = server(seed_b, &addr, &second_book, "300000");
+    let s = finish(second, "restarted server", Duration::from_secs(60));
+    let c = finish(client, "client", Duration::from_secs(60));
+    assert_eq!(u(&c, "unrecovered"), 0, "{c}");
+    assert_eq!(c["epoch"].as_u64(), Some(4242), "{c}");
+    assert_eq!(u(&c, "epoch_changes"), 1, "the restart is seen once: {c}");
+    assert_eq!(c["validation"]["restarts_detected"].as_u64(), Some(1), "{c}");
+    assert_eq!(u(&s, "messages"), 300_000, "{s}");
+    assert_eq!(u(&c, "last_seq"), 300_000, "{c}");
+    assert_eq!(u(&c, "duplicates"), 0, "nothing of the new session is an old duplicate: {c}");
+    // One host, one clock: no message is sent before it is due (§ 4.3: the
+    // due times are the schedule from S, and S is read precisely).
+    assert_eq!(c["breakdown_ns"]["due_to_sent"]["skewed"].as_u64(), Some(0), "{c}");
+    let got = std::fs::read_to_string(&book).unwrap();
+    let want = regenerated_book(seed_b, 300_000);
+    std::fs::write(dir.join("regenerated.book"), &want).unwrap();
+    assert!(got == want, "the client's book is not the second session's (seed {seed_b}) stream");
+    assert_same_book(&second_book, &book);
+}
+
 /// A slow client (logs in, never reads) is disconnected; a normal client keeps
 /// full rate and loses nothing.
 #[test]

@@ -221,6 +221,15 @@ impl CacheWriter {
         }
     }
 
+    /// Forget every symbol's state (a new session begins from nothing: the
+    /// server restarted). Readers see each symbol as never updated.
+    pub fn clear(&mut self) {
+        for (i, slot) in self.slots.iter().enumerate() {
+            let empty = SymbolState { symbol: i as SymbolId, ..SymbolState::default() };
+            slot.write(&Slot::encode(&empty));
+        }
+    }
+
     /// A new reader of this cache.
     pub fn reader(&self) -> CacheReader {
         CacheReader { slots: Arc::clone(&self.slots) }
@@ -339,6 +348,22 @@ mod tests {
                 symbol_seq: rng.random(),
             }),
         }
+    }
+
+    #[test]
+    fn clear_forgets_every_symbol() {
+        let (mut w, r) = new(4);
+        let mut book = Book::new(4);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        for seq in 1..200 {
+            w.apply(seq, &random_message(&mut rng, 4));
+        }
+        w.clear();
+        assert_eq!(r.to_book(), book, "a cleared cache is a new session's empty book");
+        let m = random_message(&mut rng, 2);
+        w.apply(1, &m);
+        book.apply(1, &m);
+        assert_eq!(r.to_book(), book);
     }
 
     #[test]

@@ -32,13 +32,15 @@ pub struct Pacer {
     start: Instant,
     limit: u64,
     next: u64,
+    /// S: the start on the wall clock, ns since the Unix epoch.
+    wall_start: Option<u64>,
 }
 
 impl Pacer {
     /// Messages at `rate` per second (0: as fast as possible) from `start`,
     /// at most `limit` of them (`None`: no limit).
     pub fn new(rate: u64, start: Instant, limit: Option<u64>) -> Pacer {
-        Pacer { rate, start, limit: limit.unwrap_or(u64::MAX), next: 0 }
+        Pacer { rate, start, limit: limit.unwrap_or(u64::MAX), next: 0, wall_start: None }
     }
 
     /// The configured rate (0: flat out).
@@ -68,6 +70,40 @@ impl Pacer {
         }
         let ns = u128::from(i) * 1_000_000_000 / u128::from(self.rate);
         Instant(self.start.0.saturating_add(u64::try_from(ns).unwrap_or(u64::MAX)))
+    }
+
+    /// Tie the schedule to the wall clock: the session starts (message 0 is
+    /// due) at `wall_ns` ns since the Unix epoch, read together with the
+    /// monotonic `start`. This is S of PROTOCOL.md § 4.3.
+    pub fn set_wall_start(&mut self, wall_ns: u64) {
+        self.wall_start = Some(wall_ns);
+    }
+
+    /// The session start S on the wall clock, once known (set, or taken at
+    /// the first [`Self::due_wall`]).
+    pub fn wall_start(&self) -> Option<u64> {
+        self.wall_start
+    }
+
+    /// When message `i` is due on the wall clock (ns since the Unix epoch),
+    /// the instant the packet's timing block carries: S + `i`/rate, exactly
+    /// (at rate 0: `wall_ns`, it is due when generated). `now` and `wall_ns`
+    /// are the clocks the caller read last; they are used only to place S
+    /// when [`Self::set_wall_start`] was not called, once.
+    ///
+    /// The due instant is not `wall_ns − (now − due)`: the two clocks are
+    /// not read at the same instant, and a thread preempted between the two
+    /// reads would shift the messages of that loop iteration later by the
+    /// gap (tens of µs), off the schedule, hiding the lateness it measures.
+    pub fn due_wall(&mut self, i: u64, now: Instant, wall_ns: u64) -> u64 {
+        if self.rate == 0 {
+            return wall_ns;
+        }
+        let start = self.start;
+        let s = *self
+            .wall_start
+            .get_or_insert_with(|| wall_ns.saturating_sub(now.0.saturating_sub(start.0)));
+        s.saturating_add(self.due_at(i).0 - start.0)
     }
 
     /// If the next message is due by `now`, take it and return its due
@@ -170,6 +206,20 @@ mod tests {
             }
             assert_eq!(a.produced(), b.produced());
         }
+    }
+
+    #[test]
+    fn wall_due_times_follow_the_start_not_the_last_clock_reads() {
+        let mut p = Pacer::new(100_000, Instant(1_000), None);
+        p.set_wall_start(5_000_000);
+        // Clocks read 25 µs apart (a preempted thread): no effect.
+        assert_eq!(p.due_wall(0, Instant(1_000), 5_000_000 + 25_000), 5_000_000);
+        assert_eq!(p.due_wall(7, Instant(90_000), 5_089_000 + 25_000), 5_070_000);
+        // Unset, S is placed once, from the first reads.
+        let mut q = Pacer::new(100_000, Instant(1_000), None);
+        assert_eq!(q.due_wall(0, Instant(3_000), 9_000), 7_000);
+        assert_eq!(q.due_wall(1, Instant(50_000), 99_999), 17_000);
+        assert_eq!(q.wall_start(), Some(7_000));
     }
 
     #[test]

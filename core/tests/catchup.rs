@@ -68,6 +68,9 @@ fn streamed(p: &Sequencer, plan: LoginPlan) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let n = emit_login_ack(&mut buf, EPOCH, WALL, from, p.store().oldest());
     out.push(buf[..n].to_vec());
+    // The Status naming the server instance follows every LoginAck.
+    let n = p.login_status(&mut buf, WALL);
+    out.push(buf[..n].to_vec());
     let mut c = CatchUp::new(from);
     while let Some(n) = c.poll_transmit(p.store(), EPOCH, WALL, &mut buf).unwrap() {
         out.push(buf[..n].to_vec());

@@ -473,6 +473,7 @@ fn document_vectors_parse_verify_and_reemit() {
         "data_timed",
         "nack",
         "login_ack",
+        "login_status",
         "login_ack_snapshot",
         "nack_reject",
         "snapshot",
@@ -480,10 +481,12 @@ fn document_vectors_parse_verify_and_reemit() {
         "snapshot_part_1_of_2",
         "data_unknown_type",
         "data_reserved_flags",
+        "data_timed_marker",
         "heartbeat_padded",
         "probe",
         "status",
         "nack_with_cookie",
+        "nack_wrong_epoch",
     ] {
         assert!(names.contains(&required), "docs/PROTOCOL.md lacks vector {required}: {names:?}");
     }
@@ -657,6 +660,15 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
         2_000_050_000,
         Body::LoginAck(LoginAckRepr { oldest: SeqNo(1), mode: LoginMode::Resume }),
     );
+    add(
+        "login_status",
+        Status,
+        0,
+        1002,
+        0,
+        2_000_050_000,
+        Body::Status(StatusRepr::login(0x1a57_a1ce_0000_0007, false)),
+    );
     add("end_of_session", EndOfSession, 0, 1002, 0, 3_000_000_000, Body::Empty);
     add(
         "login_ack_snapshot",
@@ -723,6 +735,21 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
             messages: vec![k(trade())],
         },
     );
+    add(
+        "data_timed_marker",
+        Data,
+        FLAG_TIMING,
+        1005,
+        0,
+        2_250_000_000,
+        Body::Messages {
+            timing: Some(Timing {
+                first_due: EPOCH + 2_249_990_000,
+                last_due: EPOCH + 2_249_990_000,
+            }),
+            messages: vec![],
+        },
+    );
     add("heartbeat_padded", Heartbeat, 0, 1005, 0, 2_300_000_000, Body::Empty);
     if let Some(last) = v.last_mut() {
         last.3 = 6;
@@ -755,6 +782,11 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
         2_500_000_000,
         Body::Token(0x5eed_c00c_1e00_0001),
     );
+    let h = PacketRepr {
+        epoch: EPOCH - 1,
+        ..header(Nack, FLAG_COOKIE, 1003, 2, 2_500_100_000, &Body::Token(0))
+    };
+    v.push(("nack_wrong_epoch".to_string(), h, Body::Token(0x5eed_c00c_1e00_0001), 0));
     v
 }
 
@@ -1085,6 +1117,10 @@ fn receiver_handles_the_behaviour_vectors_as_documented() {
     );
     rx.handle_packet(now, Line::B, &bytes("data_reserved_flags"));
     assert_eq!(messages(&mut rx), vec![(1004, trade(), EPOCH + 2_199_990_000)]);
+    // A timing block and no message: a marker like a heartbeat (§ 4).
+    rx.handle_packet(now, Line::A, &bytes("data_timed_marker"));
+    assert!(messages(&mut rx).is_empty());
+    assert_eq!(rx.stats().malformed, 0, "count 0 with a timing block is not malformed");
     rx.handle_packet(now, Line::A, &bytes("heartbeat_padded"));
     // A heartbeat from a lagging line (1002 < 1005): nothing happens.
     rx.handle_packet(now, Line::B, &bytes("heartbeat"));
@@ -1161,7 +1197,11 @@ fn mac_vectors_seal_verify_and_open() {
     use tickwire_core::wire::auth::{AuthError, AuthKey, FLAG_MAC, TAG_LEN, open, verify};
     let vectors = document_mac_vectors();
     let names: Vec<&str> = vectors.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert_eq!(names, ["heartbeat_mac", "data_timed_mac"], "the MAC vectors of § 12");
+    assert_eq!(
+        names,
+        ["heartbeat_mac", "data_timed_mac", "probe_mac", "status_mac"],
+        "the MAC vectors of § 12"
+    );
     let key_bytes = |k: &[u8]| -> [u8; 32] { k.try_into().unwrap() };
     for (name, key_raw, doc) in &vectors {
         let plain_name = name.strip_suffix("_mac").unwrap();
@@ -1215,7 +1255,7 @@ fn mac_vectors_seal_verify_and_open() {
 #[test]
 #[ignore = "prints the MAC vectors' markdown"]
 fn print_mac_vectors() {
-    for plain in ["heartbeat", "data_timed"] {
+    for plain in ["heartbeat", "data_timed", "probe", "status"] {
         let b = sealed(plain);
         println!("#### MAC vector: `{plain}_mac`\n");
         println!("```mac-key\n{}\n```\n", (0..32).map(|i| format!("{i:02x}")).collect::<String>());

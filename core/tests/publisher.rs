@@ -636,7 +636,8 @@ fn login_in_window_resumes_and_the_live_stream_continues_seamlessly() {
     let (at, ack) = login_ack(&replies[0]);
     assert_eq!((at, ack.oldest, ack.mode), (SeqNo(40), SeqNo(1), LoginMode::Resume));
     // Not subject to the NACK caps: all of [40, 701).
-    let got = messages_of(&replies[1..]);
+    assert_eq!(header(&replies[1]).kind, PacketKind::Status, "the instance follows the ack");
+    let got = messages_of(&replies[2..]);
     assert_eq!(got.len(), 661);
     for (i, (seq, _, raw)) in got.iter().enumerate() {
         assert_eq!(seq.0, 40 + i as u64);
@@ -660,7 +661,15 @@ fn login_at_published_next_is_an_ack_alone() {
         out,
         RequestOutcome::LoginAccepted { mode: LoginMode::Resume, resume_from: SeqNo(51) }
     );
-    assert_eq!(replies.len(), 1);
+    // The LoginAck, then the Status naming this server instance (§ 9).
+    assert_eq!(replies.len(), 2);
+    let st = header(&replies[1]);
+    assert_eq!((st.kind, st.epoch, st.first_seq), (PacketKind::Status, EPOCH, SeqNo(51)));
+    let body = StatusRepr::parse(Packet::new_checked(&replies[1][..]).unwrap().payload()).unwrap();
+    assert_eq!(body, StatusRepr { cookie: 0, echo: 0, instance: p.instance(), ended: false });
+    // A restart (another secret), with the same epoch: another instance.
+    let q = Sequencer::new(SequencerConfig { secret: [7; 32], ..config(8, 1000) });
+    assert_ne!(q.instance(), p.instance());
 }
 
 #[test]
@@ -673,7 +682,7 @@ fn fresh_login_resumes_from_one_while_nothing_was_lost() {
             out,
             RequestOutcome::LoginAccepted { mode: LoginMode::Resume, resume_from: SeqNo(1) }
         );
-        assert_eq!(messages_of(&replies[1..]).len(), 100);
+        assert_eq!(messages_of(&replies[2..]).len(), 100);
     }
     // One more message and sequence 1 has left the window: a snapshot.
     publish_more(&mut p, 101, 8);
@@ -715,7 +724,7 @@ fn login_falls_back_to_a_snapshot_when_it_cannot_resume() {
             (SeqNo(201), SeqNo(151), LoginMode::Snapshot),
             "{what}"
         );
-        let (snap_at, states) = snapshot_of(&replies[1..], symbols);
+        let (snap_at, states) = snapshot_of(&replies[2..], symbols);
         assert_eq!(snap_at, SeqNo(201), "{what}");
         assert_eq!(states, oracle_book(symbols, 201).states(), "{what}");
     }
@@ -1398,4 +1407,41 @@ fn measure_hot_paths() {
         cpu / 1e3
     );
     assert!(sink > 0);
+}
+
+/// Issue 26 item 2 (PROTOCOL.md § 10.1, vector `nack_wrong_epoch`): the
+/// cookie is checked first and keyed on the service's own epoch. Un-cookied,
+/// a NACK the service would ignore anyway (wrong epoch, N = 0, F = 0,
+/// F >= next) draws the challenge; with the valid cookie (the same whatever
+/// epoch the request names) it draws nothing.
+#[test]
+fn the_cookie_is_checked_first_and_keyed_on_the_services_epoch() {
+    let mut p = Sequencer::new(config(16, 1 << 12));
+    publish(&mut p, 100, 16);
+    let who = peer_id(0x0A00_0009);
+    let host = peer_host(who);
+    let ignored = [
+        request(PacketKind::Nack, EPOCH - 1, 3, 2),
+        request(PacketKind::Nack, EPOCH, 3, 0),
+        request(PacketKind::Nack, EPOCH, 0, 2),
+        request(PacketKind::Nack, EPOCH, 101, 2),
+    ];
+    for (k, req) in ignored.iter().enumerate() {
+        let (out, replies) = call_raw(&mut p, 1_000 * k as u64, who, req);
+        assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::Unvalidated), "case {k}");
+        let (r, st) = only_status(&replies);
+        assert_eq!((r.epoch, st.echo, st.cookie), (EPOCH, 0, p.cookie(host)), "case {k}");
+    }
+    let statuses = p.stats().statuses;
+    for (k, req) in ignored.iter().enumerate() {
+        let cookied = with_cookie(&p, host, req);
+        let (out, replies) = call_raw(&mut p, 10_000 + 1_000 * k as u64, who, &cookied);
+        assert!(matches!(out, RequestOutcome::Ignored(_)), "case {k}: {out:?}");
+        assert!(replies.is_empty(), "case {k}: a validated host gets nothing");
+    }
+    let cookied = with_cookie(&p, host, &ignored[0]);
+    let (out, _) = call_raw(&mut p, 20_000, who, &cookied);
+    assert_eq!(out, RequestOutcome::Ignored(IgnoreReason::WrongEpoch));
+    assert_eq!(p.stats().statuses, statuses, "no challenge once the cookie is valid");
+    assert_eq!(p.stats().bad_cookies, 0);
 }

@@ -101,7 +101,7 @@ pub struct Summary {
     pub epoch: u64,
     /// Messages published.
     pub messages: u64,
-    /// Live data packets published.
+    /// Live packets published: Data, Heartbeat and EndOfSession (repeats included).
     pub packets: u64,
     /// Heartbeats published.
     pub heartbeats: u64,

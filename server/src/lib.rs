@@ -102,6 +102,39 @@ pub fn wall_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// The pacing of a session starting at `start`: its pacer, tied to the wall
+/// clock there (S: every due time is S + (s − 1)/R), and its end (`--duration`).
+fn pace_from(cfg: &ServerConfig, clock: &Clock, start: Instant) -> (Pacer, Option<Instant>) {
+    let mut pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
+    pacer.set_wall_start(wall_at(clock, start));
+    (pacer, cfg.duration.map(|d| start + d))
+}
+
+/// The wall clock (ns since the Unix epoch) at the monotonic instant `at`
+/// of `clock`: the session start S of PROTOCOL.md § 4.3, from which every
+/// due time is derived. The two clocks cannot be read at once; a read of
+/// the wall clock between two monotonic reads is placed at their midpoint,
+/// and the tightest of a few tries is kept, so that S is not shifted by a
+/// preemption between the reads (which would move every due time of the
+/// session by as much, and make messages sent on time look sent early).
+fn wall_at(clock: &Clock, at: Instant) -> u64 {
+    let mut best = (u64::MAX, 0u64);
+    for _ in 0..16 {
+        let before = clock.now();
+        let wall = wall_ns();
+        let after = clock.now();
+        let width = after.0.saturating_sub(before.0);
+        if width < best.0 {
+            let mid = before.0 + width / 2;
+            best = (width, wall.saturating_sub(mid.saturating_sub(at.0)));
+        }
+        if width < 200 {
+            break;
+        }
+    }
+    best.1
+}
+
 /// Run the server until the duration or message limit is reached or `stop`
 /// is set, publishing the GBM stream of `cfg.gbm`: the `server` binary.
 pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
@@ -293,8 +326,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
     let stream_logins = cfg.transport.kind == TransportKind::Tcp;
     let mut drop_log = LogLimiter::default();
     let mut start = clock.now();
-    let mut pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
-    let mut end_at = cfg.duration.map(|d| start + d);
+    let (mut pacer, mut end_at) = pace_from(cfg, &clock, start);
     let mut waiting = cfg.wait_clients > 0;
     if waiting {
         eprintln!("server: waiting for {} client(s) to log in", cfg.wait_clients);
@@ -314,8 +346,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
             // The session (and its pacing) starts now.
             waiting = false;
             start = now;
-            pacer = Pacer::new(cfg.rate, start, cfg.max_messages);
-            end_at = cfg.duration.map(|d| start + d);
+            (pacer, end_at) = pace_from(cfg, &clock, start);
         }
 
         // 1. Generate what is due, each message stamped with its own due time.
@@ -329,7 +360,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
                     exhausted = true;
                     break;
                 };
-                core.push(due, wall.saturating_sub(now.0.saturating_sub(due.0)), &msg);
+                core.push(due, pacer.due_wall(i, now, wall), &msg);
             }
             did_work |= n > 0;
             if n < MAX_BATCH {

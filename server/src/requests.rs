@@ -90,6 +90,12 @@ impl CatchUps {
             eprintln!("server: reply to peer {peer} failed: {e}");
             return true;
         }
+        // The server instance, as after every LoginAck (PROTOCOL.md § 9).
+        let n = core.login_status(&mut self.buf, wall);
+        if let Err(e) = transport.send_to(peer, &self.buf[..n]) {
+            eprintln!("server: reply to peer {peer} failed: {e}");
+            return true;
+        }
         transport.logged_in(peer);
         transport.watch_drain(peer, Some(CATCHUP_BUDGET / 2));
         self.logged.insert(peer);

@@ -86,7 +86,17 @@ impl State {
                 }
                 Event::SnapshotEnd { .. } | Event::EpochChanged { old: None, .. } => {}
                 Event::EpochChanged { old: Some(old), new } => {
-                    eprintln!("client: session epoch changed {old} -> {new}: the server restarted");
+                    if old == new {
+                        eprintln!("client: server restarted (new instance, same epoch {new})");
+                    } else {
+                        eprintln!(
+                            "client: session epoch changed {old} -> {new}: the server restarted"
+                        );
+                    }
+                    // The new session's book starts empty: nothing of the old
+                    // one may stay in the cache (a snapshot would overwrite
+                    // every symbol, a resume from 1 would not).
+                    self.writer.clear();
                     if let Some(v) = &mut self.verifier
                         && let Err(e) = v.restart()
                     {

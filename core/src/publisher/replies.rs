@@ -1,4 +1,4 @@
-//! Encoding the service's replies: Retransmission, Snapshot, NackReject, LoginAck.
+//! Encoding the service's replies: Retransmission, Snapshot, NackReject, LoginAck, Status.
 
 use super::store::RetransmitStore;
 use super::{RECORD_LEN, SNAPSHOT_HEADER_LEN, snapshot_parts};
@@ -6,7 +6,7 @@ use crate::msg::SymbolState;
 use crate::seq::SeqNo;
 use crate::wire::{
     HEADER_LEN, LoginAck, LoginAckRepr, NackReject, NackRejectRepr, PacketKind, PacketRepr,
-    SnapshotHeader, Status, emit_record,
+    SnapshotHeader, Status, StatusRepr, emit_record,
 };
 
 /// What a reply run sent.
@@ -173,4 +173,17 @@ pub(crate) fn emit_login_ack(
 ) -> usize {
     LoginAck::new_unchecked(&mut buf[HEADER_LEN..LOGIN_ACK_LEN]).emit(&body);
     seal_reply(buf, PacketKind::LoginAck, epoch, first_seq, 0, wall_ns, LOGIN_ACK_LEN - HEADER_LEN)
+}
+
+/// A Status packet (`first_seq` the server's next sequence) with `body`;
+/// `buf` needs [`STATUS_LEN`] bytes.
+pub(crate) fn emit_status(
+    buf: &mut [u8],
+    epoch: u64,
+    wall_ns: u64,
+    next: SeqNo,
+    body: &StatusRepr,
+) -> usize {
+    Status::new_unchecked(&mut buf[HEADER_LEN..STATUS_LEN]).emit(body);
+    seal_reply(buf, PacketKind::Status, epoch, next, 0, wall_ns, STATUS_LEN - HEADER_LEN)
 }

@@ -9,8 +9,8 @@ use super::{IgnoreReason, RequestOutcome, Sequencer, peer_host};
 use crate::seq::SeqNo;
 use crate::time::Instant;
 use crate::wire::{
-    DecodeError, FLAG_COOKIE, HEADER_LEN, LoginAckRepr, LoginMode, NackRejectRepr, Packet,
-    PacketKind, PacketRepr, Status, StatusRepr, parse_token,
+    DecodeError, FLAG_COOKIE, LoginAckRepr, LoginMode, NackRejectRepr, Packet, PacketKind,
+    PacketRepr, StatusRepr, parse_token,
 };
 
 use super::peers::Recent;
@@ -138,6 +138,22 @@ impl Sequencer {
         u64::from_le_bytes(c)
     }
 
+    /// Write into the reply buffer the Status that follows every LoginAck on
+    /// a stream (no cookie: TCP needs none; `echo` 0); returns its length.
+    fn emit_login_status(&mut self, wall_ns: u64) -> usize {
+        let body = StatusRepr::login(self.instance(), self.is_ended());
+        let next = self.published_next();
+        emit_status(&mut self.reply_buf, self.cfg.epoch, wall_ns, next, &body)
+    }
+
+    /// The Status that follows a LoginAck on a stream ([`Self::handle_request`]
+    /// sends it itself), written into `buf` (at least 72 bytes) for a server
+    /// that answers Logins on its own (see [`crate::catchup`]); returns its length.
+    pub fn login_status(&self, buf: &mut [u8], wall_ns: u64) -> usize {
+        let body = StatusRepr::login(self.instance(), self.is_ended());
+        emit_status(buf, self.cfg.epoch, wall_ns, self.published_next(), &body)
+    }
+
     /// A Probe: answer with the session's Status, echoing the nonce.
     fn serve_probe(&mut self, a: &mut Answer<'_>, nonce: u64) -> RequestOutcome {
         self.stats.probes += 1;
@@ -168,16 +184,7 @@ impl Sequencer {
             ended: self.is_ended(),
         };
         let next = self.published_next();
-        Status::new_unchecked(&mut self.reply_buf[HEADER_LEN..STATUS_LEN]).emit(&body);
-        let len = seal_reply(
-            &mut self.reply_buf,
-            PacketKind::Status,
-            self.cfg.epoch,
-            next,
-            0,
-            a.wall_ns,
-            STATUS_LEN - HEADER_LEN,
-        );
+        let len = emit_status(&mut self.reply_buf, self.cfg.epoch, a.wall_ns, next, &body);
         (a.reply)(&self.reply_buf[..len]);
         self.spend(slots, len);
         self.stats.statuses += 1;
@@ -401,6 +408,13 @@ impl Sequencer {
         self.stats.reply_packets += 1;
         self.stats.reply_bytes += len as u64;
         self.stats.logins += 1;
+        // The Status names this server instance, so a client that knew the
+        // epoch from a server since restarted with it sees the restart (§ 9).
+        let len = self.emit_login_status(a.wall_ns);
+        (a.reply)(&self.reply_buf[..len]);
+        self.stats.statuses += 1;
+        self.stats.reply_packets += 1;
+        self.stats.reply_bytes += len as u64;
         if mode == LoginMode::Resume {
             // TCP is reliable and flow-controlled: no NACK caps, the window only.
             let (to, sent) = emit_retransmission(

@@ -172,6 +172,8 @@ impl Receiver {
                 return;
             }
             self.switch_epoch(e);
+            // The Status after the LoginAck names this session's instance.
+            self.instance = None;
         }
         let s = repr.first_seq.0;
         match ack.mode {

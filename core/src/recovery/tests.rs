@@ -761,6 +761,80 @@ fn stream_server_restart_is_an_epoch_change() {
     assert_eq!(seqs(&evs[i..]), range(1, 3));
 }
 
+/// Issue 21 item 5: a server killed and restarted with the same `--epoch`.
+/// The Status after each LoginAck names the server instance; another instance
+/// with the known epoch resets the session (an epoch change and a restart
+/// counted) and logs in again from 1 on a new connection.
+#[test]
+fn stream_restart_with_the_same_epoch_is_seen_by_its_instance() {
+    const OLD: u64 = 0x01d;
+    const NEW: u64 = 0x2e2;
+    let mut rx = stream();
+    rx.handle_connected(t(0));
+    assert_eq!(requests(&mut rx, t(0)), vec![login(0, 1)]);
+    rx.handle_packet(t(1), Line::A, &login_ack(E, 1, LoginMode::Resume));
+    rx.handle_packet(t(1), Line::A, &status(E, 1, 0, OLD, false));
+    rx.handle_packet(t(1), Line::A, &data(E, 1, 10));
+    let evs = events(&mut rx);
+    assert_eq!(seqs(&evs), range(1, 11));
+    // A reconnect to the same server: the same instance changes nothing.
+    rx.handle_disconnected(t(2));
+    rx.handle_connected(t(20_000));
+    assert_eq!(requests(&mut rx, t(20_000)), vec![login(E, 11)]);
+    rx.handle_packet(t(20_001), Line::A, &login_ack(E, 11, LoginMode::Resume));
+    rx.handle_packet(t(20_001), Line::A, &status(E, 11, 0, OLD, false));
+    rx.handle_packet(t(20_001), Line::A, &data(E, 11, 5));
+    assert_eq!(seqs(&events(&mut rx)), range(11, 16));
+    assert_eq!(rx.stats().epoch_changes, 0);
+
+    // The server restarts with the same epoch and has published 20 messages
+    // of its new session: the client's Login (E, 16) is resumed at 16.
+    rx.handle_disconnected(t(30_000));
+    rx.handle_connected(t(60_000));
+    assert_eq!(requests(&mut rx, t(60_000)), vec![login(E, 16)]);
+    rx.handle_packet(t(60_001), Line::A, &login_ack(E, 16, LoginMode::Resume));
+    rx.handle_packet(t(60_001), Line::A, &status(E, 21, 0, NEW, false));
+    // What the old position's catch-up brings is not delivered.
+    rx.handle_packet(t(60_001), Line::A, &retrans(E, 16, 5));
+    let evs = events(&mut rx);
+    assert_eq!(evs, vec![Event::EpochChanged { old: Some(E), new: E }, Event::Reconnect]);
+    assert_eq!(rx.stats().epoch_changes, 1);
+    assert_eq!(rx.stats().validation.restarts_detected, 1);
+    // Logged in again as a new client (epoch 0, from 1), the whole new
+    // session is delivered once.
+    rx.handle_connected(t(60_002));
+    assert_eq!(requests(&mut rx, t(60_002)), vec![login(0, 1)]);
+    rx.handle_packet(t(60_003), Line::A, &login_ack(E, 1, LoginMode::Resume));
+    rx.handle_packet(t(60_003), Line::A, &status(E, 21, 0, NEW, false));
+    rx.handle_packet(t(60_003), Line::A, &retrans(E, 1, 20));
+    rx.handle_packet(t(60_004), Line::A, &data(E, 21, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 24));
+    assert_eq!(rx.stats().epoch_changes, 1);
+    assert_eq!(rx.stats().duplicates, 0);
+}
+
+/// A new epoch at login is an epoch change, and its Status (another instance,
+/// naturally) is not counted as a second restart.
+#[test]
+fn stream_new_epoch_and_its_instance_count_one_change() {
+    let mut rx = stream();
+    rx.handle_connected(t(0));
+    let _ = requests(&mut rx, t(0));
+    rx.handle_packet(t(1), Line::A, &login_ack(E, 1, LoginMode::Resume));
+    rx.handle_packet(t(1), Line::A, &status(E, 1, 0, 1, false));
+    rx.handle_packet(t(1), Line::A, &data(E, 1, 3));
+    rx.handle_disconnected(t(2));
+    rx.handle_connected(t(20_000));
+    let _ = requests(&mut rx, t(20_000));
+    rx.handle_packet(t(20_001), Line::A, &login_ack(E2, 1, LoginMode::Resume));
+    rx.handle_packet(t(20_001), Line::A, &status(E2, 1, 0, 2, false));
+    rx.handle_packet(t(20_001), Line::A, &data(E2, 1, 2));
+    let evs = events(&mut rx);
+    assert!(!evs.contains(&Event::Reconnect), "{evs:?}");
+    assert_eq!(rx.stats().epoch_changes, 1);
+    assert_eq!(rx.stats().validation.restarts_detected, 0);
+}
+
 #[test]
 fn stream_gap_is_nacked_in_band() {
     let mut rx = stream();
@@ -1120,4 +1194,38 @@ fn a_challenged_nack_goes_out_again_with_the_cookie_at_once() {
     let v = rx.stats().validation;
     assert_eq!((v.cookies_learnt, v.statuses_stale), (1, 2));
     assert!(!events(&mut rx).iter().any(|e| matches!(e, Event::EndOfSession { .. })));
+}
+
+/// PROTOCOL.md § 4 (issue 26 item 6): a `Data` packet with a timing block and
+/// no message (`count` 0, `payload_len` 16) is a marker like a heartbeat:
+/// not malformed, its block ignored, the sequences below its `first_seq`
+/// known to exist. A timing flag with a shorter payload is malformed.
+#[test]
+fn timed_data_with_no_message_is_a_marker_like_a_heartbeat() {
+    let timed_empty = |payload_len: usize| {
+        let repr = PacketRepr {
+            kind: PacketKind::Data,
+            flags: FLAG_TIMING,
+            epoch: E,
+            first_seq: SeqNo(10),
+            count: 0,
+            send_time: 1_010,
+            payload_len,
+        };
+        let mut buf = vec![0u8; repr.buffer_len()];
+        repr.seal(&mut buf);
+        buf
+    };
+    let run = |marker: &[u8]| {
+        let mut rx = Receiver::new(cfg());
+        rx.handle_packet(t(0), Line::A, &data(E, 1, 5));
+        rx.handle_packet(t(1), Line::A, marker);
+        let _ = events(&mut rx);
+        let s = rx.stats();
+        (s.malformed, s.gaps_detected, s.messages_missed)
+    };
+    let by_heartbeat = run(&heartbeat(E, 10));
+    assert_eq!(by_heartbeat, (0, 1, 4), "the heartbeat reveals [6, 10)");
+    assert_eq!(run(&timed_empty(TIMING_LEN)), by_heartbeat);
+    assert_eq!(run(&timed_empty(TIMING_LEN - 1)).0, 1, "a cut timing block is malformed");
 }

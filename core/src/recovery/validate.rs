@@ -192,6 +192,10 @@ impl Receiver {
 
     /// A Status from the recovery service.
     pub(super) fn on_status(&mut self, now: Instant, repr: &PacketRepr, st: &StatusRepr) {
+        if self.cfg.mode == Mode::Stream {
+            self.on_stream_status(repr, st);
+            return;
+        }
         let answers = self.probe.active && st.echo != 0 && st.echo == self.probe.nonce;
         if !answers {
             // A challenge (echo 0) or a late answer: only its cookie is of use.
@@ -214,6 +218,33 @@ impl Receiver {
         let claims = self.probe.claims;
         self.resolve(now, repr.epoch, repr.first_seq.0, st, claims);
         self.end_probe_round(now);
+    }
+
+    /// Stream: the Status that follows the LoginAck names the server
+    /// instance. Another instance with the epoch the client knew is a server
+    /// restarted with the same `--epoch`: its sequences start again at 1, so
+    /// what the client holds is of another session. Reset as for a new epoch
+    /// and log in again from 1 on a new connection (the catch-up that
+    /// follows on this one was planned for the old session's position).
+    fn on_stream_status(&mut self, repr: &PacketRepr, st: &StatusRepr) {
+        if !self.connected || self.epoch != Some(repr.epoch) {
+            self.stats.validation.statuses_stale += 1;
+            return;
+        }
+        self.stats.validation.statuses += 1;
+        let restarted = self.instance.is_some_and(|i| i != st.instance);
+        self.instance = Some(st.instance);
+        if !restarted {
+            return;
+        }
+        self.stats.validation.restarts_detected += 1;
+        self.stats.epoch_changes += 1;
+        self.reset_session();
+        self.events.push_back(Event::EpochChanged { old: Some(repr.epoch), new: repr.epoch });
+        self.logged_in = false;
+        self.tx.clear();
+        self.stats.reconnects += 1;
+        self.events.push_back(Event::Reconnect);
     }
 
     /// Act on the service's word: session `epoch`, next sequence `next`.

@@ -98,6 +98,12 @@ pub struct StatusRepr {
 }
 
 impl StatusRepr {
+    /// The Status a server sends right after a `LoginAck` on a stream: its
+    /// instance and state, no cookie, `echo` 0 (PROTOCOL.md § 9).
+    pub fn login(instance: u64, ended: bool) -> StatusRepr {
+        StatusRepr { cookie: 0, echo: 0, instance, ended }
+    }
+
     /// Parse a Status body. A state byte other than 0 or 1 is malformed.
     pub fn parse(body: &[u8]) -> Result<StatusRepr, DecodeError> {
         let v = Status::new_checked(body)?;

@@ -153,6 +153,7 @@ fn kind_from_name(s: &str) -> PacketKind {
         "Login" => PacketKind::Login,
         "Status" => PacketKind::Status,
         "Probe" => PacketKind::Probe,
+        "RepairNotice" => PacketKind::RepairNotice,
         other => panic!("unknown packet kind name {other:?}"),
     }
 }
@@ -484,6 +485,7 @@ fn document_vectors_parse_verify_and_reemit() {
         "probe",
         "status",
         "nack_with_cookie",
+        "repair_notice",
     ] {
         assert!(names.contains(&required), "docs/PROTOCOL.md lacks vector {required}: {names:?}");
     }
@@ -755,6 +757,7 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
         2_500_000_000,
         Body::Token(0x5eed_c00c_1e00_0001),
     );
+    add("repair_notice", RepairNotice, 0, 1000, 2, 1_300_040_000, Body::Empty);
     v
 }
 

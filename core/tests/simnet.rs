@@ -13,7 +13,8 @@
 //!
 //! `SIMNET_SEEDS=20000 cargo test -p tickwire-core --test simnet -- --nocapture`
 //! runs more seeds (the default keeps the file under ~30 s in debug) and prints
-//! the figures.
+//! the figures; `SIMNET_REPAIR_COALESCE_US=100` sets the multicast repairs'
+//! coalescing window (default 0).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -600,6 +601,10 @@ fn publisher(sc: &Scenario, epoch: u64) -> Sequencer {
     cfg.heartbeat_interval = Duration::from_millis(5);
     // A stream has no group: its (rare, in-band) NACKs are answered on it.
     cfg.repair.mode = if sc.mode == Mode::Stream { RepairMode::Unicast } else { sc.repair };
+    // `SIMNET_REPAIR_COALESCE_US=100` measures a coalescing window.
+    if let Some(us) = std::env::var("SIMNET_REPAIR_COALESCE_US").ok().and_then(|s| s.parse().ok()) {
+        cfg.repair.coalesce = Duration::from_micros(us);
+    }
     Sequencer::new(cfg)
 }
 

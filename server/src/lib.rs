@@ -43,7 +43,9 @@ use anyhow::Context;
 use tickwire_core::Instant;
 use tickwire_core::gbm::Generator;
 use tickwire_core::pacing::Pacer;
-use tickwire_core::publisher::{RequestLimits, Sequencer as Core, SequencerConfig};
+use tickwire_core::publisher::{
+    RepairConfig, RepairMode, RequestLimits, Sequencer as Core, SequencerConfig,
+};
 use tickwire_transports::affinity::{cpu_times, pin_to_cpu};
 use tickwire_transports::idle::Idler;
 use tickwire_transports::metrics::{self, Metrics};
@@ -247,6 +249,11 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         max_delay: cfg.max_delay,
         // Cookies and the instance id must be unguessable.
         secret: random_secret().context("reading /dev/urandom for the cookie secret")?,
+        repair: RepairConfig {
+            mode: repair_mode(cfg.repair, transport.as_ref()),
+            group_rate_bytes_per_sec: cfg.repair_budget,
+            ..RepairConfig::default()
+        },
         ..SequencerConfig::new(epoch, symbols)
     };
     core_cfg.validate().context("invalid publisher settings")?;
@@ -349,6 +356,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
             core.handle_timeout(now, wall_ns());
         }
         did_work |= transmit(&mut core, transport.as_mut())?;
+        did_work |= transmit_group(&mut core, transport.as_mut());
 
         // 4. Wait for I/O until the earliest deadline; serve requests.
         // Under a coalescing bound the next message would wait for it anyway:
@@ -411,6 +419,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
             transmit(&mut core, transport.as_mut())?;
             let streams = stream_logins.then_some(&mut catchups);
             serve_requests(&mut core, transport.as_mut(), &mut inbox, streams, clock.now());
+            transmit_group(&mut core, transport.as_mut());
         }
         if !catchups.active.is_empty() {
             transmit(&mut core, transport.as_mut())?;
@@ -494,7 +503,48 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         refused_full: ts.refused_full,
         peak_queued_bytes: ts.peak_queued_bytes,
         auth_rejected: ts.auth_rejected,
+        repair: match core.config().repair.mode {
+            RepairMode::Multicast => "multicast",
+            RepairMode::Unicast => "unicast",
+        }
+        .to_string(),
+        multicast_repairs: st.multicast_repairs,
+        multicast_repairs_joined: st.multicast_repairs_joined,
+        repair_coalesced: st.repair_coalesced,
+        repair_messages_multicast: st.repair_messages_multicast,
+        repair_bytes_multicast: st.repair_bytes_multicast,
+        ncf_sent: st.ncf_sent,
+        repair_budget_refused: st.repair_budget_refused,
+        multicast_snapshots: st.multicast_snapshots,
+        snapshot_requests_joined: st.snapshot_requests_joined,
     })
+}
+
+/// The repair mode the core runs with: multicast only where the transport
+/// can send to its group (tcp has no group; AF_XDP does not implement it
+/// yet), else unicast, said once.
+fn repair_mode(wanted: RepairMode, transport: &dyn Publisher) -> RepairMode {
+    match wanted {
+        RepairMode::Multicast if !transport.sends_to_group() => {
+            eprintln!("server: this transport cannot send repairs to its group: repairs go by unicast");
+            RepairMode::Unicast
+        }
+        m => m,
+    }
+}
+
+/// Send the core's multicast repairs (RepairNotice, Retransmission, Snapshot)
+/// to the feed's group. A failed send is said and dropped: subscribers NACK
+/// again. True if anything went out.
+fn transmit_group(core: &mut Core, transport: &mut dyn Publisher) -> bool {
+    let mut sent = false;
+    while let Some(p) = core.poll_group_packet() {
+        if let Err(e) = transport.send_to_group(p) {
+            eprintln!("server: a multicast repair failed: {e}");
+        }
+        sent = true;
+    }
+    sent
 }
 
 /// Encode every sealed packet straight into the transport's send buffer,

@@ -526,7 +526,9 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
 fn repair_mode(wanted: RepairMode, transport: &dyn Publisher) -> RepairMode {
     match wanted {
         RepairMode::Multicast if !transport.sends_to_group() => {
-            eprintln!("server: this transport cannot send repairs to its group: repairs go by unicast");
+            eprintln!(
+                "server: this transport cannot send repairs to its group: repairs go by unicast"
+            );
             RepairMode::Unicast
         }
         m => m,

@@ -453,12 +453,31 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
 
-    let st = core.stats();
-    let ts = transport.stats();
-    let cpu = cpu_times().since(cpu_start);
-    let secs = gen_elapsed.as_secs_f64().max(1e-9);
+    let run = Run { epoch, gen_elapsed, cpu: cpu_times().since(cpu_start) };
+    Ok(summarize(cfg, &run, &core, &transport.stats(), &idler, &catchups))
+}
+
+/// What a run measured besides the counters: its epoch, how long it
+/// generated, and the CPU it used.
+struct Run {
+    epoch: u64,
+    gen_elapsed: Duration,
+    cpu: tickwire_transports::affinity::CpuTimes,
+}
+
+/// The run's [`Summary`] from the core's and the transport's counters.
+fn summarize(
+    cfg: &ServerConfig,
+    run: &Run,
+    core: &Core,
+    ts: &tickwire_transports::PubStats,
+    idler: &Idler,
+    catchups: &CatchUps,
+) -> Summary {
+    let (st, cpu, epoch) = (core.stats(), run.cpu, run.epoch);
+    let secs = run.gen_elapsed.as_secs_f64().max(1e-9);
     let per_msg = |d: Duration| d.as_nanos() as f64 / st.messages.max(1) as f64;
-    Ok(Summary {
+    Summary {
         transport: cfg.transport.kind.to_string(),
         epoch,
         messages: st.messages,
@@ -517,7 +536,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         repair_budget_refused: st.repair_budget_refused,
         multicast_snapshots: st.multicast_snapshots,
         snapshot_requests_joined: st.snapshot_requests_joined,
-    })
+    }
 }
 
 /// The repair mode the core runs with: multicast only where the transport

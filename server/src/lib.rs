@@ -540,8 +540,8 @@ fn summarize(
 }
 
 /// The repair mode the core runs with: multicast only where the transport
-/// can send to its group (tcp has no group; AF_XDP does not implement it
-/// yet), else unicast, said once.
+/// can send to its group (multicast, AF_XDP; tcp has none), else unicast,
+/// said once.
 fn repair_mode(wanted: RepairMode, transport: &dyn Publisher) -> RepairMode {
     match wanted {
         RepairMode::Multicast if !transport.sends_to_group() => {

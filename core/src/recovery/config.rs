@@ -10,8 +10,10 @@ pub const DEFAULT_NACK_DELAY: Duration = Duration::from_micros(200);
 /// Random extra delay, uniform in `[0, jitter]`, added to the first NACK of a
 /// hole. After a loss every receiver sees the same hole at the same instant;
 /// jitter spreads their NACKs so the request server is not hit by one burst.
-/// NACKs are unicast here (no suppression by overhearing, unlike Aeron's
-/// multicast NAKs with up to 10 ms back-off), so a short spread suffices.
+/// While the service answers by unicast (no suppression by overhearing,
+/// unlike Aeron's multicast NAKs with up to 10 ms back-off) a short spread
+/// suffices; once it repairs on multicast, [`DEFAULT_MULTICAST_NACK_JITTER`]
+/// applies instead.
 pub const DEFAULT_NACK_JITTER: Duration = Duration::from_micros(300);
 /// Random extra delay, uniform in `[0, jitter]`, of a hole's first NACK
 /// once the session's recovery service has shown (a RepairNotice) that it
@@ -161,7 +163,7 @@ pub struct ReceiverConfig {
     /// See [`DEFAULT_NACK_JITTER`].
     pub nack_jitter: Duration,
     /// See [`DEFAULT_MULTICAST_NACK_JITTER`]: used instead of `nack_jitter`
-    /// once a RepairNotice of the session was seen.
+    /// once a RepairNotice was seen (the service repairs on multicast).
     pub multicast_nack_jitter: Duration,
     /// See [`DEFAULT_NACK_RETRY_INITIAL`].
     pub nack_retry_initial: Duration,

@@ -84,6 +84,9 @@ pub struct CellSpec {
     pub clients: usize,
     /// Seeded in-process drop rate at each client (`--drop-rate`).
     pub drop_rate: f64,
+    /// Seeded drop rate at the server (its `--drop-rate`): loss upstream of
+    /// the fan-out, shared by every client.
+    pub upstream_drop: f64,
     /// Kernel loss on the bridge, percent (netns only).
     pub kernel_loss: f64,
     /// A/B feeds (`--group-b`).
@@ -114,6 +117,9 @@ impl CellSpec {
         let mut s = format!("{who}-{}-r{}-c{}", self.net.name(), self.rate, self.clients);
         if self.drop_rate > 0.0 {
             s += &format!("-drop{}", self.drop_rate);
+        }
+        if self.upstream_drop > 0.0 {
+            s += &format!("-up{}", self.upstream_drop);
         }
         if self.kernel_loss > 0.0 {
             s += &format!("-loss{}", self.kernel_loss);
@@ -228,6 +234,9 @@ pub fn commands(spec: &CellSpec, env: &RunEnv, port: u16, tag: &str) -> anyhow::
     }
     if spec.ab {
         srv.extend(strs(&["--group-b", &group_b]));
+    }
+    if spec.upstream_drop > 0.0 {
+        srv.extend(strs(&["--drop-rate", &spec.upstream_drop.to_string(), "--drop-seed", "7"]));
     }
     if let Some(t) = topo {
         srv.extend(strs(&["--interface", &t.server_ip(), "--ifname", "eth0"]));
@@ -381,6 +390,14 @@ pub struct CellRun {
     pub recovery_p99_us: Option<f64>,
     /// Frames dropped by the bridge's loss rule during the run.
     pub bridge_drops: Option<f64>,
+    /// NACKs the server received (of this session).
+    pub server_nacks: Option<f64>,
+    /// Messages the server retransmitted (unicast and on the group).
+    pub server_retransmitted: Option<f64>,
+    /// Bytes the server's repair service sent on the group.
+    pub server_group_repair_bytes: Option<f64>,
+    /// Duplicates received, summed over the clients.
+    pub duplicates: Option<f64>,
     /// Fewest messages any client delivered.
     pub delivered_min: Option<f64>,
     /// Messages published.
@@ -499,6 +516,10 @@ pub fn reduce(s: &Value, cs: &[Value]) -> CellRun {
         recovery_p50_us: maxv(&|c| c["recovery_time"]["p50_us"].as_f64()),
         recovery_p99_us: maxv(&|c| c["recovery_time"]["p99_us"].as_f64()),
         bridge_drops: None,
+        server_nacks: f(s, "nacks"),
+        server_retransmitted: f(s, "retransmitted_messages"),
+        server_group_repair_bytes: f(s, "repair_bytes_multicast"),
+        duplicates: sum("duplicates"),
         delivered_min: crate::stats::agg(cs.iter().map(|c| f(c, "messages_delivered"))).min,
         published,
         complete,

@@ -67,6 +67,11 @@ struct Args {
     /// loopback, at --rate and at --rate 0). `--no-pipeline` leaves it out.
     #[arg(long)]
     no_pipeline: bool,
+    /// Add the "recovery vs subscribers" table (multicast on loopback, 1, 4
+    /// and 16 clients, 1 % and 5 % loss upstream of the fan-out and at each
+    /// client, at 20k msgs/s; on with --full): 12 cells, 42 client processes.
+    #[arg(long)]
+    recovery: bool,
     /// Messages per run [default: 100000; --full: 300000] (kernel-loss cells: half).
     #[arg(long)]
     messages: Option<u64>,
@@ -234,6 +239,7 @@ fn main() -> anyhow::Result<()> {
             vec![]
         }),
         pipeline: !a.no_pipeline,
+        recovery: a.recovery || full,
         netns: netns_ok,
         loopback: a.nets.contains(&Net::Loopback),
         netns_skip_reason: match &netns_missing {

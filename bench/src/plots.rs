@@ -195,6 +195,7 @@ pub fn read_hgrm(path: &Path) -> Vec<(f64, f64)> {
 /// A clean baseline cell: no loss, no A/B, default idle.
 fn clean(s: &CellSpec) -> bool {
     s.drop_rate == 0.0
+        && s.upstream_drop == 0.0
         && s.kernel_loss == 0.0
         && !s.ab
         && s.mode == Mode::Default

@@ -32,6 +32,8 @@ pub struct ProfileArgs {
     pub modes: Vec<Mode>,
     /// Whether to run the client's pipeline beside its single thread.
     pub pipeline: bool,
+    /// Whether to run the recovery-vs-subscribers table.
+    pub recovery: bool,
     /// Whether to run the loopback cells.
     pub loopback: bool,
     /// Whether the namespace cells can run (root, `ip` present).
@@ -97,6 +99,16 @@ impl Plan {
 /// bytes, 16384 delivered the most (7.7M msgs/s against 3.5M at 1472).
 pub const LARGE_PACKET: usize = 16384;
 
+/// Subscriber counts of the recovery table (the issue's 1, 4 and 16).
+pub const RECOVERY_CLIENTS: [usize; 3] = [1, 4, 16];
+/// Loss rates of the recovery table, upstream and at each client: 1 % and 5 %.
+pub const RECOVERY_LOSSES: [f64; 2] = [0.01, 0.05];
+/// Offered rate of the recovery table: 20k msgs/s, the issue's measurement.
+/// Sixteen verifying clients and the server share two cores: at 100k msgs/s
+/// and more they drop datagrams in their own socket buffers, and the table
+/// would measure that, not the loss it injects.
+pub const RECOVERY_RATE: u64 = 20_000;
+
 /// The cells of a profile.
 pub fn plan(a: &ProfileArgs) -> Plan {
     let mut p = Plan { cells: Vec::new(), scenarios: Vec::new(), skipped: Vec::new() };
@@ -108,6 +120,7 @@ pub fn plan(a: &ProfileArgs) -> Plan {
         messages: a.messages,
         clients: 1,
         drop_rate: 0.0,
+        upstream_drop: 0.0,
         kernel_loss: 0.0,
         ab: false,
         mode: Mode::Default,
@@ -142,6 +155,27 @@ pub fn plan(a: &ProfileArgs) -> Plan {
                     s,
                     CellSpec { drop_rate: d, ..base(TransportKind::Multicast, Net::Loopback) },
                 );
+            }
+            if a.recovery {
+                let s = p.scenario(
+                    "recovery",
+                    format!(
+                        "Recovery vs subscribers (loopback, multicast, {} msg/s): loss upstream of \
+                     the fan-out (server --drop-rate, shared) and at each client (--drop-rate)",
+                        RECOVERY_RATE
+                    ),
+                );
+                for loss in RECOVERY_LOSSES {
+                    for n in RECOVERY_CLIENTS {
+                        let b = CellSpec {
+                            clients: n,
+                            rate: RECOVERY_RATE,
+                            ..base(TransportKind::Multicast, Net::Loopback)
+                        };
+                        p.add(s, CellSpec { upstream_drop: loss, ..b.clone() });
+                        p.add(s, CellSpec { drop_rate: loss, ..b });
+                    }
+                }
             }
             let s = p.scenario(
                 "ab",
@@ -300,6 +334,7 @@ mod tests {
             messages: 1000,
             modes: vec![],
             pipeline: true,
+            recovery: false,
             loopback: true,
             netns,
             netns_skip_reason: "not root".into(),
@@ -314,10 +349,18 @@ mod tests {
     fn shared_cells_run_once_and_skips_are_named() {
         let p = plan(&args(false));
         // rate: 2x2; clients: +2 (c4); inproc: +2; ab: +1; threads: +4
-        // (its single-thread cells are the rate table's).
         // (its single-thread cells are the rate table's), +2 large-packet.
         assert_eq!(p.cells.len(), 15);
         assert_eq!(p.scenarios.len(), 5);
+        // With the recovery table: +12 (2 losses x 3 client counts x
+        // upstream or at the client).
+        let r = plan(&ProfileArgs { recovery: true, ..args(false) });
+        assert_eq!(r.cells.len(), 15 + 12);
+        let recovery = &r.scenarios[3];
+        assert_eq!(recovery.key, "recovery");
+        assert_eq!(recovery.cells.len(), 12);
+        assert_eq!(recovery.cells.iter().filter(|&&i| r.cells[i].upstream_drop > 0.0).count(), 6);
+        assert!(recovery.cells.iter().all(|&i| r.cells[i].rate == RECOVERY_RATE));
         let threads = &p.scenarios[4];
         assert_eq!(threads.key, "threads");
         assert_eq!(threads.cells.len(), 10);

@@ -140,6 +140,8 @@ fn loss_label(c: &CellResult) -> String {
     let s = &c.spec;
     if s.kernel_loss > 0.0 {
         format!("bridge {}% ({})", s.kernel_loss, c.loss_mechanism.unwrap_or("?"))
+    } else if s.upstream_drop > 0.0 {
+        format!("upstream {}%", s.upstream_drop * 100.0)
     } else if s.drop_rate > 0.0 {
         format!("in-process {}%", s.drop_rate * 100.0)
     } else {
@@ -163,6 +165,7 @@ fn aeron_ratios(r: &Results, s: &mut String) {
             && (t.net, t.rate, t.clients, t.messages) == (a.net, a.rate, a.clients, a.messages)
             && t.drop_rate == a.drop_rate
             && t.kernel_loss == a.kernel_loss
+            && t.upstream_drop == a.upstream_drop
             && !t.ab
             && !t.pipeline
             && t.mode == Mode::Default
@@ -217,6 +220,39 @@ fn aeron_ratios(r: &Results, s: &mut String) {
             both(|x| x.t2c_p99_us),
             yes(t),
             yes(a),
+        );
+    }
+    let _ = writeln!(s);
+}
+
+/// The recovery table's server side: what the service did for N clients.
+fn recovery_table(s: &mut String, r: &Results, sc: &crate::profile::Scenario) {
+    let _ = writeln!(
+        s,
+        "Recovery at the server (medians): NACKs received, messages retransmitted (unicast and on \
+         the group), bytes repaired on the group, duplicates per client (what the others pay \
+         for one client's repairs).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| loss | clients | server NACKs | messages retransmitted | group repair bytes | duplicates / client | recovery p50 / p99 µs | complete |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|---|");
+    for &i in &sc.cells {
+        let c = &r.cells[i];
+        let per_client = c.agg(|x| x.duplicates).median.map(|d| d / c.spec.clients.max(1) as f64);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} |",
+            loss_label(c),
+            c.spec.clients,
+            med_range(c.agg(|x| x.server_nacks)),
+            med_range(c.agg(|x| x.server_retransmitted)),
+            num(c.agg(|x| x.server_group_repair_bytes).median),
+            num(per_client),
+            num(c.agg(|x| x.recovery_p50_us).median),
+            num(c.agg(|x| x.recovery_p99_us).median),
+            if c.complete() { "yes" } else { "NO" },
         );
     }
     let _ = writeln!(s);
@@ -328,6 +364,9 @@ pub fn markdown(r: &Results) -> String {
             );
         }
         let _ = writeln!(s);
+        if sc.key == "recovery" {
+            recovery_table(&mut s, r, sc);
+        }
     }
     let _ = writeln!(
         s,

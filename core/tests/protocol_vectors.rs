@@ -153,6 +153,7 @@ fn kind_from_name(s: &str) -> PacketKind {
         "Login" => PacketKind::Login,
         "Status" => PacketKind::Status,
         "Probe" => PacketKind::Probe,
+        "RepairNotice" => PacketKind::RepairNotice,
         other => panic!("unknown packet kind name {other:?}"),
     }
 }
@@ -487,6 +488,7 @@ fn document_vectors_parse_verify_and_reemit() {
         "status",
         "nack_with_cookie",
         "nack_wrong_epoch",
+        "repair_notice",
     ] {
         assert!(names.contains(&required), "docs/PROTOCOL.md lacks vector {required}: {names:?}");
     }
@@ -782,11 +784,16 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
         2_500_000_000,
         Body::Token(0x5eed_c00c_1e00_0001),
     );
+    add("repair_notice", RepairNotice, 0, 1000, 2, 1_300_040_000, Body::Empty);
     let h = PacketRepr {
         epoch: EPOCH - 1,
         ..header(Nack, FLAG_COOKIE, 1003, 2, 2_500_100_000, &Body::Token(0))
     };
-    v.push(("nack_wrong_epoch".to_string(), h, Body::Token(0x5eed_c00c_1e00_0001), 0));
+    let wrong_epoch = ("nack_wrong_epoch".to_string(), h, Body::Token(0x5eed_c00c_1e00_0001), 0);
+    // The document's order: nack_wrong_epoch before repair_notice.
+    let last = v.pop().expect("repair_notice");
+    v.push(wrong_epoch);
+    v.push(last);
     v
 }
 

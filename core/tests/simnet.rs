@@ -13,7 +13,8 @@
 //!
 //! `SIMNET_SEEDS=20000 cargo test -p tickwire-core --test simnet -- --nocapture`
 //! runs more seeds (the default keeps the file under ~30 s in debug) and prints
-//! the figures.
+//! the figures; `SIMNET_REPAIR_COALESCE_US=100` sets the multicast repairs'
+//! coalescing window (default 0).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -21,9 +22,14 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use tickwire_core::publisher::{RequestOutcome, Sequencer, SequencerConfig};
+use tickwire_core::publisher::{
+    DEFAULT_GROUP_BURST_BYTES, DEFAULT_GROUP_RATE_BYTES_PER_SEC, RepairMode, RequestOutcome,
+    Sequencer, SequencerConfig, SequencerStats, peer_host,
+};
 use tickwire_core::recovery::{Event, LateJoin, Mode, Receiver, ReceiverConfig, RecoveryStats};
-use tickwire_core::wire::{Packet, PacketKind};
+use tickwire_core::wire::{
+    FLAG_COOKIE, HEADER_LEN, Packet, PacketKind, PacketRepr, TOKEN_LEN, emit_token,
+};
 use tickwire_core::{Book, Instant, Line, Message, Quote, Side, SymbolState, Trade};
 
 const US: u64 = 1_000;
@@ -362,6 +368,15 @@ struct Scenario {
     cuts: usize,
     /// Restart the server once, halfway.
     restart: bool,
+    /// Loss before the fan-out: a packet dropped there is lost to every client.
+    upstream: f64,
+    /// How the service answers NACKs and snapshot requests.
+    repair: RepairMode,
+    /// Every client joins late, at the same instant (snapshot sharing).
+    all_late: bool,
+    /// An attacker floods the service every tick with forged (bad-cookie)
+    /// NACKs and with validated NACKs of the whole window.
+    flood: bool,
 }
 
 impl Scenario {
@@ -388,6 +403,38 @@ impl Scenario {
             late_join: pick(&mut r, 0.25),
             cuts: 0,
             restart: false,
+            upstream: 0.0,
+            repair: if pick(&mut r, 0.5) { RepairMode::Multicast } else { RepairMode::Unicast },
+            all_late: false,
+            flood: false,
+        }
+    }
+
+    /// Many subscribers behind one upstream link losing `upstream` (shared),
+    /// each with its own independent loss `own` on the feed, requests and answers.
+    fn fan(seed: u64, clients: usize, upstream: f64, own: f64, repair: RepairMode) -> Scenario {
+        Scenario {
+            seed,
+            mode: Mode::Datagram,
+            clients,
+            messages: 4000,
+            loss_a: own,
+            loss_b: None,
+            loss_req: own,
+            loss_ans: own,
+            bursty: false,
+            dup: 0.0,
+            corrupt: 0.0,
+            jitter: 30 * US,
+            window: 1 << 14,
+            max_buffered: 4096,
+            late_join: false,
+            cuts: 0,
+            restart: false,
+            upstream,
+            repair,
+            all_late: false,
+            flood: false,
         }
     }
 }
@@ -413,6 +460,13 @@ struct Totals {
     reconnects: u64,
     sim_ns: u64,
     recovery_p50_max: u64,
+    recovery_p99_max: u64,
+    /// Clients' NACKs suppressed by RepairNotices.
+    suppressed: u64,
+    /// The server's counters, summed over runs.
+    server: SequencerStats,
+    /// Every client's recovery times (ns), merged.
+    recovery: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl Totals {
@@ -431,6 +485,21 @@ impl Totals {
         self.bad_crc += st.bad_crc;
         self.reconnects += st.reconnects;
         self.recovery_p50_max = self.recovery_p50_max.max(st.recovery_percentile(50.0));
+        self.recovery_p99_max = self.recovery_p99_max.max(st.recovery_percentile(99.0));
+        self.suppressed += st.nacks_suppressed;
+        self.add_recovery(st.recovery_histogram());
+    }
+
+    fn add_recovery(&mut self, h: &hdrhistogram::Histogram<u64>) {
+        match &mut self.recovery {
+            Some(r) => r.add(h).expect("same histogram bounds"),
+            None => self.recovery = Some(h.clone()),
+        }
+    }
+
+    /// Recovery time at percentile `p` over every client, ns.
+    fn recovery_p(&self, p: f64) -> u64 {
+        self.recovery.as_ref().map_or(0, |h| h.value_at_percentile(p))
     }
 
     fn merge(&mut self, o: &Totals) {
@@ -452,6 +521,27 @@ impl Totals {
         self.reconnects += o.reconnects;
         self.sim_ns += o.sim_ns;
         self.recovery_p50_max = self.recovery_p50_max.max(o.recovery_p50_max);
+        self.recovery_p99_max = self.recovery_p99_max.max(o.recovery_p99_max);
+        self.suppressed += o.suppressed;
+        if let Some(h) = &o.recovery {
+            self.add_recovery(h);
+        }
+        let (a, b) = (&mut self.server, &o.server);
+        a.nacks += b.nacks;
+        a.requests += b.requests;
+        a.retransmitted_messages += b.retransmitted_messages;
+        a.retransmit_packets += b.retransmit_packets;
+        a.reply_bytes += b.reply_bytes;
+        a.repair_bytes_multicast += b.repair_bytes_multicast;
+        a.repair_messages_multicast += b.repair_messages_multicast;
+        a.ncf_sent += b.ncf_sent;
+        a.repair_coalesced += b.repair_coalesced;
+        a.multicast_repairs_joined += b.multicast_repairs_joined;
+        a.repair_budget_refused += b.repair_budget_refused;
+        a.snapshot_bytes_unicast += b.snapshot_bytes_unicast;
+        a.snapshot_bytes_multicast += b.snapshot_bytes_multicast;
+        a.snapshots_served += b.snapshots_served;
+        a.snapshot_requests_joined += b.snapshot_requests_joined;
     }
 }
 
@@ -489,6 +579,8 @@ struct World {
     last_eos: u64,
     clients: Vec<Client>,
     restarted: bool,
+    /// The shared link before the fan-out.
+    upstream: Link,
 }
 
 /// A loss burst (Gilbert-Elliott bad state) ends after this much idle time.
@@ -507,6 +599,12 @@ fn publisher(sc: &Scenario, epoch: u64) -> Sequencer {
     let mut cfg = SequencerConfig::new(epoch, SYMBOLS);
     cfg.retransmit_window = sc.window;
     cfg.heartbeat_interval = Duration::from_millis(5);
+    // A stream has no group: its (rare, in-band) NACKs are answered on it.
+    cfg.repair.mode = if sc.mode == Mode::Stream { RepairMode::Unicast } else { sc.repair };
+    // `SIMNET_REPAIR_COALESCE_US=100` measures a coalescing window.
+    if let Some(us) = std::env::var("SIMNET_REPAIR_COALESCE_US").ok().and_then(|s| s.parse().ok()) {
+        cfg.repair.coalesce = Duration::from_micros(us);
+    }
     Sequencer::new(cfg)
 }
 
@@ -577,11 +675,14 @@ impl World {
             last_eos: 0,
             clients,
             restarted: false,
+            upstream: Link::new(Loss::Random(sc.upstream), 0, 0),
             sc,
         };
         let duration = w.sc.messages / 3 * TICK; // ~3.5 messages per tick
         for c in 0..w.sc.clients {
-            let at = if w.sc.late_join && c == 0 {
+            let at = if w.sc.all_late {
+                duration / 3
+            } else if w.sc.late_join && c == 0 {
                 duration / 3 + w.rng.next_u64() % (duration / 3)
             } else {
                 0
@@ -605,12 +706,20 @@ impl World {
         format!("seed {} client {c} at {} µs ({:?})", self.sc.seed, self.now / US, self.sc)
     }
 
-    /// Send a live packet to every listening client.
+    /// Send a live packet (or a multicast repair) to every listening client.
     fn fan_out(&mut self, bytes: &[u8]) {
         let (kind, first, count) = {
             let p = Packet::new_checked(bytes).expect("the publisher emits valid packets");
             (p.kind(), p.first_seq().0, u64::from(p.count()))
         };
+        if self.sc.mode == Mode::Datagram && self.upstream.lost(&mut self.rng, self.now) {
+            if kind == PacketKind::Data {
+                for cl in self.clients.iter_mut().filter(|cl| cl.joined) {
+                    mark(&mut cl.lost_a, first, count);
+                }
+            }
+            return;
+        }
         for c in 0..self.clients.len() {
             let cl = &mut self.clients[c];
             if !cl.joined || (self.sc.mode == Mode::Stream && !cl.live) {
@@ -661,6 +770,15 @@ impl World {
             }
             self.fan_out(&p);
         }
+        self.drain_group();
+    }
+
+    /// Multicast repairs go to the group, line A, like the feed.
+    fn drain_group(&mut self) {
+        while let Some(p) = self.server.poll_group_packet() {
+            let p = p.to_vec();
+            self.fan_out(&p);
+        }
     }
 
     fn server_tick(&mut self) {
@@ -680,6 +798,9 @@ impl World {
         }
         self.server.handle_timeout(now, wall);
         self.drain_server();
+        if self.sc.flood {
+            self.flood();
+        }
         if self.server.is_ended()
             && self.now >= self.last_eos + EOS_REPEAT
             && !self.eos_packet.is_empty()
@@ -707,6 +828,7 @@ impl World {
         }
         let conn = cl.conn;
         for r in replies {
+            let cl = &mut self.clients[c];
             for (at, corrupt) in cl.ans.transmit(&mut self.rng, self.now) {
                 self.q.push(
                     at,
@@ -719,6 +841,7 @@ impl World {
                 );
             }
         }
+        self.drain_group();
     }
 
     /// Drain client `c`'s outputs: events to the oracle, requests to the
@@ -865,6 +988,7 @@ impl World {
             runs: 1,
             messages: self.sc.messages * self.sc.clients as u64,
             sim_ns: self.now,
+            server: self.server.stats().clone(),
             ..Totals::default()
         };
         let book = self.server.book().clone();
@@ -923,6 +1047,30 @@ impl World {
         t
     }
 
+    /// The attacker's packets of one tick: NACKs from forged addresses with
+    /// made-up cookies, and NACKs with its own valid cookie for everything
+    /// the server still holds (the most a validated requester can ask for).
+    fn flood(&mut self) {
+        let now = Instant(self.now);
+        let (oldest, next) = (self.server.oldest().0, self.server.published_next().0);
+        if next <= oldest {
+            return;
+        }
+        let attacker = 0xBAD0_0000u64 << 16 | 999;
+        let own_cookie = self.server.cookie(peer_host(attacker));
+        for i in 0..FLOOD_PER_TICK {
+            let forged = i % 2 == 0;
+            let peer =
+                if forged { (0x0A00_0000 + self.rng.next_u64() % 65_536) << 16 } else { attacker };
+            let cookie = if forged { self.rng.next_u64() | 1 } else { own_cookie };
+            let first = oldest + self.rng.next_u64() % (next - oldest);
+            let count = (next - first).min(1024) as u16;
+            let nack = request(PacketKind::Nack, self.epoch, first, count, cookie);
+            let _ = self.server.handle_request(now, self.now, peer, &nack, &mut |_| {});
+        }
+        self.drain_group();
+    }
+
     fn connect(&mut self, c: usize) {
         let now = Instant(self.now);
         let cl = &mut self.clients[c];
@@ -931,6 +1079,28 @@ impl World {
         cl.rx.handle_connected(now);
         self.service(c);
     }
+}
+
+/// Attacker requests per server tick (100 µs): 160 000 NACKs per second,
+/// half forged, each asking for up to 1024 messages.
+const FLOOD_PER_TICK: usize = 16;
+
+/// A request packet carrying `cookie`.
+fn request(kind: PacketKind, epoch: u64, first: u64, count: u16, cookie: u64) -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_LEN + TOKEN_LEN];
+    emit_token(&mut b[HEADER_LEN..], cookie);
+    let n = PacketRepr {
+        kind,
+        flags: FLAG_COOKIE,
+        epoch,
+        first_seq: tickwire_core::SeqNo(first),
+        count,
+        send_time: 0,
+        payload_len: TOKEN_LEN,
+    }
+    .seal(&mut b);
+    b.truncate(n);
+    b
 }
 
 fn mark(v: &mut [bool], first: u64, count: u64) {
@@ -1046,6 +1216,10 @@ fn ab_lines_nack_only_what_both_lost() {
                 late_join: false,
                 cuts: 0,
                 restart: false,
+                upstream: 0.0,
+                repair: RepairMode::Unicast,
+                all_late: false,
+                flood: false,
             };
             all.merge(&World::new(sc).run());
         }
@@ -1099,6 +1273,140 @@ fn server_restart_is_followed_to_the_new_session() {
     report("restart", &all, started.elapsed());
 }
 
+// ------------------------------------------- many subscribers, one repair
+
+/// Runs of `n` subscribers for each of `seeds` seeds, summed.
+fn fan_runs(seeds: u64, n: usize, upstream: f64, own: f64, repair: RepairMode) -> Totals {
+    let mut all = Totals::default();
+    for seed in 0..seeds {
+        all.merge(&World::new(Scenario::fan(40_000 + seed, n, upstream, own, repair)).run());
+    }
+    all
+}
+
+fn report_fan(name: &str, t: &Totals) {
+    let s = &t.server;
+    eprintln!(
+        "{name}: server NACKs {} retransmitted {} msgs (multicast {}), repair bytes unicast {} multicast {}, \
+         NCF {} coalesced {} joined {} refused {} | clients: NACKs {} suppressed {} duplicates {} ({:.1}/client/run) \
+         recovery p50 {} µs p90 {} µs p99 {} µs",
+        s.nacks,
+        s.retransmitted_messages,
+        s.repair_messages_multicast,
+        s.reply_bytes,
+        s.repair_bytes_multicast,
+        s.ncf_sent,
+        s.repair_coalesced,
+        s.multicast_repairs_joined,
+        s.repair_budget_refused,
+        t.nacks,
+        t.suppressed,
+        t.duplicates,
+        t.duplicates as f64 / (t.messages as f64 / 4000.0),
+        t.recovery_p(50.0) / 1000,
+        t.recovery_p(90.0) / 1000,
+        t.recovery_p(99.0) / 1000,
+    );
+}
+
+/// Upstream loss (before the fan-out, shared by all): with multicast repair
+/// the service's work does not grow with the subscribers.
+#[test]
+fn upstream_loss_is_repaired_once_for_every_subscriber() {
+    let runs = (seeds(1500) / 100).max(3);
+    for loss in [0.01, 0.05] {
+        let one = fan_runs(runs, 1, loss, 0.0, RepairMode::Multicast);
+        report_fan(&format!("upstream {:.0}% multicast  1", loss * 100.0), &one);
+        let uni = fan_runs(runs, 16, loss, 0.0, RepairMode::Unicast);
+        report_fan(&format!("upstream {:.0}% unicast   16", loss * 100.0), &uni);
+        for n in [4, 16] {
+            let many = fan_runs(runs, n, loss, 0.0, RepairMode::Multicast);
+            report_fan(&format!("upstream {:.0}% multicast {n:>2}", loss * 100.0), &many);
+            let (m, o) = (&many.server, &one.server);
+            assert_eq!(many.unrecovered, 0);
+            assert!(o.retransmitted_messages > 0 && o.nacks > 0);
+            assert!(
+                m.retransmitted_messages * 2 <= o.retransmitted_messages * 3,
+                "{n} subscribers: {} messages repaired, 1 subscriber: {}",
+                m.retransmitted_messages,
+                o.retransmitted_messages
+            );
+            assert!(m.nacks <= o.nacks * 3, "{n}: {} NACKs, 1: {}", m.nacks, o.nacks);
+            assert!(
+                many.recovery_p(99.0) * 2 <= one.recovery_p(99.0) * 3,
+                "{n}: p99 {} µs, 1: {} µs",
+                many.recovery_p(99.0) / 1000,
+                one.recovery_p(99.0) / 1000
+            );
+        }
+    }
+}
+
+/// Independent loss at each subscriber: every one recovers its own losses;
+/// what the others pay is duplicates, reported.
+#[test]
+fn independent_loss_recovers_at_every_subscriber() {
+    let runs = (seeds(1500) / 100).max(3);
+    let uni = fan_runs(runs, 16, 0.0, 0.01, RepairMode::Unicast);
+    report_fan("independent 1% unicast   16", &uni);
+    let multi = fan_runs(runs, 16, 0.0, 0.01, RepairMode::Multicast);
+    report_fan("independent 1% multicast 16", &multi);
+    assert_eq!(multi.unrecovered, 0);
+    assert_eq!(multi.delivered, uni.delivered, "every subscriber delivered the whole stream");
+}
+
+/// Sixteen late joiners at once share one multicast snapshot.
+#[test]
+fn late_joiners_share_one_snapshot() {
+    let one = Sequencer::new(SequencerConfig::new(1, SYMBOLS)).snapshot_bytes() as u64;
+    for repair in [RepairMode::Unicast, RepairMode::Multicast] {
+        let runs = (seeds(1500) / 100).max(3);
+        let mut all = Totals::default();
+        for seed in 0..runs {
+            let sc =
+                Scenario { all_late: true, ..Scenario::fan(50_000 + seed, 16, 0.0, 0.0, repair) };
+            all.merge(&World::new(sc).run());
+        }
+        let s = &all.server;
+        let bytes = (s.snapshot_bytes_unicast + s.snapshot_bytes_multicast) / runs;
+        eprintln!(
+            "16 late joiners, {repair:?}: {} snapshots applied, snapshot bytes per run {bytes} (one snapshot {one}), joined {}",
+            all.snapshots, s.snapshot_requests_joined
+        );
+        assert_eq!(all.snapshots, 16 * runs, "every joiner applied one snapshot");
+        if repair == RepairMode::Multicast {
+            assert!(bytes <= 2 * one, "{bytes} snapshot bytes per run for 16 joiners");
+        }
+    }
+}
+
+/// A flood of forged and validated NACKs: the group budget holds, and the
+/// real subscribers behind the lossy upstream still recover everything.
+#[test]
+fn a_nack_flood_cannot_make_the_service_flood_the_group() {
+    for seed in 0..2 {
+        let sc = Scenario {
+            flood: true,
+            ..Scenario::fan(60_000 + seed, 4, 0.01, 0.0, RepairMode::Multicast)
+        };
+        let t = World::new(sc).run();
+        let s = &t.server;
+        report_fan("flood", &t);
+        assert_eq!(t.unrecovered, 0);
+        assert!(s.bad_cookies > 1000, "the forged NACKs were refused: {}", s.bad_cookies);
+        assert!(s.repair_budget_refused > 0, "the budget was reached");
+        // Everything sent on the group fits the bucket: its burst plus its
+        // rate over the simulated time.
+        let cap =
+            DEFAULT_GROUP_BURST_BYTES + DEFAULT_GROUP_RATE_BYTES_PER_SEC * t.sim_ns / 1_000_000_000;
+        assert!(
+            s.repair_bytes_multicast <= cap + 1472,
+            "{} bytes on the group, budget {cap}",
+            s.repair_bytes_multicast
+        );
+    }
+}
+
 // ------------------------------------------------------------ allocation
 
 #[path = "support/alloc_count.rs"]
@@ -1110,7 +1418,7 @@ mod alloc_count;
 #[test]
 fn receiver_steady_state_does_not_allocate() {
     // The whole session is published up front: the window must hold all of it.
-    let sc = Scenario { window: 32_768, ..Scenario::datagram(1) };
+    let sc = Scenario { window: 32_768, repair: RepairMode::Unicast, ..Scenario::datagram(1) };
     let mut server = publisher(&sc, 77);
     let key = 5;
     // Everything the network will carry is built before measuring.

@@ -77,7 +77,7 @@ fn symbol_state() -> impl Strategy<Value = SymbolState> {
         )
 }
 
-const KNOWN_KINDS: [u8; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19];
+const KNOWN_KINDS: [u8; 13] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 18, 19];
 
 fn packet_kind() -> impl Strategy<Value = PacketKind> {
     any::<u8>().prop_map(PacketKind::from_byte)

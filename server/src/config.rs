@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tickwire_core::gbm::GbmConfig;
+use tickwire_core::publisher::{DEFAULT_GROUP_RATE_BYTES_PER_SEC, RepairMode};
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::select::{TcpLimits, TransportKind, TransportOptions};
 
@@ -49,6 +50,13 @@ pub struct ServerConfig {
     pub ready_file: Option<std::path::PathBuf>,
     /// TCP connection limits (per host, total, login and idle timeouts).
     pub tcp_limits: TcpLimits,
+    /// How validated NACKs and snapshot requests are answered: once on the
+    /// feed's group (multicast, the default; only where the transport can
+    /// send to its group, else unicast) or per requester (unicast).
+    pub repair: RepairMode,
+    /// Bytes per second multicast repairs may take, for the whole group
+    /// (`--repair-budget`).
+    pub repair_budget: u64,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +96,8 @@ impl Default for ServerConfig {
             book_out: None,
             ready_file: None,
             tcp_limits: TcpLimits::default(),
+            repair: RepairMode::Multicast,
+            repair_budget: DEFAULT_GROUP_RATE_BYTES_PER_SEC,
         }
     }
 }
@@ -191,4 +201,25 @@ pub struct Summary {
     pub peak_queued_bytes: u64,
     /// Requests dropped for a missing or wrong MAC (`--key-file`).
     pub auth_rejected: u64,
+    /// How requests were answered: `multicast` (repairs once on the group)
+    /// or `unicast`.
+    pub repair: String,
+    /// NACKs answered by a multicast repair (of some of their range).
+    pub multicast_repairs: u64,
+    /// NACKs whose range had just been repaired on the group (nothing sent).
+    pub multicast_repairs_joined: u64,
+    /// NACKs trimmed, in part or whole, against recent multicast repairs.
+    pub repair_coalesced: u64,
+    /// Messages sent on the group as repairs (also in `retransmitted_messages`).
+    pub repair_messages_multicast: u64,
+    /// Bytes sent on the group by the repair service (notices, retransmissions, snapshots).
+    pub repair_bytes_multicast: u64,
+    /// RepairNotice packets sent on the group.
+    pub ncf_sent: u64,
+    /// Multicast repairs the group budget refused (served by unicast instead).
+    pub repair_budget_refused: u64,
+    /// Snapshots sent on the group (also in `snapshots`).
+    pub multicast_snapshots: u64,
+    /// Snapshot requests that joined a multicast snapshot already waiting.
+    pub snapshot_requests_joined: u64,
 }

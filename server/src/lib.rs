@@ -43,7 +43,9 @@ use anyhow::Context;
 use tickwire_core::Instant;
 use tickwire_core::gbm::Generator;
 use tickwire_core::pacing::Pacer;
-use tickwire_core::publisher::{RequestLimits, Sequencer as Core, SequencerConfig};
+use tickwire_core::publisher::{
+    RepairConfig, RepairMode, RequestLimits, Sequencer as Core, SequencerConfig,
+};
 use tickwire_transports::affinity::{cpu_times, pin_to_cpu};
 use tickwire_transports::idle::Idler;
 use tickwire_transports::metrics::{self, Metrics};
@@ -280,6 +282,11 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         max_delay: cfg.max_delay,
         // Cookies and the instance id must be unguessable.
         secret: random_secret().context("reading /dev/urandom for the cookie secret")?,
+        repair: RepairConfig {
+            mode: repair_mode(cfg.repair, transport.as_ref()),
+            group_rate_bytes_per_sec: cfg.repair_budget,
+            ..RepairConfig::default()
+        },
         ..SequencerConfig::new(epoch, symbols)
     };
     core_cfg.validate().context("invalid publisher settings")?;
@@ -390,6 +397,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
             core.handle_timeout(now, wall_ns());
         }
         did_work |= transmit(&mut core, transport.as_mut())?;
+        did_work |= transmit_group(&mut core, transport.as_mut());
 
         // 4. Wait for I/O until the earliest deadline; serve requests.
         // Under a coalescing bound the next message would wait for it anyway:
@@ -452,6 +460,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
             transmit(&mut core, transport.as_mut())?;
             let streams = stream_logins.then_some(&mut catchups);
             serve_requests(&mut core, transport.as_mut(), &mut inbox, streams, clock.now());
+            transmit_group(&mut core, transport.as_mut());
         }
         if !catchups.active.is_empty() {
             transmit(&mut core, transport.as_mut())?;
@@ -485,12 +494,31 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
 
-    let st = core.stats();
-    let ts = transport.stats();
-    let cpu = cpu_times().since(cpu_start);
-    let secs = gen_elapsed.as_secs_f64().max(1e-9);
+    let run = Run { epoch, gen_elapsed, cpu: cpu_times().since(cpu_start) };
+    Ok(summarize(cfg, &run, &core, &transport.stats(), &idler, &catchups))
+}
+
+/// What a run measured besides the counters: its epoch, how long it
+/// generated, and the CPU it used.
+struct Run {
+    epoch: u64,
+    gen_elapsed: Duration,
+    cpu: tickwire_transports::affinity::CpuTimes,
+}
+
+/// The run's [`Summary`] from the core's and the transport's counters.
+fn summarize(
+    cfg: &ServerConfig,
+    run: &Run,
+    core: &Core,
+    ts: &tickwire_transports::PubStats,
+    idler: &Idler,
+    catchups: &CatchUps,
+) -> Summary {
+    let (st, cpu, epoch) = (core.stats(), run.cpu, run.epoch);
+    let secs = run.gen_elapsed.as_secs_f64().max(1e-9);
     let per_msg = |d: Duration| d.as_nanos() as f64 / st.messages.max(1) as f64;
-    Ok(Summary {
+    Summary {
         transport: cfg.transport.kind.to_string(),
         epoch,
         messages: st.messages,
@@ -537,7 +565,50 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         refused_full: ts.refused_full,
         peak_queued_bytes: ts.peak_queued_bytes,
         auth_rejected: ts.auth_rejected,
-    })
+        repair: match core.config().repair.mode {
+            RepairMode::Multicast => "multicast",
+            RepairMode::Unicast => "unicast",
+        }
+        .to_string(),
+        multicast_repairs: st.multicast_repairs,
+        multicast_repairs_joined: st.multicast_repairs_joined,
+        repair_coalesced: st.repair_coalesced,
+        repair_messages_multicast: st.repair_messages_multicast,
+        repair_bytes_multicast: st.repair_bytes_multicast,
+        ncf_sent: st.ncf_sent,
+        repair_budget_refused: st.repair_budget_refused,
+        multicast_snapshots: st.multicast_snapshots,
+        snapshot_requests_joined: st.snapshot_requests_joined,
+    }
+}
+
+/// The repair mode the core runs with: multicast only where the transport
+/// can send to its group (multicast, AF_XDP; tcp has none), else unicast,
+/// said once.
+fn repair_mode(wanted: RepairMode, transport: &dyn Publisher) -> RepairMode {
+    match wanted {
+        RepairMode::Multicast if !transport.sends_to_group() => {
+            eprintln!(
+                "server: this transport cannot send repairs to its group: repairs go by unicast"
+            );
+            RepairMode::Unicast
+        }
+        m => m,
+    }
+}
+
+/// Send the core's multicast repairs (RepairNotice, Retransmission, Snapshot)
+/// to the feed's group. A failed send is said and dropped: subscribers NACK
+/// again. True if anything went out.
+fn transmit_group(core: &mut Core, transport: &mut dyn Publisher) -> bool {
+    let mut sent = false;
+    while let Some(p) = core.poll_group_packet() {
+        if let Err(e) = transport.send_to_group(p) {
+            eprintln!("server: a multicast repair failed: {e}");
+        }
+        sent = true;
+    }
+    sent
 }
 
 /// Encode every sealed packet straight into the transport's send buffer,

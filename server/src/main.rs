@@ -84,6 +84,17 @@ struct Args {
     /// Largest packet in bytes.
     #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET, value_parser = packet_size(MIN_PACKET, MAX_PACKET))]
     max_packet: usize,
+    /// How validated NACKs and snapshot requests are answered: multicast
+    /// (once, on the feed's group line A, for every subscriber that lost the
+    /// same packets; needs a transport with a group) or unicast (a copy per
+    /// requester). docs/PROTOCOL.md § 10.2.
+    #[arg(long, value_enum, default_value_t = RepairArg::Multicast)]
+    repair: RepairArg,
+    /// Bytes per second multicast repairs may take for the whole group
+    /// (token bucket); beyond it requests are served by unicast.
+    #[arg(long, default_value_t = tickwire_core::publisher::DEFAULT_GROUP_RATE_BYTES_PER_SEC,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    repair_budget: u64,
     /// Drop this fraction of outgoing packets (seeded, in-process loss injection).
     #[arg(long, default_value_t = 0.0, value_parser = parse_drop_rate)]
     drop_rate: f64,
@@ -159,6 +170,15 @@ fn check(args: &Args) {
     }
 }
 
+/// `--repair`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum RepairArg {
+    /// A copy per requester.
+    Unicast,
+    /// Once on the feed's group.
+    Multicast,
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     check(&args);
@@ -194,6 +214,11 @@ fn main() -> anyhow::Result<()> {
             max_per_host: args.max_per_host as usize,
             ..Default::default()
         },
+        repair: match args.repair {
+            RepairArg::Unicast => tickwire_core::publisher::RepairMode::Unicast,
+            RepairArg::Multicast => tickwire_core::publisher::RepairMode::Multicast,
+        },
+        repair_budget: args.repair_budget,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -226,6 +251,19 @@ fn main() -> anyhow::Result<()> {
         summary.idle_spins,
         summary.idle_blocks,
     );
+    if summary.repair == "multicast" {
+        eprintln!(
+            "server repairs on the group: {} NACKs repaired, {} joined a repair already sent, {} messages \
+             ({} bytes with notices and snapshots), {} notices, {} refused by the budget (unicast), {} snapshots",
+            summary.multicast_repairs,
+            summary.multicast_repairs_joined,
+            summary.repair_messages_multicast,
+            summary.repair_bytes_multicast,
+            summary.ncf_sent,
+            summary.repair_budget_refused,
+            summary.multicast_snapshots,
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     }

@@ -76,6 +76,11 @@ impl<P: Publisher> Publisher for Authenticated<P> {
         self.inner.send_to(peer, &self.scratch[..n])
     }
 
+    fn send_to_group(&mut self, packet: &[u8]) -> io::Result<()> {
+        let n = self.seal_copy(packet)?;
+        self.inner.send_to_group(&self.scratch[..n])
+    }
+
     forward_peer_controls!();
 
     /// Requests whose MAC does not verify are counted and not reported.

@@ -59,6 +59,10 @@ macro_rules! forward_peer_controls {
         fn watch_drain(&mut self, peer: $crate::PeerId, low_water: Option<usize>) {
             self.inner.watch_drain(peer, low_water)
         }
+
+        fn sends_to_group(&self) -> bool {
+            self.inner.sends_to_group()
+        }
     };
 }
 
@@ -222,6 +226,22 @@ pub trait Publisher {
     /// Send one packet to one peer (the answer to a request).
     fn send_to(&mut self, peer: PeerId, packet: &[u8]) -> io::Result<()>;
 
+    /// Send one packet to the feed's group (line A), from the feed's source,
+    /// as a live packet goes: a multicast repair
+    /// (`Sequencer::poll_group_packet`, docs/PROTOCOL.md § 10.2). Anything
+    /// batched by [`Self::publish_with`] goes out first, so the group sees
+    /// packets in the order they were handed over. The default (and stream
+    /// transports, which have no group) refuses with `Unsupported`.
+    fn send_to_group(&mut self, _packet: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "this transport has no group to repair on"))
+    }
+
+    /// True when [`Self::send_to_group`] works: the server repairs on
+    /// multicast only then.
+    fn sends_to_group(&self) -> bool {
+        false
+    }
+
     /// Mark a stream peer live (it receives [`Self::publish`]ed packets) or not.
     /// Datagram transports ignore it: their subscribers join the group themselves.
     fn set_live(&mut self, peer: PeerId, live: bool);
@@ -351,6 +371,12 @@ impl<P: Publisher + ?Sized> Publisher for Box<P> {
     }
     fn send_to(&mut self, peer: PeerId, packet: &[u8]) -> io::Result<()> {
         (**self).send_to(peer, packet)
+    }
+    fn send_to_group(&mut self, packet: &[u8]) -> io::Result<()> {
+        (**self).send_to_group(packet)
+    }
+    fn sends_to_group(&self) -> bool {
+        (**self).sends_to_group()
     }
     fn set_live(&mut self, peer: PeerId, live: bool) {
         (**self).set_live(peer, live)

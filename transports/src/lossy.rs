@@ -164,6 +164,11 @@ impl<P: Publisher> Publisher for Lossy<P> {
         if self.tx_drop() { Ok(()) } else { self.inner.send_to(peer, packet) }
     }
 
+    /// A repair on the group crosses the same lossy path as the feed.
+    fn send_to_group(&mut self, packet: &[u8]) -> io::Result<()> {
+        if self.tx_drop() { Ok(()) } else { self.inner.send_to_group(packet) }
+    }
+
     forward_peer_controls!();
 
     fn poll(&mut self, timeout: Option<Duration>, on_event: OnPubEvent<'_>) -> io::Result<()> {

@@ -322,6 +322,12 @@ impl Publisher for ReportPub {
     fn send_to(&mut self, peer: crate::PeerId, packet: &[u8]) -> io::Result<()> {
         self.0.send_to(peer, packet)
     }
+    fn send_to_group(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.0.send_to_group(packet)
+    }
+    fn sends_to_group(&self) -> bool {
+        self.0.sends_to_group()
+    }
     fn set_live(&mut self, peer: crate::PeerId, live: bool) {
         self.0.set_live(peer, live)
     }

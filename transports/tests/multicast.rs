@@ -268,6 +268,34 @@ fn ab_feeds_deliver_every_packet_on_both_lines() {
     assert_eq!(subs[0].stats().packets_received, 2 * N as u64);
 }
 
+/// A multicast repair goes to line A only, from the feed's source (the
+/// subscriber's source check takes it like the feed), after what was batched.
+#[test]
+fn group_repairs_reach_every_subscriber_on_line_a_after_the_batch() {
+    let cfg = MulticastConfig { group_b: Some(unique_group()), ..loopback_cfg() };
+    let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
+    assert!(publisher.sends_to_group());
+    let mut subs: Vec<_> =
+        (0..2).map(|_| MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap()).collect();
+    let live = make_kind(PacketKind::Data, 5, 60);
+    publisher.publish(&live).unwrap();
+    let notice = make_kind(PacketKind::RepairNotice, 3, 0);
+    let repair = make_kind(PacketKind::Retransmission, 3, 100);
+    publisher.send_to_group(&notice).unwrap();
+    publisher.send_to_group(&repair).unwrap();
+    for sub in &mut subs {
+        let got = recv_and_drain(sub, 4, Duration::from_millis(50));
+        let on_a: Vec<_> = got.iter().filter(|(l, _)| *l == Line::A).map(|(_, b)| b).collect();
+        assert_eq!(on_a, vec![&live, &notice, &repair], "line A: the batch, then the repairs");
+        assert_eq!(
+            got.iter().filter(|(l, _)| *l == Line::B).count(),
+            1,
+            "line B: the live packet only"
+        );
+        assert_eq!(sub.stats().wrong_source, 0);
+    }
+}
+
 #[test]
 fn unicast_replies_are_taken_only_from_the_recovery_service() {
     let cfg = loopback_cfg();

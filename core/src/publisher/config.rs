@@ -199,6 +199,9 @@ pub struct SequencerConfig {
     /// address. The default is derived from the epoch, which makes runs
     /// reproducible in tests and is predictable.
     pub secret: [u8; 32],
+    /// How validated NACKs and snapshot requests are answered: by unicast
+    /// (the default) or once on the feed's group, within a budget of its own.
+    pub repair: RepairConfig,
 }
 
 impl SequencerConfig {
@@ -215,6 +218,7 @@ impl SequencerConfig {
             secret: *blake3::hash(&epoch.to_le_bytes()).as_bytes(),
             max_delay: None,
             eos_repeat: Some(DEFAULT_EOS_REPEAT),
+            repair: RepairConfig::default(),
         }
     }
 
@@ -245,7 +249,17 @@ impl SequencerConfig {
         {
             return Err(ConfigError::ZeroLimit);
         }
+        let r = &self.repair;
+        if r.group_rate_bytes_per_sec == 0 {
+            return Err(ConfigError::ZeroLimit);
+        }
+        if r.coalesce > MAX_REPAIR_COALESCE || r.snapshot_coalesce > MAX_REPAIR_COALESCE {
+            return Err(ConfigError::RepairWindow);
+        }
         let packet = self.max_packet_len as u64;
+        if r.group_burst_bytes < packet {
+            return Err(ConfigError::BudgetBelowPacket(self.max_packet_len));
+        }
         if l.max_bytes_per_request < self.max_packet_len
             || l.burst_bytes.min(l.host_burst_bytes).min(l.global_burst_bytes) < packet
         {
@@ -285,4 +299,7 @@ pub enum ConfigError {
     /// some answers could never be sent.
     #[error("max_bytes_per_request and the bursts must be at least max_packet_len ({0})")]
     BudgetBelowPacket(usize),
+    /// A repair coalescing window above [`MAX_REPAIR_COALESCE`].
+    #[error("repair coalescing windows must be at most {MAX_REPAIR_COALESCE:?}")]
+    RepairWindow,
 }

@@ -31,6 +31,9 @@
 //!    only once every sealed packet has been handed over.
 //! 4. Hand each request to [`Sequencer::handle_request`]; it answers through
 //!    its `reply` callback, one complete packet per call.
+//! 5. After requests and timers, send every [`Sequencer::poll_group_packet`]
+//!    to the feed's group (line A): multicast repairs
+//!    ([`RepairMode::Multicast`]; none in the default unicast mode).
 //!
 //! ```
 //! use tickwire_core::publisher::{Sequencer, SequencerConfig, RequestOutcome, peer_host};
@@ -76,12 +79,14 @@ use crate::wire::{
 mod config;
 mod live;
 mod peers;
+mod repair;
 pub(crate) mod replies;
 mod service;
 mod stats;
 mod store;
 
 pub use config::*;
+pub use repair::*;
 pub use stats::{IgnoreReason, RequestOutcome, SequencerStats};
 pub use store::{MAX_RETRANSMIT_WINDOW, RetransmitStore, SLOT_LEN};
 
@@ -138,6 +143,8 @@ pub struct Sequencer {
     /// Kept snapshot images (at most [`SNAPSHOT_IMAGES`]) and the slot the next capture replaces.
     images: Vec<SnapshotImage>,
     image_next: usize,
+    /// Multicast repair: recent and pending ranges, the group budget, the group queue.
+    repair: repair::RepairState,
     stats: SequencerStats,
 }
 
@@ -189,6 +196,7 @@ impl Sequencer {
             global: TokenBucket::full(cfg.limits.global_burst_bytes, Instant::ZERO),
             images: Vec::with_capacity(SNAPSHOT_IMAGES),
             image_next: 0,
+            repair: repair::RepairState::new(&cfg.repair, cfg.max_packet_len),
             stats: SequencerStats::default(),
             cfg,
         })
@@ -335,6 +343,7 @@ impl Sequencer {
     ///   datagram transport still learns where the session ends.
     pub fn handle_timeout(&mut self, now: Instant, wall_ns: u64) {
         self.last_wall = self.last_wall.max(wall_ns);
+        self.handle_repair_timeout(now, self.last_wall);
         if self.ended {
             if self.cfg.eos_repeat.is_some_and(|r| now >= self.last_eos + r) {
                 self.emit_control(now, PacketKind::EndOfSession);
@@ -374,13 +383,19 @@ impl Sequencer {
 
     /// When [`Self::handle_timeout`] wants to be called: the earliest of the
     /// coalescing bound, the heartbeat and (after the end of session) the
-    /// next EndOfSession repetition. `None` after the end without repetition.
+    /// next EndOfSession repetition, and the multicast repairs' coalescing
+    /// windows ([`RepairConfig`]). `None` after the end without repetition
+    /// and with no repair waiting.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let repair = self.repair.deadline();
         if self.ended {
-            return self.cfg.eos_repeat.map(|r| self.last_eos + r);
+            return [self.cfg.eos_repeat.map(|r| self.last_eos + r), repair]
+                .into_iter()
+                .flatten()
+                .min();
         }
-        [self.coalesce_deadline(), self.heartbeat_deadline()].into_iter().flatten().min()
+        [self.coalesce_deadline(), self.heartbeat_deadline(), repair].into_iter().flatten().min()
     }
 
     /// Seal what is open and queue an EndOfSession packet (`first_seq` =

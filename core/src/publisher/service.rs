@@ -14,6 +14,7 @@ use crate::wire::{
 };
 
 use super::peers::Recent;
+use super::repair::{MulticastNack, RepairMode};
 use super::replies::*;
 
 impl Sequencer {
@@ -236,7 +237,13 @@ impl Sequencer {
     /// served; `None` if it repeats one served to that peer within the linger.
     fn unrepeated(&mut self, slot: usize, repr: &PacketRepr, now: Instant) -> Option<Recent> {
         let recent = Recent::of(repr, now);
-        let linger = self.cfg.limits.linger;
+        // Multicast NACKs: the repair linger (the group trim does the rest).
+        let linger =
+            if repr.kind == PacketKind::Nack && self.cfg.repair.mode == RepairMode::Multicast {
+                self.cfg.repair.linger
+            } else {
+                self.cfg.limits.linger
+            };
         (!self.peers.get_mut(slot).is_duplicate(&recent, linger)).then_some(recent)
     }
 
@@ -313,6 +320,15 @@ impl Sequencer {
         }
         let asked_end = s.add(n);
         let end = SeqNo(asked_end.0.min(next.0).min(s.0.saturating_add(limits.max_nack_messages)));
+        if self.cfg.repair.mode == RepairMode::Multicast
+            && let MulticastNack::Served = self.repair_nack_multicast(now, a.wall_ns, s.0, end.0)
+        {
+            self.peers.get_mut(slot).remember(recent);
+            if end < SeqNo(asked_end.0.min(next.0)) {
+                self.stats.clipped_requests += 1;
+            }
+            return RequestOutcome::Served;
+        }
         let (served_to, sent) = emit_retransmission(
             &self.store,
             &mut self.reply_buf,
@@ -352,6 +368,14 @@ impl Sequencer {
         let last_snapshot = self.peers.get_mut(slot).last_snapshot;
         if last_snapshot.is_some_and(|t| now < t + limits.snapshot_min_interval) {
             return Ignored(IgnoreReason::RateLimited);
+        }
+        if self.cfg.repair.mode == RepairMode::Multicast
+            && self.repair_snapshot_multicast(now, repr.first_seq)
+        {
+            let p = self.peers.get_mut(slot);
+            p.remember(recent);
+            p.last_snapshot = Some(now);
+            return RequestOutcome::Served;
         }
         // All parts or none: a snapshot needs buckets holding all of it, or
         // a full per-peer bucket if it is larger than the burst (it then
@@ -456,7 +480,7 @@ impl Sequencer {
     /// `wanted` if the client names one (it holds some of its parts) and it is
     /// still inside the retransmit window (so the client can NACK forward from
     /// it), else the book as it is now, captured into the next slot.
-    fn snapshot_image(&mut self, wanted: SeqNo) -> usize {
+    pub(super) fn snapshot_image(&mut self, wanted: SeqNo) -> usize {
         let (oldest, next) = (self.store.oldest(), self.store.next());
         let usable = |at: SeqNo| at.0 != 0 && at >= oldest;
         if wanted.0 != 0
@@ -486,6 +510,7 @@ impl Sequencer {
     fn count_snapshot(&mut self, sent: Sent) {
         self.stats.snapshots_served += 1;
         self.stats.snapshot_packets += sent.packets;
+        self.stats.snapshot_bytes_unicast += sent.bytes as u64;
         self.stats.reply_packets += sent.packets;
         self.stats.reply_bytes += sent.bytes as u64;
     }

@@ -118,4 +118,38 @@ pub struct SequencerStats {
     /// Of those, requests whose cookie was wrong (forged, or from an earlier
     /// server instance).
     pub bad_cookies: u64,
+    /// NACKs answered by a multicast repair of (part of) their range.
+    pub multicast_repairs: u64,
+    /// NACKs whose whole range was already repaired on multicast within the
+    /// linger, or pending: served by that repair, nothing sent.
+    pub multicast_repairs_joined: u64,
+    /// NACKs trimmed (in part or whole) against multicast repairs.
+    pub repair_coalesced: u64,
+    /// Messages those trims saved.
+    pub repair_messages_coalesced: u64,
+    /// Pending ranges merged into a neighbour in the coalescing window.
+    pub repair_ranges_merged: u64,
+    /// Messages re-sent on the group (also counted in `retransmitted_messages`).
+    pub repair_messages_multicast: u64,
+    /// Retransmission packets sent on the group (also in `retransmit_packets`).
+    pub repair_packets_multicast: u64,
+    /// Bytes sent on the group by the repair service (RepairNotices,
+    /// Retransmissions, Snapshots); not in `reply_bytes`.
+    pub repair_bytes_multicast: u64,
+    /// RepairNotice packets sent on the group.
+    pub ncf_sent: u64,
+    /// Multicast repairs (NACK or snapshot) the group budget refused: the
+    /// requester was served by unicast instead, within its own buckets.
+    pub repair_budget_refused: u64,
+    /// Snapshots sent on the group (also in `snapshots_served`).
+    pub multicast_snapshots: u64,
+    /// Snapshot requests that joined a multicast snapshot already waiting.
+    pub snapshot_requests_joined: u64,
+    /// Multicast snapshots dropped because their image was evicted before
+    /// their window ended (the requesters ask again).
+    pub multicast_snapshots_lost: u64,
+    /// Bytes of snapshots sent on the group.
+    pub snapshot_bytes_multicast: u64,
+    /// Bytes of snapshots sent by unicast (requests and Logins).
+    pub snapshot_bytes_unicast: u64,
 }

@@ -174,6 +174,9 @@ pub struct Receiver {
     probe: ProbeState,
     /// Highest sequence (end of range) seen on lines A and B.
     line_high: [u64; 2],
+    /// Ranges whose multicast repair the service announced, and until when
+    /// they count as requested (see `nack::Announced`).
+    announced: VecDeque<nack::Announced>,
 }
 
 impl Receiver {
@@ -221,6 +224,7 @@ impl Receiver {
             instance: None,
             probe: ProbeState::default(),
             line_high: [0; 2],
+            announced: VecDeque::with_capacity(MAX_ANNOUNCED_REPAIRS),
             cfg,
         }
     }
@@ -327,6 +331,13 @@ impl Receiver {
                 Ok(st) if first != 0 && first < MAX_SEQ => self.on_status(now, &repr, &st),
                 _ => self.stats.malformed += 1,
             },
+            PacketKind::RepairNotice => {
+                if first == 0 || first >= MAX_SEQ || repr.count == 0 || !payload.is_empty() {
+                    self.stats.malformed += 1;
+                    return;
+                }
+                self.on_repair_notice(now, &repr);
+            }
             PacketKind::Nack
             | PacketKind::SnapshotRequest
             | PacketKind::Login

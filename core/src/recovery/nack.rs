@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// A range whose repair the service announced on the group (a RepairNotice),
+/// counted as requested until `until` (one NACK retry interval after it was
+/// seen): not NACKed meanwhile; if still missing then, NACKed as usual.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Announced {
+    start: u64,
+    end: u64,
+    until: Instant,
+}
+
 impl Receiver {
     pub(super) fn jitter(&mut self, max: Duration) -> Duration {
         let m = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
@@ -13,7 +23,12 @@ impl Receiver {
     }
 
     pub(super) fn first_nack_due(&mut self, now: Instant) -> Instant {
-        let j = self.jitter(self.cfg.nack_jitter);
+        let max = if self.stats.repair_notices > 0 {
+            self.cfg.multicast_nack_jitter
+        } else {
+            self.cfg.nack_jitter
+        };
+        let j = self.jitter(max);
         now + self.cfg.nack_delay + j
     }
 
@@ -24,6 +39,45 @@ impl Receiver {
 
     pub(super) fn can_nack(&self) -> bool {
         self.started && !self.snap.active && (self.cfg.mode == Mode::Datagram || self.logged_in)
+    }
+
+    /// A RepairNotice of the session: `[first_seq, first_seq + count)` will
+    /// be multicast; do not NACK it for one retry interval.
+    pub(super) fn on_repair_notice(&mut self, now: Instant, repr: &PacketRepr) {
+        if !self.session_packet(repr.epoch) {
+            return;
+        }
+        self.stats.repair_notices += 1;
+        let start = repr.first_seq.0;
+        let end = start + u64::from(repr.count);
+        if end <= self.next {
+            return;
+        }
+        self.announced.retain(|a| a.until > now && a.end > self.next);
+        if self.announced.len() >= MAX_ANNOUNCED_REPAIRS {
+            self.announced.pop_front();
+        }
+        let until = now + self.cfg.nack_retry_initial;
+        self.announced.push_back(Announced { start, end, until });
+    }
+
+    /// End of the live announcement covering `q`, if any.
+    fn announced_until(&self, q: u64, now: Instant) -> Option<u64> {
+        self.announced
+            .iter()
+            .filter(|a| a.until > now && a.start <= q && q < a.end)
+            .map(|a| a.end)
+            .max()
+    }
+
+    /// Start of the first live announcement above `q` (u64::MAX: none).
+    fn next_announced(&self, q: u64, now: Instant) -> u64 {
+        self.announced
+            .iter()
+            .filter(|a| a.until > now && a.start > q)
+            .map(|a| a.start)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     pub(super) fn prune_outstanding(&mut self, now: Instant) {
@@ -72,6 +126,11 @@ impl Receiver {
             }
             let mut s = g.cursor.unwrap_or(g.start).max(g.start);
             let mut blocked = false;
+            // Announcements stand in for the first NACK of a hole (the NACK
+            // delay is when a notice narrows it); a retry is never
+            // suppressed: the notice may answer this receiver's own NACK,
+            // whose repair did not come.
+            let first_round = !g.nacked;
             while s < g.end {
                 let mut a = s;
                 while a < g.end && self.buf.present(a) {
@@ -80,8 +139,15 @@ impl Receiver {
                 if a >= g.end {
                     break;
                 }
+                if let Some(e) = self.announced_until(a, now).filter(|_| first_round) {
+                    // Its repair is announced: as good as requested.
+                    self.stats.nacks_suppressed += 1;
+                    s = e.min(g.end);
+                    continue;
+                }
+                let stop = if first_round { self.next_announced(a, now).min(g.end) } else { g.end };
                 let mut b = a + 1;
-                while b < g.end && b - a < chunk && !self.buf.present(b) {
+                while b < stop && b - a < chunk && !self.buf.present(b) {
                     b += 1;
                 }
                 match &mut cur {

@@ -65,6 +65,7 @@ impl Receiver {
         self.snap.active = false;
         self.asm.clear();
         self.outstanding.clear();
+        self.announced.clear();
         self.tx.retain(|t| *t == Tx::Login);
         self.end_of_session = None;
         self.eos_emitted = false;

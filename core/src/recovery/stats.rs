@@ -53,6 +53,12 @@ pub struct RecoveryStats {
     pub wrong_epoch: u64,
     /// NACK packets sent.
     pub nacks_sent: u64,
+    /// RepairNotices of the session received (the service announced a
+    /// multicast repair).
+    pub repair_notices: u64,
+    /// Missing ranges not NACKed (or a queued NACK narrowed or dropped)
+    /// because a RepairNotice announced their repair.
+    pub nacks_suppressed: u64,
     /// Messages those NACKs asked for.
     pub nack_messages_requested: u64,
     /// NackRejects received for a range still missing.
@@ -154,6 +160,8 @@ impl RecoveryStats {
             unexpected: 0,
             wrong_epoch: 0,
             nacks_sent: 0,
+            repair_notices: 0,
+            nacks_suppressed: 0,
             nack_messages_requested: 0,
             nack_rejects: 0,
             nack_retries_exhausted: 0,

@@ -1229,3 +1229,66 @@ fn timed_data_with_no_message_is_a_marker_like_a_heartbeat() {
     assert_eq!(run(&timed_empty(TIMING_LEN)), by_heartbeat);
     assert_eq!(run(&timed_empty(TIMING_LEN - 1)).0, 1, "a cut timing block is malformed");
 }
+
+fn repair_notice(epoch: u64, first: u64, count: u16) -> Vec<u8> {
+    packet(PacketKind::RepairNotice, epoch, first, count, &[])
+}
+
+#[test]
+fn a_repair_notice_suppresses_the_nack_it_covers_and_a_retry_still_goes() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    // 4..=9 lost; the service announces a repair of 4..=6 before the NACK is due.
+    rx.handle_packet(t(10), Line::A, &data(E, 10, 1));
+    rx.handle_packet(t(50), Line::A, &repair_notice(E, 4, 3));
+    assert_eq!(rx.stats().repair_notices, 1);
+    assert_eq!(requests(&mut rx, t(50)), vec![]);
+    rx.handle_timeout(t(210));
+    assert_eq!(requests(&mut rx, t(210)), vec![nack(7, 3)], "only what was not announced");
+    assert!(rx.stats().nacks_suppressed >= 1);
+    // The announced repair comes: a subscriber that already had it would
+    // drop it as a duplicate.
+    rx.handle_packet(t(300), Line::A, &retrans(E, 4, 3));
+    rx.handle_packet(t(301), Line::A, &retrans(E, 4, 3));
+    assert_eq!(rx.stats().duplicates, 3);
+    // 7..=9's repair is lost: the retry asks for it even though a notice of
+    // it arrives (it answers this receiver's own NACK).
+    rx.handle_packet(t(400), Line::A, &repair_notice(E, 7, 3));
+    let retry = rx.poll_timeout().unwrap();
+    rx.handle_timeout(retry);
+    assert_eq!(requests(&mut rx, retry), vec![nack(7, 3)]);
+    rx.handle_packet(retry, Line::Unicast, &retrans(E, 7, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 11));
+    assert_eq!(rx.stats().unrecovered, 0);
+}
+
+#[test]
+fn a_fully_announced_hole_is_nacked_on_retry_if_its_repair_never_comes() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(10), Line::A, &data(E, 6, 1));
+    rx.handle_packet(t(20), Line::A, &repair_notice(E, 4, 2));
+    rx.handle_timeout(t(210));
+    assert_eq!(requests(&mut rx, t(210)), vec![], "treated as requested");
+    // The retry timer runs as if the NACK had been sent.
+    let retry = rx.poll_timeout().unwrap();
+    assert!(retry >= t(210) + DEFAULT_NACK_RETRY_INITIAL, "{retry:?}");
+    rx.handle_timeout(retry);
+    assert_eq!(requests(&mut rx, retry), vec![nack(4, 2)]);
+    // Malformed notices are counted, never acted on.
+    rx.handle_packet(retry, Line::A, &repair_notice(E, 0, 2));
+    rx.handle_packet(retry, Line::A, &repair_notice(E, 4, 0));
+    assert_eq!(rx.stats().malformed, 2);
+    assert_eq!(rx.stats().repair_notices, 1);
+}
+
+#[test]
+fn snapshot_parts_nobody_asked_for_are_dropped_cheaply() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    let states: Vec<SymbolState> = (0..4).map(|s| state(s, 1)).collect();
+    rx.handle_packet(t(1), Line::A, &snap_part(E, 2, 0, 1, 4, &states));
+    assert_eq!(rx.stats().snapshot_parts_ignored, 1);
+    assert_eq!(rx.stats().snapshots_applied, 0);
+    assert_eq!(seqs(&events(&mut rx)), range(1, 4));
+}

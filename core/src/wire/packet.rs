@@ -42,6 +42,11 @@ pub enum PacketKind {
     /// request without a valid cookie: `epoch` and `first_seq` are the
     /// server's session and next sequence; the body carries the cookie.
     Status,
+    /// The recovery service announces, on the feed's group, that it will
+    /// multicast the `count` messages from `first_seq` (PGM's NCF): a
+    /// subscriber missing some of them does not NACK them itself. Empty
+    /// payload.
+    RepairNotice,
     /// A client asks for `count` messages from `first_seq`.
     Nack,
     /// A client asks for a snapshot.
@@ -67,6 +72,7 @@ impl PacketKind {
             PacketKind::LoginAck => 6,
             PacketKind::NackReject => 7,
             PacketKind::Status => 8,
+            PacketKind::RepairNotice => 9,
             PacketKind::Nack => 16,
             PacketKind::SnapshotRequest => 17,
             PacketKind::Login => 18,
@@ -86,6 +92,7 @@ impl PacketKind {
             6 => PacketKind::LoginAck,
             7 => PacketKind::NackReject,
             8 => PacketKind::Status,
+            9 => PacketKind::RepairNotice,
             16 => PacketKind::Nack,
             17 => PacketKind::SnapshotRequest,
             18 => PacketKind::Login,

@@ -354,6 +354,34 @@ impl Publisher for MulticastPublisher {
         }
     }
 
+    /// To line A's group from the feed's socket (the recovery service's
+    /// address and port, or the interface's address and that port), as the
+    /// feed goes: subscribers' source checks accept it unchanged.
+    fn send_to_group(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.flush()?;
+        let feed = self.data.as_ref().unwrap_or(&self.request);
+        let dest: SocketAddr = self.groups[0].into();
+        match send_one(feed, packet, &dest.into(), &mut self.stats.syscalls) {
+            Ok(true) => {
+                self.stats.packets_sent += 1;
+                self.stats.bytes_sent += packet.len() as u64;
+                Ok(())
+            }
+            Ok(false) => {
+                self.stats.send_errors += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.send_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    fn sends_to_group(&self) -> bool {
+        true
+    }
+
     fn set_live(&mut self, _peer: PeerId, _live: bool) {
         // Datagram transport: subscribers join the group themselves.
     }

@@ -412,6 +412,18 @@ impl Publisher for XdpPublisher {
         }
     }
 
+    /// A frame to the feed's destination (its group), from the feed's
+    /// source, like a live packet: the AF_XDP feed has one line, so that is
+    /// line A. Queued behind what is batched, then submitted at once.
+    fn send_to_group(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.publish(packet)?;
+        self.flush()
+    }
+
+    fn sends_to_group(&self) -> bool {
+        true
+    }
+
     fn set_live(&mut self, _peer: PeerId, _live: bool) {}
 
     fn disconnect(&mut self, _peer: PeerId, _reason: DisconnectReason) {}

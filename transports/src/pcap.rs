@@ -30,10 +30,12 @@
 //! The pcapng encoding is the `pcap-file` crate's (pure Rust, reads and
 //! writes both pcap and pcapng, typed blocks and options).
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -230,8 +232,8 @@ impl CaptureFile {
         let path = rotated_path(&cfg.path, index);
         let file = File::create(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", path.display())))?;
-        let mut writer = PcapNgWriter::new(BufWriter::with_capacity(1 << 20, file))
-            .map_err(pcap_error)?;
+        let mut writer =
+            PcapNgWriter::new(BufWriter::with_capacity(1 << 20, file)).map_err(pcap_error)?;
         writer.write_pcapng_block(interface_block()).map_err(pcap_error)?;
         Ok(CaptureFile { writer, bytes: 0 })
     }
@@ -395,27 +397,23 @@ fn ipv4_checksum(h: &[u8; 20]) -> u16 {
 }
 
 /// A [`Subscriber`] whose received packets are also recorded. See the
-/// [module docs](self).
+/// [module docs](self). The recorder is shared with whoever reads its
+/// counters and finishes it ([`Recorder::finish`]) once the loop is over.
 #[derive(Debug)]
 pub struct Pcap<S> {
     inner: S,
-    recorder: Recorder,
+    recorder: Rc<RefCell<Recorder>>,
 }
 
 impl<S> Pcap<S> {
     /// Record what `inner` receives with `recorder`.
-    pub fn new(inner: S, recorder: Recorder) -> Pcap<S> {
+    pub fn new(inner: S, recorder: Rc<RefCell<Recorder>>) -> Pcap<S> {
         Pcap { inner, recorder }
     }
 
-    /// The recorder (its counters).
-    pub fn recorder(&self) -> &Recorder {
-        &self.recorder
-    }
-
-    /// Unwrap: the transport and the recorder (call [`Recorder::finish`]).
-    pub fn into_parts(self) -> (S, Recorder) {
-        (self.inner, self.recorder)
+    /// Unwrap.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -430,7 +428,7 @@ impl<S: Subscriber> Subscriber for Pcap<S> {
     }
 
     fn poll(&mut self, timeout: Option<Duration>, on_event: OnSubEvent<'_>) -> io::Result<()> {
-        let rec = &mut self.recorder;
+        let mut rec = self.recorder.borrow_mut();
         self.inner.poll(timeout, &mut |ev| {
             if let SubEvent::Packet { line, packet, kernel_rx_ns } = &ev {
                 rec.record(*line, kernel_rx_ns.unwrap_or_else(wall_ns), packet);
@@ -666,7 +664,9 @@ mod tests {
         let st = r.finish().unwrap();
         assert!(st.files >= 10, "{st:?}");
         let total: usize = (0..st.files)
-            .map(|i| CaptureReader::open(&rotated_path(&dir.join("cap.pcapng"), i)).unwrap().count())
+            .map(|i| {
+                CaptureReader::open(&rotated_path(&dir.join("cap.pcapng"), i)).unwrap().count()
+            })
             .sum();
         assert_eq!(total, 1000);
         assert_eq!(rotated_path(Path::new("/x/cap.pcapng"), 2), Path::new("/x/cap.2.pcapng"));
@@ -691,7 +691,13 @@ mod tests {
         std::fs::write(&junk, b"not a capture at all").unwrap();
         assert!(CaptureReader::open(&junk).is_err());
         // A foreign frame (ARP) is counted and skipped.
-        assert_eq!(parse_udp(DataLink::ETHERNET, &[0u8; 12].iter().chain(&[8, 6]).copied().collect::<Vec<_>>()), None);
+        assert_eq!(
+            parse_udp(
+                DataLink::ETHERNET,
+                &[0u8; 12].iter().chain(&[8, 6]).copied().collect::<Vec<_>>()
+            ),
+            None
+        );
     }
 
     #[test]

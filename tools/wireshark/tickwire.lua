@@ -292,7 +292,7 @@ local function dissect(tvb, pinfo, root)
             t:set_text("status")
             t:add_le(F.cookie, tvb(40, 8)); t:add_le(F.echo, tvb(48, 8)); t:add_le(F.instance, tvb(56, 8))
             t:add(F.state, tvb(64, 1))
-            t:add(F.ended, tvb(64, 1):uint() == 1):set_generated()
+            t:add(F.ended, tvb(64, 1), tvb(64, 1):uint() == 1)
         end
     elseif kind == 19 or ((kind == 16 or kind == 17) and bit32.band(flags, 4) == 4) then
         if body ~= 8 then tree:add_proto_expert_info(E.malformed, "token of " .. body .. " bytes, not 8")

@@ -12,12 +12,15 @@
 #   bench:  sockperf (the kernel floor that `compare` and `latency` measure beside
 #           the transports), fonts-dejavu-core (the TrueType font compare's plots
 #           are drawn with; plotters rasterises it itself, no fontconfig).
+#   capture: tshark (client/tests/capture_e2e.rs opens captures with the Lua
+#           dissector tools/wireshark/tickwire.lua; its debconf question about
+#           non-root capture is answered by DEBIAN_FRONTEND=noninteractive).
 #
 # Idempotent: packages already installed are reported and skipped.
 # Usage: sudo xdp-setup/install-deps.sh
 set -eu
 
-PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables smcroute sockperf fonts-dejavu-core"
+PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables smcroute sockperf fonts-dejavu-core tshark"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: must run as root (apt-get install)" >&2

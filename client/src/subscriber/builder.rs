@@ -24,6 +24,10 @@ use super::state::State;
 use super::{APPLIED_CAPACITY, EVENT_QUEUE_CAPACITY, Peer, Subscriber, Threading};
 use crate::verify::Verifier;
 
+/// The capture writer, shared by the [`Pcap`] wrapper and the [`Subscriber`]
+/// that finishes it.
+type SharedRecorder = Rc<RefCell<Recorder>>;
+
 /// Why [`SubscriberBuilder::build`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -284,7 +288,7 @@ impl SubscriberBuilder {
     fn wrap_recording(
         &self,
         transport: Box<dyn tickwire_transports::Subscriber>,
-    ) -> io::Result<(Box<dyn tickwire_transports::Subscriber>, Option<Rc<RefCell<Recorder>>>)> {
+    ) -> io::Result<(Box<dyn tickwire_transports::Subscriber>, Option<SharedRecorder>)> {
         let Some((path, rotate_bytes)) = &self.record else {
             return Ok((transport, None));
         };
@@ -342,7 +346,7 @@ impl SubscriberBuilder {
         mode: Mode,
         peer: Peer,
         pipeline: Option<PipelineProbe>,
-        recorder: Option<Rc<RefCell<Recorder>>>,
+        recorder: Option<SharedRecorder>,
     ) -> Result<Subscriber, BuildError> {
         let verifier = match self.verify_seed {
             Some(seed) => Some(Verifier::new(GbmConfig {

@@ -281,3 +281,131 @@ impl MessageSource for Replay {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickwire_core::wire::{HEADER_LEN, PacketRepr, Timing, emit_message};
+    use tickwire_core::{Line, SeqNo, Side, Trade};
+    use tickwire_transports::pcap::{RecordConfig, Recorder};
+
+    fn trade(i: u64) -> Message {
+        Message::Trade(Trade {
+            symbol: (i % 3) as u32,
+            side: Side::Buy,
+            price: i as i64,
+            qty: 1,
+            exch_ts: i,
+        })
+    }
+
+    /// A packet of `kind` with the messages `first..first + n` (Data: with a
+    /// timing block, message s due at s ms).
+    fn packet(kind: PacketKind, epoch: u64, first: u64, n: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let mut at = HEADER_LEN;
+        let mut flags = 0;
+        if kind == PacketKind::Data {
+            Timing { first_due: first * 1_000_000, last_due: (first + n - 1) * 1_000_000 }
+                .emit(&mut buf[at..]);
+            at += 16;
+            flags = 2;
+        }
+        for s in first..first + n {
+            at += emit_message(&trade(s), &mut buf[at..]).unwrap();
+        }
+        let repr = PacketRepr {
+            kind,
+            flags,
+            epoch,
+            first_seq: SeqNo(first),
+            count: n as u16,
+            send_time: 0,
+            payload_len: at - HEADER_LEN,
+        };
+        let len = repr.seal(&mut buf);
+        buf.truncate(len);
+        buf
+    }
+
+    fn capture(name: &str, packets: &[Vec<u8>]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tw-replay-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cap.pcapng");
+        let mut rec = Recorder::start(RecordConfig {
+            path: path.clone(),
+            rotate_bytes: None,
+            source: "127.0.0.1:9100".parse().unwrap(),
+            dest_a: "239.255.0.1:30001".parse().unwrap(),
+            dest_b: "239.255.0.1:30001".parse().unwrap(),
+        })
+        .unwrap();
+        for (i, p) in packets.iter().enumerate() {
+            rec.record(Line::A, i as u64 * 1000, p);
+        }
+        rec.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn rebuilds_the_stream_in_order_without_duplicates_and_paced() {
+        let mut bad = packet(PacketKind::Data, 7, 20, 1);
+        bad[HEADER_LEN + 20] ^= 1; // CRC no longer matches
+        let path = capture(
+            "order",
+            &[
+                packet(PacketKind::Data, 7, 1, 3),
+                packet(PacketKind::Data, 7, 6, 2), // 4, 5 lost
+                packet(PacketKind::Data, 7, 6, 2), // the B copy
+                packet(PacketKind::Retransmission, 7, 4, 2), // recovered
+                packet(PacketKind::Data, 9, 1, 1), // another session
+                b"not a tickwire packet".to_vec(),
+                bad,
+            ],
+        );
+        let mut r = Replay::open(&path, Speed::Times(2.0), false, 10).unwrap();
+        let rep = r.report().clone();
+        assert_eq!((rep.epoch, rep.first_seq, rep.last_seq, rep.messages), (7, 1, 7, 7));
+        assert_eq!((rep.missing, rep.holes, rep.duplicates), (0, 0, 2));
+        assert_eq!((rep.other_epochs, rep.foreign, rep.bad), (1, 1, 1));
+        let mut got = Vec::new();
+        while let Some(d) = r.next_due() {
+            got.push((d, r.next_message().unwrap()));
+        }
+        assert!(r.next_message().is_none());
+        let want: Vec<_> = (1..=7).map(trade).collect();
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), want);
+        // Message s due at s ms, from 1; halved at 2x; 4 and 5 (retransmitted) with 3.
+        let ms: Vec<u64> = got.iter().map(|g| g.0.as_micros() as u64).collect();
+        assert_eq!(ms, [0, 500, 1000, 1000, 1000, 2500, 3000]);
+    }
+
+    #[test]
+    fn a_hole_and_a_late_start_are_counted_missing() {
+        let path = capture(
+            "holes",
+            &[packet(PacketKind::Data, 7, 5, 2), packet(PacketKind::Data, 7, 10, 1)],
+        );
+        let mut r = Replay::open(&path, Speed::Max, false, 10).unwrap();
+        let rep = r.report();
+        assert_eq!((rep.first_seq, rep.last_seq, rep.messages), (5, 10, 3));
+        assert_eq!((rep.missing, rep.holes), (7, 1), "1..=4 and 7..=9");
+        assert_eq!(r.next_due(), None, "max speed: no pace of its own");
+        assert_eq!(r.next_message(), Some(trade(5)));
+    }
+
+    #[test]
+    fn loops_and_refuses_empty_captures() {
+        let path = capture("loop", &[packet(PacketKind::Data, 7, 1, 2)]);
+        let mut r = Replay::open(&path, Speed::Times(1.0), true, 10).unwrap();
+        let seq: Vec<_> = (0..5).map(|_| r.next_message().unwrap()).collect();
+        assert_eq!(seq, [trade(1), trade(2), trade(1), trade(2), trade(1)]);
+        let empty = capture("empty", &[b"nothing".to_vec()]);
+        let e = Replay::open(&empty, Speed::Max, false, 10).unwrap_err().to_string();
+        assert!(e.contains("holds no Tickwire messages"), "{e}");
+        assert_eq!("2x".parse::<Speed>(), Ok(Speed::Times(2.0)));
+        assert_eq!("max".parse::<Speed>(), Ok(Speed::Max));
+        assert!("0x".parse::<Speed>().is_err() && "fast".parse::<Speed>().is_err());
+    }
+}

@@ -17,12 +17,15 @@
 #           -lbsd), python3-venv, and CMake >= 3.30 from PyPI in a venv under
 #           target/aeron-venv (Debian's cmake is 3.25; .cargo/config.toml points
 #           the build at the venv's).
+#   capture: tshark (client/tests/capture_e2e.rs opens captures with the Lua
+#           dissector tools/wireshark/tickwire.lua; its debconf question about
+#           non-root capture is answered by DEBIAN_FRONTEND=noninteractive).
 #
 # Idempotent: packages already installed are reported and skipped.
 # Usage: sudo xdp-setup/install-deps.sh
 set -eu
 
-PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables smcroute sockperf fonts-dejavu-core libbsd-dev python3-venv"
+PACKAGES="libelf-dev zlib1g-dev pkg-config clang llvm m4 libpcap-dev iproute2 ethtool nftables iptables smcroute sockperf fonts-dejavu-core libbsd-dev python3-venv tshark"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh: must run as root (apt-get install)" >&2

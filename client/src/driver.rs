@@ -57,6 +57,10 @@ pub struct ClientConfig {
     /// Serve every counter of the summary and the tick-to-cache percentiles
     /// in the Prometheus text format here while running.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Record every received packet in this pcapng file.
+    pub record: Option<std::path::PathBuf>,
+    /// Start a new capture file when one reaches this many bytes.
+    pub record_rotate: Option<u64>,
 }
 
 impl ClientConfig {
@@ -72,6 +76,9 @@ impl ClientConfig {
             .duration(self.duration)
             .exit_on_end(self.exit_on_end)
             .threading(self.threading);
+        if let Some(path) = &self.record {
+            b = b.record(path.clone(), self.record_rotate);
+        }
         if let Some(f) = &self.filter {
             b = b.symbols(f.iter().copied());
         }
@@ -131,6 +138,7 @@ pub fn run(cfg: &ClientConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
         }
     }
     view.finish();
+    sub.finish_recording().context("recording the capture")?;
 
     if let Some(path) = &cfg.hdr_log {
         let mut text = String::new();

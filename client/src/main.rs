@@ -97,6 +97,16 @@ struct Args {
     /// Largest packet in bytes.
     #[arg(long, default_value_t = tickwire_core::wire::DEFAULT_MAX_PACKET, value_parser = packet_size(MIN_PACKET, MAX_PACKET))]
     max_packet: usize,
+    /// Record every packet received, as received (before --drop-rate drops
+    /// any), with its kernel receive stamp, in this pcapng file
+    /// (Ethernet/IPv4/UDP frames Wireshark opens; tools/wireshark/tickwire.lua
+    /// decodes them).
+    #[arg(long, value_name = "FILE.pcapng")]
+    record: Option<PathBuf>,
+    /// With --record: start a new file (FILE.1.pcapng, ...) when one reaches
+    /// this many bytes.
+    #[arg(long, value_name = "BYTES", requires = "record")]
+    record_rotate: Option<u64>,
     /// Drop this fraction of received packets (seeded, in-process loss injection).
     #[arg(long, default_value_t = 0.0, value_parser = parse_drop_rate)]
     drop_rate: f64,
@@ -196,6 +206,20 @@ fn print_summary(s: &Summary) {
             None => String::new(),
         }
     );
+    if let Some(r) = &s.record {
+        eprintln!(
+            "client: recorded {} packets ({} bytes, {} file(s)) in {}{}",
+            r.packets,
+            r.bytes,
+            r.files,
+            r.file,
+            if r.dropped > 0 {
+                format!(", {} DROPPED from the capture (the disk could not keep up)", r.dropped)
+            } else {
+                String::new()
+            }
+        );
+    }
     eprint!("client latency breakdown:\n{}", s.breakdown_table);
 }
 
@@ -245,6 +269,8 @@ fn main() -> anyhow::Result<()> {
         book_out: args.book_out,
         ready_file: args.ready_file,
         metrics: args.metrics,
+        record: args.record,
+        record_rotate: args.record_rotate,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

@@ -113,7 +113,10 @@ pub struct Summary {
     /// the text summary.
     #[serde(skip)]
     pub breakdown_table: String,
-    /// The pipeline's counters, when the subscriber ran as one.
+    /// With `--record`: what the capture holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordSummary>,
+    /// Pipelined mode only: the pipeline's counters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<crate::subscriber::PipelineStats>,
     /// Gap seen → filled.
@@ -128,4 +131,20 @@ pub struct Summary {
     /// that delivered the first message to the one that delivered the last
     /// (the wait for the server before, and the linger after, left out).
     pub rate: f64,
+}
+
+/// What `--record` wrote (`record` in `--json`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RecordSummary {
+    /// The first capture file.
+    pub file: String,
+    /// Packets written to the capture.
+    pub packets: u64,
+    /// Packets the capture lost because the disk could not keep up (the
+    /// feed lost none of them).
+    pub dropped: u64,
+    /// Bytes written, over all files.
+    pub bytes: u64,
+    /// Files written (more than 1 after rotation).
+    pub files: u64,
 }

@@ -105,6 +105,9 @@ impl Default for ServerConfig {
 /// What the server did, printed at exit (and as JSON with `--json`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
+    /// With `--replay`: what the capture held and what was replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<crate::replay::ReplayReport>,
     /// Transport used.
     pub transport: String,
     /// Session epoch.

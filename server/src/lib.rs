@@ -58,6 +58,7 @@ use crate::report::{METRICS_EVERY, Progress, SERVER_METRICS, publish_metrics};
 use crate::requests::{CatchUps, Inbox, serve_requests};
 
 mod config;
+pub mod replay;
 mod report;
 mod requests;
 pub mod source;
@@ -359,16 +360,21 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         // 1. Generate what is due, each message stamped with its own due time.
         if !core.is_ended() && !waiting {
             let wall = wall_ns();
-            let first = pacer.produced();
-            let n = pacer.take_due(now, MAX_BATCH);
-            for i in first..first + n {
-                let due = if cfg.rate == 0 { now } else { pacer.due_at(i) };
-                let Some(msg) = source.next_message() else {
-                    exhausted = true;
-                    break;
-                };
-                core.push(due, pacer.due_wall(i, now, wall), &msg);
-            }
+            let n = if source.next_due().is_some() {
+                push_self_paced(&mut core, source, &mut pacer, start, now, wall, &mut exhausted)
+            } else {
+                let first = pacer.produced();
+                let n = pacer.take_due(now, MAX_BATCH);
+                for i in first..first + n {
+                    let due = if cfg.rate == 0 { now } else { pacer.due_at(i) };
+                    let Some(msg) = source.next_message() else {
+                        exhausted = true;
+                        break;
+                    };
+                    core.push(due, pacer.due_wall(i, now, wall), &msg);
+                }
+                n
+            };
             did_work |= n > 0;
             if n < MAX_BATCH {
                 core.caught_up(now, wall);
@@ -404,7 +410,11 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
         // wake when it expires for the next message (or, while a packet is
         // open, when the publisher's bound for it does), then generate what
         // fell due meanwhile. One wake-up per packet, not per message.
-        let next_due = pacer.poll_timeout().filter(|_| !waiting);
+        let next_due = match source.next_due() {
+            Some(d) if !pacer.is_done() => Some(start + d),
+            _ => pacer.poll_timeout(),
+        }
+        .filter(|_| !waiting);
         let next_due = match cfg.max_delay {
             None => next_due,
             Some(_) if core.pending_messages() > 0 => None,
@@ -519,6 +529,7 @@ fn summarize(
     let secs = run.gen_elapsed.as_secs_f64().max(1e-9);
     let per_msg = |d: Duration| d.as_nanos() as f64 / st.messages.max(1) as f64;
     Summary {
+        replay: None,
         transport: cfg.transport.kind.to_string(),
         epoch,
         messages: st.messages,
@@ -631,6 +642,35 @@ fn transmit(core: &mut Core, transport: &mut dyn Publisher) -> io::Result<bool> 
         transport.flush()?;
     }
     Ok(sent)
+}
+
+/// Push what a self-paced source ([`MessageSource::next_due`]) has due by
+/// `now`, at most [`MAX_BATCH`], each stamped with its own due instant; the
+/// pacer counts them (for the message limit). Returns how many.
+fn push_self_paced<S: MessageSource + ?Sized>(
+    core: &mut Core,
+    source: &mut S,
+    pacer: &mut Pacer,
+    start: Instant,
+    now: Instant,
+    wall: u64,
+    exhausted: &mut bool,
+) -> u64 {
+    let mut n = 0;
+    while n < MAX_BATCH {
+        let Some(offset) = source.next_due() else { break };
+        let due = start + offset;
+        if due > now || pacer.take_due(now, 1) == 0 {
+            break;
+        }
+        let Some(msg) = source.next_message() else {
+            *exhausted = true;
+            break;
+        };
+        core.push(due, wall.saturating_sub(now.0.saturating_sub(due.0)), &msg);
+        n += 1;
+    }
+    n
 }
 
 /// True once `stop` is set after the session ended (a second Ctrl-C).

@@ -15,7 +15,8 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use tickwire_core::gbm::GbmConfig;
 use tickwire_core::publisher::{ConfigError, MAX_RETRANSMIT_WINDOW, SequencerConfig};
-use tickwire_server::{ServerConfig, run};
+use tickwire_server::replay::Replay;
+use tickwire_server::{ServerConfig, publish, run};
 use tickwire_transports::args::{TransportArgs, packet_size};
 use tickwire_transports::idle::IdleStrategy;
 use tickwire_transports::lossy::LossConfig;
@@ -124,6 +125,20 @@ struct Args {
     #[arg(long, default_value_t = tickwire_transports::tcp::DEFAULT_MAX_PER_HOST as u64,
           value_parser = clap::value_parser!(u64).range(1..=MAX_PER_HOST))]
     max_per_host: u64,
+    /// Publish a recorded session (a pcapng capture, e.g. from `client
+    /// --record`) instead of the GBM stream: its messages in sequence order,
+    /// duplicates and retransmissions removed, as a new session (new epoch,
+    /// sequences from 1). --rate is ignored; --duration applies only if given.
+    #[arg(long, value_name = "FILE.pcapng")]
+    replay: Option<PathBuf>,
+    /// With --replay: 1x (the recorded pace), 2x, 0.5x..., or max (as fast
+    /// as the transport takes them).
+    #[arg(long, default_value = "1x", requires = "replay")]
+    speed: tickwire_server::replay::Speed,
+    /// With --replay: start over at the end (the session goes on, its
+    /// sequences continue) until --duration, --messages or Ctrl-C.
+    #[arg(long = "loop", requires = "replay")]
+    looping: bool,
 }
 
 /// Largest `--max-per-host`: no server holds more connections than this.
@@ -180,8 +195,14 @@ enum RepairArg {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = match <Args as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     check(&args);
+    let duration_given =
+        matches.value_source("duration") == Some(clap::parser::ValueSource::CommandLine);
     if let Some(path) = &args.book_out {
         // Fail now, not after the whole run, if the book cannot be written.
         if let Err(e) = std::fs::write(path, b"") {
@@ -196,8 +217,10 @@ fn main() -> anyhow::Result<()> {
             LossConfig { tx_drop: args.drop_rate, rx_drop: 0.0, seed: args.drop_seed },
         ),
         gbm: GbmConfig { seed: args.seed, symbols: args.symbols, ..GbmConfig::default() },
-        rate: args.rate,
-        duration: (!args.duration.is_zero()).then_some(args.duration),
+        // A replay keeps its own pace (or none, at --speed max).
+        rate: if args.replay.is_some() { 0 } else { args.rate },
+        duration: (!args.duration.is_zero() && (args.replay.is_none() || duration_given))
+            .then_some(args.duration),
         max_messages: args.messages,
         retransmit_window: args.retransmit_window,
         epoch: args.epoch,
@@ -224,7 +247,46 @@ fn main() -> anyhow::Result<()> {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
-    let summary = run(&cfg, stop)?;
+    let summary = match &args.replay {
+        None => run(&cfg, stop)?,
+        Some(path) => {
+            let mut replay = Replay::open(path, args.speed, args.looping, args.symbols)
+                .with_context(|| format!("reading the capture {}", path.display()))?;
+            let r = replay.report().clone();
+            eprintln!(
+                "server: replaying {}: {} messages of session {} (seq {}..={}), {} missing ({} holes{}), \
+                 {} duplicates dropped, {} foreign datagrams, {} bad packets, {} packets of other sessions; \
+                 one pass lasts {:?} at 1x",
+                path.display(),
+                r.messages,
+                r.epoch,
+                r.first_seq,
+                r.last_seq,
+                r.missing,
+                r.holes,
+                if r.first_seq > 1 { ", the head before the first sequence" } else { "" },
+                r.duplicates,
+                r.foreign,
+                r.bad,
+                r.other_epochs,
+                replay.span(),
+            );
+            if let Some(d) = &r.damaged {
+                eprintln!(
+                    "server: WARNING: the capture ends in a damaged block ({d}); replaying what came before it"
+                );
+            }
+            if r.missing > 0 {
+                eprintln!(
+                    "server: WARNING: the capture lacks {} messages: the replay is not the recorded stream from message 1",
+                    r.missing
+                );
+            }
+            let mut summary = publish(&cfg, &mut replay, stop)?;
+            summary.replay = Some(r);
+            summary
+        }
+    };
     eprintln!(
         "server summary: {} messages in {:.2}s ({:.0} msg/s), {} packets, {} heartbeats, {} clients, \
          {} slow-client disconnects, {} requests ({} NACKs, {} rejected, {} messages retransmitted, {} snapshots), \

@@ -61,6 +61,15 @@ pub trait MessageSource {
     /// session ends).
     fn next_message(&mut self) -> Option<Message>;
 
+    /// For a source with a pace of its own (a recorded session replayed at
+    /// its recorded speed): when its next message falls due, as an offset
+    /// from the session's start. The server then publishes each message at
+    /// that instant (the configured rate still caps nothing: give it 0).
+    /// `None` (the default): the server's rate paces the source.
+    fn next_due(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// What the start-up line says the source is.
     fn describe(&self) -> String {
         format!("a custom source of {} symbols", self.symbols())

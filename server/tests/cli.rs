@@ -14,7 +14,7 @@ fn every_flag_with_absurd_values() {
             ("--linger", "0"),
             ("--stats-interval", "0"),
         ],
-        free_text: &["--book-out", "--ready-file", "--ifname"],
+        free_text: &["--book-out", "--ready-file", "--ifname", "--replay"],
         zero_refused: &[
             "--symbols",
             "--messages",

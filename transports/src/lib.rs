@@ -77,6 +77,7 @@ pub mod kernel;
 pub mod lossy;
 pub mod metrics;
 pub mod multicast;
+pub mod pcap;
 pub mod select;
 pub mod tcp;
 pub mod wait;

@@ -1,8 +1,10 @@
 //! [`SubscriberBuilder`]: how a [`Subscriber`] is set up.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::rc::Rc;
 use std::time::Duration;
 
 use tickwire_core::cache;
@@ -13,13 +15,18 @@ use tickwire_core::{Instant, Line, SymbolId};
 use tickwire_transports::affinity::cpu_times;
 use tickwire_transports::backoff::Backoff;
 use tickwire_transports::idle::{IdleStrategy, Idler};
-use tickwire_transports::lossy::LossConfig;
+use tickwire_transports::lossy::{LossConfig, Lossy};
+use tickwire_transports::pcap::{Pcap, RecordConfig, Recorder};
 use tickwire_transports::select::{TransportKind, TransportOptions, build_subscriber};
 
 use super::pipeline::{PipelineProbe, Pipelined, ThreadHook};
 use super::state::State;
 use super::{APPLIED_CAPACITY, EVENT_QUEUE_CAPACITY, Peer, Subscriber, Threading};
 use crate::verify::Verifier;
+
+/// The capture writer, shared by the [`Pcap`] wrapper and the [`Subscriber`]
+/// that finishes it.
+type SharedRecorder = Rc<RefCell<Recorder>>;
 
 /// Why [`SubscriberBuilder::build`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +76,7 @@ pub struct SubscriberBuilder {
     exit_on_end: bool,
     threading: Threading,
     hook: Option<ThreadHook>,
+    record: Option<(std::path::PathBuf, Option<u64>)>,
 }
 
 impl std::fmt::Debug for SubscriberBuilder {
@@ -84,6 +92,7 @@ impl std::fmt::Debug for SubscriberBuilder {
             .field("exit_on_end", &self.exit_on_end)
             .field("threading", &self.threading)
             .field("receive_thread_hook", &self.hook.is_some())
+            .field("record", &self.record)
             .finish()
     }
 }
@@ -114,6 +123,7 @@ impl Default for SubscriberBuilder {
             exit_on_end: true,
             threading: Threading::default(),
             hook: None,
+            record: None,
         }
     }
 }
@@ -216,6 +226,22 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Record every packet the transport receives, as received, with its
+    /// kernel receive stamp, in the pcapng file `path` (Ethernet/IPv4/UDP
+    /// frames: see [`tickwire_transports::pcap`]), starting a new file
+    /// (`cap.1.pcapng`, ...) whenever one reaches `rotate_bytes`. The copy is
+    /// handed to a writer thread without blocking; packets the disk cannot
+    /// take are dropped from the capture only, and counted
+    /// ([`crate::Summary::record`]).
+    pub fn record(
+        mut self,
+        path: impl Into<std::path::PathBuf>,
+        rotate_bytes: Option<u64>,
+    ) -> Self {
+        self.record = Some((path.into(), rotate_bytes));
+        self
+    }
+
     /// The transport options as set so far.
     pub fn transport_options(&self) -> &TransportOptions {
         &self.transport
@@ -227,15 +253,26 @@ impl SubscriberBuilder {
     pub fn build(self) -> Result<Subscriber, BuildError> {
         let opts = &self.transport;
         let error = |source| BuildError::Transport { kind: opts.kind, addr: opts.addr, source };
+        // A capture holds what the socket received: the injected loss goes
+        // around the recorder, not under it.
+        let mut inner_opts = opts.clone();
+        if self.record.is_some() {
+            inner_opts.loss = LossConfig { tx_drop: 0.0, rx_drop: 0.0, seed: opts.loss.seed };
+        }
         let (transport, probe): (Box<dyn tickwire_transports::Subscriber>, _) = match self.threading
         {
-            Threading::Single => (build_subscriber(opts).map_err(error)?, None),
+            Threading::Single => (build_subscriber(&inner_opts).map_err(error)?, None),
             Threading::Pipeline => {
-                let p = Pipelined::start(opts, self.idle, self.hook.clone()).map_err(error)?;
+                let p =
+                    Pipelined::start(&inner_opts, self.idle, self.hook.clone()).map_err(error)?;
                 let probe = p.probe();
                 (Box::new(p), Some(probe))
             }
         };
+        let (mut transport, recorder) = self.wrap_recording(transport).map_err(error)?;
+        if recorder.is_some() && (opts.loss.tx_drop > 0.0 || opts.loss.rx_drop > 0.0) {
+            transport = Box::new(Lossy::new(transport, opts.loss));
+        }
         let mode = match opts.kind {
             TransportKind::Tcp => Mode::Stream,
             TransportKind::Multicast | TransportKind::Xdp => Mode::Datagram,
@@ -245,7 +282,42 @@ impl SubscriberBuilder {
             addr: opts.addr.to_string(),
             hint: opts.silence_hint(),
         };
-        self.finish(transport, mode, peer, probe)
+        self.finish(transport, mode, peer, probe, recorder)
+    }
+
+    /// With [`Self::record`]: start the recorder and wrap `transport` in it.
+    fn wrap_recording(
+        &self,
+        transport: Box<dyn tickwire_transports::Subscriber>,
+    ) -> io::Result<(Box<dyn tickwire_transports::Subscriber>, Option<SharedRecorder>)> {
+        let Some((path, rotate_bytes)) = &self.record else {
+            return Ok((transport, None));
+        };
+        let opts = &self.transport;
+        let v4 = |a: SocketAddr| match a {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()),
+        };
+        let server = v4(opts.addr);
+        let (dest_a, dest_b) = match opts.kind {
+            // A stream's packets are framed as datagrams to the client's side.
+            TransportKind::Tcp => {
+                let me = SocketAddrV4::new(opts.interface, server.port());
+                (me, me)
+            }
+            TransportKind::Multicast | TransportKind::Xdp => {
+                (opts.group_a, opts.group_b.unwrap_or(opts.group_a))
+            }
+        };
+        let recorder = Recorder::start(RecordConfig {
+            path: path.clone(),
+            rotate_bytes: *rotate_bytes,
+            source: server,
+            dest_a,
+            dest_b,
+        })?;
+        let shared = Rc::new(RefCell::new(recorder));
+        Ok((Box::new(Pcap::new(transport, shared.clone())), Some(shared)))
     }
 
     /// Use `transport`, any [`tickwire_transports::Subscriber`] (a custom
@@ -260,7 +332,13 @@ impl SubscriberBuilder {
         mode: Mode,
     ) -> Result<Subscriber, BuildError> {
         let peer = Peer { kind: "custom".into(), addr: "the server".into(), hint: "" };
-        self.finish(transport, mode, peer, None)
+        let error = |source| BuildError::Transport {
+            kind: self.transport.kind,
+            addr: self.transport.addr,
+            source,
+        };
+        let (transport, recorder) = self.wrap_recording(transport).map_err(error)?;
+        self.finish(transport, mode, peer, None, recorder)
     }
 
     fn finish(
@@ -269,6 +347,7 @@ impl SubscriberBuilder {
         mode: Mode,
         peer: Peer,
         pipeline: Option<PipelineProbe>,
+        recorder: Option<SharedRecorder>,
     ) -> Result<Subscriber, BuildError> {
         let verifier = match self.verify_seed {
             Some(seed) => Some(Verifier::new(GbmConfig {
@@ -320,6 +399,8 @@ impl SubscriberBuilder {
             exit_on_end: self.exit_on_end,
             queue: VecDeque::with_capacity(EVENT_QUEUE_CAPACITY),
             pipeline,
+            recorder,
+            record_path: self.record.map(|(p, _)| p),
             flow: Default::default(),
         })
     }

@@ -45,7 +45,7 @@ pub use builder::{BuildError, SubscriberBuilder};
 pub use pipeline::PipelineStats;
 use state::{PacketStamps, State};
 
-use crate::summary::{RecoveryTimes, Summary, VerifySummary};
+use crate::summary::{RecordSummary, RecoveryTimes, Summary, VerifySummary};
 
 /// Silence after which the client warns that the feed stalled: ten of the
 /// server's idle heartbeat intervals (100 ms), so a few lost heartbeats never
@@ -172,6 +172,9 @@ pub struct Subscriber {
     exit_on_end: bool,
     queue: VecDeque<Event>,
     pipeline: Option<pipeline::PipelineProbe>,
+    /// With [`SubscriberBuilder::record`]: the capture's writer.
+    recorder: Option<std::rc::Rc<std::cell::RefCell<tickwire_transports::pcap::Recorder>>>,
+    record_path: Option<std::path::PathBuf>,
     /// Delivery so far: messages, and when the first and last polls that
     /// delivered any ended (for [`Summary::rate`]).
     flow: Flow,
@@ -473,6 +476,31 @@ impl Subscriber {
             rate: self.flow.rate(),
             breakdown_table: table,
             pipeline: self.pipeline_stats(),
+            record: self.recorder.as_ref().map(|r| {
+                let st = r.borrow().stats();
+                RecordSummary {
+                    file: self
+                        .record_path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    packets: st.recorded,
+                    dropped: st.dropped,
+                    bytes: st.bytes,
+                    files: st.files,
+                }
+            }),
+        }
+    }
+
+    /// With [`SubscriberBuilder::record`]: write out what the capture still
+    /// holds and close its file (later packets are not recorded). The
+    /// counters of [`Self::summary`] are final after it. Dropping the
+    /// subscriber does the same, but cannot report an error.
+    pub fn finish_recording(&mut self) -> io::Result<()> {
+        match &self.recorder {
+            Some(r) => r.borrow_mut().finish().map(|_| ()),
+            None => Ok(()),
         }
     }
 }

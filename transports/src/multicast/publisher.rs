@@ -263,6 +263,26 @@ impl MulticastPublisher {
         result
     }
 
+    /// Count the outcome of one single-packet send of `len` bytes: sent, or
+    /// refused after retries (counted, not an error), or failed.
+    fn count_one(&mut self, sent: io::Result<bool>, len: usize) -> io::Result<()> {
+        match sent {
+            Ok(true) => {
+                self.stats.packets_sent += 1;
+                self.stats.bytes_sent += len as u64;
+                Ok(())
+            }
+            Ok(false) => {
+                self.stats.send_errors += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.send_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
     /// Send slots `from..to` to `dest`, resuming after partial sends and
     /// retrying transient errors a bounded number of times. Returns the first
     /// hard error, after trying every packet.
@@ -337,21 +357,8 @@ impl Publisher for MulticastPublisher {
         let addr = peer_addr(peer).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("unknown peer {peer:#x}"))
         })?;
-        match send_one(&self.request, packet, &addr.into(), &mut self.stats.syscalls) {
-            Ok(true) => {
-                self.stats.packets_sent += 1;
-                self.stats.bytes_sent += packet.len() as u64;
-                Ok(())
-            }
-            Ok(false) => {
-                self.stats.send_errors += 1;
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.send_errors += 1;
-                Err(e)
-            }
-        }
+        let sent = send_one(&self.request, packet, &addr.into(), &mut self.stats.syscalls);
+        self.count_one(sent, packet.len())
     }
 
     /// To line A's group from the feed's socket (the recovery service's
@@ -361,21 +368,8 @@ impl Publisher for MulticastPublisher {
         self.flush()?;
         let feed = self.data.as_ref().unwrap_or(&self.request);
         let dest: SocketAddr = self.groups[0].into();
-        match send_one(feed, packet, &dest.into(), &mut self.stats.syscalls) {
-            Ok(true) => {
-                self.stats.packets_sent += 1;
-                self.stats.bytes_sent += packet.len() as u64;
-                Ok(())
-            }
-            Ok(false) => {
-                self.stats.send_errors += 1;
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.send_errors += 1;
-                Err(e)
-            }
-        }
+        let sent = send_one(feed, packet, &dest.into(), &mut self.stats.syscalls);
+        self.count_one(sent, packet.len())
     }
 
     fn sends_to_group(&self) -> bool {

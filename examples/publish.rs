@@ -57,6 +57,7 @@ impl MessageSource for Ramp {
                 price: px,
                 qty: (n % 10 + 1) as u32,
                 exch_ts: n,
+                symbol_seq: 0,
             })
         })
     }

@@ -111,7 +111,14 @@ fn single_forged_packets_neither_end_switch_nor_skip_the_session() {
     let to: SocketAddrV4 = group.parse().unwrap();
     let mut trade = vec![0u8; 64];
     let n = emit_message(
-        &Message::Trade(Trade { symbol: 1, side: Side::Buy, price: 1, qty: 1, exch_ts: 1 }),
+        &Message::Trade(Trade {
+            symbol: 1,
+            side: Side::Buy,
+            price: 1,
+            qty: 1,
+            exch_ts: 1,
+            symbol_seq: 0,
+        }),
         &mut trade,
     )
     .unwrap();

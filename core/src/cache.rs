@@ -337,6 +337,7 @@ mod tests {
                 price: rng.random_range(-1_000_000..1_000_000_000),
                 qty: rng.random(),
                 exch_ts: rng.random(),
+                symbol_seq: 0,
             }),
             _ => Message::Quote(Quote {
                 symbol,

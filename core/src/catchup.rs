@@ -24,7 +24,7 @@
 //!
 //! let mut p = Sequencer::new(SequencerConfig::new(7, 16));
 //! for i in 0..100 {
-//!     p.push(Instant(0), 0, &Message::Trade(Trade { symbol: 1, side: Side::Buy, price: i, qty: 1, exch_ts: 0 }));
+//!     p.push(Instant(0), 0, &Message::Trade(Trade { symbol: 1, side: Side::Buy, price: i, qty: 1, exch_ts: 0, symbol_seq: 0 }));
 //! }
 //! p.flush(Instant(0), 0);
 //! while p.poll_packet().is_some() {}

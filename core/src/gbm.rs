@@ -365,6 +365,7 @@ impl Generator {
                 price,
                 qty,
                 exch_ts,
+                symbol_seq: Trade::wire_symbol_seq(s.updates),
             })
         } else {
             let z: f64 = StandardNormal.sample(&mut self.rng);

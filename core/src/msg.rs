@@ -72,6 +72,19 @@ pub struct Trade {
     pub qty: u32,
     /// Simulated exchange time of the event, ns since the session started.
     pub exch_ts: u64,
+    /// The symbol's update number (as [`Quote::symbol_seq`], which counts
+    /// quotes and trades), truncated to its low 32 bits; 0 when the publisher
+    /// does not carry it (one older than protocol 1.2, whose field was
+    /// reserved and zero). A receiver compares it modulo 2³²: a wrap needs
+    /// 2³² updates of one symbol inside one hole.
+    pub symbol_seq: u32,
+}
+
+impl Trade {
+    /// The low 32 bits of a symbol's update number, as a Trade carries it.
+    pub const fn wire_symbol_seq(updates: u64) -> u32 {
+        updates as u32
+    }
 }
 
 /// One sequenced feed message.
@@ -89,6 +102,17 @@ pub enum Message {
 }
 
 impl Message {
+    /// The symbol's update number the message carries, compared modulo 2³²
+    /// (a Trade carries the low 32 bits only); `None` for an unknown type or a
+    /// Trade that carries none (0).
+    pub const fn symbol_seq32(&self) -> Option<u32> {
+        match self {
+            Message::Quote(q) => Some(q.symbol_seq as u32),
+            Message::Trade(t) if t.symbol_seq != 0 => Some(t.symbol_seq),
+            _ => None,
+        }
+    }
+
     /// The symbol the message is about, if it is a known type.
     pub const fn symbol(&self) -> Option<SymbolId> {
         match self {

@@ -25,6 +25,7 @@ fn publisher(window: u64, messages: u64) -> Sequencer {
                 price: i as i64,
                 qty: 1,
                 exch_ts: i,
+                symbol_seq: 0,
             })
         } else {
             Message::Quote(Quote {
@@ -131,7 +132,14 @@ fn a_catch_up_overtaken_by_the_window_stops_with_an_overrun() {
         p.push(
             Instant(i),
             0,
-            &Message::Trade(Trade { symbol: 0, side: Side::Sell, price: 1, qty: 1, exch_ts: 0 }),
+            &Message::Trade(Trade {
+                symbol: 0,
+                side: Side::Sell,
+                price: 1,
+                qty: 1,
+                exch_ts: 0,
+                symbol_seq: 0,
+            }),
         );
     }
     p.flush(Instant(2000), 0);
@@ -153,7 +161,14 @@ fn a_catch_up_follows_the_live_stream_until_it_reaches_it() {
     p.push(
         Instant(0),
         0,
-        &Message::Trade(Trade { symbol: 0, side: Side::Sell, price: 1, qty: 1, exch_ts: 0 }),
+        &Message::Trade(Trade {
+            symbol: 0,
+            side: Side::Sell,
+            price: 1,
+            qty: 1,
+            exch_ts: 0,
+            symbol_seq: 0,
+        }),
     );
     p.flush(Instant(1), 0);
     assert!(!c.is_done(p.store()), "more was published");
@@ -164,7 +179,14 @@ fn a_catch_up_follows_the_live_stream_until_it_reaches_it() {
     p.push(
         Instant(0),
         0,
-        &Message::Trade(Trade { symbol: 0, side: Side::Sell, price: 1, qty: 1, exch_ts: 0 }),
+        &Message::Trade(Trade {
+            symbol: 0,
+            side: Side::Sell,
+            price: 1,
+            qty: 1,
+            exch_ts: 0,
+            symbol_seq: 0,
+        }),
     );
     p.flush(Instant(1), 0);
     assert_eq!(c.poll_transmit(p.store(), EPOCH, WALL, &mut buf[..HEADER_LEN + 10]), Ok(None));

@@ -38,6 +38,7 @@ fn trade(n: u64) -> Message {
         price: 1_000_000 + n as i64,
         qty: 1,
         exch_ts: n,
+        symbol_seq: 0,
     })
 }
 

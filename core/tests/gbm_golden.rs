@@ -111,6 +111,7 @@ fn golden_first_messages() {
             price: 228_000,
             qty: 400,
             exch_ts: 40_000,
+            symbol_seq: 1,
         }),
     ];
     let got: Vec<(SeqNo, Message)> = expected_stream(&cfg, want.len() as u64).collect();
@@ -188,7 +189,8 @@ fn prefix_and_batch_consistency() {
 }
 
 /// `expected_book(n)` is the stream's messages applied at their sequences, and
-/// its per-symbol counters agree with the quotes' `symbol_seq`.
+/// its per-symbol counters agree with the quotes' `symbol_seq` and the
+/// trades' (its low 32 bits).
 #[test]
 fn book_oracle_matches_stream() {
     let cfg = GbmConfig { symbols: 64, ..GbmConfig::default() };
@@ -198,9 +200,14 @@ fn book_oracle_matches_stream() {
     for (seq, m) in expected_stream(&cfg, n) {
         assert!(book.apply(seq.0, &m));
         let sym = m.symbol().unwrap() as usize;
-        if let Message::Quote(q) = m {
-            assert_eq!(q.symbol_seq, book.states()[sym].updates);
-            last_symbol_seq[sym] = q.symbol_seq;
+        let updates = book.states()[sym].updates;
+        match m {
+            Message::Quote(q) => {
+                assert_eq!(q.symbol_seq, updates);
+                last_symbol_seq[sym] = q.symbol_seq;
+            }
+            Message::Trade(t) => assert_eq!(u64::from(t.symbol_seq), updates),
+            Message::Unknown { .. } => unreachable!("the generator makes quotes and trades"),
         }
     }
     assert_eq!(book, expected_book(&cfg, n));

@@ -250,6 +250,7 @@ fn parse_fields(name: &str, text: &str) -> Vector {
                         price: inum(&f("price")),
                         qty: num(&f("qty")) as u32,
                         exch_ts: num(&f("exch_ts")),
+                        symbol_seq: 0,
                     })),
                     other => panic!("{name}: unknown message type {other:?}"),
                 });
@@ -574,6 +575,7 @@ fn trade() -> Message {
         price: 1_234_600,
         qty: 200,
         exch_ts: 5_005_000,
+        symbol_seq: 0,
     })
 }
 

@@ -32,6 +32,7 @@ fn msg(n: u64, symbols: u32) -> Message {
             price: 100_000 + n as i64,
             qty: (n % 97) as u32 + 1,
             exch_ts: n * 10,
+            symbol_seq: 0,
         })
     } else {
         Message::Quote(Quote {

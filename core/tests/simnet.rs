@@ -58,6 +58,7 @@ fn gen_msg(key: u64, seq: u64) -> Message {
             price: px,
             qty: ((h >> 24) & 0xff) as u32 + 1,
             exch_ts: seq * 1000,
+            symbol_seq: 0,
         })
     } else {
         Message::Quote(Quote {

@@ -40,8 +40,16 @@ fn quote() -> impl Strategy<Value = Quote> {
 }
 
 fn trade() -> impl Strategy<Value = Trade> {
-    (any::<u32>(), side(), any::<i64>(), any::<u32>(), any::<u64>())
-        .prop_map(|(symbol, side, price, qty, exch_ts)| Trade { symbol, side, price, qty, exch_ts })
+    (any::<u32>(), side(), any::<i64>(), any::<u32>(), any::<u64>(), any::<u32>()).prop_map(
+        |(symbol, side, price, qty, exch_ts, symbol_seq)| Trade {
+            symbol,
+            side,
+            price,
+            qty,
+            exch_ts,
+            symbol_seq,
+        },
+    )
 }
 
 fn message() -> impl Strategy<Value = Message> {

@@ -34,6 +34,7 @@ pub fn message(u: &mut Unstructured) -> Result<Message> {
             price: u.arbitrary()?,
             qty: u.arbitrary()?,
             exch_ts: u.arbitrary()?,
+            symbol_seq: u.arbitrary()?,
         })
     })
 }

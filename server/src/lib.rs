@@ -159,7 +159,7 @@ pub fn run(cfg: &ServerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Summary>
 /// use tickwire_server::{FromIter, ServerConfig, publish};
 ///
 /// let trades = (0..1000u32).map(|i| {
-///     Message::Trade(Trade { symbol: i % 4, side: Side::Buy, price: 1_000_000, qty: 1, exch_ts: 0 })
+///     Message::Trade(Trade { symbol: i % 4, side: Side::Buy, price: 1_000_000, qty: 1, exch_ts: 0, symbol_seq: 0 })
 /// });
 /// let cfg = ServerConfig { rate: 10_000, ..ServerConfig::default() };
 /// let summary = publish(&cfg, &mut FromIter::new(4, trades), Arc::new(AtomicBool::new(false)))?;

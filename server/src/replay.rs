@@ -296,6 +296,7 @@ mod tests {
             price: i as i64,
             qty: 1,
             exch_ts: i,
+            symbol_seq: 0,
         })
     }
 

@@ -209,6 +209,7 @@ fn test_packet(i: u64) -> Vec<u8> {
                 price: (r >> 16) as i64 % 10_000_000,
                 qty: (r >> 40) as u32 % 10_000,
                 exch_ts: i * 1000 + k as u64,
+                symbol_seq: 0,
             })
         } else {
             Message::Quote(Quote {

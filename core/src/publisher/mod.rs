@@ -42,7 +42,7 @@
 //!
 //! let mut p = Sequencer::new(SequencerConfig::new(7, 16));
 //! let now = Instant(1_000);
-//! let trade = Message::Trade(Trade { symbol: 3, side: Side::Buy, price: 1, qty: 2, exch_ts: 3 });
+//! let trade = Message::Trade(Trade { symbol: 3, side: Side::Buy, price: 1, qty: 2, exch_ts: 3, symbol_seq: 0 });
 //! assert_eq!(p.push(now, 42, &trade), SeqNo(1));
 //! p.flush(now, 42);
 //! let live: Vec<Vec<u8>> = std::iter::from_fn(|| p.poll_packet().map(<[u8]>::to_vec)).collect();
@@ -521,7 +521,14 @@ mod tests {
     }
 
     fn trade(symbol: u32, n: u64) -> Message {
-        Message::Trade(Trade { symbol, side: Side::Sell, price: n as i64, qty: 3, exch_ts: n })
+        Message::Trade(Trade {
+            symbol,
+            side: Side::Sell,
+            price: n as i64,
+            qty: 3,
+            exch_ts: n,
+            symbol_seq: 0,
+        })
     }
 
     #[test]

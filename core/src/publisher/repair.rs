@@ -496,8 +496,14 @@ mod tests {
         cfg.repair.group_burst_bytes = burst;
         let mut p = Sequencer::new(cfg);
         for i in 0..100u64 {
-            let m =
-                Message::Trade(Trade { symbol: 1, side: Side::Buy, price: 1, qty: 1, exch_ts: i });
+            let m = Message::Trade(Trade {
+                symbol: 1,
+                side: Side::Buy,
+                price: 1,
+                qty: 1,
+                exch_ts: i,
+                symbol_seq: 0,
+            });
             p.push(Instant(0), 0, &m);
         }
         p.flush(Instant(0), 0);

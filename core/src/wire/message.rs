@@ -24,7 +24,7 @@ mod field {
     // Trade (FLAGS carries the aggressor side)
     pub const T_PRICE: Field = 8..16;
     pub const T_QTY: Field = 16..20;
-    pub const T_RESERVED: Field = 20..24;
+    pub const T_SYMBOL_SEQ: Field = 20..24;
     pub const T_EXCH_TS: Field = 24..32;
 }
 
@@ -206,6 +206,10 @@ impl<T: AsRef<[u8]>> Trade<T> {
     pub fn exch_ts(&self) -> u64 {
         get_u64(self.buffer.as_ref(), field::T_EXCH_TS.start)
     }
+    /// The symbol's update number, low 32 bits (0: not carried).
+    pub fn symbol_seq(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), field::T_SYMBOL_SEQ.start)
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Trade<T> {
@@ -218,7 +222,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Trade<T> {
         set_u32(b, field::SYMBOL.start, t.symbol);
         set_u64(b, field::T_PRICE.start, t.price as u64);
         set_u32(b, field::T_QTY.start, t.qty);
-        set_u32(b, field::T_RESERVED.start, 0);
+        set_u32(b, field::T_SYMBOL_SEQ.start, t.symbol_seq);
         set_u64(b, field::T_EXCH_TS.start, t.exch_ts);
     }
 }
@@ -287,6 +291,7 @@ pub fn parse_message(buf: &[u8]) -> Result<(Message, usize), DecodeError> {
                 price: t.price(),
                 qty: t.qty(),
                 exch_ts: t.exch_ts(),
+                symbol_seq: t.symbol_seq(),
             })
         }
         MessageKind::Unknown(kind) => Message::Unknown { kind },
@@ -364,7 +369,7 @@ mod tests {
     static TRADE_BYTES: [u8; 32] = [
         0x54, 0x02, 0x20, 0x00, 0x03, 0x00, 0x00, 0x00, // 'T', sell, len 32, symbol 3
         0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // price -10
-        0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // qty 42, reserved
+        0x2a, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, // qty 42, symbol_seq 9
         0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // exch_ts 1
     ];
 
@@ -381,7 +386,14 @@ mod tests {
     }
 
     fn trade() -> Message {
-        Message::Trade(TradeRepr { symbol: 3, side: Side::Sell, price: -10, qty: 42, exch_ts: 1 })
+        Message::Trade(TradeRepr {
+            symbol: 3,
+            side: Side::Sell,
+            price: -10,
+            qty: 42,
+            exch_ts: 1,
+            symbol_seq: 9,
+        })
     }
 
     #[test]

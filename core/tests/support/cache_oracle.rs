@@ -61,6 +61,7 @@ pub fn message(symbols: u32, symbol: u32, n: u64) -> (u64, Message) {
             price: (n * 7) as i64,
             qty: (n * 3) as u32,
             exch_ts: seq,
+            symbol_seq: 0,
         })
     } else {
         Message::Quote(Quote {

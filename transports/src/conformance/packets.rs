@@ -24,6 +24,7 @@ pub fn data_packet(index: u64, len: usize) -> Vec<u8> {
                 price: 1_000_000 + index as i64,
                 qty: 100 + k as u32,
                 exch_ts: index * 1000 + k,
+                symbol_seq: 0,
             })
         } else {
             Message::Quote(Quote {

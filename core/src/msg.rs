@@ -102,17 +102,6 @@ pub enum Message {
 }
 
 impl Message {
-    /// The symbol's update number the message carries, compared modulo 2³²
-    /// (a Trade carries the low 32 bits only); `None` for an unknown type or a
-    /// Trade that carries none (0).
-    pub const fn symbol_seq32(&self) -> Option<u32> {
-        match self {
-            Message::Quote(q) => Some(q.symbol_seq as u32),
-            Message::Trade(t) if t.symbol_seq != 0 => Some(t.symbol_seq),
-            _ => None,
-        }
-    }
-
     /// The symbol the message is about, if it is a known type.
     pub const fn symbol(&self) -> Option<SymbolId> {
         match self {

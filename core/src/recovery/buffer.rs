@@ -17,9 +17,23 @@ struct Slot {
     msg: Message,
     send_time: u64,
     due_time: u64,
+    /// Already delivered, ahead of a hole (per-symbol order): it only marks
+    /// the sequence as received.
+    delivered: bool,
 }
 
-const EMPTY: Slot = Slot { seq: 0, msg: Message::Unknown { kind: 0 }, send_time: 0, due_time: 0 };
+const EMPTY: Slot =
+    Slot { seq: 0, msg: Message::Unknown { kind: 0 }, send_time: 0, due_time: 0, delivered: false };
+
+/// A message held in the buffer.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Held {
+    pub(super) msg: Message,
+    pub(super) send_time: u64,
+    pub(super) due_time: u64,
+    /// Delivered ahead of a hole already (per-symbol order).
+    pub(super) delivered: bool,
+}
 
 /// See the module docs.
 #[derive(Debug)]
@@ -67,17 +81,32 @@ impl ReorderBuffer {
     pub(super) fn store(&mut self, seq: u64, msg: Message, send_time: u64, due_time: u64) {
         if self.fits(seq) {
             let i = self.idx(seq);
-            self.slots[i] = Slot { seq, msg, send_time, due_time };
+            self.slots[i] = Slot { seq, msg, send_time, due_time, delivered: false };
         }
     }
 
-    /// The message held at `seq`, its packet's send time and its due time.
-    pub(super) fn get(&self, seq: u64) -> Option<(Message, u64, u64)> {
+    /// Mark `seq` as received and already delivered (per-symbol order), so
+    /// the hole logic sees it and the in-order drain passes over it. Ignored
+    /// if it does not fit the window.
+    pub(super) fn store_delivered(&mut self, seq: u64, msg: Message) {
+        if self.fits(seq) {
+            let i = self.idx(seq);
+            self.slots[i] = Slot { seq, msg, send_time: 0, due_time: 0, delivered: true };
+        }
+    }
+
+    /// The message held at `seq`.
+    pub(super) fn get(&self, seq: u64) -> Option<Held> {
         if !self.present(seq) {
             return None;
         }
         let s = &self.slots[self.idx(seq)];
-        Some((s.msg, s.send_time, s.due_time))
+        Some(Held {
+            msg: s.msg,
+            send_time: s.send_time,
+            due_time: s.due_time,
+            delivered: s.delivered,
+        })
     }
 
     /// Move the window's start forward to `lo` (no-op if it is not forward);
@@ -155,7 +184,10 @@ mod tests {
         b.store(4, m(4), 40, 0);
         b.store(5, m(5), 50, 0); // outside [1, 5): ignored
         assert!(b.present(1) && b.present(4) && !b.present(5) && !b.present(2));
-        assert_eq!(b.get(4), Some((m(4), 40, 0)));
+        let h = b.get(4).unwrap();
+        assert_eq!((h.msg, h.send_time, h.due_time, h.delivered), (m(4), 40, 0, false));
+        b.store_delivered(3, m(3));
+        assert!(b.present(3) && b.get(3).unwrap().delivered);
         b.advance(3);
         assert!(!b.present(1) && b.present(4));
         b.store(6, m(6), 60, 0);

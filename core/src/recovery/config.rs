@@ -140,6 +140,24 @@ pub enum Mode {
     Stream,
 }
 
+/// In what order a [`Receiver`](super::Receiver) delivers messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Order {
+    /// Feed order: message `n` is delivered after every message below `n`;
+    /// a hole holds back everything behind it. Every consumer written
+    /// against a sequenced feed expects this, so it stays the default.
+    #[default]
+    Strict,
+    /// Per-symbol order: a message is delivered at once when its symbol's
+    /// update number follows the last one delivered for that symbol, hole or
+    /// no hole; the other symbols' messages wait, in feed order, until the
+    /// hole is filled. Each symbol sees exactly the messages, in exactly the
+    /// order, that [`Order::Strict`] gives it; across symbols, sequence
+    /// numbers are no longer increasing. The receiver reports which symbols
+    /// wait (`Event::SymbolStale` / `Event::SymbolFresh`).
+    PerSymbol,
+}
+
 /// What a client joining a session already under way does (datagram mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LateJoin {
@@ -198,6 +216,8 @@ pub struct ReceiverConfig {
     pub probe_timeout: Duration,
     /// See [`DEFAULT_MAX_PROBE_RETRIES`].
     pub max_probe_retries: u32,
+    /// Feed order (the default) or per-symbol order: see [`Order`].
+    pub order: Order,
 }
 
 impl Default for ReceiverConfig {
@@ -223,6 +243,7 @@ impl Default for ReceiverConfig {
             confirm_claims: true,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
             max_probe_retries: DEFAULT_MAX_PROBE_RETRIES,
+            order: Order::Strict,
         }
     }
 }

@@ -1,12 +1,17 @@
 //! What the receiver reports.
 
-use crate::msg::{Message, SymbolState};
+use std::time::Duration;
+
+use super::StaleReason;
+use crate::msg::{Message, SymbolId, SymbolState};
 use crate::seq::{SeqNo, SeqRange};
+use crate::time::Instant;
 
 /// What the receiver reports. Copy types only.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Event {
-    /// The next message, in sequence.
+    /// The next message: in sequence ([`Order::Strict`](super::Order)), or
+    /// the next of its symbol ([`Order::PerSymbol`](super::Order)).
     Message {
         /// Its sequence number.
         seq: SeqNo,
@@ -21,6 +26,24 @@ pub enum Event {
         /// True when it came by retransmission or waited in the reorder buffer
         /// (its latency is not the feed's latency).
         recovered: bool,
+    },
+    /// Per-symbol order: the symbol's cached state is behind the feed since
+    /// `since` (a message of it waits for a hole, or an update of it was
+    /// given up on). Sent again with `GivenUp` if a wait ends in giving up.
+    SymbolStale {
+        /// The symbol.
+        symbol: SymbolId,
+        /// When it became stale (the receiver's clock).
+        since: Instant,
+        /// Why.
+        reason: StaleReason,
+    },
+    /// Per-symbol order: the symbol is up to date again.
+    SymbolFresh {
+        /// The symbol.
+        symbol: SymbolId,
+        /// How long it was stale.
+        stale_for: Duration,
     },
     /// A snapshot consistent at `seq` follows: `SymbolState` events, then `SnapshotEnd`.
     SnapshotStart {

@@ -57,6 +57,7 @@ mod resync;
 mod session;
 mod snapshot;
 mod stats;
+mod symbols;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -67,6 +68,7 @@ pub use event::Event;
 pub use stats::{
     RECOVERY_HISTOGRAM_MAX_NS, RECOVERY_HISTOGRAM_SIGFIG, RecoveryStats, ValidationStats,
 };
+pub use symbols::{MAX_TRACKED_SYMBOLS, StaleReason};
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -75,7 +77,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::Line;
-use crate::msg::Message;
+use crate::msg::{Message, SymbolId};
 use crate::seq::{SeqNo, SeqRange};
 use crate::time::Instant;
 use crate::wire::{
@@ -87,6 +89,7 @@ use crate::wire::{
 use buffer::ReorderBuffer;
 use gaps::{Gap, GapList};
 use snapshot::{Assembly, PartOutcome};
+use symbols::Symbols;
 pub use validate::LINE_REGRESSION_SLACK;
 use validate::ProbeState;
 
@@ -177,6 +180,8 @@ pub struct Receiver {
     /// Ranges whose multicast repair the service announced, and until when
     /// they count as requested (see `nack::Announced`).
     announced: VecDeque<nack::Announced>,
+    /// Per-symbol order: update numbers and stale symbols.
+    syms: Symbols,
 }
 
 impl Receiver {
@@ -225,6 +230,7 @@ impl Receiver {
             probe: ProbeState::default(),
             line_high: [0; 2],
             announced: VecDeque::with_capacity(MAX_ANNOUNCED_REPAIRS),
+            syms: Symbols::default(),
             cfg,
         }
     }
@@ -258,6 +264,11 @@ impl Receiver {
     /// Holes currently open.
     pub fn open_gaps(&self) -> usize {
         self.gaps.len()
+    }
+
+    /// Per-symbol order: symbols stale now (0 in feed order).
+    pub fn stale_symbols(&self) -> u64 {
+        self.syms.stale
     }
 
     // ------------------------------------------------------------------ input

@@ -45,7 +45,7 @@ impl Receiver {
             && self.buf.lo() == first
             && first + count <= self.buf.hi()
         {
-            self.deliver_in_order(line, repr, timing, payload);
+            self.deliver_in_order(now, line, repr, timing, payload);
             return;
         }
         for ((i, m), due) in
@@ -64,6 +64,7 @@ impl Receiver {
     /// per-message reorder-buffer bookkeeping.
     pub(super) fn deliver_in_order(
         &mut self,
+        now: Instant,
         line: Line,
         repr: &PacketRepr,
         timing: Timing,
@@ -72,6 +73,7 @@ impl Receiver {
         let retrans = repr.kind == PacketKind::Retransmission;
         let first = repr.first_seq.0;
         let count = u64::from(repr.count);
+        let per_symbol = self.cfg.order == Order::PerSymbol;
         let mut n = 0u64;
         for (m, due) in MessageIter::new(payload, repr.count).zip(timing.dues(count)) {
             let Ok(msg) = m else { break };
@@ -82,6 +84,11 @@ impl Receiver {
                 due_time: due,
                 recovered: retrans,
             });
+            if per_symbol {
+                // Nothing is held (no hole is open), so no wait ends here;
+                // an update number that jumps still reports its symbol.
+                self.end_stale(now, first + n, &msg);
+            }
             n += 1;
         }
         match (retrans, line) {
@@ -112,6 +119,10 @@ impl Receiver {
             self.stats.duplicates += 1;
             return;
         }
+        if self.cfg.order == Order::PerSymbol && self.synced && self.syms.applied_already(&msg) {
+            self.passed_ahead(now, s, msg);
+            return;
+        }
         if s >= self.buf.hi() {
             self.overflow(now, s);
         }
@@ -137,10 +148,72 @@ impl Receiver {
             (false, Line::Unicast) => {}
         }
         if deliverable {
-            self.deliver(s, msg, send_time, due_time, retrans);
-            self.drain();
+            self.deliver(now, s, msg, send_time, due_time, retrans);
+            self.drain(now);
+        } else if self.cfg.order == Order::PerSymbol && self.synced && self.syms.follows(&msg) {
+            self.deliver_ahead(now, s, msg, times, retrans);
         } else {
             self.buf.store(s, msg, send_time, due_time);
+            self.stats.messages_held += 1;
+            if self.cfg.order == Order::PerSymbol
+                && self.synced
+                && let Some(symbol) = self.syms.held(now, s, &msg)
+            {
+                self.stats.stale_periods += 1;
+                self.events.push_back(Event::SymbolStale {
+                    symbol,
+                    since: now,
+                    reason: StaleReason::Gap,
+                });
+            }
+        }
+    }
+
+    /// Per-symbol order: another copy of `s`, which went ahead of a hole
+    /// before and whose mark left the buffer's window when it slid (an
+    /// overflow). It is received again, not delivered again.
+    fn passed_ahead(&mut self, now: Instant, s: u64, msg: Message) {
+        self.stats.duplicates += 1;
+        self.fill(now, s);
+        if s == self.next {
+            self.next += 1;
+            self.buf.advance(self.next);
+            self.drain(now);
+        } else {
+            self.buf.store_delivered(s, msg);
+        }
+    }
+
+    /// Per-symbol order: `s` lies beyond a hole but is its symbol's next
+    /// update. Deliver it now and mark it received, so the hole logic counts
+    /// it and the in-order drain passes over it.
+    fn deliver_ahead(&mut self, now: Instant, s: u64, msg: Message, times: Times, retrans: bool) {
+        self.events.push_back(Event::Message {
+            seq: SeqNo(s),
+            msg,
+            send_time: times.sent,
+            due_time: times.due,
+            recovered: retrans,
+        });
+        self.stats.messages_delivered += 1;
+        self.stats.messages_ahead += 1;
+        self.buf.store_delivered(s, msg);
+        self.end_stale(now, s, &msg);
+    }
+
+    /// Track `msg`'s symbol after it was applied (per-symbol order), and
+    /// report what that changes of its staleness.
+    fn end_stale(&mut self, now: Instant, s: u64, msg: &Message) {
+        match self.syms.applied(now, s, msg) {
+            Some(ev @ Event::SymbolFresh { stale_for, .. }) => {
+                self.stats.stale_ns_total += stale_for.as_nanos() as u64;
+                self.events.push_back(ev);
+            }
+            Some(ev) => {
+                self.stats.stale_periods += 1;
+                self.events.push_back(ev);
+            }
+            None => {}
         }
     }
 
@@ -235,6 +308,7 @@ impl Receiver {
 
     pub(super) fn deliver(
         &mut self,
+        now: Instant,
         s: u64,
         msg: Message,
         send_time: u64,
@@ -248,18 +322,27 @@ impl Receiver {
             due_time,
             recovered,
         });
+        if self.cfg.order == Order::PerSymbol {
+            self.end_stale(now, s, &msg);
+        }
         self.stats.messages_delivered += 1;
         self.next = s + 1;
         self.buf.advance(self.next);
     }
 
-    /// Deliver what the buffer holds from `next` on.
-    pub(super) fn drain(&mut self) {
+    /// Deliver what the buffer holds from `next` on (passing over what was
+    /// delivered ahead of the hole already).
+    pub(super) fn drain(&mut self, now: Instant) {
         if !self.synced {
             return;
         }
-        while let Some((msg, t, due)) = self.buf.get(self.next) {
-            self.deliver(self.next, msg, t, due, true);
+        while let Some(h) = self.buf.get(self.next) {
+            if h.delivered {
+                self.next += 1;
+                self.buf.advance(self.next);
+            } else {
+                self.deliver(now, self.next, h.msg, h.send_time, h.due_time, true);
+            }
         }
         self.check_end_of_session();
     }

@@ -69,12 +69,23 @@ impl Receiver {
     /// holes it covers, drop what it supersedes, go on from `S`.
     pub(super) fn apply_snapshot(&mut self, now: Instant) {
         let s = self.asm.seq;
+        let per_symbol = self.cfg.order == Order::PerSymbol;
         self.events.push_back(Event::SnapshotStart { seq: SeqNo(s), symbols: self.asm.symbols });
         for st in self.asm.states() {
+            // Per-symbol order: a symbol delivered ahead of the hole past
+            // `S` is newer in the cache than in the snapshot; keep it.
+            if per_symbol && !self.syms.snapshot_record(st.symbol, st.updates) {
+                self.stats.snapshot_records_behind += 1;
+                continue;
+            }
             self.events.push_back(Event::SymbolState(st));
         }
         self.events.push_back(Event::SnapshotEnd { seq: SeqNo(s) });
         self.stats.snapshots_applied += 1;
+        if per_symbol {
+            let (_, ns) = self.syms.after_snapshot(now, s, &mut self.events);
+            self.stats.stale_ns_total += ns;
+        }
 
         // Holes below S are covered; the snapshot's effect includes them.
         for g in self.gaps.gaps.iter() {
@@ -96,7 +107,7 @@ impl Receiver {
         self.asm.clear();
         self.tx.retain(|t| *t != Tx::SnapshotRequest);
         self.synced = true;
-        self.drain();
+        self.drain(now);
     }
 
     /// Restart the sequence at `s` keeping what is held at or above it, and
@@ -161,7 +172,6 @@ impl Receiver {
     /// The snapshot could not be had: give up on every hole (and, for a late
     /// joiner, on the state before its first message), deliver what is held.
     pub(super) fn give_up(&mut self, now: Instant) {
-        let _ = now;
         self.snap.active = false;
         self.asm.clear();
         self.tx.retain(|t| *t != Tx::SnapshotRequest);
@@ -174,9 +184,12 @@ impl Receiver {
         while let Some(g) = self.gaps.gaps.pop_front() {
             self.stats.unrecovered += 1;
             self.stats.messages_unrecovered += g.missing;
-            self.skip_to(g.end);
+            self.skip_to(now, g.end);
         }
-        self.drain();
+        if self.cfg.order == Order::PerSymbol {
+            self.syms.after_give_up(self.next, &mut self.events);
+        }
+        self.drain(now);
     }
 
     pub(super) fn unrecoverable(&mut self, a: u64, b: u64, missing: u64) {
@@ -193,17 +206,21 @@ impl Receiver {
     /// run of missing sequences reported as `Unrecoverable` in stream order
     /// (a gap given up on may hold messages that did arrive: they are
     /// delivered between the runs, so no event names a delivered message).
-    pub(super) fn skip_to(&mut self, end: u64) {
+    pub(super) fn skip_to(&mut self, now: Instant, end: u64) {
         let mut missing_from: Option<u64> = None;
         while self.next < end {
             let s = self.next;
             let held = if s < self.buf.lo() || s >= self.buf.hi() { None } else { self.buf.get(s) };
             match held {
-                Some((m, t, due)) => {
+                Some(h) => {
                     if let Some(a) = missing_from.take() {
                         self.report_missing(a, s);
                     }
-                    self.deliver(s, m, t, due, true);
+                    if h.delivered {
+                        self.next = s + 1;
+                    } else {
+                        self.deliver(now, s, h.msg, h.send_time, h.due_time, true);
+                    }
                 }
                 None => {
                     missing_from.get_or_insert(s);

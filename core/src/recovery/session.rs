@@ -22,7 +22,7 @@ impl Receiver {
             self.claim_epoch(now, epoch, first);
             return false;
         }
-        self.switch_epoch(epoch);
+        self.switch_epoch(now, epoch);
         self.begin_session(now, first);
         true
     }
@@ -41,21 +41,24 @@ impl Receiver {
         ok
     }
 
-    pub(super) fn switch_epoch(&mut self, new: u64) {
+    pub(super) fn switch_epoch(&mut self, now: Instant, new: u64) {
         let old = self.epoch;
         if let Some(o) = old {
             self.retired[self.retired_next] = Some(o);
             self.retired_next = (self.retired_next + 1) % RETIRED_EPOCHS;
             self.stats.epoch_changes += 1;
-            self.reset_session();
+            self.reset_session(now);
         }
         self.epoch = Some(new);
         self.events.push_back(Event::EpochChanged { old, new });
     }
 
     /// Forget the sequence state of the session that ended.
-    pub(super) fn reset_session(&mut self) {
+    pub(super) fn reset_session(&mut self, now: Instant) {
         self.stats.gaps_abandoned_epoch += self.gaps.len() as u64;
+        let (_, ns) = self.syms.close_all(now);
+        self.stats.stale_ns_total += ns;
+        self.syms.reset(false);
         self.gaps.gaps.clear();
         self.buf.reset(1);
         self.started = false;
@@ -74,7 +77,11 @@ impl Receiver {
     }
 
     /// Start the sequence at `first`, delivering at once (`synced`) or after a snapshot.
-    pub(super) fn start_at(&mut self, first: u64, synced: bool) {
+    pub(super) fn start_at(&mut self, now: Instant, first: u64, synced: bool) {
+        let (_, ns) = self.syms.close_all(now);
+        self.stats.stale_ns_total += ns;
+        // Followed from its first message: every symbol is at update 1.
+        self.syms.reset(first == 1 && synced);
         self.started = true;
         self.synced = synced;
         self.next = first;
@@ -91,11 +98,11 @@ impl Receiver {
     pub(super) fn begin_session(&mut self, now: Instant, first: u64) {
         let early = first > 1 && first - 1 <= EARLY_JOIN_SLACK;
         if early && self.cfg.late_join == LateJoin::Snapshot {
-            self.start_at(1, true);
+            self.start_at(now, 1, true);
             return;
         }
         let from_start = first == 1 || self.cfg.late_join == LateJoin::FromFirstSeen;
-        self.start_at(first, from_start);
+        self.start_at(now, first, from_start);
         if !from_start {
             self.start_snapshot(now);
         }
@@ -108,6 +115,7 @@ impl Receiver {
             return;
         }
         let old_next = self.next;
+        self.syms.reset(true);
         self.buf.rebase(1);
         self.next = 1;
         self.synced = true;
@@ -172,7 +180,7 @@ impl Receiver {
                 self.stats.wrong_epoch += 1;
                 return;
             }
-            self.switch_epoch(e);
+            self.switch_epoch(now, e);
             // The Status after the LoginAck names this session's instance.
             self.instance = None;
         }
@@ -180,7 +188,7 @@ impl Receiver {
         match ack.mode {
             LoginMode::Resume => {
                 if !(self.started && self.synced) {
-                    self.start_at(s, true);
+                    self.start_at(now, s, true);
                 }
                 // What was missing will come with the resume; give it time first.
                 let due = now + self.cfg.nack_retry_initial;
@@ -193,7 +201,7 @@ impl Receiver {
             LoginMode::Snapshot => {
                 if !(self.started && self.synced && s <= self.next) {
                     if !(self.started && self.synced) {
-                        self.start_at(s, false);
+                        self.start_at(now, s, false);
                     }
                     self.snap = SnapState {
                         active: true,

@@ -91,6 +91,21 @@ pub struct RecoveryStats {
     pub buffer_overflows: u64,
     /// Held messages dropped to make room (they are requested again or covered by the snapshot).
     pub buffer_dropped: u64,
+    /// Messages that waited in the reorder buffer for a hole in front of
+    /// them (delivered later, or superseded by a snapshot).
+    pub messages_held: u64,
+    /// Per-symbol order: messages delivered ahead of a hole (their symbol's
+    /// update number proved nothing of it was missing).
+    pub messages_ahead: u64,
+    /// Per-symbol order: times a symbol became stale (a message of it had
+    /// to wait for a hole).
+    pub stale_periods: u64,
+    /// Per-symbol order: total time symbols spent stale, ns (periods that
+    /// ended; see [`super::Receiver::stale_symbols`] for those under way).
+    pub stale_ns_total: u64,
+    /// Per-symbol order: snapshot records not applied because the symbol was
+    /// delivered past the snapshot's sequence already.
+    pub snapshot_records_behind: u64,
     /// Claims checked with the recovery service, and what came of them.
     pub validation: ValidationStats,
     /// Time from a hole being seen to it being filled or covered by a snapshot, ns.
@@ -177,6 +192,11 @@ impl RecoveryStats {
             line_b_won: 0,
             buffer_overflows: 0,
             buffer_dropped: 0,
+            messages_held: 0,
+            messages_ahead: 0,
+            stale_periods: 0,
+            stale_ns_total: 0,
+            snapshot_records_behind: 0,
             validation: ValidationStats::default(),
             recovery: Histogram::new_with_bounds(
                 1,

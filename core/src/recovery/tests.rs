@@ -941,6 +941,9 @@ mod props {
                     self.next = None;
                 }
                 Event::Reconnect | Event::EndOfSession { .. } => {}
+                Event::SymbolStale { .. } | Event::SymbolFresh { .. } => {
+                    panic!("stale symbols in feed order")
+                }
             }
         }
     }

@@ -193,7 +193,7 @@ impl Receiver {
     /// A Status from the recovery service.
     pub(super) fn on_status(&mut self, now: Instant, repr: &PacketRepr, st: &StatusRepr) {
         if self.cfg.mode == Mode::Stream {
-            self.on_stream_status(repr, st);
+            self.on_stream_status(now, repr, st);
             return;
         }
         let answers = self.probe.active && st.echo != 0 && st.echo == self.probe.nonce;
@@ -226,7 +226,7 @@ impl Receiver {
     /// what the client holds is of another session. Reset as for a new epoch
     /// and log in again from 1 on a new connection (the catch-up that
     /// follows on this one was planned for the old session's position).
-    fn on_stream_status(&mut self, repr: &PacketRepr, st: &StatusRepr) {
+    fn on_stream_status(&mut self, now: Instant, repr: &PacketRepr, st: &StatusRepr) {
         if !self.connected || self.epoch != Some(repr.epoch) {
             self.stats.validation.statuses_stale += 1;
             return;
@@ -239,7 +239,7 @@ impl Receiver {
         }
         self.stats.validation.restarts_detected += 1;
         self.stats.epoch_changes += 1;
-        self.reset_session();
+        self.reset_session(now);
         self.events.push_back(Event::EpochChanged { old: Some(repr.epoch), new: repr.epoch });
         self.logged_in = false;
         self.tx.clear();
@@ -263,10 +263,10 @@ impl Receiver {
             if restarted {
                 self.stats.validation.restarts_detected += 1;
                 self.stats.epoch_changes += 1;
-                self.reset_session();
+                self.reset_session(now);
                 self.events.push_back(Event::EpochChanged { old: Some(epoch), new: epoch });
             } else {
-                self.switch_epoch(epoch);
+                self.switch_epoch(now, epoch);
             }
             // A restarted server's stream starts at 1; a session seen
             // under way is joined where its held packet showed it (or at the
@@ -324,7 +324,7 @@ impl Receiver {
             && !self.is_retired(e)
         {
             self.stats.validation.epoch_unconfirmed += 1;
-            self.switch_epoch(e);
+            self.switch_epoch(now, e);
             self.begin_session(now, first);
         } else {
             if let Some(a) = c.ahead {

@@ -61,6 +61,8 @@ pub struct ClientConfig {
     pub record: Option<std::path::PathBuf>,
     /// Start a new capture file when one reaches this many bytes.
     pub record_rotate: Option<u64>,
+    /// Delivery order: feed order, or per symbol.
+    pub order: tickwire_core::recovery::Order,
 }
 
 impl ClientConfig {
@@ -75,7 +77,8 @@ impl ClientConfig {
             .verify(self.verify_seed)
             .duration(self.duration)
             .exit_on_end(self.exit_on_end)
-            .threading(self.threading);
+            .threading(self.threading)
+            .order(self.order);
         if let Some(path) = &self.record {
             b = b.record(path.clone(), self.record_rotate);
         }

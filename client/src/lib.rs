@@ -44,7 +44,7 @@ pub use subscriber::{
     BuildError, Events, LIVENESS_TIMEOUT, MAX_POLL_WAIT, PipelineStats, Subscriber,
     SubscriberBuilder, Threading,
 };
-pub use summary::{RecordSummary, RecoveryTimes, Summary, VerifySummary};
+pub use summary::{DeliverySummary, RecordSummary, RecoveryTimes, Summary, VerifySummary};
 pub use tickwire_core::recovery::Event;
 
 use tickwire_core::SymbolId;

@@ -107,12 +107,31 @@ struct Args {
     /// this many bytes.
     #[arg(long, value_name = "BYTES", requires = "record")]
     record_rotate: Option<u64>,
+    /// Delivery order. strict: feed order, a lost packet holds back every
+    /// message behind it until it is recovered. per-symbol: a message whose
+    /// symbol's update number follows the last one applied is applied at
+    /// once; only the lost packet's symbols wait (shown stale).
+    #[arg(long, default_value = "strict", value_parser = parse_order)]
+    order: OrderArg,
     /// Drop this fraction of received packets (seeded, in-process loss injection).
     #[arg(long, default_value_t = 0.0, value_parser = parse_drop_rate)]
     drop_rate: f64,
     /// Seed of the loss injection.
     #[arg(long, default_value_t = 2)]
     drop_seed: u64,
+}
+
+/// `--order`'s value.
+#[derive(Clone, Copy, Debug)]
+struct OrderArg(tickwire_core::recovery::Order);
+
+fn parse_order(s: &str) -> Result<OrderArg, String> {
+    use tickwire_core::recovery::Order;
+    match s {
+        "strict" => Ok(OrderArg(Order::Strict)),
+        "per-symbol" => Ok(OrderArg(Order::PerSymbol)),
+        _ => Err(format!("expected strict or per-symbol, got {s:?}")),
+    }
 }
 
 /// Largest `--universe` (and symbol in `--symbols`): the server's bound, the
@@ -206,6 +225,19 @@ fn print_summary(s: &Summary) {
             None => String::new(),
         }
     );
+    if s.delivery.order == "per-symbol" {
+        let d = &s.delivery;
+        eprintln!(
+            "client: per-symbol order: {} messages applied ahead of a hole, {} held ({:.2}% of delivered), \
+             {} stale periods, {:.1} µs stale on average, {} stale at exit",
+            d.messages_ahead,
+            d.messages_held,
+            d.held_share * 100.0,
+            d.stale_periods,
+            d.stale_mean_us,
+            d.stale_now
+        );
+    }
     if let Some(r) = &s.record {
         eprintln!(
             "client: recorded {} packets ({} bytes, {} file(s)) in {}{}",
@@ -271,6 +303,7 @@ fn main() -> anyhow::Result<()> {
         metrics: args.metrics,
         record: args.record,
         record_rotate: args.record_rotate,
+        order: args.order.0,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

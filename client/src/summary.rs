@@ -121,6 +121,8 @@ pub struct Summary {
     pub pipeline: Option<crate::subscriber::PipelineStats>,
     /// Gap seen → filled.
     pub recovery_time: RecoveryTimes,
+    /// The delivery order, and what waited behind holes.
+    pub delivery: DeliverySummary,
     /// Verification against the regenerated stream, when asked.
     pub verify: Option<VerifySummary>,
     /// True when the server's end of session was reached.
@@ -131,6 +133,27 @@ pub struct Summary {
     /// that delivered the first message to the one that delivered the last
     /// (the wait for the server before, and the linger after, left out).
     pub rate: f64,
+}
+
+/// The delivery order and what it held back (`delivery` in `--json`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DeliverySummary {
+    /// `strict` (feed order) or `per-symbol`.
+    pub order: String,
+    /// Messages that waited in the reorder buffer for a hole in front of them.
+    pub messages_held: u64,
+    /// Held messages as a share of the messages delivered (0..1).
+    pub held_share: f64,
+    /// Per-symbol order: messages applied ahead of a hole.
+    pub messages_ahead: u64,
+    /// Per-symbol order: times a symbol became stale.
+    pub stale_periods: u64,
+    /// Per-symbol order: total time symbols spent stale, ms (periods that ended).
+    pub stale_ms_total: f64,
+    /// Per-symbol order: mean length of a stale period, µs.
+    pub stale_mean_us: f64,
+    /// Per-symbol order: symbols stale at exit.
+    pub stale_now: u64,
 }
 
 /// What `--record` wrote (`record` in `--json`).

@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use tickwire_core::cache::CacheReader;
+use tickwire_core::cache::{CacheReader, Freshness};
 use tickwire_core::latency::TickToCache;
-use tickwire_core::recovery::Receiver;
+use tickwire_core::recovery::{Order, Receiver};
 use tickwire_core::{Instant, PRICE_SCALE};
 
 /// Refresh period of the live view.
@@ -107,6 +107,16 @@ impl LiveView {
                 st.malformed,
                 st.nacks_sent
             );
+            if rx.config().order == Order::PerSymbol {
+                let _ = writeln!(
+                    o,
+                    "per-symbol order: stale now {}   stale periods {}   applied ahead of a hole {}   held {}",
+                    rx.stale_symbols(),
+                    st.stale_periods,
+                    st.messages_ahead,
+                    st.messages_held
+                );
+            }
             let _ = writeln!(
                 o,
                 "tick-to-cache p50 {}   p99 {}   p99.9 {}   max {}   (n={})",
@@ -125,17 +135,27 @@ impl LiveView {
             );
             let _ = writeln!(
                 o,
-                "\n{:>8} {:>10} {:>12} {:>12} {:>12}",
+                "\n{:>8} {:>10} {:>12} {:>12} {:>12}  state",
                 "symbol", "updates", "bid", "ask", "last"
             );
+            let wall_now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
             let mut top: Vec<(usize, u64)> =
                 activity.iter().copied().enumerate().filter(|(_, n)| *n > 0).collect();
             top.sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
             for (sym, _) in top.into_iter().take(TOP_SYMBOLS) {
                 if let Some(q) = cache.read(sym as u32) {
+                    let state = match cache.freshness(sym as u32) {
+                        Some(Freshness::Stale { since_ns, reason }) => {
+                            let age = wall_now.saturating_sub(since_ns);
+                            format!("stale {} ({reason:?})", us(age))
+                        }
+                        _ => "fresh".to_string(),
+                    };
                     let _ = writeln!(
                         o,
-                        "{:>8} {:>10} {:>12} {:>12} {:>12}",
+                        "{:>8} {:>10} {:>12} {:>12} {:>12}  {state}",
                         sym,
                         q.updates,
                         px(q.bid_px),
@@ -147,13 +167,14 @@ impl LiveView {
         } else {
             let _ = writeln!(
                 o,
-                "client: {:>10} msgs {rate:>9.0} msg/s | next {} | gaps {} filled {}+{} unrecovered {} | tick-to-cache p50 {} p99 {} p99.9 {}",
+                "client: {:>10} msgs {rate:>9.0} msg/s | next {} | gaps {} filled {}+{} unrecovered {} | stale {} | tick-to-cache p50 {} p99 {} p99.9 {}",
                 st.messages_delivered,
                 rx.next_expected(),
                 st.gaps_detected,
                 st.gaps_filled_retransmit,
                 st.gaps_covered_snapshot,
                 st.unrecovered,
+                rx.stale_symbols(),
                 us(s.p50),
                 us(s.p99),
                 us(s.p999)

@@ -45,6 +45,42 @@ use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use crate::msg::{Book, Message, SymbolId, SymbolState};
+use crate::recovery::StaleReason;
+
+/// Whether a symbol's cached state is up to date (per-symbol delivery order,
+/// where one symbol may wait for a lost packet while the others go on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Every update of the symbol the feed has shown was applied.
+    Fresh,
+    /// The state is behind the feed.
+    Stale {
+        /// Since when (ns since the Unix epoch).
+        since_ns: u64,
+        /// Why.
+        reason: StaleReason,
+    },
+}
+
+impl Freshness {
+    /// One word: 0 fresh; else `since << 1 | given_up` (since at least 1).
+    fn encode(self) -> u64 {
+        match self {
+            Freshness::Fresh => 0,
+            Freshness::Stale { since_ns, reason } => {
+                (since_ns.clamp(1, u64::MAX >> 1) << 1) | u64::from(reason == StaleReason::GivenUp)
+            }
+        }
+    }
+
+    fn decode(w: u64) -> Freshness {
+        if w == 0 {
+            return Freshness::Fresh;
+        }
+        let reason = if w & 1 == 1 { StaleReason::GivenUp } else { StaleReason::Gap };
+        Freshness::Stale { since_ns: w >> 1, reason }
+    }
+}
 
 /// Payload words per slot: 7 × 8 bytes + the 8-byte version fill exactly one
 /// 64-byte cache line, so one symbol's update never touches another's line.
@@ -178,7 +214,11 @@ pub enum TryReadError {
 /// the reader, or ask the writer for more).
 pub fn new(symbols: u32) -> (CacheWriter, CacheReader) {
     let slots: Arc<[Slot]> = (0..symbols).map(|_| Slot::new()).collect();
-    (CacheWriter { slots: Arc::clone(&slots) }, CacheReader { slots })
+    let fresh: Arc<[AtomicU64]> = (0..symbols).map(|_| AtomicU64::new(0)).collect();
+    (
+        CacheWriter { slots: Arc::clone(&slots), fresh: Arc::clone(&fresh) },
+        CacheReader { slots, fresh },
+    )
 }
 
 /// The single writer of a cache. Not `Clone`: there is exactly one per cache,
@@ -187,6 +227,9 @@ pub fn new(symbols: u32) -> (CacheWriter, CacheReader) {
 /// thread while the cache was built elsewhere.
 pub struct CacheWriter {
     slots: Arc<[Slot]>,
+    /// Per symbol, its [`Freshness`] as one word (beside the seqlock: a
+    /// reader may see a state and a freshness of slightly different moments).
+    fresh: Arc<[AtomicU64]>,
 }
 
 impl CacheWriter {
@@ -228,11 +271,25 @@ impl CacheWriter {
             let empty = SymbolState { symbol: i as SymbolId, ..SymbolState::default() };
             slot.write(&Slot::encode(&empty));
         }
+        for w in self.fresh.iter() {
+            w.store(0, Ordering::Release);
+        }
+    }
+
+    /// Mark `symbol` stale or fresh. Returns `false` if it is out of range.
+    pub fn set_freshness(&mut self, symbol: SymbolId, f: Freshness) -> bool {
+        match self.fresh.get(symbol as usize) {
+            Some(w) => {
+                w.store(f.encode(), Ordering::Release);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A new reader of this cache.
     pub fn reader(&self) -> CacheReader {
-        CacheReader { slots: Arc::clone(&self.slots) }
+        CacheReader { slots: Arc::clone(&self.slots), fresh: Arc::clone(&self.fresh) }
     }
 
     /// Number of symbols.
@@ -257,6 +314,7 @@ impl fmt::Debug for CacheWriter {
 #[derive(Clone)]
 pub struct CacheReader {
     slots: Arc<[Slot]>,
+    fresh: Arc<[AtomicU64]>,
 }
 
 impl CacheReader {
@@ -282,6 +340,19 @@ impl CacheReader {
     #[inline]
     pub fn updates(&self, symbol: SymbolId) -> Option<u64> {
         self.slots.get(symbol as usize).map(|s| s.words[W_UPDATES].load(Ordering::Acquire))
+    }
+
+    /// Whether `symbol`'s state is up to date (`None` if out of range).
+    /// Always fresh in feed order; in per-symbol order a symbol that waits
+    /// for a lost packet is stale, since when and why.
+    #[inline]
+    pub fn freshness(&self, symbol: SymbolId) -> Option<Freshness> {
+        self.fresh.get(symbol as usize).map(|w| Freshness::decode(w.load(Ordering::Acquire)))
+    }
+
+    /// Symbols stale now (a scan of the universe: for views, not hot paths).
+    pub fn stale_count(&self) -> usize {
+        self.fresh.iter().filter(|w| w.load(Ordering::Relaxed) != 0).count()
     }
 
     /// Number of symbols.
@@ -325,6 +396,26 @@ mod tests {
     use crate::msg::{Quote, Side, Trade};
     use rand::{Rng, RngExt, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
+
+    #[test]
+    fn freshness_round_trips_and_clears() {
+        let (mut w, r) = new(4);
+        assert_eq!(r.freshness(2), Some(Freshness::Fresh));
+        let gap =
+            Freshness::Stale { since_ns: 1_765_000_000_123_456_789, reason: StaleReason::Gap };
+        let given_up = Freshness::Stale { since_ns: 7, reason: StaleReason::GivenUp };
+        assert!(w.set_freshness(2, gap) && w.set_freshness(3, given_up));
+        assert!(!w.set_freshness(4, gap), "out of range");
+        assert_eq!(
+            (r.freshness(2), r.freshness(3), r.freshness(4)),
+            (Some(gap), Some(given_up), None)
+        );
+        assert_eq!(r.stale_count(), 2);
+        w.set_freshness(2, Freshness::Fresh);
+        assert_eq!((r.freshness(2), r.stale_count()), (Some(Freshness::Fresh), 1));
+        w.clear();
+        assert_eq!(r.stale_count(), 0);
+    }
 
     fn random_message(rng: &mut impl Rng, symbols: u32) -> Message {
         // Symbols slightly beyond the universe exercise the out-of-range path.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tickwire_core::cache;
 use tickwire_core::gbm::{GbmConfig, GbmError};
 use tickwire_core::latency::{Latency, TickToCache};
-use tickwire_core::recovery::{Mode, Receiver, ReceiverConfig};
+use tickwire_core::recovery::{Mode, Order, Receiver, ReceiverConfig};
 use tickwire_core::{Instant, Line, SymbolId};
 use tickwire_transports::affinity::cpu_times;
 use tickwire_transports::backoff::Backoff;
@@ -173,6 +173,15 @@ impl SubscriberBuilder {
     /// TCP, datagram otherwise).
     pub fn recovery(mut self, cfg: ReceiverConfig) -> Self {
         self.recovery = cfg;
+        self
+    }
+
+    /// Delivery order: feed order ([`Order::Strict`], the default) or
+    /// per-symbol order ([`Order::PerSymbol`]: a lost packet holds back only
+    /// its own symbols; the cache marks them stale meanwhile, see
+    /// [`CacheReader::freshness`](tickwire_core::cache::CacheReader::freshness)).
+    pub fn order(mut self, order: Order) -> Self {
+        self.recovery.order = order;
         self
     }
 
@@ -350,11 +359,10 @@ impl SubscriberBuilder {
         recorder: Option<SharedRecorder>,
     ) -> Result<Subscriber, BuildError> {
         let verifier = match self.verify_seed {
-            Some(seed) => Some(Verifier::new(GbmConfig {
-                seed,
-                symbols: self.universe,
-                ..GbmConfig::default()
-            })?),
+            Some(seed) => Some(Verifier::with_order(
+                GbmConfig { seed, symbols: self.universe, ..GbmConfig::default() },
+                self.recovery.order,
+            )?),
             None => None,
         };
         let filter = self.filter.as_ref().map(|syms| {
@@ -367,6 +375,7 @@ impl SubscriberBuilder {
             f
         });
         let (writer, reader) = cache::new(self.universe);
+        let start = std::time::Instant::now();
         let st = State {
             receiver: Receiver::new(ReceiverConfig { mode, ..self.recovery }),
             writer,
@@ -378,6 +387,7 @@ impl SubscriberBuilder {
             activity: vec![0; self.universe as usize],
             end: None,
             reconnect_due: false,
+            wall_at_start: super::wall_ns(),
         };
         Ok(Subscriber {
             transport,
@@ -390,7 +400,7 @@ impl SubscriberBuilder {
             // only a session that lasted resets (a Login alone does not: see backoff).
             backoff: Backoff::new(u64::from(std::process::id())),
             req: vec![0u8; tickwire_core::wire::MAX_PACKET_LEN],
-            start: std::time::Instant::now(),
+            start,
             cpu_start: cpu_times(),
             last_packet: Instant::ZERO,
             stalled: false,

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tickwire_core::Instant;
 use tickwire_core::cache::CacheReader;
 use tickwire_core::latency::TickToCache;
-use tickwire_core::recovery::{Event, Receiver, RecoveryStats};
+use tickwire_core::recovery::{Event, Order, Receiver, RecoveryStats};
 use tickwire_core::wire::Packet;
 use tickwire_transports::affinity::{CpuTimes, cpu_times};
 use tickwire_transports::backoff::Backoff;
@@ -45,7 +45,7 @@ pub use builder::{BuildError, SubscriberBuilder};
 pub use pipeline::PipelineStats;
 use state::{PacketStamps, State};
 
-use crate::summary::{RecordSummary, RecoveryTimes, Summary, VerifySummary};
+use crate::summary::{DeliverySummary, RecordSummary, RecoveryTimes, Summary, VerifySummary};
 
 /// Silence after which the client warns that the feed stalled: ten of the
 /// server's idle heartbeat intervals (100 ms), so a few lost heartbeats never
@@ -462,6 +462,20 @@ impl Subscriber {
                 p50_us: rs.recovery_percentile(50.0) as f64 / 1e3,
                 p99_us: rs.recovery_percentile(99.0) as f64 / 1e3,
                 max_us: rs.recovery_percentile(100.0) as f64 / 1e3,
+            },
+            delivery: DeliverySummary {
+                order: match self.st.receiver.config().order {
+                    Order::Strict => "strict",
+                    Order::PerSymbol => "per-symbol",
+                }
+                .to_string(),
+                messages_held: rs.messages_held,
+                held_share: rs.messages_held as f64 / rs.messages_delivered.max(1) as f64,
+                messages_ahead: rs.messages_ahead,
+                stale_periods: rs.stale_periods,
+                stale_ms_total: rs.stale_ns_total as f64 / 1e6,
+                stale_mean_us: rs.stale_ns_total as f64 / 1e3 / rs.stale_periods.max(1) as f64,
+                stale_now: self.st.receiver.stale_symbols(),
             },
             verify: self.st.verifier.as_ref().map(|v| VerifySummary {
                 checked: v.checked,

@@ -1,7 +1,7 @@
 //! What the loop does with the receiver's events: cache, verification,
 //! the caller's callback, latency.
 
-use tickwire_core::cache::CacheWriter;
+use tickwire_core::cache::{CacheWriter, Freshness};
 use tickwire_core::latency::{Latency, Run, TickToCache};
 use tickwire_core::recovery::{Event, Receiver};
 use tickwire_core::{SeqNo, SymbolId};
@@ -24,6 +24,9 @@ pub(super) struct State {
     pub(super) activity: Vec<u64>,
     pub(super) end: Option<SeqNo>,
     pub(super) reconnect_due: bool,
+    /// Wall clock (ns since the Unix epoch) when the receiver's clock was 0:
+    /// turns its instants into wall times for the cache.
+    pub(super) wall_at_start: u64,
 }
 
 /// The stamps of the packet being handled (T1 sent, T2 kernel rx, T3 app rx).
@@ -108,9 +111,25 @@ impl State {
                     self.reconnect_due = true;
                     continue;
                 }
-                Event::EndOfSession { next } => self.end = Some(*next),
+                Event::EndOfSession { next } => {
+                    if let Some(v) = &mut self.verifier {
+                        v.end_of_session(*next);
+                    }
+                    self.end = Some(*next);
+                }
                 Event::Unrecoverable { range } => {
+                    if let Some(v) = &mut self.verifier {
+                        v.given_up(*range);
+                    }
                     eprintln!("client: gave up on {range}");
+                }
+                Event::SymbolStale { symbol, since, reason } => {
+                    let since_ns = self.wall_at_start + since.as_nanos();
+                    self.writer
+                        .set_freshness(*symbol, Freshness::Stale { since_ns, reason: *reason });
+                }
+                Event::SymbolFresh { symbol, .. } => {
+                    self.writer.set_freshness(*symbol, Freshness::Fresh);
                 }
             }
             on_event(&ev);

@@ -95,6 +95,14 @@ impl ReorderBuffer {
         }
     }
 
+    /// Mark the message held at `seq` as delivered (ahead of a hole).
+    pub(super) fn mark_delivered(&mut self, seq: u64) {
+        if self.present(seq) {
+            let i = self.idx(seq);
+            self.slots[i].delivered = true;
+        }
+    }
+
     /// The message held at `seq`.
     pub(super) fn get(&self, seq: u64) -> Option<Held> {
         if !self.present(seq) {

@@ -201,9 +201,58 @@ impl Receiver {
         self.end_stale(now, s, &msg);
     }
 
-    /// Track `msg`'s symbol after it was applied (per-symbol order), and
-    /// report what that changes of its staleness.
+    /// Track `msg`'s symbol after it was applied (per-symbol order), report
+    /// what that changes of its staleness, and let the symbol's messages
+    /// that waited for it go ahead.
     fn end_stale(&mut self, now: Instant, s: u64, msg: &Message) {
+        self.track_applied(now, s, msg);
+        if let Some(sym) = msg.symbol()
+            && self.syms.held_max(sym) > s
+        {
+            self.release_waiting(now, sym, s + 1);
+        }
+    }
+
+    /// Deliver ahead of the holes the messages of `sym` held from `from` on
+    /// that now follow its last update, in order, until one does not (its
+    /// predecessor is still missing) or none is left. A scan of the buffer
+    /// up to the symbol's last held message.
+    fn release_waiting(&mut self, now: Instant, sym: SymbolId, from: u64) {
+        let mut q = from.max(self.buf.lo());
+        loop {
+            let last = self.syms.held_max(sym);
+            if last == 0 {
+                return;
+            }
+            let held = loop {
+                if q > last {
+                    return;
+                }
+                match self.buf.get(q) {
+                    Some(h) if !h.delivered && h.msg.symbol() == Some(sym) => break h,
+                    _ => q += 1,
+                }
+            };
+            if !self.syms.follows(&held.msg) {
+                return;
+            }
+            self.buf.mark_delivered(q);
+            self.events.push_back(Event::Message {
+                seq: SeqNo(q),
+                msg: held.msg,
+                send_time: held.send_time,
+                due_time: held.due_time,
+                recovered: true,
+            });
+            self.stats.messages_delivered += 1;
+            self.stats.messages_ahead += 1;
+            self.track_applied(now, q, &held.msg);
+            q += 1;
+        }
+    }
+
+    /// Per-symbol bookkeeping of one applied message, and its events.
+    fn track_applied(&mut self, now: Instant, s: u64, msg: &Message) {
         match self.syms.applied(now, s, msg) {
             Some(ev @ Event::SymbolFresh { stale_for, .. }) => {
                 self.stats.stale_ns_total += stale_for.as_nanos() as u64;

@@ -176,6 +176,11 @@ impl Symbols {
         None
     }
 
+    /// Highest sequence of a message of `symbol` that waits (0: none).
+    pub(super) fn held_max(&self, symbol: SymbolId) -> u64 {
+        self.tracks.get(symbol as usize).map_or(0, |t| t.held_max)
+    }
+
     /// A message of `msg`'s symbol at `seq` has to wait. Returns the symbol
     /// if it just became stale.
     pub(super) fn held(&mut self, now: Instant, seq: u64, msg: &Message) -> Option<SymbolId> {

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 doc=../docs/PROTOCOL.md
-targets="packet_views tcp_framer request_service receiver snapshot_assembler"
+targets="packet_views tcp_framer request_service receiver receiver_per_symbol snapshot_assembler"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # A "#### Vector: `name`" heading, then a ```hex block (anything after # is a comment).

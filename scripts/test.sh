@@ -73,7 +73,7 @@ if RUSTC_BOOTSTRAP=1 cargo fuzz --version >/dev/null 2>&1; then
     export RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=fuzz/target
     stage "fuzz: seeds" fuzz/seeds.sh
     stage "fuzz: build" cargo fuzz build --fuzz-dir fuzz -s none -O
-    for t in packet_views tcp_framer request_service receiver snapshot_assembler; do
+    for t in packet_views tcp_framer request_service receiver receiver_per_symbol snapshot_assembler; do
         stage "fuzz: $t" fuzz_target "$t"
     done
     unset RUSTC_BOOTSTRAP CARGO_TARGET_DIR

@@ -25,7 +25,9 @@ pub fn message(u: &mut Unstructured) -> Result<Message> {
             bid_qty: u.arbitrary()?,
             ask_qty: u.arbitrary()?,
             exch_ts: u.arbitrary()?,
-            symbol_seq: u.arbitrary()?,
+            // Mostly small update numbers, so per-symbol order sees some
+            // that follow, some that jump and some that repeat.
+            symbol_seq: if u.ratio(7, 8)? { u.int_in_range(1..=12)? } else { u.arbitrary()? },
         })
     } else {
         Message::Trade(Trade {
@@ -34,7 +36,7 @@ pub fn message(u: &mut Unstructured) -> Result<Message> {
             price: u.arbitrary()?,
             qty: u.arbitrary()?,
             exch_ts: u.arbitrary()?,
-            symbol_seq: u.arbitrary()?,
+            symbol_seq: if u.ratio(7, 8)? { u.int_in_range(1..=12)? } else { u.arbitrary()? },
         })
     })
 }

@@ -119,7 +119,11 @@ impl Receiver {
             self.stats.duplicates += 1;
             return;
         }
-        if self.cfg.order == Order::PerSymbol && self.synced && self.syms.applied_already(&msg) {
+        if self.cfg.order == Order::PerSymbol
+            && self.synced
+            && (self.syms.applied_already(&msg)
+                || (s < self.buf.lo() && self.syms.slid_out_contains(s, self.next)))
+        {
             self.passed_ahead(now, s, msg);
             return;
         }
@@ -150,7 +154,11 @@ impl Receiver {
         if deliverable {
             self.deliver(now, s, msg, send_time, due_time, retrans);
             self.drain(now);
-        } else if self.cfg.order == Order::PerSymbol && self.synced && self.syms.follows(&msg) {
+        } else if self.cfg.order == Order::PerSymbol
+            && self.synced
+            && self.syms.follows(&msg)
+            && !self.syms.behind(&msg, s)
+        {
             self.deliver_ahead(now, s, msg, times, retrans);
         } else {
             self.buf.store(s, msg, send_time, due_time);
@@ -321,8 +329,12 @@ impl Receiver {
         let new_lo = s + 1 - self.buf.cap();
         let old_lo = self.buf.lo().max(self.next);
         for q in old_lo..new_lo.min(self.buf.hi()) {
-            if self.buf.present(q) {
-                self.stats.buffer_dropped += 1;
+            match self.buf.get(q) {
+                // Delivered ahead of the hole: remember it below the window,
+                // so another copy is not delivered again.
+                Some(h) if h.delivered => self.syms.slid_out(q, self.buf.cap()),
+                Some(_) => self.stats.buffer_dropped += 1,
+                None => {}
             }
         }
         self.buf.advance(new_lo);
@@ -364,6 +376,12 @@ impl Receiver {
         due_time: u64,
         recovered: bool,
     ) {
+        if self.cfg.order == Order::PerSymbol && self.syms.behind(&msg, s) {
+            self.stats.symbol_order_dropped += 1;
+            self.next = s + 1;
+            self.buf.advance(self.next);
+            return;
+        }
         self.events.push_back(Event::Message {
             seq: SeqNo(s),
             msg,

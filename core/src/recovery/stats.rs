@@ -103,6 +103,10 @@ pub struct RecoveryStats {
     /// Per-symbol order: total time symbols spent stale, ns (periods that
     /// ended; see [`super::Receiver::stale_symbols`] for those under way).
     pub stale_ns_total: u64,
+    /// Per-symbol order: messages dropped because a later message of their
+    /// symbol was delivered already (an inconsistent feed: update numbers
+    /// that disagree with the sequence; never on an honest one).
+    pub symbol_order_dropped: u64,
     /// Per-symbol order: snapshot records not applied because the symbol was
     /// delivered past the snapshot's sequence already.
     pub snapshot_records_behind: u64,
@@ -197,6 +201,7 @@ impl RecoveryStats {
             stale_periods: 0,
             stale_ns_total: 0,
             snapshot_records_behind: 0,
+            symbol_order_dropped: 0,
             validation: ValidationStats::default(),
             recovery: Histogram::new_with_bounds(
                 1,

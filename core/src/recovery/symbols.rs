@@ -45,6 +45,8 @@ struct Track {
     next: u64,
     /// Highest sequence of a message of it that waits in the buffer (0: none).
     held_max: u64,
+    /// Sequence of the last message of it delivered (0: none).
+    last_seq: u64,
     /// Since when it is stale (`Instant` ns + 1; 0: fresh).
     stale_since: u64,
     /// Why, while stale.
@@ -61,6 +63,10 @@ pub(super) struct Symbols {
     base_known: bool,
     /// Symbols stale now.
     pub(super) stale: u64,
+    /// Sequences delivered ahead of a hole whose mark left the reorder
+    /// buffer's window when it slid forward (an overflow), ascending; at most
+    /// one buffer's worth (the oldest go first).
+    slid_out: VecDeque<u64>,
 }
 
 /// The update number `msg` carries, in full: a Quote's as it is, a Trade's
@@ -93,6 +99,7 @@ impl Symbols {
     /// Forget everything; `base_known`: every symbol is at its first update.
     pub(super) fn reset(&mut self, base_known: bool) {
         self.tracks.clear();
+        self.slid_out.clear();
         self.base_known = base_known;
         self.stale = 0;
     }
@@ -137,6 +144,7 @@ impl Symbols {
     pub(super) fn applied(&mut self, now: Instant, seq: u64, msg: &Message) -> Option<Event> {
         let sym = msg.symbol()?;
         let t = self.track(sym)?;
+        t.last_seq = seq;
         let mut newly_stale = false;
         match update_number(msg, t.next) {
             Some(u) if t.next == 0 => t.next = u + 1,
@@ -174,6 +182,32 @@ impl Symbols {
                 .map(|(symbol, stale_for)| Event::SymbolFresh { symbol, stale_for });
         }
         None
+    }
+
+    /// True when a message of `msg`'s symbol at or after `seq` was delivered
+    /// already: delivering `msg` now would break its symbol's order. Only an
+    /// inconsistent feed (update numbers that disagree with the sequence)
+    /// gets here; the message is dropped and counted.
+    pub(super) fn behind(&self, msg: &Message, seq: u64) -> bool {
+        msg.symbol().and_then(|s| self.tracks.get(s as usize)).is_some_and(|t| seq <= t.last_seq)
+    }
+
+    /// Sequence `q`, delivered ahead of a hole, leaves the buffer's window
+    /// (of `cap` slots).
+    pub(super) fn slid_out(&mut self, q: u64, cap: u64) {
+        if self.slid_out.len() as u64 >= cap {
+            self.slid_out.pop_front();
+        }
+        self.slid_out.push_back(q);
+    }
+
+    /// True when `q` was delivered ahead and slid out of the window; forgets
+    /// those below `next` (they can no longer come up).
+    pub(super) fn slid_out_contains(&mut self, q: u64, next: u64) -> bool {
+        while self.slid_out.front().is_some_and(|&f| f < next) {
+            self.slid_out.pop_front();
+        }
+        self.slid_out.binary_search(&q).is_ok()
     }
 
     /// Highest sequence of a message of `symbol` that waits (0: none).

@@ -167,7 +167,7 @@ impl Receiver {
                 && self.synced
                 && let Some(symbol) = self.syms.held(now, s, &msg)
             {
-                self.stats.stale_periods += 1;
+                self.stats.stale_periods = self.syms.periods;
                 self.events.push_back(Event::SymbolStale {
                     symbol,
                     since: now,
@@ -267,7 +267,7 @@ impl Receiver {
                 self.events.push_back(ev);
             }
             Some(ev) => {
-                self.stats.stale_periods += 1;
+                self.stats.stale_periods = self.syms.periods;
                 self.events.push_back(ev);
             }
             None => {}

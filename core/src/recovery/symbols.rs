@@ -23,9 +23,11 @@ use super::*;
 
 /// Symbols tracked per symbol id (ids at or above are delivered in feed
 /// order only): the snapshot's bound, [`DEFAULT_MAX_SNAPSHOT_SYMBOLS`]. The
-/// table grows to the highest id seen (32 bytes per symbol), so a forged id
-/// costs at most 32 MB once.
+/// table grows to the highest id seen (40 bytes per symbol), so a forged id
+/// costs at most 40 MB once.
 pub const MAX_TRACKED_SYMBOLS: usize = DEFAULT_MAX_SNAPSHOT_SYMBOLS as usize;
+
+const _: () = assert!(std::mem::size_of::<Track>() == 40);
 
 /// Why a symbol is stale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,6 +65,8 @@ pub(super) struct Symbols {
     base_known: bool,
     /// Symbols stale now.
     pub(super) stale: u64,
+    /// Stale periods begun (this session and before: never reset).
+    pub(super) periods: u64,
     /// Sequences delivered ahead of a hole whose mark left the reorder
     /// buffer's window when it slid forward (an overflow), ascending; at most
     /// one buffer's worth (the oldest go first).
@@ -145,7 +149,7 @@ impl Symbols {
         let sym = msg.symbol()?;
         let t = self.track(sym)?;
         t.last_seq = seq;
-        let mut newly_stale = false;
+        let (mut newly_stale, mut given_up) = (false, false);
         match update_number(msg, t.next) {
             Some(u) if t.next == 0 => t.next = u + 1,
             Some(u) if u != t.next => {
@@ -158,6 +162,7 @@ impl Symbols {
                         newly_stale = true;
                     }
                     t.reason = Some(StaleReason::GivenUp);
+                    given_up = true;
                 }
             }
             // The next update, or a trade that carries no number.
@@ -168,13 +173,13 @@ impl Symbols {
         if ends_wait {
             t.held_max = 0;
         }
-        if newly_stale {
-            self.stale += 1;
-            return Some(Event::SymbolStale {
-                symbol: sym,
-                since: now,
-                reason: StaleReason::GivenUp,
-            });
+        if given_up {
+            let since = Instant(t.stale_since - 1);
+            if newly_stale {
+                self.stale += 1;
+                self.periods += 1;
+            }
+            return Some(Event::SymbolStale { symbol: sym, since, reason: StaleReason::GivenUp });
         }
         if ends_wait && t.reason == Some(StaleReason::Gap) {
             return self
@@ -227,6 +232,7 @@ impl Symbols {
         t.stale_since = now.0 + 1;
         t.reason = Some(StaleReason::Gap);
         self.stale += 1;
+        self.periods += 1;
         Some(sym)
     }
 

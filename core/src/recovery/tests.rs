@@ -1295,3 +1295,118 @@ fn snapshot_parts_nobody_asked_for_are_dropped_cheaply() {
     assert_eq!(rx.stats().snapshots_applied, 0);
     assert_eq!(seqs(&events(&mut rx)), range(1, 4));
 }
+
+// ------------------------------------------------------- per-symbol order
+
+/// Message `seq` of a per-symbol stream: symbol `seq % 4`, numbered per
+/// symbol as the generator does (its `(seq + 3) / 4`-th update).
+fn per_symbol_quote(seq: u64) -> Message {
+    Message::Quote(Quote {
+        symbol: (seq % 4) as u32,
+        symbol_seq: seq.div_ceil(4),
+        ..quote_fields(seq)
+    })
+}
+
+fn quote_fields(seq: u64) -> Quote {
+    match quote(seq) {
+        Message::Quote(q) => q,
+        _ => unreachable!(),
+    }
+}
+
+fn per_symbol_packet(kind: PacketKind, first: u64, n: u16) -> Vec<u8> {
+    let mut payload = vec![0u8; 48 * n as usize];
+    let mut at = 0;
+    for s in first..first + u64::from(n) {
+        at += emit_message(&per_symbol_quote(s), &mut payload[at..]).unwrap();
+    }
+    packet(kind, E, first, n, &payload)
+}
+
+/// What the events say, compactly: `M<seq>`, `S<symbol>` (stale), `F<symbol>` (fresh).
+fn trace(evs: &[Event]) -> Vec<String> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Event::Message { seq, .. } => Some(format!("M{}", seq.0)),
+            Event::SymbolStale { symbol, reason, .. } => {
+                assert_eq!(*reason, StaleReason::Gap);
+                Some(format!("S{symbol}"))
+            }
+            Event::SymbolFresh { symbol, .. } => Some(format!("F{symbol}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn per_symbol_order_holds_back_only_the_lost_packets_symbols() {
+    let mut rx = Receiver::new(ReceiverConfig { order: Order::PerSymbol, ..cfg() });
+    for first in [1, 5] {
+        rx.handle_packet(t(0), Line::A, &per_symbol_packet(PacketKind::Data, first, 4));
+    }
+    assert_eq!(trace(&events(&mut rx)), ["M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8"]);
+    // 9 (symbol 1) and 10 (symbol 2) are lost; symbols 3 and 0 go on.
+    for first in [11, 13, 15] {
+        rx.handle_packet(t(10), Line::A, &per_symbol_packet(PacketKind::Data, first, 2));
+    }
+    assert_eq!(trace(&events(&mut rx)), ["M11", "M12", "S1", "S2", "M15", "M16"]);
+    assert_eq!((rx.stale_symbols(), rx.next_expected().0), (2, 9));
+    // 9 comes back: symbol 1's waiting message goes too, though 10 is still missing.
+    rx.handle_packet(t(500), Line::Unicast, &per_symbol_packet(PacketKind::Retransmission, 9, 1));
+    let evs = events(&mut rx);
+    assert_eq!(trace(&evs), ["M9", "M13", "F1"]);
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::SymbolFresh { stale_for, .. } if *stale_for == Duration::from_micros(490)))
+    );
+    assert_eq!(rx.next_expected().0, 10);
+    // 10 comes back: symbol 2 catches up and the feed order moves past what went ahead.
+    rx.handle_packet(t(800), Line::Unicast, &per_symbol_packet(PacketKind::Retransmission, 10, 1));
+    assert_eq!(trace(&events(&mut rx)), ["M10", "M14", "F2"]);
+    assert_eq!((rx.stale_symbols(), rx.next_expected().0, rx.open_gaps()), (0, 17, 0));
+    let st = rx.stats();
+    assert_eq!(
+        (st.messages_delivered, st.messages_ahead, st.messages_held, st.stale_periods),
+        (16, 6, 2, 2)
+    );
+    assert_eq!(st.stale_ns_total, 490_000 + 790_000);
+    // A copy of what went ahead is a duplicate, not a second delivery.
+    rx.handle_packet(t(900), Line::B, &per_symbol_packet(PacketKind::Data, 11, 6));
+    assert!(trace(&events(&mut rx)).is_empty());
+    assert_eq!(rx.stats().duplicates, 6);
+}
+
+#[test]
+fn per_symbol_snapshot_keeps_symbols_already_past_it() {
+    let mut rx = Receiver::new(ReceiverConfig { order: Order::PerSymbol, ..cfg() });
+    rx.handle_packet(t(0), Line::A, &per_symbol_packet(PacketKind::Data, 1, 4));
+    // 5 (symbol 1's update 2) is lost; the other symbols go ahead, symbol 1's
+    // next ones (9, 13) wait.
+    for first in [6, 8, 10, 12] {
+        rx.handle_packet(t(1), Line::A, &per_symbol_packet(PacketKind::Data, first, 2));
+    }
+    assert_eq!(
+        trace(&events(&mut rx)),
+        ["M1", "M2", "M3", "M4", "M6", "M7", "M8", "S1", "M10", "M11", "M12"]
+    );
+    // The service cannot serve 5: a snapshot consistent at 8 (after 1..=7).
+    rx.handle_packet(t(300), Line::Unicast, &nack_reject(E, 5, 1));
+    let book = |s: u32| {
+        let updates = (1..8).filter(|q| q % 4 == u64::from(s)).count() as u64;
+        SymbolState { updates, ..state(s, 8) }
+    };
+    let states: Vec<SymbolState> = (0..4).map(book).collect();
+    rx.handle_packet(t(400), Line::Unicast, &snap_part(E, 8, 0, 1, 4, &states));
+    let evs = events(&mut rx);
+    // Symbols 0, 2 and 3 were applied past 8 already: their records are
+    // older than the cache and are left out; symbol 1 takes its record and
+    // its waiting message follows.
+    let applied: Vec<u32> = evs
+        .iter()
+        .filter_map(|e| if let Event::SymbolState(s) = e { Some(s.symbol) } else { None })
+        .collect();
+    assert_eq!(applied, [1]);
+    assert_eq!(trace(&evs), ["M9", "M13", "F1"]);
+    assert_eq!(rx.stats().snapshot_records_behind, 3);
+    assert_eq!((rx.stale_symbols(), rx.next_expected().0), (0, 14));
+}

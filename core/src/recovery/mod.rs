@@ -38,7 +38,11 @@
 //! ```
 //!
 //! # What it guarantees
-//! Messages come out strictly in sequence, each once. A hole is recovered by
+//! Messages come out strictly in sequence, each once ([`Order::Strict`], the
+//! default); or, with [`Order::PerSymbol`], each once and strictly in
+//! sequence per symbol, a message whose symbol's update number follows going
+//! ahead of the holes in front of it (see `symbols.rs` and
+//! docs/RELIABILITY.md: each symbol receives what strict order gives it). A hole is recovered by
 //! NACK (several holes at once, coalesced, capped, retried with back-off); if
 //! the server can no longer serve it (NackReject), the NACKs run out, or the
 //! reorder buffer overflows, a snapshot consistent at some `S` is applied

@@ -75,11 +75,12 @@ pub(super) struct Symbols {
 
 /// The update number `msg` carries, in full: a Quote's as it is, a Trade's
 /// low 32 bits widened to the number nearest `near` (the symbol's expected
-/// next, or 0 when unknown). `None`: an unknown type, or a Trade that
-/// carries none.
+/// next, or 0 when unknown). `None`: an unknown type, or a message that
+/// carries none (0).
 fn update_number(msg: &Message, near: u64) -> Option<u64> {
     match msg {
-        Message::Quote(q) => Some(q.symbol_seq),
+        // 0: a publisher that does not number its symbols' updates.
+        Message::Quote(q) if q.symbol_seq != 0 => Some(q.symbol_seq),
         Message::Trade(t) if t.symbol_seq != 0 => Some(widen(near, t.symbol_seq)),
         _ => None,
     }

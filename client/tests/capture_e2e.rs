@@ -70,6 +70,38 @@ fn tshark_frames(cap: &Path, extra: &[&str]) -> Vec<String> {
     frames
 }
 
+/// `tshark -T fields -e field` of a capture with the dissector: one line per
+/// frame, the field's values in the frame joined by `,` (empty if none).
+fn tshark_field(cap: &Path, field: &str) -> Vec<String> {
+    let out = Command::new("tshark")
+        .arg("-X")
+        .arg(format!("lua_script:{}", dissector().display()))
+        .arg("-r")
+        .arg(cap)
+        .args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-e", field])
+        .output()
+        .expect("running tshark");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tshark failed: {stderr}");
+    assert!(!stderr.contains("Lua: Error"), "the dissector failed to load: {stderr}");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The `symbol_seq` of every Trade a vector's `fields` block lists, in
+/// order (§ 4.2: bytes 20..24, 0 = not carried); every Trade must list it.
+fn documented_trade_symbol_seqs(v: &Vector) -> Vec<String> {
+    v.fields
+        .iter()
+        .filter(|(k, val)| k == "message" && val.starts_with("Trade "))
+        .map(|(_, val)| {
+            val.split_whitespace()
+                .find_map(|w| w.strip_prefix("symbol_seq="))
+                .unwrap_or_else(|| panic!("{}: a Trade without symbol_seq: {val}", v.name))
+                .to_string()
+        })
+        .collect()
+}
+
 /// One vector of docs/PROTOCOL.md: its name, `fields` lines and bytes.
 struct Vector {
     name: String,
@@ -234,13 +266,41 @@ fn the_dissector_decodes_every_field_of_every_protocol_vector() {
             assert!(shows(frame, "mac:"), "{}: no MAC tag:\n{frame}", v.name);
         }
     }
+    // Each Trade's bytes 20..24 as tickwire.trade.symbol_seq, in every frame
+    // (a § 12.1 vector has the Trades of the § 11 vector it seals), with its
+    // documented value; 0 is shown as "not carried".
+    let trade_seqs = tshark_field(&cap, "tickwire.trade.symbol_seq");
+    assert_eq!(trade_seqs.len(), packets.len(), "one line per frame");
+    let mut carried = 0;
+    let mut not_carried = 0;
+    for (v, (got, frame)) in vs.iter().zip(trade_seqs.iter().zip(&frames)) {
+        let doc = match v.name.strip_suffix("_mac") {
+            Some(plain) => vs.iter().find(|p| p.name == plain).expect("the sealed vector"),
+            None => v,
+        };
+        let want = documented_trade_symbol_seqs(doc);
+        assert_eq!(got, &want.join(","), "{}: tickwire.trade.symbol_seq", v.name);
+        for w in &want {
+            if w == "0" {
+                assert!(shows(frame, "symbol_seq: 0 (not carried)"), "{}:\n{frame}", v.name);
+                not_carried += 1;
+            } else {
+                carried += 1;
+            }
+        }
+    }
+    assert!(carried >= 4 && not_carried >= 1, "{carried} carried, {not_carried} not carried");
     let bad_frame = &frames[vs.len()];
     assert!(shows(bad_frame, "[crc_status: bad]"), "{bad_frame}");
     assert!(bad_frame.contains("Bad CRC32C"), "no expert info for the bad CRC:\n{bad_frame}");
     let unknown_frame = &frames[vs.len() + 1];
     assert!(shows(unknown_frame, "kind: Unknown (15)"), "{unknown_frame}");
     assert!(unknown_frame.contains("Unknown packet kind 15"), "{unknown_frame}");
-    eprintln!("{checked} field values of {} vectors checked", vs.len());
+    eprintln!(
+        "{checked} field values of {} vectors checked, {} trade symbol_seq values",
+        vs.len(),
+        carried + not_carried
+    );
 }
 
 /// A free multicast group for this process.

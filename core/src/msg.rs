@@ -74,14 +74,17 @@ pub struct Trade {
     pub exch_ts: u64,
     /// The symbol's update number (as [`Quote::symbol_seq`], which counts
     /// quotes and trades), truncated to its low 32 bits; 0 when the publisher
-    /// does not carry it (one older than protocol 1.2, whose field was
-    /// reserved and zero). A receiver compares it modulo 2³²: a wrap needs
-    /// 2³² updates of one symbol inside one hole.
+    /// does not carry it (a publisher that predates the field, which wrote
+    /// these bytes as reserved, zero; the protocol version is 1 either way).
+    /// A receiver compares it modulo 2³²: a wrap needs 2³² updates of one
+    /// symbol inside one hole. `docs/PROTOCOL.md` § 4.2.
     pub symbol_seq: u32,
 }
 
 impl Trade {
     /// The low 32 bits of a symbol's update number, as a Trade carries it.
+    /// At the 2³²-th update (and every 2³² after) this is 0, which reads as
+    /// "not carried": that Trade waits for the sequence order.
     pub const fn wire_symbol_seq(updates: u64) -> u32 {
         updates as u32
     }

@@ -250,7 +250,8 @@ fn parse_fields(name: &str, text: &str) -> Vector {
                         price: inum(&f("price")),
                         qty: num(&f("qty")) as u32,
                         exch_ts: num(&f("exch_ts")),
-                        symbol_seq: 0,
+                        symbol_seq: u32::try_from(num(&f("symbol_seq")))
+                            .unwrap_or_else(|_| panic!("{name}: a Trade's symbol_seq is a u32")),
                     })),
                     other => panic!("{name}: unknown message type {other:?}"),
                 });
@@ -473,6 +474,7 @@ fn document_vectors_parse_verify_and_reemit() {
         "heartbeat",
         "data",
         "data_timed",
+        "data_trade_without_symbol_seq",
         "nack",
         "login_ack",
         "login_status",
@@ -568,14 +570,18 @@ fn quote() -> Message {
     })
 }
 
-fn trade() -> Message {
+/// The Trade of the examples (a buyer lifts the 123.46 offer for 200) with
+/// `symbol_seq`, symbol 7's update number: 18 at sequence 1001 (after the
+/// Quote's 17), 19 and 20 in the later vectors' Trades at 1003 and 1004; 0
+/// as a publisher that predates the field sends it.
+fn trade(symbol_seq: u32) -> Message {
     Message::Trade(Trade {
         symbol: 7,
         side: Side::Buy,
         price: 1_234_600,
         qty: 200,
         exch_ts: 5_005_000,
-        symbol_seq: 0,
+        symbol_seq,
     })
 }
 
@@ -597,7 +603,7 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
         1000,
         2,
         1_000_000_000,
-        Body::Messages { timing: None, messages: vec![k(quote()), k(trade())] },
+        Body::Messages { timing: None, messages: vec![k(quote()), k(trade(18))] },
     );
     add(
         "data_timed",
@@ -606,7 +612,16 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
         1000,
         2,
         1_000_000_000,
-        Body::Messages { timing: Some(TIMED), messages: vec![k(quote()), k(trade())] },
+        Body::Messages { timing: Some(TIMED), messages: vec![k(quote()), k(trade(18))] },
+    );
+    add(
+        "data_trade_without_symbol_seq",
+        Data,
+        0,
+        1001,
+        1,
+        1_000_000_000,
+        Body::Messages { timing: None, messages: vec![k(trade(0))] },
     );
     add("heartbeat", Heartbeat, 0, 1002, 0, 1_250_000_000, Body::Empty);
     add("heartbeat_line_b", Heartbeat, 1, 1002, 0, 1_250_000_000, Body::Empty);
@@ -618,7 +633,7 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
         1001,
         1,
         1_300_050_000,
-        Body::Messages { timing: None, messages: vec![k(trade())] },
+        Body::Messages { timing: None, messages: vec![k(trade(18))] },
     );
     add(
         "nack_reject",
@@ -721,7 +736,7 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
         2_100_000_000,
         Body::Messages {
             timing: None,
-            messages: vec![Msg::Unknown { kind: b'Z', len: 8 }, k(trade())],
+            messages: vec![Msg::Unknown { kind: b'Z', len: 8 }, k(trade(19))],
         },
     );
     add(
@@ -736,7 +751,7 @@ fn example_vectors() -> Vec<(String, PacketRepr, Body, usize)> {
                 first_due: EPOCH + 2_199_990_000,
                 last_due: EPOCH + 2_199_990_000,
             }),
-            messages: vec![k(trade())],
+            messages: vec![k(trade(20))],
         },
     );
     add(
@@ -845,7 +860,7 @@ const TRADE_LAYOUT: &[(usize, &str)] = &[
     (4, "symbol"),
     (8, "price"),
     (4, "qty"),
-    (4, "reserved"),
+    (4, "symbol_seq"),
     (8, "exch_ts"),
 ];
 const TIMING_LAYOUT: &[(usize, &str)] = &[(8, "first_due"), (8, "last_due")];
@@ -906,8 +921,8 @@ fn fields_text(h: &PacketRepr, crc: u32, body: &Body) -> String {
                     }
                     Message::Trade(t) => {
                         s += &format!(
-                            "message     = Trade symbol={} side={:?} price={} qty={} exch_ts={}\n",
-                            t.symbol, t.side, t.price, t.qty, t.exch_ts
+                            "message     = Trade symbol={} side={:?} price={} qty={} exch_ts={} symbol_seq={}\n",
+                            t.symbol, t.side, t.price, t.qty, t.exch_ts, t.symbol_seq
                         )
                     }
                     Message::Unknown { .. } => unreachable!("examples hold known messages"),
@@ -1036,6 +1051,8 @@ fn hex_text(bytes: &[u8], body: &Body) -> String {
             format!(" = {v} ({:?})", Side::from_byte(v as u8))
         } else if label.ends_with("padding") {
             " (ignored: after payload_len, not covered by the CRC)".to_string()
+        } else if label.ends_with("symbol_seq") && v == 0 {
+            " = 0 (not carried)".to_string()
         } else if label.ends_with("mode") {
             format!(" = {v} ({:?})", LoginMode::from_byte(v as u8))
         } else {
@@ -1122,10 +1139,10 @@ fn receiver_handles_the_behaviour_vectors_as_documented() {
     let got = messages(&mut rx);
     assert_eq!(
         got.iter().map(|(s, m, _)| (*s, *m)).collect::<Vec<_>>(),
-        vec![(1002, Message::Unknown { kind: b'Z' }), (1003, trade())]
+        vec![(1002, Message::Unknown { kind: b'Z' }), (1003, trade(19))]
     );
     rx.handle_packet(now, Line::B, &bytes("data_reserved_flags"));
-    assert_eq!(messages(&mut rx), vec![(1004, trade(), EPOCH + 2_199_990_000)]);
+    assert_eq!(messages(&mut rx), vec![(1004, trade(20), EPOCH + 2_199_990_000)]);
     // A timing block and no message: a marker like a heartbeat (§ 4).
     rx.handle_packet(now, Line::A, &bytes("data_timed_marker"));
     assert!(messages(&mut rx).is_empty());
@@ -1144,6 +1161,105 @@ fn receiver_handles_the_behaviour_vectors_as_documented() {
     let p = Packet::new_checked(&padded[..]).unwrap();
     assert_eq!(p.as_bytes().len(), HEADER_LEN);
     assert!(p.payload().is_empty());
+}
+
+/// The Trades of the vectors, in document order: (vector, sequence, Trade,
+/// its 32 bytes).
+fn vector_trades(vectors: &[(Vector, Vec<u8>)]) -> Vec<(String, u64, Trade, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (v, bytes) in vectors {
+        let Body::Messages { messages, .. } = &v.body else { continue };
+        let p = Packet::new_checked(&bytes[..]).unwrap();
+        let mut off = 0;
+        for (i, m) in messages.iter().enumerate() {
+            if let Msg::Known(Message::Trade(t)) = m {
+                let seq = v.header.first_seq.0 + i as u64;
+                out.push((v.name.clone(), seq, *t, p.messages()[off..off + 32].to_vec()));
+            }
+            off += m.len();
+        }
+    }
+    out
+}
+
+/// Every Trade of § 11 carries symbol 7's update number in bytes 20..24, as
+/// a Quote carries it at 40..48 and a snapshot record counts it in
+/// `updates`: the `data` Quote is the symbol's 17th update, its Trade (1001)
+/// the 18th (so `snapshot` at 1002 says 18 updates, the last at 1001), the
+/// Trades at 1003 and 1004 the 19th and 20th; the one vector without it is
+/// the Trade of a publisher that predates the field.
+#[test]
+fn trades_carry_their_symbols_update_number() {
+    let vectors = document_vectors();
+    let trades = vector_trades(&vectors);
+    let got: Vec<(&str, u64, u32)> =
+        trades.iter().map(|(n, s, t, _)| (n.as_str(), *s, t.symbol_seq)).collect();
+    assert_eq!(
+        got,
+        [
+            ("data", 1001, 18),
+            ("data_timed", 1001, 18),
+            ("data_trade_without_symbol_seq", 1001, 0),
+            ("retransmission", 1001, 18),
+            ("data_unknown_type", 1003, 19),
+            ("data_reserved_flags", 1004, 20),
+        ]
+    );
+    for (name, _, t, b) in &trades {
+        assert_eq!(&b[20..24], &t.symbol_seq.to_le_bytes(), "{name}: bytes 20..24, little-endian");
+        assert_eq!(Message::Trade(*t).symbol_seq32(), (t.symbol_seq != 0).then_some(t.symbol_seq));
+    }
+    // The Quote before the Trade in `data`: the same counter, one less.
+    let data = vectors.iter().find(|(v, _)| v.name == "data").unwrap();
+    let Body::Messages { messages, .. } = &data.0.body else { panic!("data has messages") };
+    let Msg::Known(Message::Quote(q)) = messages[0] else { panic!("data starts with a Quote") };
+    assert_eq!(q.symbol_seq + 1, u64::from(trades[0].2.symbol_seq));
+    // The snapshot at 1002: 18 updates of symbol 7, the last at 1001.
+    let snap = vectors.iter().find(|(v, _)| v.name == "snapshot").unwrap();
+    let Body::Snapshot { records, .. } = &snap.0.body else { panic!("snapshot has records") };
+    assert_eq!((records[0].symbol, records[0].updates, records[0].last_seq), (7, 18, 1001));
+}
+
+/// A Trade whose bytes 20..24 are zero (a publisher that predates the field,
+/// which wrote them as reserved zero) parses with `symbol_seq` 0, which is
+/// "not carried": `symbol_seq32()` is `None`. The vector
+/// `data_trade_without_symbol_seq` is the `data` Trade so, and zeroing those
+/// bytes of any vector's Trade (CRC refilled) gives the same.
+#[test]
+fn an_all_zero_symbol_seq_parses_as_not_carried() {
+    let vectors = document_vectors();
+    let trades = vector_trades(&vectors);
+    let old = trades.iter().find(|t| t.0 == "data_trade_without_symbol_seq").unwrap();
+    assert_eq!(&old.3[20..24], &[0; 4]);
+    let (m, len) = parse_message(&old.3).unwrap();
+    assert_eq!((m, len), (trade(0), 32));
+    assert_eq!(m.symbol_seq32(), None, "0: not carried");
+    // Apart from bytes 20..24 it is the `data` Trade, byte for byte.
+    let new = trades.iter().find(|t| t.0 == "data").unwrap();
+    let mut zeroed = new.3.clone();
+    zeroed[20..24].fill(0);
+    assert_eq!(zeroed, old.3);
+    // Every vector's Trade with the field zeroed, in its packet.
+    for (v, bytes) in &vectors {
+        let Body::Messages { timing, messages } = &v.body else { continue };
+        let mut b = bytes.clone();
+        let mut off = HEADER_LEN + timing.map_or(0, |_| TIMING_LEN);
+        for m in messages {
+            if let Msg::Known(Message::Trade(_)) = m {
+                b[off + 20..off + 24].fill(0);
+            }
+            off += m.len();
+        }
+        Packet::new_unchecked(&mut b[..]).fill_crc();
+        let p = Packet::new_checked(&b[..]).unwrap();
+        p.verify_crc().unwrap();
+        for m in MessageIter::new(p.messages(), p.count()) {
+            if let Message::Trade(t) = m.unwrap() {
+                assert_eq!(Message::Trade(t), trade(0), "{}", v.name);
+                assert_eq!(Message::Trade(t).symbol_seq32(), None, "{}", v.name);
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------ authentication

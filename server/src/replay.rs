@@ -13,6 +13,10 @@
 //!   sequence, the first copy of each: line A/B duplicates and
 //!   retransmissions of what had already arrived are dropped
 //!   ([`ReplayReport::duplicates`]);
+//! * each message is kept as it was recorded, the symbol's update number
+//!   included (a Quote's `symbol_seq`, a Trade's low 32 bits or its 0, "not
+//!   carried", docs/PROTOCOL.md § 4.2): the replay renumbers the sequence,
+//!   never a symbol's updates;
 //! * snapshots, heartbeats and control packets carry no message and are not
 //!   replayed: the replaying server makes its own;
 //! * each message's pace is its due time from the `Data` packet's timing
@@ -286,7 +290,7 @@ impl MessageSource for Replay {
 mod tests {
     use super::*;
     use tickwire_core::wire::{HEADER_LEN, PacketRepr, Timing, emit_message};
-    use tickwire_core::{Line, SeqNo, Side, Trade};
+    use tickwire_core::{Line, Quote, SeqNo, Side, Trade};
     use tickwire_transports::pcap::{RecordConfig, Recorder};
 
     fn trade(i: u64) -> Message {
@@ -303,6 +307,14 @@ mod tests {
     /// A packet of `kind` with the messages `first..first + n` (Data: with a
     /// timing block, message s due at s ms).
     fn packet(kind: PacketKind, epoch: u64, first: u64, n: u64) -> Vec<u8> {
+        let msgs: Vec<Message> = (first..first + n).map(trade).collect();
+        packet_of(kind, epoch, first, &msgs)
+    }
+
+    /// A packet of `kind` with `msgs` from sequence `first` (Data: with a
+    /// timing block, message s due at s ms).
+    fn packet_of(kind: PacketKind, epoch: u64, first: u64, msgs: &[Message]) -> Vec<u8> {
+        let n = msgs.len() as u64;
         let mut buf = vec![0u8; 2048];
         let mut at = HEADER_LEN;
         let mut flags = 0;
@@ -312,8 +324,8 @@ mod tests {
             at += 16;
             flags = 2;
         }
-        for s in first..first + n {
-            at += emit_message(&trade(s), &mut buf[at..]).unwrap();
+        for m in msgs {
+            at += emit_message(m, &mut buf[at..]).unwrap();
         }
         let repr = PacketRepr {
             kind,
@@ -380,6 +392,61 @@ mod tests {
         // Message s due at s ms, from 1; halved at 2x; 4 and 5 (retransmitted) with 3.
         let ms: Vec<u64> = got.iter().map(|g| g.0.as_micros() as u64).collect();
         assert_eq!(ms, [0, 500, 1000, 1000, 1000, 2500, 3000]);
+    }
+
+    /// A replay re-publishes each message as recorded, the symbol's update
+    /// numbers included (PROTOCOL.md § 4.2): a Quote's u64, a Trade's low 32
+    /// bits, and a Trade's 0 (not carried, an older publisher) stays 0.
+    #[test]
+    fn carries_the_recorded_symbol_seqs_through() {
+        let quote = |symbol, symbol_seq| {
+            Message::Quote(Quote {
+                symbol,
+                bid_px: 10,
+                ask_px: 11,
+                bid_qty: 1,
+                ask_qty: 2,
+                exch_ts: symbol_seq,
+                symbol_seq,
+            })
+        };
+        let trade = |symbol, symbol_seq| {
+            Message::Trade(Trade {
+                symbol,
+                side: Side::Sell,
+                price: 10,
+                qty: 3,
+                exch_ts: 9,
+                symbol_seq,
+            })
+        };
+        let msgs = [
+            quote(1, (1 << 32) + 6),
+            trade(1, Trade::wire_symbol_seq((1 << 32) + 7)),
+            trade(2, 0),
+            trade(3, u32::MAX),
+            quote(3, 1 << 32),
+        ];
+        let packets = [
+            packet_of(PacketKind::Data, 7, 1, &msgs[..2]),
+            packet_of(PacketKind::Data, 7, 4, &msgs[3..]), // 3 lost
+            packet_of(PacketKind::Retransmission, 7, 3, &msgs[2..3]), // recovered
+        ];
+        let path = capture("symbol-seq", &packets);
+        let mut r = Replay::open(&path, Speed::Max, false, 10).unwrap();
+        let got: Vec<Message> = std::iter::from_fn(|| r.next_message()).collect();
+        assert_eq!(got, msgs);
+        // Re-emitted, each Trade's bytes 20..24 are those recorded (in the
+        // first packet after the timing block and the Quote; alone in the
+        // retransmission).
+        let mut b = [0u8; 32];
+        let t = HEADER_LEN + 16 + 48;
+        emit_message(&got[1], &mut b).unwrap();
+        assert_eq!(b[20..24], packets[0][t + 20..t + 24]);
+        assert_eq!(b[20..24], [7, 0, 0, 0]);
+        emit_message(&got[2], &mut b).unwrap();
+        assert_eq!(b[20..24], packets[2][HEADER_LEN + 20..HEADER_LEN + 24]);
+        assert_eq!(b[20..24], [0; 4]);
     }
 
     #[test]

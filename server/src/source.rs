@@ -107,6 +107,7 @@ impl MessageSource for Generator {
 ///         price: 100_000_000 + i64::from(i),
 ///         qty: 5,
 ///         exch_ts: 0,
+///         symbol_seq: i / 2 + 1, // symbol i % 2's update number (PROTOCOL.md § 4.2)
 ///     })
 /// });
 /// let mut source = FromIter::new(2, trades);

@@ -9,7 +9,8 @@
 -- every packet as a UDP frame, TCP feeds included). It decodes the header
 -- (§ 2.1), checks the CRC32C (§ 2.2, expert error on a mismatch), every
 -- packet kind (§ 3; unknown kinds are shown as such), the timing block and
--- the Quote/Trade/unknown messages (§ 4), snapshot parts (§ 5), the
+-- the Quote/Trade/unknown messages (§ 4; a Trade's symbol_seq is
+-- tickwire.trade.symbol_seq, "not carried" when 0), snapshot parts (§ 5), the
 -- LoginAck/NackReject/Status bodies and tokens (§ 6, § 10.1) and the MAC
 -- tag (§ 12). Sequence gaps of each session's live stream (Data and
 -- Heartbeat, both lines merged) are flagged with expert info, and so are
@@ -70,7 +71,10 @@ F.exch_ts = u64("exch_ts")
 F.symbol_seq = u64("symbol_seq")
 F.price = i64("price")
 F.qty = u32("qty")
-F.reserved = u32("reserved")
+-- A Trade's update number (§ 4.2): the low 32 bits of the symbol's counter,
+-- 0 when the publisher predates the field. The Quote's whole one is
+-- tickwire.symbol_seq.
+F.trade_symbol_seq = ProtoField.uint32("tickwire.trade.symbol_seq", "symbol_seq", base.DEC)
 F.body = ProtoField.bytes("tickwire.body", "body")
 -- Snapshot
 F.part = u16("part")
@@ -163,7 +167,9 @@ end
 
 local function add_trade(t, tvb, o)
     t:add_le(F.symbol, tvb(o + 4, 4)); t:add_le(F.price, tvb(o + 8, 8)); t:add_le(F.qty, tvb(o + 16, 4))
-    t:add_le(F.reserved, tvb(o + 20, 4)); t:add_le(F.exch_ts, tvb(o + 24, 8))
+    local ss = t:add_le(F.trade_symbol_seq, tvb(o + 20, 4))
+    if tvb(o + 20, 4):le_uint() == 0 then ss:append_text(" (not carried)") end
+    t:add_le(F.exch_ts, tvb(o + 24, 8))
 end
 
 -- Messages from payload offset `o` to `stop`; returns how many were decoded.

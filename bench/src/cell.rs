@@ -41,6 +41,32 @@ impl Mode {
     }
 }
 
+/// The client's delivery order (`client --order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Feed order: a lost packet holds back every message behind it.
+    #[default]
+    Strict,
+    /// Per-symbol order: only the lost packet's symbols wait (stale); the
+    /// others' messages are applied at once, hole or no hole.
+    PerSymbol,
+}
+
+impl Order {
+    /// The flag value, for tables and ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Strict => "strict",
+            Order::PerSymbol => "per-symbol",
+        }
+    }
+}
+
+/// Symbols in every server's universe (`server --symbols`, passed
+/// explicitly): the divisor of the stale time per symbol.
+pub const SYMBOLS: u32 = 1000;
+
 /// Who runs the cell's job: Tickwire's own binaries, or the Aeron peer
 /// (`aeron-peer`, built with the bench crate's `aeron` feature) over UDP
 /// multicast with its media driver laid out one way or the other.
@@ -100,6 +126,8 @@ pub struct CellSpec {
     pub max_packet: Option<usize>,
     /// Tickwire, or the Aeron peer (then `transport` is multicast: its path).
     pub peer: Peer,
+    /// The clients' delivery order (Tickwire only; Aeron delivers in stream order).
+    pub order: Order,
 }
 
 fn ser_kind<S: serde::Serializer>(k: &TransportKind, s: S) -> Result<S::Ok, S::Error> {
@@ -136,7 +164,39 @@ impl CellSpec {
         if let Some(m) = self.max_packet {
             s += &format!("-mp{m}");
         }
+        if self.order != Order::Strict {
+            s += &format!("-{}", self.order.name());
+        }
         s
+    }
+
+    /// Loss of any kind is injected: at the client, upstream, or on the bridge.
+    pub fn lossy(&self) -> bool {
+        self.drop_rate > 0.0 || self.upstream_drop > 0.0 || self.kernel_loss > 0.0
+    }
+
+    /// The injected loss in percent: on the bridge, else at the client, else upstream.
+    pub fn loss_percent(&self) -> f64 {
+        if self.kernel_loss > 0.0 {
+            self.kernel_loss
+        } else if self.drop_rate > 0.0 {
+            self.drop_rate * 100.0
+        } else {
+            self.upstream_drop * 100.0
+        }
+    }
+
+    /// The lossless cell of the same job: this one without its loss, in
+    /// strict order, with the profile's message count (`messages`).
+    pub fn lossless(&self, messages: u64) -> CellSpec {
+        CellSpec {
+            drop_rate: 0.0,
+            upstream_drop: 0.0,
+            kernel_loss: 0.0,
+            order: Order::Strict,
+            messages,
+            ..self.clone()
+        }
     }
 
     /// Who ran it, as tables show it: the transport, or `aeron (inline)`.
@@ -224,6 +284,7 @@ pub fn commands(spec: &CellSpec, env: &RunEnv, port: u16, tag: &str) -> anyhow::
     srv.extend(strs(&["--rate", &spec.rate.to_string(), "--messages", &spec.messages.to_string()]));
     srv.extend(strs(&["--duration", "0", "--linger", &format!("{}ms", env.linger_ms)]));
     srv.extend(strs(&["--stats-interval", "0", "--seed", &SEED.to_string(), "--json"]));
+    srv.extend(strs(&["--symbols", &SYMBOLS.to_string()]));
     srv.extend(strs(&[
         "--ready-file",
         &env.dir.join(format!("{tag}.srv.ready")).display().to_string(),
@@ -256,6 +317,7 @@ pub fn commands(spec: &CellSpec, env: &RunEnv, port: u16, tag: &str) -> anyhow::
         let mut cli = vec![bin("client")];
         cli.extend(strs(&["--transport", &t, "--connect", &addr, "--group", &group]));
         cli.extend(strs(&["--quiet", "--json", "--seed", &(100 + i).to_string()]));
+        cli.extend(strs(&["--order", spec.order.name()]));
         cli.extend(strs(&[
             "--hdr-log",
             &env.dir.join(format!("{tag}.cli{i}.hgrm")).display().to_string(),
@@ -398,6 +460,24 @@ pub struct CellRun {
     pub server_group_repair_bytes: Option<f64>,
     /// Duplicates received, summed over the clients.
     pub duplicates: Option<f64>,
+    /// Share of the delivered messages that waited in the reorder buffer
+    /// behind a hole (`delivery.held_share`, 0..1; median over the clients).
+    pub held_share: Option<f64>,
+    /// Messages that waited behind a hole, summed over the clients.
+    pub messages_held: Option<f64>,
+    /// Per-symbol: messages applied ahead of an open hole, summed over the clients.
+    pub messages_ahead: Option<f64>,
+    /// Per-symbol: times a symbol became stale, summed over the clients.
+    pub stale_periods: Option<f64>,
+    /// Per-symbol: total time symbols spent stale, ms (median over the clients).
+    pub stale_ms_total: Option<f64>,
+    /// Per-symbol: `stale_ms_total` / [`SYMBOLS`], ms: the time an average
+    /// symbol of the universe spent stale during the run (median over the clients).
+    pub stale_ms_per_symbol: Option<f64>,
+    /// Per-symbol: mean length of a stale period, µs (median over the clients).
+    pub stale_mean_us: Option<f64>,
+    /// Per-symbol: symbols still stale at exit, summed over the clients.
+    pub stale_now: Option<f64>,
     /// Fewest messages any client delivered.
     pub delivered_min: Option<f64>,
     /// Messages published.
@@ -454,6 +534,16 @@ pub fn run(
     }
     let s = server.json()?;
     let cs: Vec<Value> = clients.iter().map(Proc::json).collect::<anyhow::Result<_>>()?;
+    if !spec.peer.is_aeron() {
+        for (i, c) in cs.iter().enumerate() {
+            let seen = c["delivery"]["order"].as_str().unwrap_or("(none)");
+            anyhow::ensure!(
+                seen == spec.order.name(),
+                "client {i} ran in {seen} order, the cell asked for --order {}",
+                spec.order.name()
+            );
+        }
+    }
     let mut r = reduce(&s, &cs);
     if let (Some((b0, p0)), Some((b1, p1))) = (tx_before, env.topo.and_then(Topology::server_tx))
         && let Some(n) = r.published.filter(|&n| n > 0.0)
@@ -480,6 +570,8 @@ pub fn reduce(s: &Value, cs: &[Value]) -> CellRun {
     let med = |k: &dyn Fn(&Value) -> Option<f64>| crate::stats::agg(cs.iter().map(k)).median;
     let sum = |k: &str| cs.iter().map(|c| f(c, k)).sum::<Option<f64>>();
     let maxv = |k: &dyn Fn(&Value) -> Option<f64>| crate::stats::agg(cs.iter().map(k)).max;
+    let d = |v: &Value, k: &str| v["delivery"].get(k).and_then(Value::as_f64);
+    let dsum = |k: &str| cs.iter().map(|c| d(c, k)).sum::<Option<f64>>();
     let published = f(s, "messages");
     let per_msg = |secs: Option<f64>, n: Option<f64>| match (secs, n) {
         (Some(secs), Some(n)) if n > 0.0 => Some(secs * 1e9 / n),
@@ -520,6 +612,14 @@ pub fn reduce(s: &Value, cs: &[Value]) -> CellRun {
         server_retransmitted: f(s, "retransmitted_messages"),
         server_group_repair_bytes: f(s, "repair_bytes_multicast"),
         duplicates: sum("duplicates"),
+        held_share: med(&|c| d(c, "held_share")),
+        messages_held: dsum("messages_held"),
+        messages_ahead: dsum("messages_ahead"),
+        stale_periods: dsum("stale_periods"),
+        stale_ms_total: med(&|c| d(c, "stale_ms_total")),
+        stale_ms_per_symbol: med(&|c| d(c, "stale_ms_total").map(|ms| ms / f64::from(SYMBOLS))),
+        stale_mean_us: med(&|c| d(c, "stale_mean_us")),
+        stale_now: dsum("stale_now"),
         delivered_min: crate::stats::agg(cs.iter().map(|c| f(c, "messages_delivered"))).min,
         published,
         complete,

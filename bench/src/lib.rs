@@ -5,7 +5,8 @@
 //! of cells ([`cell`]): the real `server` and `client` binaries over tcp,
 //! multicast and xdp, on loopback and across a namespace topology
 //! ([`netns`], with real kernel loss on its bridge), under offered rate,
-//! subscriber count, seeded in-process loss, A/B feeds and idle mode
+//! subscriber count, seeded in-process loss (lossy cells in strict and
+//! per-symbol delivery order), A/B feeds and idle mode
 //! ([`profile`]). Each cell runs after a warm-up, several times; the report
 //! ([`report`]) gives medians with min and max, and [`plots`] draws them.
 //!

@@ -2,7 +2,8 @@
 //! profile: tcp and multicast on loopback (offered rates, 1 and 4
 //! subscribers, seeded in-process loss, A/B feeds), the sockperf floor of
 //! each path in the same run, and, as root, tcp, multicast and xdp across a
-//! namespace topology with real kernel loss on its bridge. Each cell runs
+//! namespace topology with real kernel loss on its bridge. The loss tables'
+//! lossy datagram cells run in both delivery orders (`--orders`). Each cell runs
 //! after a warm-up, `--runs` times; `--out DIR` (default
 //! `results/<timestamp>/`) receives report.md, results.json, the plots (SVG
 //! and PNG) and a `.hgrm` per cell. Every command line is printed as it runs.
@@ -21,7 +22,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
-use tickwire_bench::cell::{self, Mode, RunEnv};
+use tickwire_bench::cell::{self, Mode, Order, RunEnv};
 use tickwire_bench::floor::{self, FloorKey, Net, Test};
 use tickwire_bench::netns::Topology;
 use tickwire_bench::proc::{run, shown};
@@ -59,6 +60,16 @@ struct Args {
     /// Kernel loss on the bridge, percent (root) [default: 0.1,1,5,20].
     #[arg(long, value_delimiter = ',')]
     kernel_losses: Option<Vec<f64>>,
+    /// Delivery orders (`client --order`) of the lossy cells of the loss
+    /// tables (in-process and bridge loss; tcp, which has no holes, runs
+    /// strict): `strict`, `per-symbol`.
+    #[arg(long, value_delimiter = ',', default_value = "strict,per-symbol")]
+    orders: Vec<Order>,
+    /// Delivery orders of the loss tables' lossless reference cells: strict
+    /// always runs; `strict,per-symbol` adds per-symbol beside it (an A/B of
+    /// what per-symbol order costs where there are no holes).
+    #[arg(long, value_delimiter = ',', default_value = "strict")]
+    lossless_orders: Vec<Order>,
     /// Idle modes besides the default [default: none; --full: spin,coalesce].
     #[arg(long, value_delimiter = ',')]
     modes: Option<Vec<Mode>>,
@@ -238,6 +249,8 @@ fn main() -> anyhow::Result<()> {
         } else {
             vec![]
         }),
+        orders: a.orders.clone(),
+        lossless_orders: a.lossless_orders.clone(),
         pipeline: !a.no_pipeline,
         recovery: a.recovery || full,
         netns: netns_ok,
@@ -429,7 +442,7 @@ fn main() -> anyhow::Result<()> {
         "repetitions": reps,
         "warmup": !a.no_warmup,
         "rate": pa.rate, "rates": pa.rates, "clients": pa.clients, "drop_rates": pa.drop_rates,
-        "kernel_losses_percent": pa.kernel_losses, "modes": pa.modes, "pipeline": pa.pipeline, "messages": pa.messages,
+        "kernel_losses_percent": pa.kernel_losses, "modes": pa.modes, "orders": pa.orders, "lossless_orders": pa.lossless_orders, "symbols": cell::SYMBOLS, "pipeline": pa.pipeline, "messages": pa.messages,
         "floor_secs": floor_secs, "linger_ms": a.linger_ms, "verify": a.verify,
         "transports": a.transports.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         "root": root, "sockperf": sockperf, "xdp_in_binaries": xdp_bins, "aeron_peer": aeron_bin, "netns": topo.is_some(), "netns_prefix": netns_prefix(),
@@ -526,11 +539,12 @@ impl Runner<'_> {
         match r {
             Ok((fig, server, clients)) => {
                 eprintln!(
-                    "compare:   delivered {} msgs/s, tick-to-cache p50 {} µs p99 {} µs, unrecovered {}, {}",
+                    "compare:   delivered {} msgs/s, tick-to-cache p50 {} µs p99 {} µs, unrecovered {}, held {}%, {}",
                     num(fig.delivered_msgs_per_s),
                     num(fig.t2c_p50_us),
                     num(fig.t2c_p99_us),
                     num(fig.unrecovered),
+                    num(fig.held_share.map(|h| h * 100.0)),
                     if fig.complete { "complete" } else { "INCOMPLETE" }
                 );
                 let dst = format!("hgrm/{}.hgrm", spec.id());

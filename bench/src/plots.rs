@@ -1,6 +1,7 @@
 //! The report's plots (plotters), each as SVG and PNG: the HDR percentile
 //! distribution per transport, delivered vs offered rate, server CPU per
-//! message vs subscribers, recovery time and unrecovered gaps vs loss.
+//! message vs subscribers, recovery time and unrecovered gaps vs loss, and
+//! tick-to-cache p50 and p99 vs loss in strict and per-symbol order.
 //!
 //! Text is drawn with plotters' own `ab_glyph` rasteriser from a TrueType
 //! file (no fontconfig or freetype): the first of [`FONTS`] that exists.
@@ -8,7 +9,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::cell::{CellRun, CellSpec, Mode};
+use crate::cell::{CellRun, CellSpec, Mode, Order};
 use crate::report::Results;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -201,6 +202,7 @@ fn clean(s: &CellSpec) -> bool {
         && s.mode == Mode::Default
         && !s.pipeline
         && s.max_packet.is_none()
+        && s.order == Order::Strict
 }
 
 fn med(r: &Results, i: usize, f: fn(&CellRun) -> Option<f64>) -> Option<f64> {
@@ -311,6 +313,7 @@ pub fn draw_all(r: &Results, dir: &Path, base_rate: u64) -> Result<Vec<String>, 
                         && s.max_packet.is_none()
                         && s.clients == 1
                         && s.mode == Mode::Default
+                        && s.order == Order::Strict
                 })
                 .filter_map(move |(i, s)| {
                     if s.transport == tickwire_transports::select::TransportKind::Tcp && !with_tcp {
@@ -346,5 +349,76 @@ pub fn draw_all(r: &Results, dir: &Path, base_rate: u64) -> Result<Vec<String>, 
         integer_x: false,
     };
     save(dir, "recovery_vs_loss", &[rec, unrec], &mut out)?;
+
+    // 5. Tick-to-cache p50 and p99 vs loss, per transport, path and delivery order.
+    let by_order =
+        |f: fn(&CellRun) -> Option<f64>| group(latency_vs_loss(r, base_rate, f).into_iter());
+    let chart = |what: &str, f: fn(&CellRun) -> Option<f64>| Chart {
+        title: format!(
+            "Tick-to-cache {what} vs loss, strict and per-symbol order ({base_rate} msg/s)"
+        ),
+        x_label: "loss % (0: the lossless cell)",
+        y_label: "tick-to-cache µs (log)",
+        series: by_order(f),
+        x_fmt: plain,
+        y_fmt: pow10_label,
+        integer_x: false,
+    };
+    let charts = [chart("p50", |x| x.t2c_p50_us), chart("p99", |x| x.t2c_p99_us)];
+    save(dir, "latency_vs_loss_by_order", &charts, &mut out)?;
     Ok(out)
+}
+
+/// The points of the latency-vs-loss plot: (series, loss %, log10 µs) of
+/// the 1-client cells at `base_rate` with in-process or bridge loss, one
+/// series per transport, path and order. Each series starts at 0 % with the
+/// lossless cell of its order, or the strict one where its order did not run
+/// lossless (without holes the two orders deliver alike).
+fn latency_vs_loss(
+    r: &Results,
+    base_rate: u64,
+    f: fn(&CellRun) -> Option<f64>,
+) -> Vec<(String, f64, f64)> {
+    let plain_job = |s: &CellSpec| {
+        !s.peer.is_aeron()
+            && s.clients == 1
+            && s.rate == base_rate
+            && s.upstream_drop == 0.0
+            && !s.ab
+            && !s.pipeline
+            && s.max_packet.is_none()
+            && s.mode == Mode::Default
+    };
+    let label = |s: &CellSpec| {
+        let how = if s.net == crate::floor::Net::Netns { "bridge" } else { "in-process" };
+        format!("{} {} ({how}), {}", s.label(), s.net.name(), s.order.name())
+    };
+    let mut pts = Vec::new();
+    for (i, s) in r.plan.cells.iter().enumerate() {
+        if !(plain_job(s) && s.lossy()) {
+            continue;
+        }
+        let Some(y) = med(r, i, f).filter(|&y| y > 0.0) else { continue };
+        pts.push((label(s), s.loss_percent(), y.log10()));
+    }
+    // The lossless start of each series that has loss points.
+    let mut names: Vec<String> = pts.iter().map(|p| p.0.clone()).collect();
+    names.dedup();
+    for (i, s) in r.plan.cells.iter().enumerate() {
+        if !(plain_job(s) && !s.lossy() && s.order == Order::Strict) {
+            continue;
+        }
+        for order in [Order::Strict, Order::PerSymbol] {
+            let spec = CellSpec { order, ..s.clone() };
+            if !names.contains(&label(&spec)) {
+                continue;
+            }
+            let own = r.plan.cells.iter().position(|c| *c == spec);
+            let y = own.and_then(|j| med(r, j, f)).or_else(|| med(r, i, f));
+            if let Some(y) = y.filter(|&y| y > 0.0) {
+                pts.push((label(&spec), 0.0, y.log10()));
+            }
+        }
+    }
+    pts
 }

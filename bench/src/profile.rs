@@ -6,7 +6,7 @@
 use serde::Serialize;
 use tickwire_transports::select::TransportKind;
 
-use crate::cell::{CellSpec, Mode, Peer};
+use crate::cell::{CellSpec, Mode, Order, Peer};
 use crate::floor::Net;
 
 /// What the profile is built from (the command line's choices).
@@ -30,6 +30,12 @@ pub struct ProfileArgs {
     pub messages: u64,
     /// Idle modes besides `default`.
     pub modes: Vec<Mode>,
+    /// Delivery orders of the loss tables' lossy cells (datagram transports;
+    /// tcp has no holes and runs strict).
+    pub orders: Vec<Order>,
+    /// Delivery orders of the loss tables' lossless reference cells (strict
+    /// always runs; per-symbol beside it is an A/B of the lossless cost).
+    pub lossless_orders: Vec<Order>,
     /// Whether to run the client's pipeline beside its single thread.
     pub pipeline: bool,
     /// Whether to run the recovery-vs-subscribers table.
@@ -127,6 +133,19 @@ pub fn plan(a: &ProfileArgs) -> Plan {
         pipeline: false,
         max_packet: None,
         peer: Peer::Tickwire,
+        order: Order::Strict,
+    };
+    // The orders of a lossy cell of the loss tables: tcp delivers a stream
+    // without holes, so per-symbol order would change nothing there.
+    let lossy_orders = |k: TransportKind| -> Vec<Order> {
+        if k == TransportKind::Tcp { vec![Order::Strict] } else { a.orders.clone() }
+    };
+    // Lossless cells beside strict (which always runs: the reference).
+    let lossless_extra = |k: TransportKind| -> Vec<Order> {
+        if k == TransportKind::Tcp {
+            return Vec::new();
+        }
+        a.lossless_orders.iter().copied().filter(|&o| o != Order::Strict).collect()
     };
     let kernel: Vec<TransportKind> =
         [TransportKind::Tcp, TransportKind::Multicast].into_iter().filter(|&k| has(k)).collect();
@@ -149,12 +168,15 @@ pub fn plan(a: &ProfileArgs) -> Plan {
                 "inproc-loss",
                 "Seeded in-process loss at each client (loopback, multicast, --drop-rate)".into(),
             );
-            p.add(s, base(TransportKind::Multicast, Net::Loopback));
+            let mc = TransportKind::Multicast;
+            p.add(s, base(mc, Net::Loopback));
+            for order in lossless_extra(mc) {
+                p.add(s, CellSpec { order, ..base(mc, Net::Loopback) });
+            }
             for &d in &a.drop_rates {
-                p.add(
-                    s,
-                    CellSpec { drop_rate: d, ..base(TransportKind::Multicast, Net::Loopback) },
-                );
+                for order in lossy_orders(mc) {
+                    p.add(s, CellSpec { drop_rate: d, order, ..base(mc, Net::Loopback) });
+                }
             }
             if a.recovery {
                 let s = p.scenario(
@@ -282,15 +304,27 @@ pub fn plan(a: &ProfileArgs) -> Plan {
     }
     let s = p.scenario("kernel-loss", "Real kernel loss on the bridge (namespaces)".into());
     for &k in &netns {
+        let extra = lossless_extra(k);
+        if !extra.is_empty() {
+            // The lossless reference beside its per-symbol twin (the strict
+            // one is the namespace table's cell: it runs once).
+            p.add(s, base(k, Net::Netns));
+        }
+        for order in extra {
+            p.add(s, CellSpec { order, ..base(k, Net::Netns) });
+        }
         for &l in &a.kernel_losses {
-            p.add(
-                s,
-                CellSpec {
-                    kernel_loss: l,
-                    messages: lossy_messages(a.messages, l),
-                    ..base(k, Net::Netns)
-                },
-            );
+            for order in lossy_orders(k) {
+                p.add(
+                    s,
+                    CellSpec {
+                        kernel_loss: l,
+                        messages: lossy_messages(a.messages, l),
+                        order,
+                        ..base(k, Net::Netns)
+                    },
+                );
+            }
         }
     }
     if aeron {
@@ -333,6 +367,8 @@ mod tests {
             kernel_losses: vec![0.1, 1.0, 5.0, 20.0],
             messages: 1000,
             modes: vec![],
+            orders: vec![Order::Strict, Order::PerSymbol],
+            lossless_orders: vec![Order::Strict],
             pipeline: true,
             recovery: false,
             loopback: true,
@@ -348,14 +384,16 @@ mod tests {
     #[test]
     fn shared_cells_run_once_and_skips_are_named() {
         let p = plan(&args(false));
-        // rate: 2x2; clients: +2 (c4); inproc: +2; ab: +1; threads: +4
-        // (its single-thread cells are the rate table's), +2 large-packet.
-        assert_eq!(p.cells.len(), 15);
+        // rate: 2x2; clients: +2 (c4); inproc: +2 drop rates x 2 orders;
+        // ab: +0 (its lossy cell is the strict 5 % one), +1 with A/B;
+        // threads: +4 (its single-thread cells are the rate table's), +2
+        // large-packet.
+        assert_eq!(p.cells.len(), 17);
         assert_eq!(p.scenarios.len(), 5);
         // With the recovery table: +12 (2 losses x 3 client counts x
         // upstream or at the client).
         let r = plan(&ProfileArgs { recovery: true, ..args(false) });
-        assert_eq!(r.cells.len(), 15 + 12);
+        assert_eq!(r.cells.len(), 17 + 12);
         let recovery = &r.scenarios[3];
         assert_eq!(recovery.key, "recovery");
         assert_eq!(recovery.cells.len(), 12);
@@ -370,7 +408,9 @@ mod tests {
         assert_eq!(p.skipped.len(), 2);
         assert!(p.skipped.iter().any(|s| s.starts_with("the Aeron peer: built without")));
         let p = plan(&args(true));
-        assert_eq!(p.cells.len(), 15 + 6 + 12);
+        // netns: 3 transports x 2 rates; bridge loss: 4 rates x (tcp strict,
+        // multicast and xdp in both orders).
+        assert_eq!(p.cells.len(), 17 + 6 + 20);
         assert_eq!(p.skipped.len(), 1);
     }
 
@@ -382,7 +422,7 @@ mod tests {
         // Loopback: 1 and 4 clients × 2 layouts, rate 0 × 2, each drop rate
         // inline; netns: the base and 1 %, 5 % bridge loss inline. Their
         // Tickwire counterparts are cells of the other tables already.
-        assert_eq!(p.cells.len(), 15 + 6 + 12 + 8 + 3);
+        assert_eq!(p.cells.len(), 17 + 6 + 20 + 8 + 3);
         assert!(p.skipped.is_empty(), "{:?}", p.skipped);
         for key in ["aeron", "aeron-netns"] {
             let s = p.scenarios.iter().find(|s| s.key == key).unwrap();
@@ -395,5 +435,56 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn per_symbol_order_runs_on_the_lossy_datagram_cells_only() {
+        let p = plan(&args(true));
+        let per_symbol: Vec<&CellSpec> =
+            p.cells.iter().filter(|c| c.order == Order::PerSymbol).collect();
+        assert_eq!(per_symbol.len(), 2 + 8);
+        for c in &per_symbol {
+            assert!(c.lossy(), "{}", c.id());
+            assert_ne!(c.transport, TransportKind::Tcp, "{}", c.id());
+            assert!(c.id().ends_with("-per-symbol"), "{}", c.id());
+            let strict = CellSpec { order: Order::Strict, ..(*c).clone() };
+            assert!(p.cells.contains(&strict), "no strict twin of {}", c.id());
+        }
+        // Only the loss tables hold them.
+        for s in &p.scenarios {
+            let n = s.cells.iter().filter(|&&i| p.cells[i].order == Order::PerSymbol).count();
+            let want = match s.key {
+                "inproc-loss" => 2,
+                "kernel-loss" => 8,
+                _ => 0,
+            };
+            assert_eq!(n, want, "{}", s.key);
+        }
+        // --orders strict: the profile as before the orders.
+        let strict = plan(&ProfileArgs { orders: vec![Order::Strict], ..args(true) });
+        assert_eq!(strict.cells.len(), 15 + 6 + 12);
+        assert!(strict.cells.iter().all(|c| c.order == Order::Strict));
+        // --lossless-orders strict,per-symbol: the lossless A/B beside them,
+        // in the loss tables (loopback multicast; netns multicast and xdp).
+        let ab = plan(&ProfileArgs {
+            lossless_orders: vec![Order::Strict, Order::PerSymbol],
+            ..args(true)
+        });
+        let lossless: Vec<String> = ab
+            .cells
+            .iter()
+            .filter(|c| c.order == Order::PerSymbol && !c.lossy())
+            .map(CellSpec::id)
+            .collect();
+        assert_eq!(
+            lossless,
+            [
+                "multicast-loopback-r100000-c1-per-symbol",
+                "multicast-netns-r100000-c1-per-symbol",
+                "xdp-netns-r100000-c1-per-symbol"
+            ]
+        );
+        let kl = ab.scenarios.iter().find(|s| s.key == "kernel-loss").unwrap();
+        assert_eq!(kl.cells.iter().filter(|&&i| !ab.cells[i].lossy()).count(), 4);
     }
 }

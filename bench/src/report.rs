@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tickwire_transports::select::TransportKind;
 
-use crate::cell::{CellRun, CellSpec, Mode};
+use crate::cell::{CellRun, CellSpec, Mode, Order, SYMBOLS};
 use crate::floor::{FloorKey, FloorRun, Test};
 use crate::profile::Plan;
 use crate::stats::{Agg, agg, med_range, num, ratio};
@@ -80,7 +80,7 @@ impl FloorResult {
 pub type Figure = fn(&CellRun) -> Option<f64>;
 
 /// The named figures of a cell run, for the JSON summary.
-pub const FIELDS: [(&str, Figure); 22] = [
+pub const FIELDS: [(&str, Figure); 30] = [
     ("delivered_msgs_per_s", |r| r.delivered_msgs_per_s),
     ("published_msgs_per_s", |r| r.published_msgs_per_s),
     ("tick_to_cache_p50_us", |r| r.t2c_p50_us),
@@ -101,6 +101,14 @@ pub const FIELDS: [(&str, Figure); 22] = [
     ("recovery_p50_us", |r| r.recovery_p50_us),
     ("recovery_p99_us", |r| r.recovery_p99_us),
     ("bridge_drops", |r| r.bridge_drops),
+    ("held_share", |r| r.held_share),
+    ("messages_held", |r| r.messages_held),
+    ("messages_ahead", |r| r.messages_ahead),
+    ("stale_periods", |r| r.stale_periods),
+    ("stale_ms_total", |r| r.stale_ms_total),
+    ("stale_ms_per_symbol", |r| r.stale_ms_per_symbol),
+    ("stale_mean_us", |r| r.stale_mean_us),
+    ("stale_now", |r| r.stale_now),
     ("messages_delivered_min", |r| r.delivered_min),
     ("messages_published", |r| r.published),
 ];
@@ -149,6 +157,234 @@ fn loss_label(c: &CellResult) -> String {
     }
 }
 
+/// The delivery order as tables show it (Aeron has its stream's order only).
+fn order_label(s: &CellSpec) -> &'static str {
+    if s.peer.is_aeron() { "—" } else { s.order.name() }
+}
+
+/// The scenarios whose lossy cells run in both delivery orders.
+pub const LOSS_TABLES: [&str; 2] = ["inproc-loss", "kernel-loss"];
+
+/// A ratio as `1.23×`.
+fn times(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.2}×"))
+}
+
+/// The loss tables' delivery figures: each row's order, tick-to-cache,
+/// recovery, what waited behind holes and how long symbols were stale.
+/// The first loss table explains the columns; `explained` says it has been.
+fn delivery_table(
+    s: &mut String,
+    r: &Results,
+    sc: &crate::profile::Scenario,
+    explained: &mut bool,
+) {
+    if std::mem::replace(explained, true) {
+        let _ = writeln!(
+            s,
+            "Delivery order under loss (columns and formulas as under the first loss table).\n"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "Delivery order under loss (medians of the repetitions, min–max in brackets; a \
+         repetition's figure is the median over its clients). **held**: messages that waited in \
+         the reorder buffer behind a hole, as a share of the messages delivered \
+         (`delivery.held_share`). **Stale** (per-symbol order only: strict order counts no \
+         stale time, because a hole holds back every symbol): **stale mean** is the mean length \
+         of one stale period (`delivery.stale_mean_us`: from the moment a message of the symbol \
+         has to wait for a hole until the symbol is up to date again); **stale ms / symbol** = `delivery.stale_ms_total` / \
+         {SYMBOLS} (the universe, `server --symbols`): the time an average symbol spent stale \
+         over the run. Lossless cells run in strict order only: with no hole nothing waits and \
+         per-symbol order applies every message as strict order does, so its row would repeat \
+         the strict one (`compare --lossless-orders strict,per-symbol` runs both, to measure \
+         what it costs); tcp rows are strict only (TCP delivers a stream without holes).\n"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| loss | transport | net | order | tick-to-cache p50 µs | p99 µs | recovery p99 µs | held % | stale periods | stale mean µs | stale ms / symbol | unrecovered | complete |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for &i in &sc.cells {
+        let c = &r.cells[i];
+        let strict = c.spec.order == Order::Strict;
+        let stale = |f: Figure| if strict { "—".into() } else { med_range(c.agg(f)) };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            loss_label(c),
+            c.spec.label(),
+            c.spec.net.name(),
+            order_label(&c.spec),
+            med_range(c.agg(|x| x.t2c_p50_us)),
+            med_range(c.agg(|x| x.t2c_p99_us)),
+            med_range(c.agg(|x| x.recovery_p99_us)),
+            med_range(c.agg(|x| x.held_share.map(|h| h * 100.0))),
+            stale(|x| x.stale_periods),
+            stale(|x| x.stale_mean_us),
+            stale(|x| x.stale_ms_per_symbol),
+            num(c.agg(|x| x.unrecovered).max),
+            if c.complete() { "yes" } else { "NO" },
+        );
+    }
+    let _ = writeln!(s);
+}
+
+/// Issue 23's bounds on per-symbol order at a loss rate: tick-to-cache p50
+/// at most this many times the lossless p50, and p99 at most this many µs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// Largest per-symbol p50 / lossless p50, where the issue bounds it.
+    pub p50_vs_lossless: Option<f64>,
+    /// Largest per-symbol p99, µs.
+    pub p99_us: f64,
+}
+
+impl Target {
+    /// The bounds at `loss_percent`: 5 %: p50 ≤ 1.5× lossless, p99 ≤ 2 ms;
+    /// 1 %: p99 ≤ 1 ms; other rates: none.
+    pub fn at(loss_percent: f64) -> Option<Target> {
+        let near = |x: f64| (loss_percent - x).abs() < 1e-9;
+        if near(5.0) {
+            Some(Target { p50_vs_lossless: Some(1.5), p99_us: 2000.0 })
+        } else if near(1.0) {
+            Some(Target { p50_vs_lossless: None, p99_us: 1000.0 })
+        } else {
+            None
+        }
+    }
+
+    /// As the table states it.
+    pub fn text(self) -> String {
+        let p99 = format!("p99 ≤ {} ms", self.p99_us / 1000.0);
+        match self.p50_vs_lossless {
+            Some(x) => format!("p50 ≤ {x}× lossless, {p99}"),
+            None => p99,
+        }
+    }
+
+    /// Whether `pair` meets it (`None`: a figure is missing).
+    pub fn met(self, pair: &OrderPair) -> Option<bool> {
+        let p99 = pair.per_symbol.agg(|x| x.t2c_p99_us).median?;
+        let p50_ok = match self.p50_vs_lossless {
+            Some(max) => pair.p50_vs_lossless()? <= max,
+            None => true,
+        };
+        Some(p50_ok && p99 <= self.p99_us)
+    }
+}
+
+/// A per-symbol cell, its strict twin and the lossless strict cell of the same job.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderPair<'a> {
+    /// The per-symbol cell.
+    pub per_symbol: &'a CellResult,
+    /// The same cell in strict order.
+    pub strict: Option<&'a CellResult>,
+    /// The same job without loss, in strict order (the profile's message count).
+    pub lossless: Option<&'a CellResult>,
+}
+
+impl OrderPair<'_> {
+    /// Per-symbol / strict of a figure's medians.
+    pub fn vs_strict(&self, f: Figure) -> Option<f64> {
+        ratio(self.per_symbol.agg(f).median, self.strict.and_then(|c| c.agg(f).median))
+    }
+
+    /// Per-symbol p50 / lossless p50.
+    pub fn p50_vs_lossless(&self) -> Option<f64> {
+        let f: Figure = |x| x.t2c_p50_us;
+        ratio(self.per_symbol.agg(f).median, self.lossless.and_then(|c| c.agg(f).median))
+    }
+
+    /// Per-symbol p99 / lossless p99.
+    pub fn p99_vs_lossless(&self) -> Option<f64> {
+        let f: Figure = |x| x.t2c_p99_us;
+        ratio(self.per_symbol.agg(f).median, self.lossless.and_then(|c| c.agg(f).median))
+    }
+
+    /// Issue 23's bounds at this loss rate (lossy cells only).
+    pub fn target(&self) -> Option<Target> {
+        let s = &self.per_symbol.spec;
+        if s.lossy() { Target::at(s.loss_percent()) } else { None }
+    }
+}
+
+/// Every per-symbol cell with its strict twin and lossless reference, in plan order.
+pub fn order_pairs(r: &Results) -> Vec<OrderPair<'_>> {
+    let messages = r.config["messages"].as_u64().unwrap_or_default();
+    let find = |spec: &CellSpec| r.cells.iter().find(|c| c.spec == *spec);
+    r.cells
+        .iter()
+        .filter(|c| c.spec.order == Order::PerSymbol)
+        .map(|c| OrderPair {
+            per_symbol: c,
+            strict: find(&CellSpec { order: Order::Strict, ..c.spec.clone() }),
+            lossless: find(&c.spec.lossless(messages)),
+        })
+        .collect()
+}
+
+/// Per-symbol against strict, cell by cell, with the lossless reference
+/// and issue 23's bounds.
+fn order_table(s: &mut String, r: &Results) {
+    let pairs = order_pairs(r);
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## Per-symbol vs strict order
+"
+    );
+    let _ = writeln!(
+        s,
+        "Each per-symbol cell beside the same cell in strict order, and the lossless cell of the \
+         same transport, path and rate (strict order; medians of the repetitions). Ratios: \
+         per-symbol / strict (below 1: per-symbol is faster), per-symbol / lossless (1: loss \
+         costs nothing). Issue 23's bounds on per-symbol order: at 5 % loss p50 ≤ 1.5× the \
+         lossless p50 and p99 ≤ 2 ms; at 1 % loss p99 ≤ 1 ms.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| loss | transport | net | p50 µs strict → per-symbol | p50 per-symbol / strict | p99 µs strict → per-symbol | p99 per-symbol / strict | lossless p50 / p99 µs | p50 per-symbol / lossless | p99 per-symbol / lossless | issue 23 bound | met |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---:|---|---:|---|---:|---:|---|---|");
+    for p in &pairs {
+        let c = p.per_symbol;
+        let med = |c: Option<&CellResult>, f: Figure| num(c.and_then(|c| c.agg(f).median));
+        let (p50, p99): (Figure, Figure) = (|x| x.t2c_p50_us, |x| x.t2c_p99_us);
+        let target = p.target();
+        let met = match target.map(|t| t.met(p)) {
+            None => "—",
+            Some(Some(true)) => "yes",
+            Some(Some(false)) => "NO",
+            Some(None) => "n/a",
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} → {} | {} | {} → {} | {} | {} / {} | {} | {} | {} | {} |",
+            loss_label(c),
+            c.spec.label(),
+            c.spec.net.name(),
+            med(p.strict, p50),
+            med(Some(c), p50),
+            times(p.vs_strict(p50)),
+            med(p.strict, p99),
+            med(Some(c), p99),
+            times(p.vs_strict(p99)),
+            med(p.lossless, p50),
+            med(p.lossless, p99),
+            times(p.p50_vs_lossless()),
+            times(p.p99_vs_lossless()),
+            target.map_or("—".into(), Target::text),
+            met,
+        );
+    }
+    let _ = writeln!(s);
+}
+
 /// Sum-free "a + b" of two medians.
 fn plus(a: Agg, b: Agg) -> String {
     format!("{} + {}", num(a.median), num(b.median))
@@ -170,6 +406,7 @@ fn aeron_ratios(r: &Results, s: &mut String) {
             && !t.pipeline
             && t.mode == Mode::Default
             && t.max_packet.is_none()
+            && t.order == Order::Strict
     };
     let pairs: Vec<(&CellResult, &CellResult)> = r
         .cells
@@ -312,14 +549,18 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     let _ = writeln!(s);
+    let mut explained = false;
     for sc in &r.plan.scenarios {
         let _ = writeln!(s, "## {}\n", sc.title);
         let _ = writeln!(
             s,
-            "| transport | net | rate | clients | loss | A/B | idle | client threads | max packet B | delivered msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | p50 / floor | p99 / floor | server CPU ns/msg | client CPU ns/msg | packets/msg | wire B/msg | frames/msg | gaps | NACKs | snapshots | unrecovered | recovery p50 / p99 µs | runs ok | complete |"
+            "| transport | net | rate | clients | loss | order | A/B | idle | client threads | max packet B | delivered msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | p50 / floor | p99 / floor | server CPU ns/msg | client CPU ns/msg | packets/msg | wire B/msg | frames/msg | gaps | NACKs | snapshots | unrecovered | recovery p50 / p99 µs | runs ok | complete |"
         );
-        let _ =
-            writeln!(s, "|---|---|---:|---:|---|---|---|---|---:|{}---:|---|", "---:|".repeat(18));
+        let _ = writeln!(
+            s,
+            "|---|---|---:|---:|---|---|---|---|---|---:|{}---:|---|",
+            "---:|".repeat(17)
+        );
         for &i in &sc.cells {
             let c = &r.cells[i];
             let sp = &c.spec;
@@ -331,12 +572,13 @@ pub fn markdown(r: &Results) -> String {
             let ok = c.runs.iter().filter(|x| x.is_ok()).count();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {ok}/{} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {ok}/{} | {} |",
                 sp.label(),
                 sp.net.name(),
                 sp.rate_label(),
                 sp.clients,
                 loss_label(c),
+                order_label(sp),
                 if sp.ab { "on" } else { "off" },
                 sp.mode.name(),
                 if sp.pipeline { "pipeline" } else { "single" },
@@ -367,11 +609,15 @@ pub fn markdown(r: &Results) -> String {
         if sc.key == "recovery" {
             recovery_table(&mut s, r, sc);
         }
+        if LOSS_TABLES.contains(&sc.key) {
+            delivery_table(&mut s, r, sc, &mut explained);
+        }
     }
     let _ = writeln!(
         s,
         "(unrecovered: the largest over the repetitions; complete: every client of every repetition delivered up to the last sequence, 0 unrecovered)\n"
     );
+    order_table(&mut s, r);
     aeron_ratios(r, &mut s);
     if !r.plots.is_empty() || r.plot_error.is_some() {
         let _ = writeln!(s, "## Plots\n");
@@ -490,6 +736,26 @@ pub fn json(r: &Results) -> Value {
         })).collect::<Vec<_>>(),
         "floor": floors,
         "cells": cells,
+        "per_symbol_vs_strict": order_pairs(r).iter().map(|p| {
+            let (p50, p99): (Figure, Figure) = (|x| x.t2c_p50_us, |x| x.t2c_p99_us);
+            let target = p.target();
+            json!({
+                "per_symbol": p.per_symbol.spec.id(),
+                "strict": p.strict.map(|c| c.spec.id()),
+                "lossless": p.lossless.map(|c| c.spec.id()),
+                "loss_percent": p.per_symbol.spec.loss_percent(),
+                "p50_per_symbol_to_strict": p.vs_strict(p50),
+                "p99_per_symbol_to_strict": p.vs_strict(p99),
+                "lossless_p50_us": p.lossless.and_then(|c| c.agg(p50).median),
+                "lossless_p99_us": p.lossless.and_then(|c| c.agg(p99).median),
+                "p50_per_symbol_to_lossless": p.p50_vs_lossless(),
+                "p99_per_symbol_to_lossless": p.p99_vs_lossless(),
+                "target": target.map(|t| json!({
+                    "p50_to_lossless_max": t.p50_vs_lossless, "p99_us_max": t.p99_us,
+                    "met": t.met(p),
+                })),
+            })
+        }).collect::<Vec<_>>(),
         "plots": r.plots,
     })
 }

@@ -117,16 +117,20 @@ fn check_cells(json: &Value) -> Vec<String> {
     ids
 }
 
-/// The report's files: report.md, results.json, 4 plots in SVG and PNG, a .hgrm per cell.
+/// The report's files: report.md, results.json, 5 plots in SVG and PNG, a .hgrm per cell.
 fn check_files(out: &Path) -> (String, Value) {
     let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     let json: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("results.json")).expect("results.json"),
     )
     .expect("JSON");
-    for p in
-        ["latency_percentiles", "delivered_vs_offered", "server_cpu_vs_clients", "recovery_vs_loss"]
-    {
+    for p in [
+        "latency_percentiles",
+        "delivered_vs_offered",
+        "server_cpu_vs_clients",
+        "recovery_vs_loss",
+        "latency_vs_loss_by_order",
+    ] {
         let svg = std::fs::read_to_string(out.join(format!("{p}.svg"))).expect("svg");
         assert!(svg.contains("<svg"), "{p}.svg");
         let png = std::fs::read(out.join(format!("{p}.png"))).expect("png");
@@ -139,6 +143,65 @@ fn check_files(out: &Path) -> (String, Value) {
         assert!(text.contains("Percentile") && text.contains("#[Max"), "{h}");
     }
     (report, json)
+}
+
+/// A loss cell in both delivery orders (`strict` is `id`, `per-symbol` is
+/// `id-per-symbol`): the delivery table has a row of each, the per-symbol
+/// vs strict table a row, and the JSON the delivery figures, with what
+/// per-symbol order changes: fewer messages held behind the same seeded
+/// losses, messages applied ahead of holes, stale periods only there.
+fn check_orders(report: &str, json: &Value, id: &str, loss: &str) {
+    let (t, net) = {
+        let mut f = id.split('-');
+        (f.next().unwrap(), f.next().unwrap())
+    };
+    let rows = |head: &str| report.lines().filter(|l| l.starts_with(head)).count();
+    for order in ["strict", "per-symbol"] {
+        let row = format!("| {loss} | {t} | {net} | {order} |");
+        assert_eq!(rows(&row), 1, "no delivery row {row}\n{report}");
+    }
+    assert!(report.contains("## Per-symbol vs strict order"), "{report}");
+    // The delivery table's two rows and the per-symbol vs strict row.
+    assert_eq!(rows(&format!("| {loss} | {t} | {net} |")), 3, "{id}\n{report}");
+    let cells = json["cells"].as_array().unwrap();
+    let cell = |id: &str| {
+        let c = cells.iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no cell {id}"));
+        (c["spec"]["order"].as_str().unwrap().to_string(), c["summary"].clone())
+    };
+    let ps_id = format!("{id}-per-symbol");
+    let ((so, strict), (po, ps)) = (cell(id), cell(&ps_id));
+    assert_eq!((so.as_str(), po.as_str()), ("strict", "per-symbol"));
+    let m = |s: &Value, k: &str| {
+        s[k]["median"].as_f64().unwrap_or_else(|| panic!("{k} missing in {s}"))
+    };
+    let (held_s, held_p) = (m(&strict, "held_share"), m(&ps, "held_share"));
+    assert!(held_s > 0.0 && held_s <= 1.0, "{id}: strict held {held_s}");
+    assert!(held_p < held_s, "{id}: per-symbol held {held_p} >= strict {held_s}");
+    assert_eq!(m(&strict, "messages_ahead"), 0.0, "{id}");
+    assert_eq!(m(&strict, "stale_periods"), 0.0, "{id}");
+    assert!(m(&ps, "messages_ahead") > 0.0, "{id}: nothing applied ahead of a hole");
+    assert!(m(&ps, "stale_periods") > 0.0, "{id}: no stale period");
+    let (mean, total, per) =
+        (m(&ps, "stale_mean_us"), m(&ps, "stale_ms_total"), m(&ps, "stale_ms_per_symbol"));
+    assert!(mean > 0.0 && total > 0.0, "{id}: stale {mean} µs mean, {total} ms total");
+    let symbols = json["config"]["symbols"].as_f64().unwrap();
+    assert!((per - total / symbols).abs() <= 1e-9 * total.max(1.0), "{per} != {total} / {symbols}");
+    let pair = json["per_symbol_vs_strict"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["per_symbol"] == ps_id.as_str())
+        .unwrap_or_else(|| panic!("{ps_id} not in per_symbol_vs_strict"));
+    assert_eq!(pair["strict"], id);
+    assert!(pair["lossless"].as_str().is_some_and(|l| !l.contains("drop") && !l.contains("loss")));
+    for k in ["p50_per_symbol_to_strict", "p99_per_symbol_to_strict", "p50_per_symbol_to_lossless"]
+    {
+        assert!(pair[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {pair}");
+    }
+    let (p50_p, p50_l) =
+        (m(&ps, "tick_to_cache_p50_us"), pair["lossless_p50_us"].as_f64().unwrap());
+    let r = pair["p50_per_symbol_to_lossless"].as_f64().unwrap();
+    assert!((r - p50_p / p50_l).abs() < 1e-9 * r, "ratio {r} != {p50_p} / {p50_l}");
 }
 
 #[test]
@@ -169,11 +232,11 @@ fn tiny_profile_on_loopback_writes_the_full_report() {
         assert!(report.contains(t), "report.md lacks {t:?}");
     }
     let rows = |needle: &str| report.lines().filter(|l| l.starts_with(needle)).count();
-    // rate table: 2 each; subscribers: 2 each; loss: mc 2; A/B: mc 2;
-    // client threads: 4 each (2 rates, single and pipeline), and 2 more
-    // multicast rows with large packets.
+    // rate table: 2 each; subscribers: 2 each; loss: mc 3 (lossless, 2 %
+    // strict and per-symbol); A/B: mc 2; client threads: 4 each (2 rates,
+    // single and pipeline), and 2 more multicast rows with large packets.
     assert_eq!(rows("| tcp | loopback |"), 8, "{report}");
-    assert_eq!(rows("| multicast | loopback |"), 14, "{report}");
+    assert_eq!(rows("| multicast | loopback |"), 15, "{report}");
     for t in ["tcp", "multicast"] {
         let piped: Vec<&str> = report
             .lines()
@@ -192,7 +255,7 @@ fn tiny_profile_on_loopback_writes_the_full_report() {
     );
     assert!(report.lines().any(|l| l.contains("in-process 2%")), "a loss row");
     let ids = check_cells(&json);
-    assert_eq!(ids.len(), 14, "{ids:?}");
+    assert_eq!(ids.len(), 15, "{ids:?}");
     assert!(ids.iter().any(|i| i == "tcp-loopback-r0-c1-pipeline"), "{ids:?}");
     let large = json["cells"]
         .as_array()
@@ -211,6 +274,7 @@ fn tiny_profile_on_loopback_writes_the_full_report() {
         .find(|c| c["id"] == "multicast-loopback-r20000-c1-drop0.02")
         .unwrap();
     assert!(lossy["summary"]["gaps"]["median"].as_f64().unwrap() > 0.0);
+    check_orders(&report, &json, "multicast-loopback-r20000-c1-drop0.02", "in-process 2%");
     if sockperf_available() {
         for f in
             ["udp ping-pong (loopback)", "tcp ping-pong (loopback)", "udp throughput (loopback)"]
@@ -286,7 +350,9 @@ fn tiny_profile_across_namespaces_with_kernel_loss() {
     }
     for t in &want {
         let n = report.lines().filter(|l| l.starts_with(&format!("| {t} | netns |"))).count();
-        assert_eq!(n, if lossy { 3 } else { 2 }, "{t}: two rates and a lossy row\n{report}");
+        // Two rates and a lossy row; datagram transports' lossy row in both orders.
+        let lossy_rows = if *t == "tcp" { 1 } else { 2 };
+        assert_eq!(n, if lossy { 2 + lossy_rows } else { 2 }, "{t}: rates, lossy rows\n{report}");
         assert!(
             !lossy
                 || report
@@ -310,6 +376,25 @@ fn tiny_profile_across_namespaces_with_kernel_loss() {
     if lossy {
         assert!(ids.iter().any(|i| i.ends_with("-loss1")));
         assert!(stderr.contains("bridge loss 1% by "), "{stderr}");
+        let mechanism = json["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "multicast-netns-r20000-c1-loss1")
+            .and_then(|c| c["loss_mechanism"].as_str())
+            .unwrap()
+            .to_string();
+        for t in want.iter().filter(|&&t| t != "tcp") {
+            let id = format!("{t}-netns-r20000-c1-loss1");
+            check_orders(&report, &json, &id, &format!("bridge 1% ({mechanism})"));
+        }
+        // Issue 23's bound at 1 % loss is stated beside the rows.
+        assert!(
+            report.lines().any(|l| l.starts_with("| bridge 1% (")
+                && l.contains("| multicast | netns |")
+                && l.contains("| p99 ≤ 1 ms |")),
+            "{report}"
+        );
     }
     let prefix = json["config"]["netns_prefix"].as_str().unwrap();
     assert!(

@@ -1,6 +1,7 @@
 //! The receiver's in-order path: what a subscriber pays per message when
 //! nothing is lost (parse and CRC, sequencing, the event queue), fed packet
-//! by packet and drained after each, as the client does.
+//! by packet and drained after each, as the client does; in feed order and
+//! in per-symbol order (which also tracks every symbol's update number).
 //!
 //! `cargo bench -p tickwire-core --bench receiver -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -11,7 +12,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use tickwire_core::gbm::{GbmConfig, Generator};
-use tickwire_core::recovery::{Event, Receiver, ReceiverConfig};
+use tickwire_core::recovery::{Event, Order, Receiver, ReceiverConfig};
 use tickwire_core::wire::{
     DEFAULT_MAX_PACKET, HEADER_LEN, PacketKind, PacketRepr, emit_message, message_len,
 };
@@ -55,23 +56,28 @@ fn bench(c: &mut Criterion) {
     let (packets, messages) = stream();
     let mut g = c.benchmark_group("receiver");
     g.throughput(Throughput::Elements(messages));
-    g.bench_function("in_order (handle_packet + poll_event)", |b| {
-        b.iter_batched_ref(
-            || Receiver::new(ReceiverConfig::default()),
-            |rx| {
-                let mut delivered = 0u64;
-                for (i, p) in packets.iter().enumerate() {
-                    rx.handle_packet(Instant(i as u64 * 1_000), Line::A, p);
-                    while let Some(ev) = rx.poll_event() {
-                        delivered += u64::from(matches!(ev, Event::Message { .. }));
+    for (name, order) in [
+        ("in_order (handle_packet + poll_event)", Order::Strict),
+        ("in_order per-symbol (handle_packet + poll_event)", Order::PerSymbol),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || Receiver::new(ReceiverConfig { order, ..ReceiverConfig::default() }),
+                |rx| {
+                    let mut delivered = 0u64;
+                    for (i, p) in packets.iter().enumerate() {
+                        rx.handle_packet(Instant(i as u64 * 1_000), Line::A, p);
+                        while let Some(ev) = rx.poll_event() {
+                            delivered += u64::from(matches!(ev, Event::Message { .. }));
+                        }
                     }
-                }
-                assert_eq!(delivered, messages, "every message delivered in order");
-                black_box(delivered)
-            },
-            BatchSize::SmallInput,
-        )
-    });
+                    assert_eq!(delivered, messages, "every message delivered in order");
+                    black_box(delivered)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 

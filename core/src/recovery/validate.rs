@@ -70,6 +70,11 @@ impl ProbeState {
     pub(super) fn mark_sent(&mut self) {
         self.sent = true;
     }
+
+    /// Probes of this round re-sent so far.
+    pub(super) fn retries(&self) -> u32 {
+        self.retries
+    }
 }
 
 impl Receiver {
@@ -215,6 +220,7 @@ impl Receiver {
             return;
         }
         self.stats.validation.statuses += 1;
+        self.rtt_probe_answered(now);
         let claims = self.probe.claims;
         self.resolve(now, repr.epoch, repr.first_seq.0, st, claims);
         self.end_probe_round(now);

@@ -40,9 +40,10 @@ use crate::wire::{HEADER_LEN, PacketKind};
 /// recovery; a server whose loop rounds timers to 1 ms (mio) would stretch it further.
 pub const DEFAULT_REPAIR_COALESCE: Duration = Duration::ZERO;
 /// Default repair linger: a NACK overlapping a range multicast within the
-/// last 3 ms is trimmed of it — unless it is a *retry* of that requester
-/// (it was served an overlapping NACK before, past the per-peer linger),
-/// which is repaired again at once. Longer than the spread of the
+/// last 3 ms is trimmed of it. A *retry* of a requester (it was served an
+/// overlapping NACK before, past the per-peer linger: the repair did not
+/// reach it) is trimmed only of what went out within the per-peer linger
+/// (`DEFAULT_LINGER`, 100 µs) and repaired again at once. Longer than the spread of the
 /// subscribers' first NACKs for one loss (the receiver's multicast jitter,
 /// at most 1.5 ms, plus a round trip), so those cost nothing; shorter than
 /// the fixed first retry of receivers that do not measure the round trip
@@ -187,15 +188,14 @@ impl RepairState {
     }
 
     /// Split `[start, end)` into what no range repaired within `linger` (or
-    /// pending) covers; the pieces are left in `self.pieces`. A `retry` is
-    /// trimmed of what is pending only.
-    fn trim(&mut self, start: u64, end: u64, now: Instant, linger: Duration, retry: bool) {
+    /// pending) covers; the pieces are left in `self.pieces`.
+    fn trim(&mut self, start: u64, end: u64, now: Instant, linger: Duration) {
         self.pieces.clear();
         self.pieces.push((start, end));
         let covers = self
             .recent
             .iter()
-            .filter(|r| !retry && now < r.at + linger)
+            .filter(|r| now < r.at + linger)
             .map(|r| (r.start, r.end))
             .chain(self.pending.iter().map(|p| (p.start, p.end)));
         for (cs, ce) in covers {
@@ -277,9 +277,11 @@ impl Sequencer {
     /// A validated NACK for `[start, end)` (inside the window, clipped to
     /// what is published and the per-NACK cap), in multicast mode. `retry`:
     /// the requester was served an overlapping NACK before (past the
-    /// per-peer linger), so the repair sent since did not reach it: it is
-    /// repaired again (on the group, where others who lost the same repair
-    /// get it too), not trimmed against what was sent.
+    /// per-peer linger), so the repairs sent since did not reach it: it is
+    /// trimmed only of what went out within the per-peer linger (still on
+    /// its way to it; the other subscribers that lost the same repair retry
+    /// at about the same time, and share the next one) and repaired again on
+    /// the group, where those others get it too.
     pub(super) fn repair_nack_multicast(
         &mut self,
         now: Instant,
@@ -288,8 +290,8 @@ impl Sequencer {
         end: u64,
         retry: bool,
     ) -> MulticastNack {
-        let linger = self.cfg.repair.linger;
-        self.repair.trim(start, end, now, linger, retry);
+        let linger = if retry { self.cfg.limits.linger } else { self.cfg.repair.linger };
+        self.repair.trim(start, end, now, linger);
         let asked = end - start;
         let left: u64 = self.repair.pieces.iter().map(|(a, b)| b - a).sum();
         if left < asked {

@@ -28,10 +28,10 @@ pub const DEFAULT_NACK_JITTER: Duration = Duration::from_micros(300);
 /// is its ceiling (and the spread before any sample).
 pub const DEFAULT_MULTICAST_NACK_JITTER: Duration = Duration::from_micros(1500);
 /// The multicast first-NACK spread in measured round trips (SRTT): with N
-/// subscribers about `1 + N / 10` NACK one shared loss (2.6 for 16), as the
+/// subscribers about `1 + N / 16` NACK one shared loss (2 for 16), as the
 /// fixed 1.5 ms gave on a 100 µs LAN, while on a 50 µs path the spread, and
-/// so the recovery, is 500 µs instead of 1.5 ms.
-pub const MULTICAST_JITTER_RTTS: u32 = 10;
+/// so the recovery, is 800 µs instead of 1.5 ms.
+pub const MULTICAST_JITTER_RTTS: u32 = 20;
 /// First retry timeout of an unanswered NACK *before any round trip was
 /// measured* (the initial RTO; from the first sample on, the RTO comes from
 /// the measured round trip, `recovery::rtt`). A loopback/LAN round trip plus

@@ -187,6 +187,9 @@ pub struct Receiver {
     rtt: RttEstimator,
     /// The Probe in flight, for an RTT sample.
     probe_rtt: rtt::ProbeSample,
+    /// Another subscriber NACKs on this group: a RepairNotice came for a
+    /// range this receiver had not asked for (see `nack::first_nack_due`).
+    peers_seen: bool,
 }
 
 impl Receiver {
@@ -242,6 +245,7 @@ impl Receiver {
             announced: VecDeque::with_capacity(MAX_ANNOUNCED_REPAIRS),
             rtt,
             probe_rtt: rtt::ProbeSample::default(),
+            peers_seen: false,
             cfg,
         }
     }
@@ -318,7 +322,7 @@ impl Receiver {
                 }
                 let timing = packet.timing().unwrap_or_default();
                 if repr.kind == PacketKind::Retransmission && self.epoch == Some(repr.epoch) {
-                    self.rtt_retransmission(now, first, u64::from(repr.count));
+                    self.rtt_retransmission(now, line, first, u64::from(repr.count));
                 }
                 self.on_messages(now, line, &repr, timing, messages);
             }

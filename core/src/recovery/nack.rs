@@ -23,12 +23,15 @@ impl Receiver {
         Duration::from_nanos(self.rng.next_u64() % m.saturating_add(1))
     }
 
+    /// When a fresh hole is first NACKed: after the NACK delay and a random
+    /// spread, `nack_jitter` — or, once other subscribers are seen NACKing
+    /// on the group (a RepairNotice of a range this receiver had not asked
+    /// for), the longer multicast spread, so that one of them NACKs a shared
+    /// loss and the others see its notice. A receiver alone behind a
+    /// multicast repairer has nobody to leave the NACK to: its notices all
+    /// answer its own NACKs, and it keeps the short spread.
     pub(super) fn first_nack_due(&mut self, now: Instant) -> Instant {
-        let max = if self.stats.repair_notices > 0 {
-            self.multicast_jitter()
-        } else {
-            self.cfg.nack_jitter
-        };
+        let max = if self.peers_seen { self.multicast_jitter() } else { self.cfg.nack_jitter };
         let j = self.jitter(max);
         now + self.cfg.nack_delay + j
     }
@@ -68,6 +71,14 @@ impl Receiver {
         self.stats.repair_notices += 1;
         let start = repr.first_seq.0;
         let end = start + u64::from(repr.count);
+        // Someone else NACKed what this receiver misses and has not asked
+        // for: it is not alone on the group. (A notice of what it already
+        // has says nothing: it may be its own, overtaken by its repair.)
+        if self.gaps.intersects(start, end)
+            && !self.outstanding.iter().any(|o| o.sent.is_some() && o.start < end && start < o.end)
+        {
+            self.peers_seen = true;
+        }
         if end <= self.next {
             return;
         }

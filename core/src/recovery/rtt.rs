@@ -25,20 +25,27 @@
 //!
 //! **Multicast repair.** With the service repairing on the group, the
 //! Retransmission that fills a NACKed range may answer another subscriber's
-//! NACK for the same loss, sent earlier: the sample is then *shorter* than
-//! this receiver's round trip, never longer (an answer to its own NACK
-//! would come no sooner: the service trims a NACK of what it just repaired).
-//! Such samples are taken all the same — without them a subscriber behind a
-//! multicast repairer would have almost none, as its answers all come on the
-//! group — because a short sample can only make a retry early, never late:
-//! an early retry costs one NACK (and, if the repair is truly still missing,
-//! one more repair), a late one costs latency. The floor bounds how early:
-//! on a LAN the floor, not the estimate, sets the RTO, so the bias changes
-//! nothing there; and the variance term grows with the spread of mixed
-//! samples, which pushes the RTO up again.
+//! NACK for the same loss, sent up to a round trip earlier: the sample is
+//! then *shorter* than this receiver's round trip (anywhere in `(0, RTT)`),
+//! never longer (the service trims a NACK of what it just repaired, so an
+//! answer to its own would come no sooner). For the RTO alone that would be
+//! harmless — a short sample makes a retry early, never late, and on a LAN
+//! the floor, not the estimate, sets the RTO — but the multicast NACK
+//! spread is a multiple of SRTT, and there the bias feeds on itself (more
+//! subscribers → shorter samples → a shorter spread → more NACKs; measured
+//! in `core/tests/simnet.rs`: 16 subscribers sent 3.5× the NACKs of one).
+//! So group repairs are sampled only while the receiver is alone: until a
+//! repair (or a RepairNotice) comes on the group for a hole it had not
+//! NACKed (someone else asks on this group), every answer is to its own
+//! NACK, and the samples are true;
+//! from then on only unicast answers (and Probes) are samples, and the
+//! estimate made meanwhile stands. A subscriber behind a multicast
+//! repairer that is alone from the start thus still measures (its answers
+//! all come on the group).
 
 use std::time::Duration;
 
+use crate::Line;
 use crate::time::Instant;
 
 /// `G` of RFC 6298: the least the variance term adds to SRTT, so the RTO
@@ -171,8 +178,24 @@ impl super::Receiver {
     /// A Retransmission of `[first, first + count)` arrived at `now`, before
     /// it is taken: the first one that brings a still-missing message of a
     /// NACK range in flight, asked for once, gives that range's sample.
-    pub(super) fn rtt_retransmission(&mut self, now: Instant, first: u64, count: u64) {
+    pub(super) fn rtt_retransmission(&mut self, now: Instant, line: Line, first: u64, count: u64) {
         let end = first + count;
+        if line != Line::Unicast && !self.peers_seen {
+            // A repair on the group of a hole this receiver never asked
+            // for: another subscriber did.
+            let i = self.gaps.gaps.partition_point(|g| g.end <= first);
+            self.peers_seen = self
+                .gaps
+                .gaps
+                .range(i..)
+                .take_while(|g| g.start < end)
+                .any(|g| !g.nacked && g.cursor.is_none());
+        }
+        // A repair on the group may answer another subscriber's earlier NACK
+        // (module docs): once others are seen, only unicast answers count.
+        if self.peers_seen && line != Line::Unicast {
+            return;
+        }
         let (gaps, buf) = (&self.gaps, &self.buf);
         let missing = |a: u64, b: u64| {
             gaps.intersects(a, b) && (a..b).any(|q| !buf.present(q) && gaps.find(q).is_some())

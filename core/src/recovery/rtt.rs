@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(RttEstimator::new(10 * US, 200 * US, 2000 * US).rto(), 200 * US);
         assert_eq!(RttEstimator::new(9000 * US, 200 * US, 2000 * US).rto(), 2000 * US);
         // A ceiling below the floor is raised to it.
-        assert_eq!(RttEstimator::new(0 * US, 300 * US, 100 * US).rto(), 300 * US);
+        assert_eq!(RttEstimator::new(Duration::ZERO, 300 * US, 100 * US).rto(), 300 * US);
     }
 
     #[test]

@@ -71,14 +71,7 @@ impl Receiver {
         self.stats.repair_notices += 1;
         let start = repr.first_seq.0;
         let end = start + u64::from(repr.count);
-        // Someone else NACKed what this receiver misses and has not asked
-        // for: it is not alone on the group. (A notice of what it already
-        // has says nothing: it may be its own, overtaken by its repair.)
-        if self.gaps.intersects(start, end)
-            && !self.outstanding.iter().any(|o| o.sent.is_some() && o.start < end && start < o.end)
-        {
-            self.peers_seen = true;
-        }
+        self.note_foreign_repair(start, end);
         if end <= self.next {
             return;
         }

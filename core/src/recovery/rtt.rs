@@ -180,16 +180,8 @@ impl super::Receiver {
     /// NACK range in flight, asked for once, gives that range's sample.
     pub(super) fn rtt_retransmission(&mut self, now: Instant, line: Line, first: u64, count: u64) {
         let end = first + count;
-        if line != Line::Unicast && !self.peers_seen {
-            // A repair on the group of a hole this receiver never asked
-            // for: another subscriber did.
-            let i = self.gaps.gaps.partition_point(|g| g.end <= first);
-            self.peers_seen = self
-                .gaps
-                .gaps
-                .range(i..)
-                .take_while(|g| g.start < end)
-                .any(|g| !g.nacked && g.cursor.is_none());
+        if line != Line::Unicast {
+            self.note_foreign_repair(first, end);
         }
         // A repair on the group may answer another subscriber's earlier NACK
         // (module docs): once others are seen, only unicast answers count.
@@ -219,6 +211,24 @@ impl super::Receiver {
         if let Some(s) = sample {
             self.rtt_sample(s);
         }
+    }
+
+    /// A repair (or its RepairNotice) of `[start, end)` came on the group:
+    /// if it covers a hole this receiver never NACKed, another subscriber
+    /// did, and the receiver is not alone. (Holes it did NACK say nothing:
+    /// the repair may be its own, however late; what it already holds says
+    /// nothing either: it may be its own notice, overtaken by its repair.)
+    pub(super) fn note_foreign_repair(&mut self, start: u64, end: u64) {
+        if self.peers_seen {
+            return;
+        }
+        let i = self.gaps.gaps.partition_point(|g| g.end <= start);
+        self.peers_seen = self
+            .gaps
+            .gaps
+            .range(i..)
+            .take_while(|g| g.start < end)
+            .any(|g| !g.nacked && g.cursor.is_none());
     }
 
     /// The Probe round was answered at `now` by its Status.

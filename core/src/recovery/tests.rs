@@ -1439,3 +1439,28 @@ fn the_multicast_nack_spread_is_a_multiple_of_the_round_trip() {
     rx.rtt.on_sample(Duration::from_millis(3));
     assert_eq!(rx.multicast_jitter(), DEFAULT_MULTICAST_NACK_JITTER);
 }
+
+#[test]
+fn only_a_repair_of_a_hole_never_nacked_shows_other_subscribers() {
+    let mut rx = measured();
+    // Hole 6: NACKed; its notice and repair come on the group after the
+    // RTO ran out (a slow round trip): still its own, it is alone.
+    rx.handle_packet(t(1000), Line::A, &data(E, 7, 1));
+    rx.handle_timeout(t(1200));
+    assert_eq!(requests(&mut rx, t(1200)), vec![nack(6, 1)]);
+    rx.handle_packet(t(1450), Line::A, &repair_notice(E, 6, 1));
+    rx.handle_packet(t(1451), Line::A, &retrans(E, 6, 1));
+    assert!(!rx.peers_seen);
+    // A notice of what it already holds says nothing either.
+    rx.handle_packet(t(1460), Line::A, &repair_notice(E, 2, 3));
+    assert!(!rx.peers_seen);
+    // Hole 8 is announced before this receiver NACKed it: someone else did.
+    rx.handle_packet(t(2000), Line::A, &data(E, 9, 1));
+    rx.handle_packet(t(2050), Line::A, &repair_notice(E, 8, 1));
+    assert!(rx.peers_seen);
+    // From now on group repairs are no samples (they may answer others).
+    let n = rx.stats().rtt.samples;
+    rx.handle_packet(t(2060), Line::A, &retrans(E, 8, 1));
+    assert_eq!(rx.stats().rtt.samples, n);
+    assert_eq!(seqs(&events(&mut rx)), range(6, 10));
+}

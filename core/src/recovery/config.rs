@@ -115,6 +115,12 @@ pub const MAX_BUFFERED_LIMIT: usize = 1 << 24;
 /// at most one snapshot per 100 ms (`publisher::DEFAULT_SNAPSHOT_MIN_INTERVAL`):
 /// 250 ms re-asks quickly when the *request* was lost (it was never served),
 /// and is already past that interval when a lost *answer* must be served again.
+/// It is not taken from the measured round trip: a snapshot takes its
+/// transfer time (unknown before its first part) as well as a round trip,
+/// and a re-ask within the publisher's 100 ms interval is refused, so a
+/// short timeout would only spend the retries (`max_snapshot_retries`) on
+/// refusals. Only a lost *request* would be re-asked sooner; that is left
+/// for a timer that tells "no part yet" from "parts arriving".
 pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(250);
 /// Snapshot requests after the first before giving up (`Unrecoverable`):
 /// twelve (3 s, about six served answers at the publisher's interval) ride out

@@ -187,8 +187,9 @@ pub struct Receiver {
     rtt: RttEstimator,
     /// The Probe in flight, for an RTT sample.
     probe_rtt: rtt::ProbeSample,
-    /// Another subscriber NACKs on this group: a RepairNotice came for a
-    /// range this receiver had not asked for (see `nack::first_nack_due`).
+    /// Another subscriber NACKs on this group: a repair or RepairNotice came
+    /// on it for a hole this receiver never NACKed (`rtt::note_foreign_repair`;
+    /// what it changes: `nack::first_nack_due`, the RTT samples).
     peers_seen: bool,
 }
 

@@ -25,8 +25,8 @@ impl Receiver {
 
     /// When a fresh hole is first NACKed: after the NACK delay and a random
     /// spread, `nack_jitter` — or, once other subscribers are seen NACKing
-    /// on the group (a RepairNotice of a range this receiver had not asked
-    /// for), the longer multicast spread, so that one of them NACKs a shared
+    /// on the group (a repair or notice of a hole this receiver never
+    /// NACKed), the longer multicast spread, so that one of them NACKs a shared
     /// loss and the others see its notice. A receiver alone behind a
     /// multicast repairer has nobody to leave the NACK to: its notices all
     /// answer its own NACKs, and it keeps the short spread.

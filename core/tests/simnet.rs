@@ -1339,7 +1339,12 @@ fn upstream_loss_is_repaired_once_for_every_subscriber() {
                 m.retransmitted_messages,
                 o.retransmitted_messages
             );
-            assert!(m.nacks <= o.nacks * 3, "{n}: {} NACKs, 1: {}", m.nacks, o.nacks);
+            // A receiver takes itself to be alone (short first-NACK spread)
+            // until it sees a repair of a hole it never NACKed: the first
+            // losses of a run cost each subscriber about one NACK more (a
+            // run here has ~12 losses at 1 %; a real session thousands).
+            let startup = n as u64 * runs;
+            assert!(m.nacks <= o.nacks * 3 + startup, "{n}: {} NACKs, 1: {}", m.nacks, o.nacks);
             // A lone subscriber has nobody to leave its NACK to and NACKs
             // after the short spread; many spread their first NACKs over
             // up to `DEFAULT_MULTICAST_NACK_JITTER` (16 round trips) so

@@ -22,6 +22,8 @@
 //!   hole) gives no sample, since its answer may be to either request.
 //! * **A Probe** answered by the Status that echoes its nonce, if the round
 //!   sent it once (a retried Probe carries the same nonce: Karn again).
+//! * **A challenge**: the Status that gives a cookie the receiver lacked
+//!   answers the NACKs it sent without one (the session's first NACK).
 //!
 //! **Multicast repair.** With the service repairing on the group, the
 //! Retransmission that fills a NACKed range may answer another subscriber's
@@ -229,6 +231,21 @@ impl super::Receiver {
             .range(i..)
             .take_while(|g| g.start < end)
             .any(|g| !g.nacked && g.cursor.is_none());
+    }
+
+    /// A challenge (a Status with a cookie this receiver lacked) answered
+    /// its NACKs in flight at `now`: they were sent without the cookie, so
+    /// no data will answer them. The latest one sent once gives the sample
+    /// (the session's first NACK is always challenged: without this the
+    /// first holes would wait the initial RTO).
+    pub(super) fn rtt_challenge(&mut self, now: Instant) {
+        let latest = self.outstanding.iter().filter(|o| !o.retry).filter_map(|o| o.sent).max();
+        for o in self.outstanding.iter_mut() {
+            o.sent = None;
+        }
+        if let Some(sent) = latest {
+            self.rtt_sample(now - sent);
+        }
     }
 
     /// The Probe round was answered at `now` by its Status.

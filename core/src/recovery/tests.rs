@@ -1464,3 +1464,25 @@ fn only_a_repair_of_a_hole_never_nacked_shows_other_subscribers() {
     assert_eq!(rx.stats().rtt.samples, n);
     assert_eq!(seqs(&events(&mut rx)), range(6, 10));
 }
+
+#[test]
+fn the_cookie_challenge_of_the_first_nack_is_an_rtt_sample() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    rx.handle_packet(t(0), Line::A, &data(E, 5, 1));
+    rx.handle_timeout(t(200));
+    assert_eq!(sent(&mut rx, t(200)), vec![(PacketKind::Nack, E, 2, 3, 0)], "no cookie yet");
+    // The service answers with its cookie (echo 0) 70 µs later.
+    rx.handle_packet(t(270), Line::Unicast, &status(E, 6, 0, 1, false));
+    let r = rx.stats().rtt;
+    assert_eq!((r.samples, r.srtt_ns), (1, 70_000));
+    // The NACK goes again at once, with the cookie; that one was asked
+    // before (Karn): its answer is no sample.
+    assert_eq!(sent(&mut rx, t(270)), vec![(PacketKind::Nack, E, 2, 3, COOKIE)]);
+    rx.handle_packet(t(330), Line::Unicast, &retrans(E, 2, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 6));
+    assert_eq!(rx.stats().rtt.samples, 1);
+    // Another challenge of the same cookie is no sample.
+    rx.handle_packet(t(400), Line::Unicast, &status(E, 6, 0, 1, false));
+    assert_eq!(rx.stats().rtt.samples, 1);
+}

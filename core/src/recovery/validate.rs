@@ -209,6 +209,9 @@ impl Receiver {
             }
             if self.epoch == Some(repr.epoch) {
                 self.stats.validation.statuses += 1;
+                if st.echo == 0 && self.cookie != Some(st.cookie) {
+                    self.rtt_challenge(now);
+                }
                 self.learn_cookie(now, st.cookie);
             } else if st.echo == 0 {
                 self.stats.validation.statuses_stale += 1;

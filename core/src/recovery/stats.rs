@@ -150,7 +150,8 @@ pub struct RttStats {
     pub min_ns: u64,
     /// Last sample, ns; 0 before any.
     pub latest_ns: u64,
-    /// Samples taken (answered NACK ranges asked for once, answered Probes).
+    /// Samples taken (answered NACK ranges asked for once, answered Probes,
+    /// the cookie challenge of a NACK).
     pub samples: u64,
 }
 

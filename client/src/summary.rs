@@ -88,6 +88,9 @@ pub struct Summary {
     /// session, epoch, far ahead or behind), cookies learnt, and every
     /// rejection.
     pub validation: tickwire_core::recovery::ValidationStats,
+    /// The request round trip the receiver measured (SRTT, RTTVAR, the RTO
+    /// its NACK retries start from, samples), ns.
+    pub rtt: tickwire_core::recovery::RttStats,
     /// A/B arbitration: messages first seen on line A.
     pub line_a_won: u64,
     /// A/B arbitration: messages first seen on line B.

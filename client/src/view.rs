@@ -117,6 +117,17 @@ impl LiveView {
                     st.messages_held
                 );
             }
+            let r = st.rtt;
+            let _ = writeln!(
+                o,
+                "recovery p50 {}   p99 {}   rtt: srtt {}   rttvar {}   rto {}   ({} samples)",
+                us(st.recovery_percentile(50.0)),
+                us(st.recovery_percentile(99.0)),
+                us(r.srtt_ns),
+                us(r.rttvar_ns),
+                us(r.rto_ns),
+                r.samples
+            );
             let _ = writeln!(
                 o,
                 "tick-to-cache p50 {}   p99 {}   p99.9 {}   max {}   (n={})",

@@ -27,7 +27,8 @@ use tickwire_core::publisher::{
     Sequencer, SequencerConfig, SequencerStats, peer_host,
 };
 use tickwire_core::recovery::{
-    Event, LateJoin, Mode, Order, Receiver, ReceiverConfig, RecoveryStats, StaleReason,
+    DEFAULT_MULTICAST_NACK_JITTER, Event, LateJoin, Mode, Order, Receiver, ReceiverConfig,
+    RecoveryStats, StaleReason,
 };
 use tickwire_core::wire::{
     FLAG_COOKIE, HEADER_LEN, Packet, PacketKind, PacketRepr, TOKEN_LEN, emit_token,
@@ -496,6 +497,8 @@ struct Scenario {
     order: Order,
     /// Keep every symbol's delivery log (to compare orders).
     record: bool,
+    /// One-way delay of the request path and of the answer path (datagram).
+    req_delay: u64,
 }
 
 impl Scenario {
@@ -528,6 +531,7 @@ impl Scenario {
             flood: false,
             order: Order::Strict,
             record: false,
+            req_delay: 40 * US,
         }
     }
 
@@ -558,6 +562,7 @@ impl Scenario {
             flood: false,
             order: Order::Strict,
             record: false,
+            req_delay: 40 * US,
         }
     }
 }
@@ -775,8 +780,8 @@ impl World {
                     mk(sc.loss_a, 50 * US, sc.jitter),
                     // B trails A by 20 µs: well inside the NACK delay.
                     sc.loss_b.map(|l| mk(l, 70 * US, sc.jitter)),
-                    mk(sc.loss_req, 40 * US, sc.jitter / 2),
-                    mk(sc.loss_ans, 40 * US, sc.jitter / 2),
+                    mk(sc.loss_req, sc.req_delay, sc.jitter / 2),
+                    mk(sc.loss_ans, sc.req_delay, sc.jitter / 2),
                 )
             };
             clients.push(Client {
@@ -1416,6 +1421,7 @@ fn ab_lines_nack_only_what_both_lost() {
                 flood: false,
                 order: Order::Strict,
                 record: false,
+                req_delay: 40 * US,
             };
             all.merge(&World::new(sc).run());
         }
@@ -1527,9 +1533,19 @@ fn upstream_loss_is_repaired_once_for_every_subscriber() {
                 m.retransmitted_messages,
                 o.retransmitted_messages
             );
-            assert!(m.nacks <= o.nacks * 3, "{n}: {} NACKs, 1: {}", m.nacks, o.nacks);
+            // A receiver takes itself to be alone (short first-NACK spread)
+            // until it sees a repair of a hole it never NACKed: the first
+            // losses of a run cost each subscriber about one NACK more (a
+            // run here has ~12 losses at 1 %; a real session thousands).
+            let startup = n as u64 * runs;
+            assert!(m.nacks <= o.nacks * 3 + startup, "{n}: {} NACKs, 1: {}", m.nacks, o.nacks);
+            // A lone subscriber has nobody to leave its NACK to and NACKs
+            // after the short spread; many spread their first NACKs over
+            // up to `DEFAULT_MULTICAST_NACK_JITTER` (16 round trips) so
+            // that one of them asks: that, and no more, is what they pay.
+            let spread = DEFAULT_MULTICAST_NACK_JITTER.as_nanos() as u64;
             assert!(
-                many.recovery_p(99.0) * 2 <= one.recovery_p(99.0) * 3,
+                many.recovery_p(99.0) * 2 <= one.recovery_p(99.0) * 3 + spread * 2,
                 "{n}: p99 {} µs, 1: {} µs",
                 many.recovery_p(99.0) / 1000,
                 one.recovery_p(99.0) / 1000
@@ -1600,6 +1616,58 @@ fn a_nack_flood_cannot_make_the_service_flood_the_group() {
             "{} bytes on the group, budget {cap}",
             s.repair_bytes_multicast
         );
+    }
+}
+
+// ------------------------------------------- recovery in round trips
+
+/// One subscriber, a 50 µs request round trip (25 µs each way), 1 % loss on
+/// the feed, the request path and the answer path, no reordering: `seeds`
+/// runs of 4000 messages, summed.
+fn fast_path_runs(seeds: u64, loss: f64, repair: RepairMode) -> Totals {
+    let mut all = Totals::default();
+    for seed in 0..seeds {
+        let sc = Scenario {
+            loss_a: loss,
+            loss_req: loss,
+            loss_ans: loss,
+            jitter: 0,
+            req_delay: 25 * US,
+            ..Scenario::fan(70_000 + seed, 1, 0.0, loss, repair)
+        };
+        all.merge(&World::new(sc).run());
+    }
+    all
+}
+
+/// With a 50 µs round trip and 1 % loss both ways, retries timed from the
+/// measured round trip bring recovery p99 under 1 ms, by unicast and by
+/// multicast repair, and every message is delivered once, in order, as the
+/// seed regenerates it (the oracle checks each event in `run`), none by a
+/// snapshot. With the fixed 4 ms first retry (and the publisher's 10 ms
+/// linger) p99 sat at the retry timer: ~4.3 ms.
+#[test]
+fn recovery_p99_is_under_a_millisecond_on_a_50us_round_trip_at_1_percent_loss() {
+    let runs = (seeds(1500) / 25).max(20);
+    for repair in [RepairMode::Unicast, RepairMode::Multicast] {
+        let t = fast_path_runs(runs, 0.01, repair);
+        report_fan(&format!("50 µs RTT, 1% loss, {repair:?}"), &t);
+        assert_eq!(t.unrecovered, 0);
+        assert_eq!(t.delivered, t.messages, "every message, once");
+        assert_eq!(t.snapshots, 0, "recovered by NACKs alone");
+        assert!(
+            t.filled_retransmit > 100,
+            "loss was exercised: {} holes NACKed",
+            t.filled_retransmit
+        );
+        let p99 = t.recovery_p(99.0);
+        eprintln!(
+            "  p99.5 {} µs p99.9 {} µs max {} µs",
+            t.recovery_p(99.5) / US,
+            t.recovery_p(99.9) / US,
+            t.recovery_p(100.0) / US
+        );
+        assert!(p99 < MS, "{repair:?}: recovery p99 {} µs", p99 / US);
     }
 }
 

@@ -450,6 +450,7 @@ impl Subscriber {
             reconnects: rs.reconnects,
             epoch_changes: rs.epoch_changes,
             validation: rs.validation,
+            rtt: rs.rtt,
             line_a_won: rs.line_a_won,
             line_b_won: rs.line_b_won,
             latency_ns: self.st.latency.summary(),

@@ -62,11 +62,20 @@ pub const DEFAULT_HOST_BURST_BYTES: u64 = 1 << 20;
 pub const DEFAULT_GLOBAL_RATE_BYTES_PER_SEC: u64 = 64 << 20;
 /// Default depth of the global bucket: 4 MiB.
 pub const DEFAULT_GLOBAL_BURST_BYTES: u64 = 4 << 20;
-/// Default linger: an identical request from the same peer within 10 ms is
-/// served once (Aeron's value): duplicates from A/B lines or an impatient
-/// client cost nothing.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
-/// Default bound on per-peer state: 4096 peers × ~150 bytes ≈ 600 KB, more
+/// Default linger: an identical request from the same peer within 100 µs
+/// of one served is ignored, so copies of one request (duplicated on the
+/// path, sent twice by a client's loop) cost nothing. It was 10 ms (Aeron's
+/// value) while receivers retried after a fixed 4 ms; receivers now retry
+/// after a measured RTO of at least 200 µs (`recovery::DEFAULT_NACK_RTO_MIN`),
+/// and a retry means its answer was lost: a 10 ms linger would ignore it
+/// and the fast timer would buy nothing. So the linger is below the
+/// shortest retry of a conforming receiver (half of it), and old receivers
+/// (4 ms) are served on every retry as before. What bounds an impatient or
+/// hostile requester is not the linger but the per-peer, per-host and
+/// global token buckets, the per-NACK caps, the snapshot interval and,
+/// before validation, the 3× rule: none of them changed.
+pub const DEFAULT_LINGER: Duration = Duration::from_micros(100);
+/// Default bound on per-peer state: 4096 peers × ~700 bytes ≈ 2.9 MB, more
 /// than the clients one server is sized for; the least recently seen is evicted.
 pub const DEFAULT_MAX_PEERS_TRACKED: usize = 4096;
 /// Default minimum time between two snapshots to one peer: 100 ms. A client
@@ -120,7 +129,8 @@ pub struct RequestLimits {
     /// Depth of the service's bucket. Default [`DEFAULT_GLOBAL_BURST_BYTES`].
     pub global_burst_bytes: u64,
     /// An identical request (same peer, kind, epoch, range) within this window
-    /// of a served one is ignored as a duplicate. Default [`DEFAULT_LINGER`].
+    /// of a served one is ignored as a duplicate. Default [`DEFAULT_LINGER`]
+    /// (for NACKs in multicast repair mode too).
     pub linger: Duration,
     /// Bound on per-peer state; the least recently seen peer is evicted.
     /// Default [`DEFAULT_MAX_PEERS_TRACKED`].

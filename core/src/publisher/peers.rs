@@ -7,10 +7,12 @@ use super::RequestLimits;
 use crate::time::Instant;
 use crate::wire::PacketRepr;
 
-/// Served requests remembered per peer for linger: 4 covers a client that
-/// NACKs a few distinct gaps at once and repeats each, without letting one
-/// peer's state grow.
-const LINGER_SLOTS: usize = 4;
+/// Served requests remembered per peer, for linger and to tell a retry
+/// from a first request (multicast repair): 16, one per NACK a receiver
+/// keeps in flight (`recovery::DEFAULT_MAX_OUTSTANDING_NACKS`), so a
+/// receiver's retries are recognised however many holes it recovers at
+/// once; ~40 bytes each.
+const LINGER_SLOTS: usize = 16;
 
 /// Token-bucket amounts are kept in byte·nanoseconds (bytes × 10^9), so a
 /// refill of `rate × elapsed_ns` is exact however often it runs.
@@ -104,6 +106,20 @@ impl PeerState {
                 && x.first_seq == r.first_seq
                 && x.count == r.count
                 && r.at < x.at + linger
+        })
+    }
+
+    /// True if this peer was served a NACK of `r`'s epoch overlapping `r`'s
+    /// range at least `linger` before `r`: `r` is a retry (its answer did
+    /// not come), not a copy of the same request.
+    pub(super) fn retries(&self, r: &Recent, linger: std::time::Duration) -> bool {
+        let end = r.first_seq.saturating_add(u64::from(r.count));
+        self.recent.iter().flatten().any(|x| {
+            x.kind == r.kind
+                && x.epoch == r.epoch
+                && x.first_seq < end
+                && r.first_seq < x.first_seq.saturating_add(u64::from(x.count))
+                && x.at + linger <= r.at
         })
     }
 
@@ -263,6 +279,21 @@ mod tests {
         assert!(!p.is_duplicate(&Recent { at: Instant(10_000_000), ..r }, l.linger));
         assert!(!p.is_duplicate(&Recent { count: 4, ..r }, l.linger));
         assert!(!p.is_duplicate(&Recent { kind: 17, ..r }, l.linger));
+    }
+
+    #[test]
+    fn a_retry_overlaps_a_request_served_before_the_linger() {
+        let linger = Duration::from_micros(100);
+        let mut p = PeerState::new(1, Instant(0), 1 << 20);
+        let r = Recent { kind: 16, epoch: 1, first_seq: 10, count: 10, at: Instant(0) };
+        p.remember(r);
+        let at = Instant(200_000);
+        assert!(p.retries(&Recent { at, ..r }, linger), "the same range again");
+        assert!(p.retries(&Recent { first_seq: 15, count: 2, at, ..r }, linger), "what is left");
+        assert!(p.retries(&Recent { first_seq: 19, count: 5, at, ..r }, linger), "overlapping");
+        assert!(!p.retries(&Recent { first_seq: 20, count: 5, at, ..r }, linger), "disjoint");
+        assert!(!p.retries(&Recent { epoch: 2, at, ..r }, linger), "another session");
+        assert!(!p.retries(&Recent { at: Instant(50_000), ..r }, linger), "a copy, in the linger");
     }
 
     #[test]

@@ -40,14 +40,19 @@ use crate::wire::{HEADER_LEN, PacketKind};
 /// recovery; a server whose loop rounds timers to 1 ms (mio) would stretch it further.
 pub const DEFAULT_REPAIR_COALESCE: Duration = Duration::ZERO;
 /// Default repair linger: a NACK overlapping a range multicast within the
-/// last 3 ms is trimmed of it. Longer than the spread of the subscribers'
-/// first NACKs for one loss (the receiver's multicast jitter, 1.5 ms, plus a
-/// round trip), so those cost nothing; shorter than the receiver's first
-/// retry (4 ms, `recovery::DEFAULT_NACK_RETRY_INITIAL`), so a retry after a
-/// lost repair is served at once instead of after the second retry (the
-/// unicast linger of 10 ms made that 12 ms: measured p99 13.8 ms at 1%
-/// upstream loss, against 1.x ms with 3 ms). The same linger replaces the
-/// per-peer one for NACKs in multicast mode.
+/// last 3 ms is trimmed of it. A *retry* of a requester (it was served an
+/// overlapping NACK before, past the per-peer linger: the repair did not
+/// reach it) is trimmed only of what went out within the per-peer linger
+/// (`DEFAULT_LINGER`, 100 µs) and repaired again at once. Longer than the spread of the
+/// subscribers' first NACKs for one loss (the receiver's multicast jitter,
+/// at most 1.5 ms, plus a round trip), so those cost nothing; shorter than
+/// the fixed first retry of receivers that do not measure the round trip
+/// (4 ms, `recovery::DEFAULT_NACK_RETRY_INITIAL`), so their retries are
+/// served as before (a 10 ms linger made that 12 ms: measured p99 13.8 ms
+/// at 1% upstream loss, against 1.x ms with 3 ms). Receivers that retry
+/// from a measured RTO (from 200 µs) are told apart by their own earlier
+/// request. The per-peer linger (`DEFAULT_LINGER`) applies to multicast
+/// NACKs too.
 pub const DEFAULT_REPAIR_LINGER: Duration = Duration::from_millis(3);
 /// Largest coalescing window accepted: 10 ms, the linger. Beyond it a NACK
 /// retry (4 ms, 8 ms) would arrive while the range still waits.
@@ -270,15 +275,22 @@ impl Sequencer {
     }
 
     /// A validated NACK for `[start, end)` (inside the window, clipped to
-    /// what is published and the per-NACK cap), in multicast mode.
+    /// what is published and the per-NACK cap), in multicast mode. `retry`:
+    /// the requester was served an overlapping NACK before (past the
+    /// per-peer linger), so the repairs sent since did not reach it: it is
+    /// trimmed only of what went out within the per-peer linger (still on
+    /// its way to it; the other subscribers that lost the same repair retry
+    /// at about the same time, and share the next one) and repaired again on
+    /// the group, where those others get it too.
     pub(super) fn repair_nack_multicast(
         &mut self,
         now: Instant,
         wall_ns: u64,
         start: u64,
         end: u64,
+        retry: bool,
     ) -> MulticastNack {
-        let linger = self.cfg.repair.linger;
+        let linger = if retry { self.cfg.limits.linger } else { self.cfg.repair.linger };
         self.repair.trim(start, end, now, linger);
         let asked = end - start;
         let left: u64 = self.repair.pieces.iter().map(|(a, b)| b - a).sum();
@@ -541,6 +553,7 @@ mod tests {
 
     const A: u64 = (0x0A00_0001 << 16) | 1;
     const B: u64 = (0x0A00_0002 << 16) | 1;
+    const C: u64 = (0x0A00_0003 << 16) | 1;
 
     #[test]
     fn one_repair_for_every_requester() {
@@ -563,11 +576,12 @@ mod tests {
             group(&mut p),
             vec![(PacketKind::RepairNotice, 15, 3), (PacketKind::Retransmission, 15, 3)]
         );
-        // Within the linger, the whole range again: nothing.
-        let n = nack(&p, B, 11, 6, true);
+        // Within the linger, a third subscriber's first NACK of the whole
+        // range: nothing (it will see the repair sent).
+        let n = nack(&p, C, 11, 6, true);
         let later = Instant(2) + Duration::from_millis(1);
         assert_eq!(
-            p.handle_request(later, 3, B, &n, &mut |_| unicast += 1),
+            p.handle_request(later, 3, C, &n, &mut |_| unicast += 1),
             RequestOutcome::Served
         );
         assert!(group(&mut p).is_empty());
@@ -575,6 +589,20 @@ mod tests {
         let s = p.stats();
         assert_eq!((s.multicast_repairs, s.multicast_repairs_joined, s.ncf_sent), (2, 1, 2));
         assert_eq!(s.repair_messages_multicast, 8);
+        // B asks again for what it asked before: a retry (its repair was
+        // lost), repaired again at once, inside the repair linger.
+        let n = nack(&p, B, 11, 6, true);
+        assert_eq!(p.handle_request(later, 3, B, &n, &mut |_| {}), RequestOutcome::Served);
+        assert_eq!(
+            group(&mut p),
+            vec![(PacketKind::RepairNotice, 11, 6), (PacketKind::Retransmission, 11, 6)]
+        );
+        // A copy of that retry within the per-peer linger: a duplicate.
+        let copy = later + Duration::from_micros(10);
+        assert_eq!(
+            p.handle_request(copy, 3, B, &n, &mut |_| {}),
+            RequestOutcome::Ignored(super::super::IgnoreReason::Duplicate)
+        );
         // After the linger it is repaired again (a retry after a lost repair).
         let n = nack(&p, A, 10, 5, true);
         let t = Instant(1) + DEFAULT_REPAIR_LINGER + Duration::from_micros(1);

@@ -237,13 +237,7 @@ impl Sequencer {
     /// served; `None` if it repeats one served to that peer within the linger.
     fn unrepeated(&mut self, slot: usize, repr: &PacketRepr, now: Instant) -> Option<Recent> {
         let recent = Recent::of(repr, now);
-        // Multicast NACKs: the repair linger (the group trim does the rest).
-        let linger =
-            if repr.kind == PacketKind::Nack && self.cfg.repair.mode == RepairMode::Multicast {
-                self.cfg.repair.linger
-            } else {
-                self.cfg.limits.linger
-            };
+        let linger = self.cfg.limits.linger;
         (!self.peers.get_mut(slot).is_duplicate(&recent, linger)).then_some(recent)
     }
 
@@ -320,8 +314,13 @@ impl Sequencer {
         }
         let asked_end = s.add(n);
         let end = SeqNo(asked_end.0.min(next.0).min(s.0.saturating_add(limits.max_nack_messages)));
+        // A retry from this peer (it was served an overlapping NACK before,
+        // past the linger) is not trimmed of what the group was sent: the
+        // repair did not reach it.
+        let retry = self.peers.get_mut(slot).retries(&recent, limits.linger);
         if self.cfg.repair.mode == RepairMode::Multicast
-            && let MulticastNack::Served = self.repair_nack_multicast(now, a.wall_ns, s.0, end.0)
+            && let MulticastNack::Served =
+                self.repair_nack_multicast(now, a.wall_ns, s.0, end.0, retry)
         {
             self.peers.get_mut(slot).remember(recent);
             if end < SeqNo(asked_end.0.min(next.0)) {

@@ -23,23 +23,60 @@ pub const DEFAULT_NACK_JITTER: Duration = Duration::from_micros(300);
 /// for few to fire before the first notice arrives. With N subscribers about
 /// `1 + N × rtt / jitter` NACK; 1.5 ms keeps it near 2 for 16 on a LAN, at
 /// ~0.75 ms more recovery time on average (Aeron backs off up to 10 ms on
-/// multicast).
+/// multicast). Once the round trip is measured the spread is
+/// [`MULTICAST_JITTER_RTTS`] × SRTT, at least `nack_jitter`, and this value
+/// is its ceiling (and the spread before any sample).
 pub const DEFAULT_MULTICAST_NACK_JITTER: Duration = Duration::from_micros(1500);
-/// First retry timeout of an unanswered NACK. A loopback/LAN round trip plus
+/// The multicast first-NACK spread in measured round trips (SRTT): with N
+/// subscribers about `1 + N / 20` NACK one shared loss (1.8 for 16), as the
+/// fixed 1.5 ms gave on a 75 µs LAN, while on a 50 µs path the spread is
+/// 1 ms instead of 1.5 ms. Measured in `core/tests/simnet.rs`
+/// (`upstream_loss_is_repaired_once_for_every_subscriber`, 16 subscribers,
+/// 5 % upstream loss): with 16 round trips the service received 3.0× the
+/// NACKs of one subscriber, at its limit; with 20, 2.8×.
+pub const MULTICAST_JITTER_RTTS: u32 = 20;
+/// First retry timeout of an unanswered NACK *before any round trip was
+/// measured* (the initial RTO; from the first sample on, the RTO comes from
+/// the measured round trip, `recovery::rtt`). A loopback/LAN round trip plus
 /// the server's work is well under a millisecond, so 4 ms is generous on a
-/// busy 2-core machine. The publisher ignores an identical request repeated
-/// within its 10 ms linger (`publisher::DEFAULT_LINGER`); a retry of a range
-/// whose answer was lost is therefore served from the second retry on (4 + 8 ms),
-/// while a retry after a lost *request*, or of a range that shrank, is served at once.
+/// busy 2-core machine, and it is what receivers used before they measured.
+/// The publisher ignores an identical request only within its linger
+/// (`publisher::DEFAULT_LINGER`, 100 µs, below [`DEFAULT_NACK_RTO_MIN`]), so
+/// every retry is served.
 pub const DEFAULT_NACK_RETRY_INITIAL: Duration = Duration::from_millis(4);
-/// Longest retry timeout: the back-off doubles from the initial value up to this.
+/// Floor of the RTO (the first retry timeout once the round trip is
+/// measured). On loopback a request round trip is ~50 µs and on a LAN
+/// ~100 µs, with tails from VM wake-ups (25–40 µs each way) and timer
+/// slack (50 µs); 200 µs is twice the LAN round trip, and twice the
+/// publisher's 100 µs linger (`publisher::DEFAULT_LINGER`), so a retry
+/// after a lost answer always reaches the service after its linger and is
+/// served. A spurious retry costs a 48-byte NACK and a repeated answer;
+/// the floor keeps those rare while leaving room for a first NACK (200–500 µs
+/// after the hole) plus one retry under 1 ms.
+pub const DEFAULT_NACK_RTO_MIN: Duration = Duration::from_micros(200);
+/// Ceiling of the RTO: the fixed first retry of before (4 ms). Measuring
+/// only ever brings the first retry sooner; an outlier sample (a server
+/// stalled once, a Status queued behind a snapshot) cannot stretch it
+/// beyond what every receiver lived with, and a path slower than that (a
+/// WAN) keeps the old behaviour: an early retry, then the doubling.
+pub const DEFAULT_NACK_RTO_MAX: Duration = Duration::from_millis(4);
+/// Longest retry timeout: the back-off doubles from the RTO up to this.
 pub const DEFAULT_NACK_RETRY_MAX: Duration = Duration::from_millis(50);
-/// NACK rounds without progress before a hole is handed to a snapshot. Eight
-/// rounds (4+8+16+32+50+50+50+50 ms ≈ 260 ms) survive 30 % loss on both the
-/// request and the answer path (a round succeeds with p ≈ 0.49) with
-/// probability 1 − 0.51⁹ ≈ 99.8 %; a round that brings any of the hole's
-/// messages resets the count, so a long hole served in clipped prefixes never
-/// runs out.
+/// Shortest time a hole goes without any answer before it is handed to a
+/// snapshot (with [`DEFAULT_MAX_NACK_RETRIES`] rounds: both must be spent).
+/// Retries from a 200 µs RTO run 8 rounds in ~51 ms (0.2 × (1 + 2 + … + 128)),
+/// inside one congestion episode; a snapshot costs `symbols × 56` bytes and
+/// one per peer per 100 ms at most (`publisher::DEFAULT_SNAPSHOT_MIN_INTERVAL`),
+/// so it is asked for only after as long as the fixed timers waited
+/// (4 + 8 + 16 + 32 + 4 × 50 ms ≈ 260 ms), with further rounds every 50 ms
+/// meanwhile.
+pub const DEFAULT_NACK_GIVE_UP_AFTER: Duration = Duration::from_millis(250);
+/// NACK rounds without progress before a hole is handed to a snapshot (and
+/// at least [`DEFAULT_NACK_GIVE_UP_AFTER`] since the last progress). Eight
+/// rounds survive 30 % loss on both the request and the answer path (a
+/// round succeeds with p ≈ 0.49) with probability 1 − 0.51⁹ ≈ 99.8 %; a
+/// round that brings any of the hole's messages resets the count, so a long
+/// hole served in clipped prefixes never runs out.
 pub const DEFAULT_MAX_NACK_RETRIES: u32 = 8;
 /// NACK ranges in flight at once. Aeron caps active retransmits at 16; more
 /// would let one receiver's burst of requests crowd out the server's live path.
@@ -78,6 +115,12 @@ pub const MAX_BUFFERED_LIMIT: usize = 1 << 24;
 /// at most one snapshot per 100 ms (`publisher::DEFAULT_SNAPSHOT_MIN_INTERVAL`):
 /// 250 ms re-asks quickly when the *request* was lost (it was never served),
 /// and is already past that interval when a lost *answer* must be served again.
+/// It is not taken from the measured round trip: a snapshot takes its
+/// transfer time (unknown before its first part) as well as a round trip,
+/// and a re-ask within the publisher's 100 ms interval is refused, so a
+/// short timeout would only spend the retries (`max_snapshot_retries`) on
+/// refusals. Only a lost *request* would be re-asked sooner; that is left
+/// for a timer that tells "no part yet" from "parts arriving".
 pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(250);
 /// Snapshot requests after the first before giving up (`Unrecoverable`):
 /// twelve (3 s, about six served answers at the publisher's interval) ride out
@@ -97,7 +140,8 @@ pub const DEFAULT_MAX_SNAPSHOT_SYMBOLS: u32 = 1 << 20;
 /// only per-hole timing. 4096 holes is far past any loss a NACK can fix.
 pub const MAX_GAPS: usize = 4096;
 /// Repair announcements (RepairNotices) remembered at once. Each lasts one
-/// NACK retry interval; 64 cover a loss every 60 µs for 4 ms, and bound what
+/// NACK retry timeout (the RTO, at most 4 ms); 64 cover a loss every 60 µs
+/// for 4 ms, and bound what
 /// forged notices can hold (the oldest is forgotten first, which only makes
 /// the receiver NACK that range itself).
 pub const MAX_ANNOUNCED_REPAIRS: usize = 64;
@@ -183,10 +227,18 @@ pub struct ReceiverConfig {
     /// See [`DEFAULT_MULTICAST_NACK_JITTER`]: used instead of `nack_jitter`
     /// once a RepairNotice was seen (the service repairs on multicast).
     pub multicast_nack_jitter: Duration,
-    /// See [`DEFAULT_NACK_RETRY_INITIAL`].
+    /// See [`DEFAULT_NACK_RETRY_INITIAL`]: the RTO before any round trip
+    /// was measured.
     pub nack_retry_initial: Duration,
+    /// See [`DEFAULT_NACK_RTO_MIN`]: floor of the measured RTO.
+    pub nack_rto_min: Duration,
+    /// See [`DEFAULT_NACK_RTO_MAX`]: ceiling of the measured RTO (raised to
+    /// the floor if below it).
+    pub nack_rto_max: Duration,
     /// See [`DEFAULT_NACK_RETRY_MAX`].
     pub nack_retry_max: Duration,
+    /// See [`DEFAULT_NACK_GIVE_UP_AFTER`].
+    pub nack_give_up_after: Duration,
     /// See [`DEFAULT_MAX_NACK_RETRIES`].
     pub max_nack_retries: u32,
     /// See [`DEFAULT_MAX_OUTSTANDING_NACKS`] (at least 1).
@@ -229,7 +281,10 @@ impl Default for ReceiverConfig {
             nack_jitter: DEFAULT_NACK_JITTER,
             multicast_nack_jitter: DEFAULT_MULTICAST_NACK_JITTER,
             nack_retry_initial: DEFAULT_NACK_RETRY_INITIAL,
+            nack_rto_min: DEFAULT_NACK_RTO_MIN,
+            nack_rto_max: DEFAULT_NACK_RTO_MAX,
             nack_retry_max: DEFAULT_NACK_RETRY_MAX,
+            nack_give_up_after: DEFAULT_NACK_GIVE_UP_AFTER,
             max_nack_retries: DEFAULT_MAX_NACK_RETRIES,
             max_outstanding_nacks: DEFAULT_MAX_OUTSTANDING_NACKS,
             max_nack_len: DEFAULT_MAX_NACK_LEN,

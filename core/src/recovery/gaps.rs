@@ -27,6 +27,9 @@ pub(super) struct Gap {
     pub nacked: bool,
     /// `missing` when the last NACK round was sent: progress is measured against it.
     pub missing_at_nack: u64,
+    /// Since when its NACK rounds have brought nothing (the first round, or
+    /// the last one that brought some of it): the give-up is timed from it.
+    pub stalled_since: Instant,
     /// Mid-round: the first sequence not yet requested in the current round
     /// (the outstanding-NACK cap interrupted it).
     pub cursor: Option<u64>,
@@ -44,6 +47,7 @@ impl Gap {
             retries: 0,
             nacked: false,
             missing_at_nack: 0,
+            stalled_since: now,
             cursor: None,
         }
     }

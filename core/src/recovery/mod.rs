@@ -58,6 +58,7 @@ mod gaps;
 mod nack;
 mod order;
 mod resync;
+mod rtt;
 mod session;
 mod snapshot;
 mod stats;
@@ -69,8 +70,9 @@ mod validate;
 use config::RETIRED_EPOCHS;
 pub use config::*;
 pub use event::Event;
+pub use rtt::{RTT_GRANULARITY, RttEstimator};
 pub use stats::{
-    RECOVERY_HISTOGRAM_MAX_NS, RECOVERY_HISTOGRAM_SIGFIG, RecoveryStats, ValidationStats,
+    RECOVERY_HISTOGRAM_MAX_NS, RECOVERY_HISTOGRAM_SIGFIG, RecoveryStats, RttStats, ValidationStats,
 };
 pub use symbols::{MAX_TRACKED_SYMBOLS, StaleReason};
 
@@ -119,6 +121,10 @@ struct Outstanding {
     start: u64,
     end: u64,
     deadline: Instant,
+    /// When `poll_transmit` handed it out (`None`: not yet, or sampled).
+    sent: Option<Instant>,
+    /// Some of it was asked for before: its answer gives no RTT sample (Karn).
+    retry: bool,
 }
 
 /// Where the snapshot machinery stands.
@@ -186,6 +192,14 @@ pub struct Receiver {
     announced: VecDeque<nack::Announced>,
     /// Per-symbol order: update numbers and stale symbols.
     syms: Symbols,
+    /// The request round trip (NACK retries, notice suppression, jitter).
+    rtt: RttEstimator,
+    /// The Probe in flight, for an RTT sample.
+    probe_rtt: rtt::ProbeSample,
+    /// Another subscriber NACKs on this group: a repair or RepairNotice came
+    /// on it for a hole this receiver never NACKed (`rtt::note_foreign_repair`;
+    /// what it changes: `nack::first_nack_due`, the RTT samples).
+    peers_seen: bool,
 }
 
 impl Receiver {
@@ -199,11 +213,16 @@ impl Receiver {
         // without time passing.
         cfg.nack_retry_initial = cfg.nack_retry_initial.max(MIN_TIMER);
         cfg.nack_retry_max = cfg.nack_retry_max.max(cfg.nack_retry_initial);
+        cfg.nack_rto_min = cfg.nack_rto_min.max(MIN_TIMER);
+        cfg.nack_rto_max = cfg.nack_rto_max.max(cfg.nack_rto_min);
         cfg.snapshot_timeout = cfg.snapshot_timeout.max(MIN_TIMER);
         cfg.reconnect_min = cfg.reconnect_min.max(MIN_TIMER);
         cfg.reconnect_max = cfg.reconnect_max.max(cfg.reconnect_min);
         // NACKs in flight, a snapshot request, a Login, a Probe.
         let tx_cap = cfg.max_outstanding_nacks + 3;
+        let rtt = RttEstimator::new(cfg.nack_retry_initial, cfg.nack_rto_min, cfg.nack_rto_max);
+        let mut stats = RecoveryStats::new();
+        stats.rtt = RttStats::of(&rtt);
         Receiver {
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
             epoch: None,
@@ -228,13 +247,16 @@ impl Receiver {
             reconnect_at: None,
             reconnect_delay: cfg.reconnect_min,
             events: VecDeque::with_capacity(cfg.max_buffered + EVENT_QUEUE_SLACK),
-            stats: RecoveryStats::new(),
+            stats,
             cookie: None,
             instance: None,
             probe: ProbeState::default(),
             line_high: [0; 2],
             announced: VecDeque::with_capacity(MAX_ANNOUNCED_REPAIRS),
             syms: Symbols::default(),
+            rtt,
+            probe_rtt: rtt::ProbeSample::default(),
+            peers_seen: false,
             cfg,
         }
     }
@@ -315,6 +337,9 @@ impl Receiver {
                     return;
                 }
                 let timing = packet.timing().unwrap_or_default();
+                if repr.kind == PacketKind::Retransmission && self.epoch == Some(repr.epoch) {
+                    self.rtt_retransmission(now, line, first, u64::from(repr.count));
+                }
                 self.on_messages(now, line, &repr, timing, messages);
             }
             PacketKind::Heartbeat | PacketKind::EndOfSession => {
@@ -454,6 +479,7 @@ impl Receiver {
                     }
                     self.stats.nacks_sent += 1;
                     self.stats.nack_messages_requested += u64::from(count);
+                    self.rtt_nack_sent(now, start, count);
                     (PacketKind::Nack, epoch, start, count)
                 }
                 Tx::SnapshotRequest => {
@@ -474,6 +500,7 @@ impl Receiver {
                         continue; // answered while it waited
                     }
                     self.probe.mark_sent();
+                    self.probe_rtt.on_sent(now, self.probe.retries() == 0);
                     self.stats.validation.probes_sent += 1;
                     (PacketKind::Probe, epoch, self.next, 0)
                 }

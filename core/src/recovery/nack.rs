@@ -4,8 +4,9 @@
 use super::*;
 
 /// A range whose repair the service announced on the group (a RepairNotice),
-/// counted as requested until `until` (one NACK retry interval after it was
-/// seen): not NACKed meanwhile; if still missing then, NACKed as usual.
+/// counted as requested until `until` (one NACK retry timeout, the RTO,
+/// after it was seen): not NACKed meanwhile; if still missing then, NACKed
+/// as usual.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Announced {
     start: u64,
@@ -22,19 +23,39 @@ impl Receiver {
         Duration::from_nanos(self.rng.next_u64() % m.saturating_add(1))
     }
 
+    /// When a fresh hole is first NACKed: after the NACK delay and a random
+    /// spread, `nack_jitter` — or, once other subscribers are seen NACKing
+    /// on the group (a repair or notice of a hole this receiver never
+    /// NACKed), the longer multicast spread, so that one of them NACKs a shared
+    /// loss and the others see its notice. A receiver alone behind a
+    /// multicast repairer has nobody to leave the NACK to: its notices all
+    /// answer its own NACKs, and it keeps the short spread.
     pub(super) fn first_nack_due(&mut self, now: Instant) -> Instant {
-        let max = if self.stats.repair_notices > 0 {
-            self.cfg.multicast_nack_jitter
-        } else {
-            self.cfg.nack_jitter
-        };
+        let max = if self.peers_seen { self.multicast_jitter() } else { self.cfg.nack_jitter };
         let j = self.jitter(max);
         now + self.cfg.nack_delay + j
     }
 
+    /// The first-NACK spread once the service repairs on multicast: about
+    /// `1 + N / MULTICAST_JITTER_RTTS` of N subscribers that lost the same
+    /// packet NACK before the first RepairNotice reaches them (it comes a
+    /// round trip after the first NACK left), so the spread is a multiple of
+    /// the measured round trip, between `nack_jitter` and
+    /// `multicast_nack_jitter` (the latter before any sample).
+    pub(super) fn multicast_jitter(&self) -> Duration {
+        let cap = self.cfg.multicast_nack_jitter;
+        match self.rtt.srtt() {
+            Some(srtt) => (srtt * MULTICAST_JITTER_RTTS).clamp(self.cfg.nack_jitter.min(cap), cap),
+            None => cap,
+        }
+    }
+
+    /// Retry timeout of a NACK round after `retries` rounds without
+    /// progress: the RTO (from the measured round trip; `nack_retry_initial`
+    /// before any sample), doubled per round, at most `nack_retry_max`.
     pub(super) fn backoff(&self, retries: u32) -> Duration {
         let f = 1u32 << retries.min(20);
-        (self.cfg.nack_retry_initial * f).min(self.cfg.nack_retry_max)
+        (self.rtt.rto() * f).min(self.cfg.nack_retry_max)
     }
 
     pub(super) fn can_nack(&self) -> bool {
@@ -50,6 +71,7 @@ impl Receiver {
         self.stats.repair_notices += 1;
         let start = repr.first_seq.0;
         let end = start + u64::from(repr.count);
+        self.note_foreign_repair(start, end);
         if end <= self.next {
             return;
         }
@@ -57,7 +79,10 @@ impl Receiver {
         if self.announced.len() >= MAX_ANNOUNCED_REPAIRS {
             self.announced.pop_front();
         }
-        let until = now + self.cfg.nack_retry_initial;
+        // The notice stands for this receiver's first NACK of the range:
+        // its repair follows it at once, so it counts as requested for as
+        // long as a NACK sent now would wait before its retry.
+        let until = now + self.backoff(0);
         self.announced.push_back(Announced { start, end, until });
     }
 
@@ -96,8 +121,9 @@ impl Receiver {
         self.prune_outstanding(now);
         let chunk = self.cfg.max_nack_len;
         let max_out = self.cfg.max_outstanding_nacks;
-        // The range being built: start, end, retry deadline.
-        let mut cur: Option<(u64, u64, Instant)> = None;
+        // The range being built: start, end, retry deadline, and whether
+        // any of it was asked for before (Karn: then no RTT sample).
+        let mut cur: Option<(u64, u64, Instant, bool)> = None;
         let mut i = 0;
         while i < self.gaps.len() {
             let mut g = self.gaps.gaps[i];
@@ -109,13 +135,20 @@ impl Receiver {
                 continue;
             }
             if g.cursor.is_none() {
-                if g.nacked {
+                if !g.nacked {
+                    g.stalled_since = now;
+                } else {
                     if g.missing < g.missing_at_nack {
                         g.retries = 0;
+                        g.stalled_since = now;
                     } else {
                         g.retries += 1;
                     }
-                    if g.retries > self.cfg.max_nack_retries {
+                    // Rounds *and* time: with retries from the round trip,
+                    // eight rounds can pass in a few ms, inside one loss burst.
+                    if g.retries > self.cfg.max_nack_retries
+                        && now - g.stalled_since >= self.cfg.nack_give_up_after
+                    {
                         self.gaps.gaps[i] = g;
                         self.stats.nack_retries_exhausted += 1;
                         self.start_snapshot(now);
@@ -151,8 +184,11 @@ impl Receiver {
                     b += 1;
                 }
                 match &mut cur {
-                    Some((cs, ce, _)) if a - *ce <= NACK_COALESCE_MAX_HOLE && b - *cs <= chunk => {
-                        *ce = b
+                    Some((cs, ce, _, retry))
+                        if a - *ce <= NACK_COALESCE_MAX_HOLE && b - *cs <= chunk =>
+                    {
+                        *ce = b;
+                        *retry |= !first_round;
                     }
                     _ => {
                         if let Some(c) = cur.take() {
@@ -163,7 +199,7 @@ impl Receiver {
                             s = a;
                             break;
                         }
-                        cur = Some((a, b, now + self.backoff(g.retries)));
+                        cur = Some((a, b, now + self.backoff(g.retries), !first_round));
                     }
                 }
                 s = b;
@@ -184,8 +220,8 @@ impl Receiver {
         }
     }
 
-    pub(super) fn push_nack(&mut self, (start, end, deadline): (u64, u64, Instant)) {
-        self.outstanding.push(Outstanding { start, end, deadline });
+    pub(super) fn push_nack(&mut self, (start, end, deadline, retry): (u64, u64, Instant, bool)) {
+        self.outstanding.push(Outstanding { start, end, deadline, sent: None, retry });
         // `end - start <= max_nack_len <= u16::MAX`.
         self.tx.push_back(Tx::Nack { start, count: (end - start) as u16 });
     }

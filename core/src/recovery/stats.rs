@@ -112,6 +112,8 @@ pub struct RecoveryStats {
     pub snapshot_records_behind: u64,
     /// Claims checked with the recovery service, and what came of them.
     pub validation: ValidationStats,
+    /// The request round trip as measured, and the retry timeout it gives.
+    pub rtt: RttStats,
     /// Time from a hole being seen to it being filled or covered by a snapshot, ns.
     recovery: Histogram<u64>,
 }
@@ -149,6 +151,42 @@ pub struct ValidationStats {
     pub far_ahead_unconfirmed: u64,
     /// Server restarts with the same epoch, told by a new instance id.
     pub restarts_detected: u64,
+}
+
+/// The receiver's round-trip estimator (`recovery::rtt`), in ns: what NACK
+/// retries, RepairNotice suppression and the multicast NACK spread are timed from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RttStats {
+    /// Smoothed round trip (SRTT), ns; 0 before any sample.
+    pub srtt_ns: u64,
+    /// Round-trip variation (RTTVAR), ns; 0 before any sample.
+    pub rttvar_ns: u64,
+    /// Retry timeout of a NACK's first retry (RTO, floor and ceiling
+    /// applied; the initial RTO before any sample), ns.
+    pub rto_ns: u64,
+    /// Smallest sample, ns; 0 before any.
+    pub min_ns: u64,
+    /// Last sample, ns; 0 before any.
+    pub latest_ns: u64,
+    /// Samples taken (answered NACK ranges asked for once, answered Probes,
+    /// the cookie challenge of a NACK).
+    pub samples: u64,
+}
+
+impl RttStats {
+    /// A snapshot of `e`.
+    pub fn of(e: &super::RttEstimator) -> RttStats {
+        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        RttStats {
+            srtt_ns: e.srtt().map_or(0, ns),
+            rttvar_ns: ns(e.rttvar()),
+            rto_ns: ns(e.rto()),
+            min_ns: ns(e.min()),
+            latest_ns: ns(e.latest()),
+            samples: e.samples(),
+        }
+    }
 }
 
 impl Default for RecoveryStats {
@@ -203,6 +241,7 @@ impl RecoveryStats {
             snapshot_records_behind: 0,
             symbol_order_dropped: 0,
             validation: ValidationStats::default(),
+            rtt: RttStats::default(),
             recovery: Histogram::new_with_bounds(
                 1,
                 RECOVERY_HISTOGRAM_MAX_NS,

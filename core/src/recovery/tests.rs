@@ -361,6 +361,8 @@ fn unanswered_nacks_back_off_then_go_to_a_snapshot() {
         nack_retry_initial: retry,
         nack_retry_max: Duration::from_millis(3),
         max_nack_retries: 3,
+        // Rounds alone decide here (the time bound has a test of its own).
+        nack_give_up_after: Duration::ZERO,
         ..cfg()
     });
     rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
@@ -1409,4 +1411,196 @@ fn per_symbol_snapshot_keeps_symbols_already_past_it() {
     assert_eq!(trace(&evs), ["M9", "M13", "F1"]);
     assert_eq!(rx.stats().snapshot_records_behind, 3);
     assert_eq!((rx.stale_symbols(), rx.next_expected().0), (0, 14));
+}
+
+// ------------------------------------------------ round trips and timers
+
+/// A receiver whose first NACK (2..5, sent at 200 µs) was answered at
+/// 260 µs: one 60 µs sample (SRTT 60, RTTVAR 30, RTO max(200, 60 + 120)).
+fn measured() -> Receiver {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    rx.handle_packet(t(0), Line::A, &data(E, 5, 1));
+    rx.handle_timeout(t(200));
+    assert_eq!(requests(&mut rx, t(200)), vec![nack(2, 3)]);
+    assert_eq!(rx.stats().rtt.rto_ns, 4_000_000, "the initial RTO before any sample");
+    assert_eq!(rx.stats().rtt.samples, 0);
+    rx.handle_packet(t(260), Line::Unicast, &retrans(E, 2, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 6));
+    rx
+}
+
+#[test]
+fn a_nack_answered_once_is_an_rtt_sample_and_retries_follow_the_rto() {
+    let mut rx = measured();
+    let r = rx.stats().rtt;
+    assert_eq!((r.samples, r.srtt_ns, r.rttvar_ns, r.latest_ns), (1, 60_000, 30_000, 60_000));
+    assert_eq!(r.rto_ns, DEFAULT_NACK_RTO_MIN.as_nanos() as u64, "60 + 4 × 30 = 180: the floor");
+    // A second copy of the answer is no sample.
+    rx.handle_packet(t(270), Line::Unicast, &retrans(E, 2, 3));
+    assert_eq!(rx.stats().rtt.samples, 1);
+    // Next hole: 6 lost. Its NACK goes at 1200; unanswered, it is retried
+    // after the RTO (200 µs), not after 4 ms, then after twice that.
+    rx.handle_packet(t(1000), Line::A, &data(E, 7, 1));
+    rx.handle_timeout(t(1200));
+    assert_eq!(requests(&mut rx, t(1200)), vec![nack(6, 1)]);
+    assert_eq!(rx.poll_timeout(), Some(t(1400)));
+    rx.handle_timeout(t(1400));
+    assert_eq!(requests(&mut rx, t(1400)), vec![nack(6, 1)], "the retry");
+    assert_eq!(rx.poll_timeout(), Some(t(1800)), "doubled");
+    // Karn: the answer to a retried range may be to either request: no sample.
+    rx.handle_packet(t(1450), Line::Unicast, &retrans(E, 6, 1));
+    assert_eq!(seqs(&events(&mut rx)), range(6, 8));
+    assert_eq!(rx.stats().rtt.samples, 1);
+}
+
+#[test]
+fn a_range_coalesced_with_a_retried_hole_gives_no_sample() {
+    let mut rx = measured();
+    // 6 lost; its NACK goes unanswered.
+    rx.handle_packet(t(1000), Line::A, &data(E, 7, 1));
+    rx.handle_timeout(t(1200));
+    assert_eq!(requests(&mut rx, t(1200)), vec![nack(6, 1)]);
+    // 8 lost too, seen before 6's retry: the retry covers both holes.
+    rx.handle_packet(t(1250), Line::A, &data(E, 9, 1));
+    rx.handle_timeout(t(1450));
+    assert_eq!(requests(&mut rx, t(1450)), vec![nack(6, 3)]);
+    rx.handle_packet(t(1500), Line::Unicast, &retrans(E, 6, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(6, 10));
+    assert_eq!(rx.stats().rtt.samples, 1, "6 was asked for twice");
+}
+
+#[test]
+fn a_probe_answered_by_its_status_is_an_rtt_sample_unless_it_was_retried() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::A, &end_of_session(E, 4));
+    let probe = sent(&mut rx, t(1));
+    assert_eq!(probe.len(), 1);
+    rx.handle_packet(t(81), Line::Unicast, &status(E, 4, probe[0].4, 1, true));
+    let r = rx.stats().rtt;
+    assert_eq!((r.samples, r.srtt_ns), (1, 80_000));
+    // A claim whose Probe is retried (same nonce) before its Status comes.
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 3));
+    rx.handle_packet(t(1), Line::A, &end_of_session(E, 4));
+    let first = sent(&mut rx, t(1));
+    let retry_at = rx.poll_timeout().unwrap();
+    rx.handle_timeout(retry_at);
+    let again = sent(&mut rx, retry_at);
+    assert_eq!(first[0].4, again[0].4, "a retry carries the same nonce");
+    rx.handle_packet(
+        retry_at + Duration::from_micros(50),
+        Line::Unicast,
+        &status(E, 4, first[0].4, 1, true),
+    );
+    assert_eq!(rx.stats().validation.statuses, 1);
+    assert_eq!(rx.stats().rtt.samples, 0, "Karn");
+}
+
+#[test]
+fn fast_retries_give_up_on_a_hole_only_after_rounds_and_time() {
+    let mut rx = measured();
+    rx.handle_packet(t(1000), Line::A, &data(E, 7, 1));
+    let mut rounds = 0u32;
+    let mut now;
+    let mut at_rounds_only = None;
+    let first = t(1200);
+    loop {
+        now = rx.poll_timeout().unwrap();
+        rx.handle_timeout(now);
+        let reqs = requests(&mut rx, now);
+        if reqs.contains(&snap_req(E)) {
+            break;
+        }
+        rounds += reqs.iter().filter(|r| **r == nack(6, 1)).count() as u32;
+        if rounds == DEFAULT_MAX_NACK_RETRIES + 1 && at_rounds_only.is_none() {
+            at_rounds_only = Some(now);
+        }
+        assert!(now < first + Duration::from_secs(1), "never gave up");
+    }
+    // Rounds alone would have given up after ~51 ms (0.2 ms doubling), in
+    // the middle of a loss burst; it waits as long as the fixed timers did.
+    let rounds_only = at_rounds_only.unwrap();
+    assert!(rounds_only < first + Duration::from_millis(60), "{rounds_only:?}");
+    assert!(now >= first + DEFAULT_NACK_GIVE_UP_AFTER, "{now:?}");
+    assert!(now < first + DEFAULT_NACK_GIVE_UP_AFTER + DEFAULT_NACK_RETRY_MAX, "{now:?}");
+    assert!(rounds > DEFAULT_MAX_NACK_RETRIES + 1);
+    assert_eq!(rx.stats().nack_retries_exhausted, 1);
+}
+
+#[test]
+fn a_repair_notice_stands_for_a_nack_for_one_rto() {
+    let mut rx = measured();
+    rx.handle_packet(t(1000), Line::A, &data(E, 8, 1));
+    rx.handle_packet(t(1020), Line::A, &repair_notice(E, 6, 2));
+    rx.handle_timeout(t(1200));
+    assert_eq!(requests(&mut rx, t(1200)), vec![], "announced: as good as requested");
+    // The announcement lapses with the RTO (200 µs), as the NACK it
+    // stands for would have been retried.
+    let retry = rx.poll_timeout().unwrap();
+    assert_eq!(retry, t(1400));
+    rx.handle_timeout(retry);
+    assert_eq!(requests(&mut rx, retry), vec![nack(6, 2)]);
+}
+
+#[test]
+fn the_multicast_nack_spread_is_a_multiple_of_the_round_trip() {
+    let rx = Receiver::new(cfg());
+    assert_eq!(rx.multicast_jitter(), DEFAULT_MULTICAST_NACK_JITTER, "before any sample");
+    let rx = measured();
+    assert_eq!(rx.multicast_jitter(), Duration::from_micros(60) * MULTICAST_JITTER_RTTS);
+    // Never above the configured spread, never below the unicast one.
+    let mut rx = Receiver::new(ReceiverConfig { nack_jitter: Duration::from_micros(300), ..cfg() });
+    rx.rtt.on_sample(Duration::from_micros(10));
+    assert_eq!(rx.multicast_jitter(), Duration::from_micros(300));
+    rx.rtt.on_sample(Duration::from_millis(3));
+    assert_eq!(rx.multicast_jitter(), DEFAULT_MULTICAST_NACK_JITTER);
+}
+
+#[test]
+fn only_a_repair_of_a_hole_never_nacked_shows_other_subscribers() {
+    let mut rx = measured();
+    // Hole 6: NACKed; its notice and repair come on the group after the
+    // RTO ran out (a slow round trip): still its own, it is alone.
+    rx.handle_packet(t(1000), Line::A, &data(E, 7, 1));
+    rx.handle_timeout(t(1200));
+    assert_eq!(requests(&mut rx, t(1200)), vec![nack(6, 1)]);
+    rx.handle_packet(t(1450), Line::A, &repair_notice(E, 6, 1));
+    rx.handle_packet(t(1451), Line::A, &retrans(E, 6, 1));
+    assert!(!rx.peers_seen);
+    // A notice of what it already holds says nothing either.
+    rx.handle_packet(t(1460), Line::A, &repair_notice(E, 2, 3));
+    assert!(!rx.peers_seen);
+    // Hole 8 is announced before this receiver NACKed it: someone else did.
+    rx.handle_packet(t(2000), Line::A, &data(E, 9, 1));
+    rx.handle_packet(t(2050), Line::A, &repair_notice(E, 8, 1));
+    assert!(rx.peers_seen);
+    // From now on group repairs are no samples (they may answer others).
+    let n = rx.stats().rtt.samples;
+    rx.handle_packet(t(2060), Line::A, &retrans(E, 8, 1));
+    assert_eq!(rx.stats().rtt.samples, n);
+    assert_eq!(seqs(&events(&mut rx)), range(6, 10));
+}
+
+#[test]
+fn the_cookie_challenge_of_the_first_nack_is_an_rtt_sample() {
+    let mut rx = Receiver::new(cfg());
+    rx.handle_packet(t(0), Line::A, &data(E, 1, 1));
+    rx.handle_packet(t(0), Line::A, &data(E, 5, 1));
+    rx.handle_timeout(t(200));
+    assert_eq!(sent(&mut rx, t(200)), vec![(PacketKind::Nack, E, 2, 3, 0)], "no cookie yet");
+    // The service answers with its cookie (echo 0) 70 µs later.
+    rx.handle_packet(t(270), Line::Unicast, &status(E, 6, 0, 1, false));
+    let r = rx.stats().rtt;
+    assert_eq!((r.samples, r.srtt_ns), (1, 70_000));
+    // The NACK goes again at once, with the cookie; that one was asked
+    // before (Karn): its answer is no sample.
+    assert_eq!(sent(&mut rx, t(270)), vec![(PacketKind::Nack, E, 2, 3, COOKIE)]);
+    rx.handle_packet(t(330), Line::Unicast, &retrans(E, 2, 3));
+    assert_eq!(seqs(&events(&mut rx)), range(1, 6));
+    assert_eq!(rx.stats().rtt.samples, 1);
+    // Another challenge of the same cookie is no sample.
+    rx.handle_packet(t(400), Line::Unicast, &status(E, 6, 0, 1, false));
+    assert_eq!(rx.stats().rtt.samples, 1);
 }

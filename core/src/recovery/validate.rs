@@ -70,6 +70,11 @@ impl ProbeState {
     pub(super) fn mark_sent(&mut self) {
         self.sent = true;
     }
+
+    /// Probes of this round re-sent so far.
+    pub(super) fn retries(&self) -> u32 {
+        self.retries
+    }
 }
 
 impl Receiver {
@@ -204,6 +209,9 @@ impl Receiver {
             }
             if self.epoch == Some(repr.epoch) {
                 self.stats.validation.statuses += 1;
+                if st.echo == 0 && self.cookie != Some(st.cookie) {
+                    self.rtt_challenge(now);
+                }
                 self.learn_cookie(now, st.cookie);
             } else if st.echo == 0 {
                 self.stats.validation.statuses_stale += 1;
@@ -215,6 +223,7 @@ impl Receiver {
             return;
         }
         self.stats.validation.statuses += 1;
+        self.rtt_probe_answered(now);
         let claims = self.probe.claims;
         self.resolve(now, repr.epoch, repr.first_seq.0, st, claims);
         self.end_probe_round(now);

@@ -71,6 +71,9 @@ impl Checker {
                 self.next = Some(range.end.0);
             }
             Event::Reconnect | Event::EndOfSession { .. } => {}
+            Event::SymbolStale { .. } | Event::SymbolFresh { .. } => {
+                panic!("stale symbols reported in feed order")
+            }
         }
     }
 }

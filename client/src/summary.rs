@@ -143,7 +143,7 @@ pub struct Summary {
 pub struct DeliverySummary {
     /// `strict` (feed order) or `per-symbol`.
     pub order: String,
-    /// Messages that waited in the reorder buffer for a hole in front of them.
+    /// Messages delivered after waiting in the reorder buffer for a hole in front of them.
     pub messages_held: u64,
     /// Held messages as a share of the messages delivered (0..1).
     pub held_share: f64,

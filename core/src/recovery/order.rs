@@ -162,7 +162,6 @@ impl Receiver {
             self.deliver_ahead(now, s, msg, times, retrans);
         } else {
             self.buf.store(s, msg, send_time, due_time);
-            self.stats.messages_held += 1;
             if self.cfg.order == Order::PerSymbol
                 && self.synced
                 && let Some(symbol) = self.syms.held(now, s, &msg)
@@ -254,6 +253,7 @@ impl Receiver {
             });
             self.stats.messages_delivered += 1;
             self.stats.messages_ahead += 1;
+            self.stats.messages_held += 1;
             self.track_applied(now, q, &held.msg);
             q += 1;
         }
@@ -408,6 +408,7 @@ impl Receiver {
                 self.next += 1;
                 self.buf.advance(self.next);
             } else {
+                self.stats.messages_held += 1;
                 self.deliver(now, self.next, h.msg, h.send_time, h.due_time, true);
             }
         }

@@ -219,6 +219,7 @@ impl Receiver {
                     if h.delivered {
                         self.next = s + 1;
                     } else {
+                        self.stats.messages_held += 1;
                         self.deliver(now, s, h.msg, h.send_time, h.due_time, true);
                     }
                 }

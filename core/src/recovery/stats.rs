@@ -91,8 +91,9 @@ pub struct RecoveryStats {
     pub buffer_overflows: u64,
     /// Held messages dropped to make room (they are requested again or covered by the snapshot).
     pub buffer_dropped: u64,
-    /// Messages that waited in the reorder buffer for a hole in front of
-    /// them (delivered later, or superseded by a snapshot).
+    /// Messages delivered after waiting in the reorder buffer for a hole in
+    /// front of them (each counted once, when delivered; those a snapshot
+    /// superseded are not).
     pub messages_held: u64,
     /// Per-symbol order: messages delivered ahead of a hole (their symbol's
     /// update number proved nothing of it was missing).

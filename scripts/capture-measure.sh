@@ -1,9 +1,10 @@
 #!/bin/bash
 # The capture issue's measurements (not a test: the figures depend on the machine and its load).
-#   scripts/capture-measure.sh cpu     # client CPU per message at 100k msg/s, with and without --record (ABBA, 6 pairs)
+#   scripts/capture-measure.sh cpu     # client CPU per message and tick-to-cache p50 at 100k msg/s, with and without --record (ABBA, 6 pairs)
 #   scripts/capture-measure.sh tput    # server --replay --speed max vs GBM --rate 0 over tcp, 1M messages, 3 pairs
 #   scripts/capture-measure.sh pace    # a 20k msg/s session recorded, replayed at 1x and recorded again: Data inter-arrival
 # Build first: cargo build --profile fast-test -p tickwire-server -p tickwire-client --bins
+# (or B=target/release after cargo build --release --bins: the figures in docs/BENCHMARKS.md)
 set -u
 B=${B:-$(dirname "$0")/../target/fast-test}
 W=$(mktemp -d /tmp/tickwire-capture-measure.XXXXXX)
@@ -27,7 +28,7 @@ cpu)
     for mode in $order; do
       cap=""; [ $mode = record ] && cap="$W/r.pcapng"
       mc "$mode$i" "$cap" --rate 100000 --seed 3 --duration 5s
-      python3 -c "import json;d=json.load(open('$W/$mode$i.c.json'));n=d['messages_delivered'];print('$mode',n,round((d['cpu_user_s']+d['cpu_sys_s'])*1e9/n,1),'ns/msg')"
+      python3 -c "import json;d=json.load(open('$W/$mode$i.c.json'));n=d['messages_delivered'];print('$mode',n,round((d['cpu_user_s']+d['cpu_sys_s'])*1e9/n,1),'ns/msg, tick-to-cache p50',round(d['tick_to_cache_ns']['p50']/1e3,1),'us')"
     done
   done ;;
 tput)

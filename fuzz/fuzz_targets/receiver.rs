@@ -11,7 +11,7 @@ use tickwire_core::SeqNo;
 use tickwire_core::recovery::{Event, LateJoin, Mode, Receiver, ReceiverConfig};
 use tickwire_core::wire::{Packet, PacketKind, PacketRepr, Status, StatusRepr, parse_token};
 use tickwire_core::{Instant, Line};
-use tickwire_fuzz::{EPOCH, EPOCH2, finish, valid_packet};
+use tickwire_fuzz::{EPOCH, EPOCH2, advance, finish, line, valid_packet};
 
 /// The service's answer to the Probe `nonce`: a session near `near`.
 fn status(u: &mut Unstructured, nonce: u64, near: u64) -> Result<Vec<u8>> {
@@ -99,17 +99,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
     let mut ops = 0;
     while !u.is_empty() && ops < 256 {
         ops += 1;
-        now = now.saturating_add(match u.int_in_range(0u8..=3)? {
-            0 => 0,
-            1 => u64::from(u.arbitrary::<u16>()?),
-            2 => u64::from(u.arbitrary::<u8>()?) * 1_000_000,
-            _ => u64::from(u.arbitrary::<u32>()?) * 16,
-        });
-        let line = match u.int_in_range(0u8..=2)? {
-            0 => Line::A,
-            1 => Line::B,
-            _ => Line::Unicast,
-        };
+        now = advance(u, now)?;
+        let line = line(u)?;
         match u.int_in_range(0u8..=15)? {
             0 | 1 => {
                 let n = u.arbitrary_len::<u8>()?.min(2048);

@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use tickwire_core::Instant;
 use tickwire_core::recovery::{Event, LateJoin, Mode, Order, Receiver, ReceiverConfig};
-use tickwire_core::{Instant, Line};
-use tickwire_fuzz::valid_packet;
+use tickwire_fuzz::{advance, line, valid_packet};
 
 #[derive(Default)]
 struct Checker {
@@ -81,17 +81,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
     let mut ops = 0;
     while !u.is_empty() && ops < 256 {
         ops += 1;
-        now = now.saturating_add(match u.int_in_range(0u8..=3)? {
-            0 => 0,
-            1 => u64::from(u.arbitrary::<u16>()?),
-            2 => u64::from(u.arbitrary::<u8>()?) * 1_000_000,
-            _ => u64::from(u.arbitrary::<u32>()?) * 16,
-        });
-        let line = match u.int_in_range(0u8..=2)? {
-            0 => Line::A,
-            1 => Line::B,
-            _ => Line::Unicast,
-        };
+        now = advance(u, now)?;
+        let line = line(u)?;
         match u.int_in_range(0u8..=11)? {
             0 => {
                 let n = u.arbitrary_len::<u8>()?.min(2048);

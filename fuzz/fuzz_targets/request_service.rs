@@ -18,7 +18,14 @@ const MAX_PACKET: usize = 512;
 fn msg(n: u64) -> Message {
     let symbol = (n.wrapping_mul(7) % u64::from(SYMBOLS)) as u32;
     if n.is_multiple_of(3) {
-        Message::Trade(Trade { symbol, side: Side::Buy, price: n as i64, qty: 1, exch_ts: n, symbol_seq: 0 })
+        Message::Trade(Trade {
+            symbol,
+            side: Side::Buy,
+            price: n as i64,
+            qty: 1,
+            exch_ts: n,
+            symbol_seq: 0,
+        })
     } else {
         Message::Quote(Quote {
             symbol,

@@ -7,7 +7,27 @@ use tickwire_core::wire::{
     FLAG_TIMING, HEADER_LEN, MAX_PACKET_LEN, PacketKind, PacketRepr, SnapshotHeader,
     SnapshotRecord, TIMING_LEN, emit_message, emit_record, message_len,
 };
-use tickwire_core::{Message, Quote, SeqNo, Side, SymbolState, Trade};
+use tickwire_core::{Line, Message, Quote, SeqNo, Side, SymbolState, Trade};
+
+/// The clock after one fuzzed step from `now` (ns): none, up to 65 µs, up
+/// to 255 ms, or up to ~19 hours.
+pub fn advance(u: &mut Unstructured, now: u64) -> Result<u64> {
+    Ok(now.saturating_add(match u.int_in_range(0u8..=3)? {
+        0 => 0,
+        1 => u64::from(u.arbitrary::<u16>()?),
+        2 => u64::from(u.arbitrary::<u8>()?) * 1_000_000,
+        _ => u64::from(u.arbitrary::<u32>()?) * 16,
+    }))
+}
+
+/// The line a fuzzed packet comes on.
+pub fn line(u: &mut Unstructured) -> Result<Line> {
+    Ok(match u.int_in_range(0u8..=2)? {
+        0 => Line::A,
+        1 => Line::B,
+        _ => Line::Unicast,
+    })
+}
 
 /// The epoch the targets' publishers and most built packets use.
 pub const EPOCH: u64 = 0xE90C;

@@ -195,17 +195,22 @@ impl Receiver {
     /// update. Deliver it now and mark it received, so the hole logic counts
     /// it and the in-order drain passes over it.
     fn deliver_ahead(&mut self, now: Instant, s: u64, msg: Message, times: Times, retrans: bool) {
+        self.emit_ahead(s, msg, times, retrans);
+        self.buf.store_delivered(s, msg);
+        self.end_stale(now, s, &msg);
+    }
+
+    /// The event and counters of a message delivered ahead of a hole.
+    fn emit_ahead(&mut self, s: u64, msg: Message, times: Times, recovered: bool) {
         self.events.push_back(Event::Message {
             seq: SeqNo(s),
             msg,
             send_time: times.sent,
             due_time: times.due,
-            recovered: retrans,
+            recovered,
         });
         self.stats.messages_delivered += 1;
         self.stats.messages_ahead += 1;
-        self.buf.store_delivered(s, msg);
-        self.end_stale(now, s, &msg);
     }
 
     /// Track `msg`'s symbol after it was applied (per-symbol order), report
@@ -244,15 +249,8 @@ impl Receiver {
                 return;
             }
             self.buf.mark_delivered(q);
-            self.events.push_back(Event::Message {
-                seq: SeqNo(q),
-                msg: held.msg,
-                send_time: held.send_time,
-                due_time: held.due_time,
-                recovered: true,
-            });
-            self.stats.messages_delivered += 1;
-            self.stats.messages_ahead += 1;
+            let times = Times { sent: held.send_time, due: held.due_time };
+            self.emit_ahead(q, held.msg, times, true);
             self.stats.messages_held += 1;
             self.track_applied(now, q, &held.msg);
             q += 1;

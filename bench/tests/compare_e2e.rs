@@ -180,10 +180,30 @@ fn check_orders(report: &str, json: &Value, id: &str, loss: &str) {
     assert_eq!(m(&strict, "messages_ahead"), 0.0, "{id}");
     assert_eq!(m(&strict, "stale_periods"), 0.0, "{id}");
     assert!(m(&ps, "messages_ahead") > 0.0, "{id}: nothing applied ahead of a hole");
-    assert!(m(&ps, "stale_periods") > 0.0, "{id}: no stale period");
-    let (mean, total, per) =
-        (m(&ps, "stale_mean_us"), m(&ps, "stale_ms_total"), m(&ps, "stale_ms_per_symbol"));
-    assert!(mean > 0.0 && total > 0.0, "{id}: stale {mean} µs mean, {total} ms total");
+    // A symbol goes stale only when one of its own updates arrives while an
+    // earlier one is missing. With 1,000 symbols and recovery in a round
+    // trip, a lost packet's symbols rarely get another update before the
+    // repair: a tiny cell may see none (CI saw 0 in one of its runs). So the
+    // figures must agree with each other, not be non-zero: a period begins
+    // when a message has to wait, so a message delivered after waiting means
+    // a stale period, and a period has a duration.
+    let (periods, mean, total, per) = (
+        m(&ps, "stale_periods"),
+        m(&ps, "stale_mean_us"),
+        m(&ps, "stale_ms_total"),
+        m(&ps, "stale_ms_per_symbol"),
+    );
+    assert!(held_p == 0.0 || periods > 0.0, "{id}: held {held_p} with no stale period");
+    assert_eq!(
+        periods > 0.0,
+        mean > 0.0 && total > 0.0,
+        "{id}: {periods} periods, {mean} µs mean, {total} ms total"
+    );
+    if periods == 0.0 {
+        eprintln!(
+            "{id}: per-symbol order saw no stale period (no lost symbol updated before its repair)"
+        );
+    }
     let symbols = json["config"]["symbols"].as_f64().unwrap();
     assert!((per - total / symbols).abs() <= 1e-9 * total.max(1.0), "{per} != {total} / {symbols}");
     let pair = json["per_symbol_vs_strict"]

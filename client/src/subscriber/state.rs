@@ -37,15 +37,16 @@ pub(super) struct PacketStamps {
     pub(super) app_rx: u64,
 }
 
-impl State {
-    fn subscribed(&self, symbol: Option<SymbolId>) -> bool {
-        match (&self.filter, symbol) {
-            (None, _) => true,
-            (Some(f), Some(s)) => f.get(s as usize).copied().unwrap_or(false),
-            (Some(_), None) => false,
-        }
+/// Whether `symbol` passes the subscription `filter` (None: every symbol).
+fn subscribed(filter: &Option<Vec<bool>>, symbol: Option<SymbolId>) -> bool {
+    match (filter, symbol) {
+        (None, _) => true,
+        (Some(f), Some(s)) => f.get(s as usize).copied().unwrap_or(false),
+        (Some(_), None) => false,
     }
+}
 
+impl State {
     /// Apply every event the receiver has, handing each to `on_event`;
     /// `packet` names the packet just handed to it (None: events after a
     /// timer). Latencies are recorded once the messages are in the cache: one
@@ -56,35 +57,39 @@ impl State {
         on_event: &mut F,
     ) {
         self.applied.clear();
-        while let Some(ev) = self.receiver.poll_event() {
-            match &ev {
+        let (filter, writer, verifier) = (&self.filter, &mut self.writer, &mut self.verifier);
+        let (applied, activity) = (&mut self.applied, &mut self.activity);
+        let (end, reconnect_due, wall_at_start) =
+            (&mut self.end, &mut self.reconnect_due, self.wall_at_start);
+        self.receiver.drain_events(|ev| {
+            match ev {
                 Event::Message { seq, msg, send_time, due_time, .. } => {
                     if *due_time != 0 {
-                        self.applied.push((*due_time, *send_time));
+                        applied.push((*due_time, *send_time));
                     }
-                    if let Some(v) = &mut self.verifier {
+                    if let Some(v) = verifier {
                         v.message(*seq, msg);
                     }
-                    if !self.subscribed(msg.symbol()) {
-                        continue;
+                    if !subscribed(filter, msg.symbol()) {
+                        return;
                     }
-                    self.writer.apply(seq.0, msg);
-                    if let Some(a) = msg.symbol().and_then(|s| self.activity.get_mut(s as usize)) {
+                    writer.apply(seq.0, msg);
+                    if let Some(a) = msg.symbol().and_then(|s| activity.get_mut(s as usize)) {
                         *a += 1;
                     }
                 }
                 Event::SnapshotStart { seq, .. } => {
-                    if let Some(v) = &mut self.verifier {
+                    if let Some(v) = verifier {
                         v.snapshot_start(*seq);
                     }
                 }
                 Event::SymbolState(s) => {
-                    if let Some(v) = &mut self.verifier {
+                    if let Some(v) = verifier {
                         v.snapshot_record(s);
                     }
-                    self.writer.set(s);
-                    if !self.subscribed(Some(s.symbol)) {
-                        continue;
+                    writer.set(s);
+                    if !subscribed(filter, Some(s.symbol)) {
+                        return;
                     }
                 }
                 Event::SnapshotEnd { .. } | Event::EpochChanged { old: None, .. } => {}
@@ -99,41 +104,40 @@ impl State {
                     // The new session's book starts empty: nothing of the old
                     // one may stay in the cache (a snapshot would overwrite
                     // every symbol, a resume from 1 would not).
-                    self.writer.clear();
-                    if let Some(v) = &mut self.verifier
+                    writer.clear();
+                    if let Some(v) = verifier
                         && let Err(e) = v.restart()
                     {
                         eprintln!("client: verifier: {e}");
                     }
-                    self.end = None;
+                    *end = None;
                 }
                 Event::Reconnect => {
-                    self.reconnect_due = true;
-                    continue;
+                    *reconnect_due = true;
+                    return;
                 }
                 Event::EndOfSession { next } => {
-                    if let Some(v) = &mut self.verifier {
+                    if let Some(v) = verifier {
                         v.end_of_session(*next);
                     }
-                    self.end = Some(*next);
+                    *end = Some(*next);
                 }
                 Event::Unrecoverable { range } => {
-                    if let Some(v) = &mut self.verifier {
+                    if let Some(v) = verifier {
                         v.given_up(*range);
                     }
                     eprintln!("client: gave up on {range}");
                 }
                 Event::SymbolStale { symbol, since, reason } => {
-                    let since_ns = self.wall_at_start + since.as_nanos();
-                    self.writer
-                        .set_freshness(*symbol, Freshness::Stale { since_ns, reason: *reason });
+                    let since_ns = wall_at_start + since.as_nanos();
+                    writer.set_freshness(*symbol, Freshness::Stale { since_ns, reason: *reason });
                 }
                 Event::SymbolFresh { symbol, .. } => {
-                    self.writer.set_freshness(*symbol, Freshness::Fresh);
+                    writer.set_freshness(*symbol, Freshness::Fresh);
                 }
             }
-            on_event(&ev);
-        }
+            on_event(ev);
+        });
         if !self.applied.is_empty() {
             self.record_latencies(packet, wall_ns());
         }

@@ -450,6 +450,17 @@ impl Receiver {
         self.events.pop_front()
     }
 
+    /// Every pending event, in order, by reference; then they are gone (as
+    /// if [`Self::poll_event`] had been called until `None`). The hot path's
+    /// way to drain: an event is read where it lies instead of being moved
+    /// out (an 88-byte copy per message, and the store-forwarding stall of
+    /// reading it back, were a quarter of a busy subscriber's profile).
+    pub fn drain_events(&mut self, mut f: impl FnMut(&Event)) {
+        let (a, b) = self.events.as_slices();
+        a.iter().chain(b).for_each(&mut f);
+        self.events.clear();
+    }
+
     /// The next request to send (Login, Nack, SnapshotRequest, Probe),
     /// encoded into `buf` (which needs [`REQUEST_BUF_LEN`] bytes); returns its
     /// length. `wall_ns` is stamped as its send time. NACKs and snapshot

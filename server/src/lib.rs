@@ -292,6 +292,7 @@ fn publish_and_tell<S: MessageSource + ?Sized>(
     };
     core_cfg.validate().context("invalid publisher settings")?;
     let mut core = Core::new(core_cfg);
+    core.prefault();
     eprintln!(
         "server: {} transport on {}, epoch {epoch}, {}, rate {}, idle {}, {}",
         cfg.transport.kind,

@@ -227,6 +227,13 @@ impl Sequencer {
         self.store.oldest()
     }
 
+    /// Map the retransmit store's memory now rather than on first use (see
+    /// [`RetransmitStore::prefault`]): a server calls it once before its
+    /// session starts, so the first million messages pay no page faults.
+    pub fn prefault(&mut self) {
+        self.store.prefault();
+    }
+
     /// True once [`Self::end_session`] was called.
     pub fn is_ended(&self) -> bool {
         self.ended

@@ -496,6 +496,19 @@ pub fn run(
     tag: &str,
 ) -> anyhow::Result<(CellRun, Value, Vec<Value>)> {
     let ready = |name: String| env.dir.join(name);
+    // A report directory used before holds the ready files of its runs: a
+    // stale one would be taken for this run's (tcp: a client sent to the old
+    // run's port, and the cell failing after its time limit).
+    for name in std::iter::once(format!("{tag}.srv.ready"))
+        .chain((0..cmds.clients.len()).map(|i| format!("{tag}.cli{i}.ready")))
+    {
+        match std::fs::remove_file(ready(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                anyhow::bail!("cannot remove the old ready file in {}: {e}", env.dir.display())
+            }
+            _ => {}
+        }
+    }
     let limit = Duration::from_secs(15);
     let tx_before = match spec.net {
         Net::Netns => env.topo.and_then(Topology::server_tx),

@@ -521,3 +521,23 @@ fn tiny_aeron_cells_beside_multicast_in_the_same_run() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A report directory used before: its old ready files (the tcp server's
+/// names the port it bound) must not be taken for the new run's. Before the
+/// fix, the second run's clients connected to the first run's port and
+/// every tcp cell failed at its time limit.
+#[test]
+fn a_second_run_into_the_same_directory_is_not_misled_by_the_first() {
+    let out = scratch("reused");
+    let flags = ["--no-netns", "--transports", "tcp", "--clients", "1", "--no-pipeline"];
+    run_compare(&tiny(&out, 46_000, &flags));
+    let first = std::fs::read_dir(out.join("raw"))
+        .expect("raw/")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".ready")))
+        .count();
+    assert!(first > 0, "the first run leaves its ready files");
+    run_compare(&tiny(&out, 47_000, &flags));
+    let (_, json) = check_files(&out);
+    let ids = check_cells(&json);
+    assert!(ids.iter().any(|i| i.starts_with("tcp-loopback")), "{ids:?}");
+}

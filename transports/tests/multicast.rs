@@ -314,6 +314,47 @@ fn unicast_replies_are_taken_only_from_the_recovery_service() {
     assert_eq!(got, vec![(Line::Unicast, genuine)], "only the recovery service's reply");
 }
 
+/// A spinning subscriber (polls with a zero timeout) reads the feed on every
+/// poll and its request socket on every 8th: a reply waiting there is taken
+/// within 8 polls, never lost; a poll that has to wait reads it at once.
+#[test]
+fn a_spinning_subscriber_reads_replies_within_eight_polls_and_the_feed_on_every_poll() {
+    let cfg = loopback_cfg();
+    let mut publisher = MulticastPublisher::new(cfg.clone()).unwrap();
+    let mut sub = MulticastSubscriber::new(sub_cfg(&cfg, &publisher)).unwrap();
+    let SocketAddr::V4(me) = sub.unicast_addr() else { panic!("v4") };
+    for round in 0..3u64 {
+        let reply = make_kind(PacketKind::Retransmission, 10 + round, 100);
+        publisher.send_to(peer_id(me), &reply).unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // it lies in the socket
+        let mut got = Vec::new();
+        let mut polls = 0;
+        while got.is_empty() {
+            polls += 1;
+            assert!(polls <= 8, "round {round}: no reply after 8 quick polls");
+            poll_into(&mut sub, Duration::ZERO, &mut got);
+        }
+        assert_eq!(got, vec![(Line::Unicast, reply)], "round {round}");
+        // The feed: each packet is read by the next quick poll.
+        for k in 0..10 {
+            let p = make_packet(100 * round + k, 50);
+            publisher.publish(&p).unwrap();
+            publisher.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            let mut got = Vec::new();
+            poll_into(&mut sub, Duration::ZERO, &mut got);
+            assert_eq!(got, vec![(Line::A, p)], "round {round}, feed packet {k}");
+        }
+    }
+    // A poll that waits: the reply is read by that poll.
+    let reply = make_kind(PacketKind::Retransmission, 99, 100);
+    let mut got = Vec::new();
+    poll_into(&mut sub, Duration::ZERO, &mut got); // a quick pass; nothing yet
+    publisher.send_to(peer_id(me), &reply).unwrap();
+    poll_into(&mut sub, LIVENESS, &mut got);
+    assert_eq!(got, vec![(Line::Unicast, reply)]);
+}
+
 #[test]
 fn requests_and_replies_reach_only_the_requester() {
     let cfg = loopback_cfg();

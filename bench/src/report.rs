@@ -395,7 +395,7 @@ fn plus(a: Agg, b: Agg) -> String {
 /// Tickwire / Aeron (above 1: Tickwire delivers more); latency: Tickwire /
 /// Aeron (below 1: Tickwire is faster).
 fn aeron_ratios(r: &Results, s: &mut String) {
-    let same_job = |a: &CellSpec, t: &CellSpec| {
+    let same_job = |a: &CellSpec, t: &CellSpec, mode: Mode| {
         !t.peer.is_aeron()
             && t.transport == TransportKind::Multicast
             && (t.net, t.rate, t.clients, t.messages) == (a.net, a.rate, a.clients, a.messages)
@@ -404,7 +404,7 @@ fn aeron_ratios(r: &Results, s: &mut String) {
             && t.upstream_drop == a.upstream_drop
             && !t.ab
             && !t.pipeline
-            && t.mode == Mode::Default
+            && t.mode == mode
             && t.max_packet.is_none()
             && t.order == Order::Strict
     };
@@ -412,7 +412,14 @@ fn aeron_ratios(r: &Results, s: &mut String) {
         .cells
         .iter()
         .filter(|a| a.spec.peer.is_aeron())
-        .filter_map(|a| r.cells.iter().find(|t| same_job(&a.spec, &t.spec)).map(|t| (t, a)))
+        .flat_map(|a| {
+            // Beside Tickwire's default idle mode always, and beside its
+            // spinning cell where the run has one: the inline layout
+            // busy-spins, so that pair is like for like.
+            [Mode::Default, Mode::Spin].into_iter().filter_map(move |mode| {
+                r.cells.iter().find(|t| same_job(&a.spec, &t.spec, mode)).map(|t| (t, a))
+            })
+        })
         .collect();
     if pairs.is_empty() {
         return;
@@ -430,9 +437,9 @@ fn aeron_ratios(r: &Results, s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "| Aeron layout | net | rate | clients | loss | delivered msgs/s Tickwire / Aeron | p50 µs Tickwire / Aeron | p99 µs Tickwire / Aeron | complete T / A |"
+        "| Aeron layout | net | rate | clients | loss | Tickwire idle | delivered msgs/s Tickwire / Aeron | p50 µs Tickwire / Aeron | p99 µs Tickwire / Aeron | complete T / A |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---:|---:|---|---|---|---|---|---|");
     for (t, a) in pairs {
         let both = |f: fn(&CellRun) -> Option<f64>| {
             let (x, y) = (t.agg(f).median, a.agg(f).median);
@@ -446,12 +453,13 @@ fn aeron_ratios(r: &Results, s: &mut String) {
         let yes = |c: &CellResult| if c.complete() { "yes" } else { "NO" };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
             a.spec.label(),
             a.spec.net.name(),
             a.spec.rate_label(),
             a.spec.clients,
             loss_label(a),
+            t.spec.mode.name(),
             both(|x| x.delivered_msgs_per_s),
             both(|x| x.t2c_p50_us),
             both(|x| x.t2c_p99_us),

@@ -487,8 +487,11 @@ fn tiny_aeron_cells_beside_multicast_in_the_same_run() {
         return;
     }
     let out = scratch("aeron");
-    let mut args =
-        tiny(&out, 45_000, &["--no-netns", "--transports", "multicast", "--clients", "1"]);
+    let mut args = tiny(
+        &out,
+        45_000,
+        &["--no-netns", "--transports", "multicast", "--clients", "1", "--modes", "spin"],
+    );
     args.retain(|a| a != "--no-aeron");
     let (_, stderr) = run_compare(&args);
     let (report, json) = check_files(&out);
@@ -519,6 +522,12 @@ fn tiny_aeron_cells_beside_multicast_in_the_same_run() {
         report.lines().any(|l| l.starts_with("| aeron (inline) | loopback | 20000 | 1 | none |")),
         "{report}"
     );
+    // The ratios pair Aeron with Tickwire's default idle mode, and with its
+    // spinning cell (like for like with the busy-spinning inline layout).
+    for mode in ["default", "spin"] {
+        let row = format!("| aeron (inline) | loopback | 20000 | 1 | none | {mode} |");
+        assert!(report.lines().any(|l| l.starts_with(&row)), "no ratio row {row}\n{report}");
+    }
     let _ = std::fs::remove_dir_all(&out);
 }
 

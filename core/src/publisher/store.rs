@@ -20,7 +20,7 @@ pub const SLOT_LEN: usize = Quote::<&[u8]>::LEN;
 
 /// The page size [`RetransmitStore::prefault`] assumes (the smallest in use
 /// on Linux; a larger page is touched several times, which is harmless).
-pub const PAGE: usize = 4096;
+const PAGE: usize = 4096;
 
 /// Largest retransmit window accepted: 2^24 messages take 2^24 × 49 bytes
 /// ≈ 820 MB, already a large share of a 24 GiB test machine shared with clients
@@ -70,7 +70,7 @@ impl RetransmitStore {
     }
 
     /// Touch every page of the ring now, so that the first pass of appends
-    /// does not take a page fault every 4096 / [`SLOT_LEN`] messages (`PAGE` / `SLOT_LEN`).
+    /// does not take a page fault every 4096 / [`SLOT_LEN`] (83) messages.
     /// The ring comes zeroed from the allocator, which (for a large one)
     /// maps its pages lazily: at 10M msgs/s, the first 2^20 messages paid a
     /// fault each 83 messages, 13 % of a busy server's profile. Costs one
